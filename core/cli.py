@@ -1,0 +1,195 @@
+"""`mesh`: start, stop, inspect and steer a mesh. Every command honours MESH_HOME and MESH_PORT_BASE."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from core.config import REPO_ROOT, ConfigError, Settings, load_settings
+from core.hotstate import HotState
+from core.messages import RiskReplies, RiskStatusReply, SetKillSwitch
+from core.status import mesh_state
+from core.supervise import Supervisor, default_paths, local_paths, render
+
+START_TIMEOUT_S = 90
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    supervisor = Supervisor(settings)
+    if supervisor.running():
+        print(f"a mesh is already running in {settings.home_dir} (mesh status; mesh down to stop it)")
+        return 1
+    settings.prepare_home()
+    conf = settings.home_dir / "supervisord.conf"
+    conf.write_text(render(settings, local_paths(settings), with_redis=settings.redis_url is None))
+    command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+    env = {**os.environ, "MESH_HOME": str(settings.home_dir), "MESH_PORT_BASE": str(settings.port_base)}
+    print(f"starting the mesh in {settings.home_dir} (mode: {settings.mode}; paper trading, no real money)")
+    if args.detach:
+        subprocess.run(command, env=env, check=True, cwd=REPO_ROOT)
+        return 0 if _wait_until_up(settings, supervisor) else 1
+    process = subprocess.Popen([*command, "-n"], env=env, cwd=REPO_ROOT)
+    try:
+        if _wait_until_up(settings, supervisor, process):
+            print("Ctrl-C stops everything.")
+        return process.wait()
+    except KeyboardInterrupt:  # the terminal sent SIGINT to supervisord too; it stops its programs
+        print("\nstopping the mesh...")
+        return process.wait()
+
+
+def _wait_until_up(settings: Settings, supervisor: Supervisor, process: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    last_report = ""
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            print(f"supervisord exited with code {process.returncode}; see {settings.log_dir}/supervisord.log")
+            return False
+        states = {name: info["statename"] for name, info in supervisor.processes().items()}
+        waiting = sorted(name for name, state in states.items() if state != "RUNNING")
+        if states and not waiting and _healthy(settings.dashboard_url + "healthz"):
+            print(f"mesh up: {len(states)} programs RUNNING\ndashboard: {settings.dashboard_url}")
+            return True
+        report = "waiting for: " + (", ".join(f"{n} ({states[n]})" for n in waiting) if waiting else "dashboard")
+        if report != last_report:
+            print(report)
+            last_report = report
+        time.sleep(0.5)
+    print(f"the mesh did not come up within {START_TIMEOUT_S}s; logs are in {settings.log_dir}")
+    return False
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    supervisor = Supervisor(settings)
+    if not supervisor.running():
+        print(f"no mesh is running in {settings.home_dir}")
+        return 0
+    supervisor.shutdown()
+    for _ in range(300):
+        if not supervisor.running() and not settings.supervisor_socket.exists():
+            break
+        time.sleep(0.1)
+    print("mesh stopped")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    state = mesh_state(settings, HotState(settings.effective_redis_url, settings.redis_prefix))
+    if args.json:
+        print(json.dumps(state))
+        return 0
+    print(f"mode {state['mode']}  trading {state['trading_state']}  equity {state['equity']}  "
+          f"cash {state['cash']}  trades {state['trades']}")
+    for name, service in state["services"].items():
+        age = service["heartbeat_age_s"]
+        print(f"  {name:22} {service['state']:10} {'healthy' if service['healthy'] else 'UNHEALTHY':10} "
+              f"heartbeat {'-' if age is None else f'{age:.1f}s ago'}")
+    for p in state["positions"]:
+        print(f"  position {p['strategy']:12} {p['symbol']:9} qty {p['qty']} avg {p['avg_price']} last {p['last_price']}")
+    print("  allocations: " + ", ".join(f"{k} {v:.2f}%" for k, v in state["allocations"].items()))
+    return 0
+
+
+def set_kill_switch(settings: Settings, on: bool, by: str) -> tuple[bool, str]:
+    """Ask the risk guard; if it does not answer, persist the switch where it will read it at start."""
+    import zmq
+
+    from core.bus import ReqClient
+    from core.log import Logger
+    from core.store import Store
+
+    ctx = zmq.Context()
+    client = ReqClient(ctx, settings.endpoint("risk.rep"), RiskReplies, 1000, 2, Logger("cli", "ERROR"))
+    try:
+        reply = client.request(SetKillSwitch(on=on, by=by, src="cli"))
+    finally:
+        client.close()
+        ctx.term()
+    if isinstance(reply, RiskStatusReply):
+        return True, f"kill switch {'ON' if reply.kill_switch else 'OFF'}; trading state {reply.trading_state}"
+    store = Store(settings.db_path)
+    try:
+        book = store.get_state("risk.book") or {}
+        book["kill_switch"] = on
+        store.put_state("risk.book", book)
+        store.insert_many("risk_events", ("rule", "reason", "created_at"),
+                          [("kill_switch", f"kill switch turned {'on' if on else 'off'} by {by} "
+                                           "while the risk guard was not answering", time.time())])
+    finally:
+        store.close()
+    return False, (f"the risk guard did not answer; kill switch {'ON' if on else 'OFF'} is saved and applies when "
+                   "it starts (no orders are approved while it is down)")
+
+
+def cmd_kill_switch(settings: Settings, args: argparse.Namespace) -> int:
+    answered, message = set_kill_switch(settings, args.state == "on", "cli")
+    print(message)
+    return 0 if answered else 3
+
+
+def cmd_supervisord_conf(settings: Settings, args: argparse.Namespace) -> int:
+    paths = default_paths() if args.default else local_paths(settings)
+    print(render(settings, paths, with_redis=args.default or settings.redis_url is None), end="")
+    return 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from bench.latency import run_latency_suite
+
+    if args.suite != "latency":
+        print(f"unknown suite {args.suite!r}; available: latency")
+        return 2
+    result = run_latency_suite(samples=args.samples, rate=args.rate, progress=not args.json)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesh", description="Meshtrader: a paper-trading mesh of processes")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the whole mesh under supervisord and print the dashboard URL")
+    up.add_argument("-d", "--detach", action="store_true", help="return once the mesh is up")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the mesh").set_defaults(func=cmd_down)
+    status = sub.add_parser("status", help="services, equity, positions, trades")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(func=cmd_status)
+    kill = sub.add_parser("kill-switch", help="halt (on) or allow (off) all trading")
+    kill.add_argument("state", choices=["on", "off"])
+    kill.set_defaults(func=cmd_kill_switch)
+    conf = sub.add_parser("supervisord-conf", help="print the supervisord config for these settings")
+    conf.add_argument("--default", action="store_true", help="the repo's own supervisord.conf (./var)")
+    conf.set_defaults(func=cmd_supervisord_conf)
+    bench = sub.add_parser("bench", help="run a benchmark suite")
+    bench.add_argument("--suite", default="latency")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--samples", type=int, default=5000)
+    bench.add_argument("--rate", type=int, default=1000, help="ticks per second offered")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    return args.func(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Configuration: defaults < config file (TOML, MESH_CONFIG) < MESH_* environment / .env.
+
+Everything that locates a piece of the mesh (runtime directory, ports, socket endpoints) is derived
+here, so two meshes with different MESH_HOME and MESH_PORT_BASE never clash.
+"""
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_DATA = REPO_ROOT / "data"
+KNOWN_STRATEGIES = ("momentum", "macd", "bench")
+
+# Port offsets from MESH_PORT_BASE: HTTP (dashboard, /metrics) and, with MESH_TRANSPORT=tcp, ZeroMQ.
+HTTP_OFFSETS = {"dashboard": 0, "feed": 1, "allocator": 2, "risk": 3, "executor": 4, "forks": 5, "narrator": 6}
+STRATEGY_HTTP_OFFSET = 10
+ZMQ_OFFSETS = {
+    "feed.pub": 40, "feed.rep": 41, "allocator.pub": 42, "risk.pub": 43, "risk.rep": 44,
+    "executor.pub": 45, "forks.pub": 46, "forks.rep": 47, "narrator.pub": 48,
+}
+STRATEGY_ZMQ_OFFSET = 60
+MAX_STRATEGIES = 20
+
+
+class ConfigError(Exception):
+    """An invalid setting: the message is one line naming the setting and the problem."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All of the mesh's settings. Field `x` is set by the environment variable `MESH_X`."""
+
+    model_config = SettingsConfigDict(env_prefix="MESH_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("var"), description="runtime directory: sockets, SQLite, logs, pids")
+    port_base: int = Field(7100, ge=1024, le=65000, description="first port of this mesh's port range")
+    transport: Literal["ipc", "tcp"] = "ipc"
+    host: str = Field("127.0.0.1", description="address services bind and connect to with tcp")
+    redis_url: str | None = Field(None, description="external Redis; unset starts the bundled redis-server")
+    mode: Literal["paper"] = "paper"
+
+    # market data replay
+    data: Path | None = Field(None, description="directory of candle CSVs (plain or .gz), one per symbol")
+    symbols: Annotated[list[str], NoDecode] = ["BTCUSDT", "ETHUSDT"]
+    replay_speed: float = Field(10.0, gt=0, le=1_000_000, description="candles per second per symbol")
+    ticks_per_candle: int = Field(4, ge=1, le=4)
+    replay_start: int = Field(0, ge=0, description="skip this many candles of the data at the start")
+    feed_history: int = Field(2000, ge=10, description="candles per symbol kept for snapshot requests")
+
+    # strategies and capital
+    strategies: Annotated[list[str], NoDecode] = ["momentum", "macd"]
+    capital: Decimal = Field(Decimal("100000"), gt=0)
+    order_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1, description="order notional / strategy equity")
+    fee_rate: Decimal = Field(Decimal("0.001"), ge=0, lt=Decimal("0.1"))
+    slippage_bp: Decimal = Field(Decimal("5"), ge=0, le=1000)
+    signal_ttl_s: float = Field(120.0, gt=0, description="signals older than this (event time) are refused")
+
+    # risk limits
+    max_order_pct: Decimal = Field(Decimal("0.20"), gt=0, le=1)
+    max_exposure_pct: Decimal = Field(Decimal("0.80"), gt=0, le=10)
+    max_positions_per_strategy: int = Field(2, ge=1)
+    daily_loss_pct: Decimal = Field(Decimal("0.05"), gt=0, le=1)
+    strategy_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1)
+    risk_timeout_ms: int = Field(500, ge=10, le=60_000)
+    risk_retries: int = Field(2, ge=1, le=10)
+
+    # housekeeping
+    heartbeat_s: float = Field(1.0, gt=0, le=60)
+    fork_ttl_s: int = Field(3600, ge=1)
+    max_forks: int = Field(8, ge=1)
+    big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("symbols", "strategies", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one symbol is needed")
+        return [s.upper().replace("/", "") for s in value]
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in KNOWN_STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(KNOWN_STRATEGIES)}")
+        if not value or len(value) > MAX_STRATEGIES or len(set(value)) != len(value):
+            raise ValueError(f"give 1 to {MAX_STRATEGIES} distinct strategies")
+        return value
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> "Settings":
+        if self.order_pct > self.max_order_pct:
+            raise ValueError(f"order_pct {self.order_pct} exceeds max_order_pct {self.max_order_pct}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        config_file = os.environ.get("MESH_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    # ----- derived locations -------------------------------------------------------------------
+    @property
+    def home_dir(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def db_path(self) -> Path:
+        return self.home_dir / "mesh.db"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home_dir / "logs"
+
+    @property
+    def forks_dir(self) -> Path:
+        return self.home_dir / "forks"
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.data or BUNDLED_DATA).resolve()
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.home_dir / "supervisor.sock"
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.home_dir / "redis.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"unix://{self.redis_socket}"
+
+    @property
+    def redis_prefix(self) -> str:
+        """Key namespace, so meshes sharing one external Redis keep apart."""
+        return f"mesh:{self.port_base}:"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.http_port('dashboard')}/"
+
+    def strategy_index(self, strategy: str) -> int:
+        return self.strategies.index(strategy)
+
+    def http_port(self, service: str) -> int:
+        """Port of a service's HTTP server (dashboard) or Prometheus /metrics."""
+        if service.startswith("strategy_"):
+            return self.port_base + STRATEGY_HTTP_OFFSET + self.strategy_index(service[len("strategy_"):])
+        return self.port_base + HTTP_OFFSETS[service]
+
+    def endpoint(self, name: str) -> str:
+        """ZeroMQ endpoint of a publisher or REP socket, e.g. 'feed.pub', 'risk.rep', 'strategy.macd.pub'."""
+        if self.transport == "tcp":
+            if name.startswith("strategy."):
+                port = self.port_base + STRATEGY_ZMQ_OFFSET + self.strategy_index(name.split(".")[1])
+            else:
+                port = self.port_base + ZMQ_OFFSETS[name]
+            return f"tcp://{self.host}:{port}"
+        path = self.home_dir / "sock" / name
+        if len(str(path)) > 100:
+            raise ConfigError(f"MESH_HOME: path too long for ipc sockets ({path}); use a shorter MESH_HOME")
+        return f"ipc://{path}"
+
+    def publisher_endpoints(self) -> dict[str, str]:
+        """Every publisher of the mesh, by service name: what a subscriber to 'everything' connects to."""
+        names = ["feed", "allocator", "risk", "executor", "forks", "narrator"]
+        endpoints = {n: self.endpoint(f"{n}.pub") for n in names}
+        for strategy in self.strategies:
+            endpoints[f"strategy_{strategy}"] = self.endpoint(f"strategy.{strategy}.pub")
+        return endpoints
+
+    def service_names(self) -> list[str]:
+        """The mesh's programs, in start order (Redis excluded)."""
+        return ["feed", *[f"strategy_{s}" for s in self.strategies],
+                "allocator", "risk", "executor", "forks", "narrator", "dashboard"]
+
+    def prepare_home(self) -> None:
+        for directory in (self.home_dir, self.log_dir, self.forks_dir, self.home_dir / "sock"):
+            directory.mkdir(parents=True, exist_ok=True)
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line per problem: the MESH_* name, what is wrong, and the value given."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(p) for p in problem["loc"]) or "settings"
+        setting = f"MESH_{field.upper()}" if problem["loc"] else "settings"
+        given = problem.get("input")
+        shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+        lines.append(f"invalid setting {setting}: {problem['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load and validate settings; raise ConfigError with a one-line message when invalid."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(describe_error(error)) from None
+    except (OSError, ValueError) as error:  # unreadable or malformed config file
+        raise ConfigError(f"invalid config file {os.environ.get('MESH_CONFIG')}: {error}") from None

@@ -1,0 +1,107 @@
+"""Incremental indicators: O(1) work per update, value None until warmed up."""
+from __future__ import annotations
+
+from collections import deque
+
+
+class SMA:
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self._window: deque[float] = deque(maxlen=period)
+        self._sum = 0.0
+        self.value: float | None = None
+
+    def update(self, x: float) -> float | None:
+        if len(self._window) == self.period:
+            self._sum -= self._window[0]
+        self._window.append(x)
+        self._sum += x
+        if len(self._window) == self.period:
+            self.value = self._sum / self.period
+        return self.value
+
+
+class EMA:
+    """Seeded with the SMA of the first `period` values, then the usual 2/(n+1) smoothing."""
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self.alpha = 2.0 / (period + 1)
+        self._seed = SMA(period)
+        self.value: float | None = None
+
+    def update(self, x: float) -> float | None:
+        if self.value is None:
+            self.value = self._seed.update(x)
+        else:
+            self.value += self.alpha * (x - self.value)
+        return self.value
+
+
+class RSI:
+    """Wilder's RSI."""
+
+    def __init__(self, period: int = 14) -> None:
+        self.period = period
+        self._previous: float | None = None
+        self._gains = 0.0
+        self._losses = 0.0
+        self._count = 0
+        self.value: float | None = None
+
+    def update(self, x: float) -> float | None:
+        if self._previous is None:
+            self._previous = x
+            return None
+        change, self._previous = x - self._previous, x
+        gain, loss = max(change, 0.0), max(-change, 0.0)
+        if self._count < self.period:
+            self._gains += gain
+            self._losses += loss
+            self._count += 1
+            if self._count < self.period:
+                return None
+            self._gains /= self.period
+            self._losses /= self.period
+        else:
+            self._gains = (self._gains * (self.period - 1) + gain) / self.period
+            self._losses = (self._losses * (self.period - 1) + loss) / self.period
+        self.value = 100.0 if self._losses == 0 else 100.0 - 100.0 / (1.0 + self._gains / self._losses)
+        return self.value
+
+
+class MACD:
+    """MACD line (fast EMA - slow EMA), its signal EMA, and the histogram."""
+
+    def __init__(self, fast: int = 12, slow: int = 26, signal: int = 9) -> None:
+        self._fast, self._slow, self._signal = EMA(fast), EMA(slow), EMA(signal)
+        self.line: float | None = None
+        self.signal: float | None = None
+
+    def update(self, x: float) -> float | None:
+        fast, slow = self._fast.update(x), self._slow.update(x)
+        if fast is None or slow is None:
+            return None
+        self.line = fast - slow
+        self.signal = self._signal.update(self.line)
+        return None if self.signal is None else self.line - self.signal
+
+
+class Cross:
+    """Tells when series a crosses above (+1) or below (-1) series b between two updates."""
+
+    def __init__(self) -> None:
+        self._previous: float | None = None
+
+    def update(self, a: float | None, b: float | None) -> int:
+        if a is None or b is None:
+            return 0
+        diff, previous = a - b, self._previous
+        self._previous = diff
+        if previous is None:
+            return 0
+        if previous <= 0 < diff:
+            return 1
+        if previous >= 0 > diff:
+            return -1
+        return 0

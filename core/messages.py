@@ -1,0 +1,291 @@
+"""Every message schema of the mesh, in one place.
+
+A stream message is a ZeroMQ multipart frame [topic, MessagePack payload]; the topic's prefix names the
+schema (see TOPIC_SCHEMAS). Every stream payload carries the envelope fields of `Event`:
+
+- v:   schema version (SCHEMA_VERSION)
+- src: the publishing service
+- seq: per-publisher, per-topic sequence number (1, 2, ...; subscribers detect gaps)
+- et:  event time, market time in ms since the epoch (the whole mesh runs on it)
+- st:  monotonic send time in ns (CLOCK_MONOTONIC is system-wide, so hops can be timed across processes)
+- tid: trace id, minted by the feed for each tick and carried through signal, order and fill
+
+Money (prices of orders and fills, quantities, cash, fees) is Decimal, encoded as a string, so it stays
+exact across the wire. Market data prices are floats: they are observations that feed indicators, and a
+float's repr gives back the exchange's decimal string exactly, which is how the executor turns them into
+money (`core.money.to_decimal`).
+
+Request/reply messages are tagged unions (field `kind`), decoded by the REP socket's own union type.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal, Union
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+Side = Literal["buy", "sell"]
+
+
+class Event(msgspec.Struct, kw_only=True):
+    """The envelope every stream message carries."""
+
+    v: int = SCHEMA_VERSION
+    src: str = ""
+    seq: int = 0
+    et: int = 0
+    st: int = 0
+    tid: int = 0
+
+
+# ----- market data -------------------------------------------------------------------------------
+class Tick(Event, kw_only=True):
+    symbol: str
+    price: float
+    qty: float = 0.0
+
+
+class Candle(Event, kw_only=True):
+    """A closed candle; `et` is its close time, `open_time` its open time (ms)."""
+
+    symbol: str
+    tf: str
+    open_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+# ----- trading -----------------------------------------------------------------------------------
+class Signal(Event, kw_only=True):
+    """A strategy's wish. `signal_id` is deterministic (strategy, symbol, bar, side): a worker that
+    re-emits it after a restart is deduplicated by the executor's unique key."""
+
+    signal_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    confidence: float
+    reason: str
+    price: float
+    origin_ns: int = 0
+
+
+class OrderUpdate(Event, kw_only=True):
+    order_id: str
+    signal_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    status: str
+    reason: str = ""
+    price: Decimal | None = None
+
+
+class Fill(Event, kw_only=True):
+    trade_id: str
+    order_id: str
+    signal_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    realized_pnl: Decimal
+    cash_after: Decimal
+    position_after: Decimal
+    origin_ns: int = 0
+
+
+class PositionView(msgspec.Struct, kw_only=True):
+    symbol: str
+    qty: Decimal
+    cost: Decimal
+    avg_price: Decimal
+    last_price: Decimal
+
+
+class StrategyAccount(msgspec.Struct, kw_only=True):
+    strategy: str
+    cash: Decimal
+    equity: Decimal
+    positions: list[PositionView] = []
+
+
+class AccountSnapshot(Event, kw_only=True):
+    equity: Decimal
+    cash: Decimal
+    exposure: Decimal
+    trades: int
+    accounts: list[StrategyAccount] = []
+
+
+class Allocation(Event, kw_only=True):
+    weights: dict[str, Decimal]
+    reason: str
+
+
+class RiskDecision(Event, kw_only=True):
+    request_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    approved: bool
+    rule: str
+    reason: str
+
+
+class RiskState(Event, kw_only=True):
+    trading_state: Literal["ACTIVE", "REDUCING", "HALTED"]
+    kill_switch: bool
+    deactivated: list[str] = []
+    reason: str = ""
+
+
+class Heartbeat(Event, kw_only=True):
+    service: str
+    pid: int
+    started: float
+
+
+class ForkEvent(Event, kw_only=True):
+    fork_id: str
+    event: str
+    purpose: str
+    requester: str
+    status: str
+    ttl_s: int
+    path: str = ""
+
+
+class Narrative(Event, kw_only=True):
+    kind: str
+    title: str
+    body: str
+
+
+TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
+    (b"md.tick.", Tick),
+    (b"md.candle.", Candle),
+    (b"sig.", Signal),
+    (b"order", OrderUpdate),
+    (b"fill", Fill),
+    (b"acct", AccountSnapshot),
+    (b"alloc", Allocation),
+    (b"risk.decision", RiskDecision),
+    (b"risk.state", RiskState),
+    (b"hb", Heartbeat),
+    (b"fork.", ForkEvent),
+    (b"narr", Narrative),
+)
+
+
+def tick_topic(symbol: str) -> bytes:
+    return b"md.tick." + symbol.encode()
+
+
+def candle_topic(symbol: str, tf: str = "1m") -> bytes:
+    return b"md.candle." + tf.encode() + b"." + symbol.encode()
+
+
+def signal_topic(strategy: str) -> bytes:
+    return b"sig." + strategy.encode()
+
+
+# ----- request / reply ---------------------------------------------------------------------------
+class Request(msgspec.Struct, kw_only=True, tag_field="kind"):
+    src: str = ""
+    tid: int = 0
+
+
+class ApproveOrder(Request, tag="approve"):
+    """Pre-trade check. The executor owns the books, so it sends the numbers the rules need."""
+
+    request_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    reduces: bool
+    opens_position: bool
+    strategy_equity: Decimal
+    strategy_open_positions: int
+    portfolio_equity: Decimal
+    portfolio_exposure: Decimal
+    event_time: int
+
+
+class SetKillSwitch(Request, tag="kill_switch"):
+    on: bool
+    by: str = "cli"
+
+
+class RiskStatus(Request, tag="risk_status"):
+    pass
+
+
+class RecentCandles(Request, tag="candles"):
+    symbol: str
+    n: int = 500
+
+
+class CreateFork(Request, tag="fork"):
+    purpose: str
+    requester: str
+    ttl_s: int = 0
+
+
+class ListForks(Request, tag="list_forks"):
+    pass
+
+
+class Reply(msgspec.Struct, kw_only=True, tag_field="kind"):
+    ok: bool = True
+    error: str = ""
+
+
+class ErrorReply(Reply, tag="error"):
+    ok: bool = False
+
+
+class Approval(Reply, tag="approval"):
+    approved: bool
+    rule: str
+    reason: str
+    trading_state: str
+
+
+class RiskStatusReply(Reply, tag="risk_status"):
+    trading_state: str
+    kill_switch: bool
+    deactivated: list[str] = []
+    reason: str = ""
+
+
+class CandlesReply(Reply, tag="candles"):
+    candles: list[Candle] = []
+
+
+class ForkReply(Reply, tag="fork"):
+    fork_id: str = ""
+    path: str = ""
+    reason: str = ""
+
+
+class ForkList(Reply, tag="list_forks"):
+    forks: list[dict] = []
+
+
+RiskRequests = Union[ApproveOrder, SetKillSwitch, RiskStatus]
+RiskReplies = Union[Approval, RiskStatusReply, ErrorReply]
+FeedRequests = RecentCandles
+FeedReplies = Union[CandlesReply, ErrorReply]
+ForkRequests = Union[CreateFork, ListForks]
+ForkReplies = Union[ForkReply, ForkList, ErrorReply]

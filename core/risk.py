@@ -1,0 +1,130 @@
+"""Pre-trade risk rules and the trading state they drive (ACTIVE, REDUCING, HALTED).
+
+Pure: the risk guard service feeds it requests and account observations and persists the book; tests
+trip every rule with crafted numbers. Every verdict names its rule and the numbers behind it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from core.messages import ApproveOrder
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_order_pct: Decimal
+    max_exposure_pct: Decimal
+    max_positions_per_strategy: int
+    daily_loss_pct: Decimal
+    strategy_drawdown_pct: Decimal
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Limits":
+        return cls(settings.max_order_pct, settings.max_exposure_pct, settings.max_positions_per_strategy,
+                   settings.daily_loss_pct, settings.strategy_drawdown_pct)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    approved: bool
+    rule: str
+    reason: str
+
+
+@dataclass
+class RiskBook:
+    """What the guard remembers across requests and restarts."""
+
+    kill_switch: bool = False
+    day: int = -1
+    day_start_equity: Decimal | None = None
+    daily_halt: bool = False
+    peaks: dict[str, Decimal] = field(default_factory=dict)
+    deactivated: dict[str, str] = field(default_factory=dict)  # strategy -> why
+
+    @property
+    def trading_state(self) -> str:
+        return "HALTED" if self.kill_switch or self.daily_halt else "ACTIVE"
+
+    def state_reason(self) -> str:
+        if self.kill_switch:
+            return "kill switch on"
+        if self.daily_halt:
+            return "daily loss limit hit: halted until 00:00 UTC"
+        return ""
+
+    def observe(self, event_time: int, portfolio_equity: Decimal, strategy_equity: dict[str, Decimal],
+                limits: Limits) -> list[tuple[str, str]]:
+        """Update day baseline, peaks and halts from marked equity; returns the (rule, reason) changes."""
+        changes: list[tuple[str, str]] = []
+        day = event_time // DAY_MS
+        if day > self.day:
+            self.day = day
+            self.day_start_equity = portfolio_equity
+            if self.daily_halt:
+                self.daily_halt = False
+                changes.append(("daily_loss", "new UTC day: daily loss halt lifted"))
+        start = self.day_start_equity
+        if not self.daily_halt and start and portfolio_equity <= start * (1 - limits.daily_loss_pct):
+            self.daily_halt = True
+            changes.append(("daily_loss", f"equity {portfolio_equity:.2f} is down "
+                            f"{(1 - portfolio_equity / start) * 100:.2f}% from the day's start {start:.2f} "
+                            f"(limit {limits.daily_loss_pct * 100}%): new orders halted until 00:00 UTC"))
+        for strategy, equity in strategy_equity.items():
+            peak = max(self.peaks.get(strategy, equity), equity)
+            self.peaks[strategy] = peak
+            if strategy not in self.deactivated and equity <= peak * (1 - limits.strategy_drawdown_pct):
+                why = (f"equity {equity:.2f} is {(1 - equity / peak) * 100:.2f}% below its peak {peak:.2f} "
+                       f"(limit {limits.strategy_drawdown_pct * 100}%): strategy deactivated")
+                self.deactivated[strategy] = why
+                changes.append(("strategy_drawdown", f"{strategy}: {why}"))
+        return changes
+
+    def to_json(self) -> dict:
+        return {"kill_switch": self.kill_switch, "day": self.day,
+                "day_start_equity": str(self.day_start_equity) if self.day_start_equity is not None else None,
+                "daily_halt": self.daily_halt, "peaks": {k: str(v) for k, v in self.peaks.items()},
+                "deactivated": self.deactivated}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "RiskBook":
+        if not data:
+            return cls()
+        start = data.get("day_start_equity")
+        return cls(kill_switch=bool(data.get("kill_switch")), day=int(data.get("day", -1)),
+                   day_start_equity=Decimal(start) if start is not None else None,
+                   daily_halt=bool(data.get("daily_halt")),
+                   peaks={k: Decimal(v) for k, v in data.get("peaks", {}).items()},
+                   deactivated=dict(data.get("deactivated", {})))
+
+
+def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
+    """Approve or reject one order. Exits (reducing orders) pass every rule but the halts."""
+    if book.kill_switch:
+        return Verdict(False, "kill_switch", "kill switch is on: no orders")
+    if book.daily_halt:
+        return Verdict(False, "daily_loss", book.state_reason())
+    if request.reduces:
+        return Verdict(True, "reduce_only", "exposure-reducing order")
+    if request.strategy in book.deactivated:
+        return Verdict(False, "strategy_drawdown", f"{request.strategy} is deactivated: "
+                       f"{book.deactivated[request.strategy]}")
+    notional = request.qty * request.price
+    max_order = request.strategy_equity * limits.max_order_pct
+    if notional > max_order:
+        return Verdict(False, "max_order_size", f"order notional {notional:.2f} exceeds "
+                       f"{limits.max_order_pct * 100}% of {request.strategy}'s capital "
+                       f"{request.strategy_equity:.2f} (max {max_order:.2f})")
+    if request.opens_position and request.strategy_open_positions >= limits.max_positions_per_strategy:
+        return Verdict(False, "max_positions", f"{request.strategy} already holds "
+                       f"{request.strategy_open_positions} positions (max {limits.max_positions_per_strategy})")
+    max_exposure = request.portfolio_equity * limits.max_exposure_pct
+    if request.portfolio_exposure + notional > max_exposure:
+        return Verdict(False, "max_exposure", f"exposure would be {request.portfolio_exposure + notional:.2f}, "
+                       f"over {limits.max_exposure_pct * 100}% of equity {request.portfolio_equity:.2f} "
+                       f"(max {max_exposure:.2f})")
+    return Verdict(True, "within_limits", f"notional {notional:.2f} within all limits")

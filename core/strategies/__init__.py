@@ -1,0 +1,20 @@
+"""Strategy registry: name -> class."""
+from __future__ import annotations
+
+from core.strategies.base import Decision, ParameterError, Strategy
+from core.strategies.bench import EveryTick
+from core.strategies.macd import MacdCross
+from core.strategies.momentum import Momentum
+
+REGISTRY: dict[str, type[Strategy]] = {cls.name: cls for cls in (Momentum, MacdCross, EveryTick)}
+
+
+def create(name: str, symbol: str, params: dict | None = None) -> Strategy:
+    try:
+        cls = REGISTRY[name]
+    except KeyError:
+        raise ParameterError(f"unknown strategy {name!r}; known: {', '.join(REGISTRY)}") from None
+    return cls(symbol, params)
+
+
+__all__ = ["Decision", "ParameterError", "Strategy", "REGISTRY", "create"]

@@ -1,0 +1,57 @@
+"""The strategy contract: a small class per strategy, one instance per symbol, the same in live and backtest.
+
+A strategy sees closed candles (and, if it wants, ticks) and returns a Decision or None. It does not
+know about sockets, orders or money: the worker turns decisions into signals, the executor sizes them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from core.messages import Candle, Tick
+
+
+class StrategyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParameterError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Decision:
+    side: str  # "buy" or "sell"
+    confidence: float
+    reason: str
+
+
+class Strategy:
+    name: ClassVar[str]
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+
+    def __init__(self, symbol: str, params: dict[str, Any] | None = None) -> None:
+        self.symbol = symbol
+        try:
+            self.params = self.Params(**(params or {}))
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise ParameterError(f"{self.name}: invalid parameters: {problems}") from None
+        self.bars_seen = 0
+
+    @property
+    def warmup(self) -> int:
+        """Bars needed before the first decision."""
+        return 0
+
+    def on_candle(self, candle: Candle) -> Decision | None:
+        self.bars_seen += 1
+        return self.decide(candle)
+
+    def decide(self, candle: Candle) -> Decision | None:
+        return None
+
+    def on_tick(self, tick: Tick) -> Decision | None:
+        return None

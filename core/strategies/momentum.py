@@ -1,0 +1,46 @@
+"""Momentum: a fast/slow moving-average crossover, entries filtered by RSI."""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from core.indicators import RSI, SMA, Cross
+from core.messages import Candle
+from core.strategies.base import Decision, Strategy, StrategyParams
+
+
+class MomentumParams(StrategyParams):
+    fast: int = Field(5, ge=1)
+    slow: int = Field(20, ge=2)
+    rsi_period: int = Field(14, ge=2)
+    rsi_max: float = Field(70.0, gt=0, le=100, description="no entry above this RSI (overbought)")
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> "MomentumParams":
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
+        return self
+
+
+class Momentum(Strategy):
+    name = "momentum"
+    Params = MomentumParams
+
+    def __init__(self, symbol: str, params: dict | None = None) -> None:
+        super().__init__(symbol, params)
+        p = self.params
+        self.fast, self.slow, self.rsi, self.cross = SMA(p.fast), SMA(p.slow), RSI(p.rsi_period), Cross()
+
+    @property
+    def warmup(self) -> int:
+        return max(self.params.slow, self.params.rsi_period + 1) + 1
+
+    def decide(self, candle: Candle) -> Decision | None:
+        fast, slow, rsi = self.fast.update(candle.close), self.slow.update(candle.close), self.rsi.update(candle.close)
+        crossed = self.cross.update(fast, slow)
+        if crossed > 0 and rsi is not None and rsi < self.params.rsi_max:
+            gap = (fast - slow) / slow
+            return Decision("buy", min(1.0, 0.5 + gap * 100), f"SMA{self.params.fast} crossed above "
+                            f"SMA{self.params.slow}, RSI {rsi:.1f} < {self.params.rsi_max}")
+        if crossed < 0:
+            return Decision("sell", 0.6, f"SMA{self.params.fast} crossed below SMA{self.params.slow}")
+        return None

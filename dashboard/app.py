@@ -1,0 +1,135 @@
+"""The dashboard: FastAPI over the mesh's hot state, with a WebSocket relaying the bus to browsers."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from core.cli import set_kill_switch
+from core.codec import DecodeError, UnknownTopic, decode_event, to_json_ready
+from core.config import Settings
+from core.hotstate import HotState
+from core.log import Logger
+from core.metrics import ServiceMetrics, topic_kind
+from core.status import mesh_state
+
+STATIC = Path(__file__).parent / "static"
+RELAYED = (b"fill", b"order", b"risk.", b"alloc", b"narr", b"fork.", b"md.candle.", b"acct")
+CLIENT_QUEUE = 1000
+
+
+class KillSwitch(BaseModel):
+    on: bool
+
+
+class Relay:
+    """One SUB socket to every publisher; each browser gets a bounded queue (slow ones lose old events)."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics, log: Logger) -> None:
+        self.settings, self.metrics, self.log = settings, metrics, log
+        self.clients: set[asyncio.Queue] = set()
+
+    async def run(self) -> None:
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        for endpoint in self.settings.publisher_endpoints().values():
+            sock.connect(endpoint)
+        for prefix in RELAYED:
+            sock.setsockopt(zmq.SUBSCRIBE, prefix)
+        try:
+            while True:
+                frames = await sock.recv_multipart()
+                if len(frames) != 2:
+                    self.metrics.decode_error("?")
+                    continue
+                try:
+                    event = decode_event(frames[0], frames[1])
+                except (UnknownTopic, *DecodeError):
+                    self.metrics.decode_error(topic_kind(frames[0]))
+                    continue
+                self.metrics.message_in(topic_kind(frames[0]))
+                text = json.dumps({"topic": frames[0].decode(), "event": to_json_ready(event)})
+                for queue in list(self.clients):
+                    if queue.full():
+                        with contextlib.suppress(asyncio.QueueEmpty):
+                            queue.get_nowait()
+                    queue.put_nowait(text)
+        finally:
+            sock.close()
+            ctx.term()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    log = Logger("dashboard", settings.log_level)
+    metrics = ServiceMetrics("dashboard")
+    hot = HotState(settings.effective_redis_url, settings.redis_prefix, log)
+    relay = Relay(settings, metrics, log)
+    started = time.time()
+
+    async def heartbeat() -> None:
+        while True:
+            hot.put("hb:dashboard", {"service": "dashboard", "pid": os.getpid(), "ts": time.time(),
+                                     "started": started}, ttl_s=max(5, int(settings.heartbeat_s * 5)))
+            await asyncio.sleep(settings.heartbeat_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        tasks = [asyncio.create_task(relay.run()), asyncio.create_task(heartbeat())]
+        metrics.up.set(1)
+        log.info("service_started", pid=os.getpid(), url=settings.dashboard_url)
+        yield
+        for task in tasks:
+            task.cancel()
+        hot.close()
+        log.info("service_stopped")
+
+    app = FastAPI(title="Meshtrader", lifespan=lifespan)
+
+    @app.get("/")
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"ok": True, "redis": await asyncio.to_thread(hot.ping)}
+
+    @app.get("/api/state")
+    async def state() -> dict:
+        return await asyncio.to_thread(mesh_state, settings, hot, True, 20)
+
+    @app.post("/api/kill-switch")
+    async def kill_switch(body: KillSwitch) -> dict:
+        answered, message = await asyncio.to_thread(set_kill_switch, settings, body.on, "dashboard")
+        if not answered:
+            raise HTTPException(status_code=503, detail=message)
+        return {"ok": True, "message": message}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/ws")
+    async def events(socket: WebSocket) -> None:
+        await socket.accept()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=CLIENT_QUEUE)
+        relay.clients.add(queue)
+        try:
+            while True:
+                await socket.send_text(await queue.get())
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            relay.clients.discard(queue)
+
+    return app

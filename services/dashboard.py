@@ -1,0 +1,27 @@
+"""Dashboard process: serves dashboard.app with uvicorn on MESH_PORT_BASE + 0."""
+from __future__ import annotations
+
+import uvicorn
+
+from core.config import Settings
+from core.service import main as service_main
+
+
+def run(settings: Settings) -> None:
+    from dashboard.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.http_port("dashboard"),
+                log_level="warning", access_log=False)
+
+
+class _Dashboard:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def run(self) -> None:
+        self.settings.prepare_home()
+        run(self.settings)
+
+
+if __name__ == "__main__":
+    service_main(_Dashboard)

@@ -1,0 +1,283 @@
+"""Executor (paper): signal -> sized order -> risk approval -> fill, with per-strategy sub-accounts.
+
+Order of work for each signal, so that a crash at any point neither loses nor duplicates a trade:
+1. a signal id already seen is dropped (in memory, and a UNIQUE key in the store across restarts);
+2. the risk guard must approve (no answer = rejected);
+3. signal, order, trade and position are written in one transaction;
+4. only then are the order update and the fill published; a fill whose publish a crash cut off is
+   published again at start-up (trades.published is the outbox flag), and subscribers dedupe by trade id.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from decimal import Decimal
+
+from core.allocation import equal_weights
+from core.config import Settings
+from core.messages import (Allocation, Approval, ApproveOrder, Fill, OrderUpdate, RiskReplies, Signal, Tick,
+                           tick_topic)
+from core.money import ZERO, cash, fee, instrument, slipped_price, to_decimal
+from core.portfolio import Portfolio, size_buy
+from core.service import Service, main
+
+PERFORMANCE_EVERY_MS = 15 * 60_000  # strategy_performance rows, in event time
+
+
+def order_id_for(signal_id: str) -> str:
+    """Deterministic, exchange-safe client order id (Binance allows 36 chars of [A-Za-z0-9_-])."""
+    return "mt" + hashlib.blake2b(signal_id.encode(), digest_size=12).hexdigest()
+
+
+class Executor(Service):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("executor", settings)
+        self.mark_time: dict[str, int] = {}
+        self.unpublished_marked: list[str] = []
+        self.last_performance_et = 0
+
+    # ----- start-up: rebuild from the store -----------------------------------------------------
+    def setup(self) -> None:
+        s = self.settings
+        self.publisher("executor.pub")
+        self.risk = self.client("risk.rep", RiskReplies)
+        self.portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades())
+        if not self.portfolio.accounts:
+            self.fund_accounts()
+        self.check_positions_table()
+        self.seen = self.store.seen_signal_ids()
+        self.tick_to_fill = self.metrics.histogram("mesh_tick_to_fill_seconds", "tick sent to fill published")
+        self.orders_total = self.metrics.counter("mesh_orders_total", "orders by final status", ("status",))
+        self.duplicates = self.metrics.counter("mesh_duplicate_signals_total", "signals dropped as already seen")
+        self.equity_gauge = self.metrics.gauge("mesh_equity", "portfolio equity (quote currency)")
+        self.last_prices()
+        self.republish_unpublished()
+        strategy_pubs = [s.endpoint(f"strategy.{name}.pub") for name in s.strategies]
+        self.subscribe([s.endpoint("feed.pub")], [tick_topic(sym) for sym in s.symbols], self.on_tick)
+        self.subscribe(strategy_pubs, [b"sig."], self.on_signal)
+        self.subscribe([s.endpoint("allocator.pub")], [b"alloc"], self.on_allocation)
+        self.loop.every(1.0, self.publish_account)
+        self.loop.every(0.1, self.mark_published)
+        self.log.info("books_rebuilt", equity=self.portfolio.equity(), cash=self.portfolio.cash(),
+                      trades=self.portfolio.trades(), signals_seen=len(self.seen))
+
+    def fund_accounts(self) -> None:
+        """First start: split the capital into sub-accounts by the current allocation."""
+        current = self.hot.get("alloc")
+        weights = ({k: Decimal(v) for k, v in current["weights"].items()} if current
+                   else equal_weights(self.settings.strategies))
+        rows = []
+        for strategy, weight in weights.items():
+            amount = cash(self.settings.capital * weight)
+            self.portfolio.fund(strategy, amount)
+            rows.append((strategy, str(amount), f"initial allocation {weight}", self.event_time, time.time()))
+        self.store.insert_many("ledger", ("strategy", "amount", "reason", "event_time", "created_at"), rows)
+        self.log.info("accounts_funded", weights={k: str(v) for k, v in weights.items()})
+
+    def check_positions_table(self) -> None:
+        """The trades are the truth; the positions table mirrors them. Say so loudly if it does not."""
+        stored = {(r["strategy"], r["symbol"]): Decimal(r["qty"])
+                  for r in self.store.query("SELECT strategy, symbol, qty FROM positions")}
+        rebuilt = {(a.strategy, sym): p.qty for a in self.portfolio.accounts.values()
+                   for sym, p in a.positions.items()}
+        for key in set(stored) | set(rebuilt):
+            if stored.get(key, ZERO) != rebuilt.get(key, ZERO):
+                self.log.error("positions_mismatch", strategy=key[0], symbol=key[1],
+                               stored=stored.get(key), from_trades=rebuilt.get(key))
+                self.write_position(key[0], key[1])
+
+    def last_prices(self) -> None:
+        """Mark positions at the last stored candle close until the first tick arrives."""
+        for symbol in self.settings.symbols:
+            candles = self.store.recent_candles(symbol, 1)
+            if candles:
+                self.portfolio.mark(symbol, to_decimal(candles[-1].close))
+                self.mark_time[symbol] = candles[-1].et
+                self.event_time = max(self.event_time, candles[-1].et)
+
+    def republish_unpublished(self) -> None:
+        rows = self.store.query("SELECT * FROM trades WHERE published = 0 ORDER BY rowid")
+        for row in rows:
+            self.publish_fill_row(row)
+        if rows:
+            self.log.warning("fills_republished", count=len(rows))
+
+    # ----- market data and allocation -----------------------------------------------------------
+    def on_tick(self, topic: bytes, tick: Tick) -> None:
+        if tick.et >= self.mark_time.get(tick.symbol, 0):
+            self.portfolio.mark(tick.symbol, to_decimal(tick.price))
+            self.mark_time[tick.symbol] = tick.et
+        if tick.et > self.event_time:
+            self.event_time = tick.et
+
+    def on_allocation(self, topic: bytes, allocation: Allocation) -> None:
+        unfunded = [s for s in allocation.weights if s not in self.portfolio.accounts]
+        if unfunded:
+            self.log.warning("allocation_for_unfunded_strategy", strategies=unfunded)
+
+    # ----- the order path -----------------------------------------------------------------------
+    def on_signal(self, topic: bytes, signal: Signal) -> None:
+        if signal.signal_id in self.seen:
+            self.duplicates.labels(self.name).inc()
+            return
+        self.seen.add(signal.signal_id)
+        if signal.et > self.event_time:
+            self.event_time = signal.et
+        account = self.portfolio.accounts.get(signal.strategy)
+        if account is None:
+            return self.record_outcome(signal, f"no sub-account for strategy {signal.strategy!r}")
+        if self.event_time - signal.et > self.settings.signal_ttl_s * 1000:
+            return self.record_outcome(signal, f"stale: {(self.event_time - signal.et) / 1000:.0f}s old")
+        if self.mark_time.get(signal.symbol, -1) < signal.et:
+            self.portfolio.mark(signal.symbol, to_decimal(signal.price))
+            self.mark_time[signal.symbol] = signal.et
+        last = self.portfolio.marks[signal.symbol]
+        spec = instrument(signal.symbol)
+        price = slipped_price(signal.side, last, self.settings.slippage_bp, spec)
+        position = account.positions.get(signal.symbol)
+        held = position.qty if position else ZERO
+        if signal.side == "buy":
+            qty, why_not = size_buy(account, self.portfolio.equity(signal.strategy), price,
+                                    self.settings.order_pct, self.settings.fee_rate, spec)
+            if not qty:
+                return self.record_outcome(signal, why_not)
+        else:
+            if not held:
+                return self.record_outcome(signal, "no position to sell")
+            qty = held
+        order_id = order_id_for(signal.signal_id)
+        reply = self.risk.request(ApproveOrder(
+            request_id=order_id, strategy=signal.strategy, symbol=signal.symbol, side=signal.side, qty=qty,
+            price=price, reduces=signal.side == "sell", opens_position=signal.side == "buy" and not held,
+            strategy_equity=self.portfolio.equity(signal.strategy),
+            strategy_open_positions=account.open_positions(), portfolio_equity=self.portfolio.equity(),
+            portfolio_exposure=self.portfolio.exposure(), event_time=signal.et, src=self.name, tid=signal.tid))
+        if not isinstance(reply, Approval):
+            reason = (f"risk guard unavailable: no answer in {self.settings.risk_retries} x "
+                      f"{self.settings.risk_timeout_ms} ms" if reply is None else f"risk guard error: {reply.error}")
+            return self.reject(signal, order_id, qty, "risk_unavailable", reason)
+        if not reply.approved:
+            return self.reject(signal, order_id, qty, reply.rule, reply.reason)
+        self.fill(signal, order_id, qty, price)
+
+    def fill(self, signal: Signal, order_id: str, qty: Decimal, price: Decimal) -> None:
+        paid = fee(qty * price, self.settings.fee_rate)
+        realized = self.portfolio.apply_fill(signal.strategy, signal.symbol, signal.side, qty, price, paid)
+        trade_id = order_id + "-1"
+        now = time.time()
+        trace = f"{signal.tid:016x}"
+        try:
+            self.write_fill(signal, order_id, trade_id, qty, price, paid, realized, trace, now)
+        except Exception:
+            self.reload_books()  # the store refused the fill: memory must not keep it either
+            raise
+        account = self.portfolio.accounts[signal.strategy]
+        self.pub.publish(b"order", OrderUpdate(order_id=order_id, signal_id=signal.signal_id, strategy=signal.strategy,
+                                               symbol=signal.symbol, side=signal.side, qty=qty, status="FILLED",
+                                               price=price, et=signal.et, tid=signal.tid))
+        self.pub.publish(b"fill", Fill(trade_id=trade_id, order_id=order_id, signal_id=signal.signal_id,
+                                       strategy=signal.strategy, symbol=signal.symbol, side=signal.side, qty=qty,
+                                       price=price, fee=paid, realized_pnl=realized, cash_after=account.cash,
+                                       position_after=account.positions[signal.symbol].qty,
+                                       origin_ns=signal.origin_ns, et=signal.et, tid=signal.tid))
+        self.unpublished_marked.append(trade_id)
+        if signal.origin_ns:
+            self.tick_to_fill.labels(self.name).observe((time.monotonic_ns() - signal.origin_ns) / 1e9)
+        self.orders_total.labels(self.name, "FILLED").inc()
+        self.log.info("filled", trace_id=signal.tid, order_id=order_id, strategy=signal.strategy, symbol=signal.symbol,
+                      side=signal.side, qty=str(qty), price=str(price), fee=str(paid), realized_pnl=str(realized))
+
+    def write_fill(self, signal: Signal, order_id: str, trade_id: str, qty: Decimal, price: Decimal,
+                   paid: Decimal, realized: Decimal, trace: str, now: float) -> None:
+        with self.store.transaction() as db:
+            self.insert_signal(db, signal, "order", now)
+            db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty),
+                        str(price), "FILLED", signal.reason, signal.et, trace, now))
+            db.execute("INSERT INTO trades(trade_id, order_id, strategy, symbol, side, qty, price, fee, realized_pnl,"
+                       " event_time, trace_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (trade_id, order_id, signal.strategy, signal.symbol, signal.side, str(qty), str(price),
+                        str(paid), str(realized), signal.et, trace, now))
+            self.write_position(signal.strategy, signal.symbol, db)
+
+    def reload_books(self) -> None:
+        marks, self.portfolio = self.portfolio.marks, Portfolio.rebuild(self.store.ledger(), self.store.trades())
+        self.portfolio.marks.update(marks)
+
+    def reject(self, signal: Signal, order_id: str, qty: Decimal, rule: str, reason: str) -> None:
+        now = time.time()
+        with self.store.transaction() as db:
+            self.insert_signal(db, signal, "order", now)
+            db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty), None,
+                        "REJECTED", f"{rule}: {reason}", signal.et, f"{signal.tid:016x}", now))
+        self.pub.publish(b"order", OrderUpdate(order_id=order_id, signal_id=signal.signal_id, strategy=signal.strategy,
+                                               symbol=signal.symbol, side=signal.side, qty=qty, status="REJECTED",
+                                               reason=f"{rule}: {reason}", et=signal.et, tid=signal.tid))
+        self.orders_total.labels(self.name, "REJECTED").inc()
+        self.log.info("order_rejected", trace_id=signal.tid, order_id=order_id, rule=rule, reason=reason)
+
+    def record_outcome(self, signal: Signal, outcome: str) -> None:
+        """A signal that makes no order is still recorded, so a restart will not act on it."""
+        with self.store.transaction() as db:
+            self.insert_signal(db, signal, outcome, time.time())
+
+    @staticmethod
+    def insert_signal(db, signal: Signal, outcome: str, now: float) -> None:
+        db.execute("INSERT INTO signals VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                   (signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.confidence, signal.reason,
+                    repr(signal.price), signal.et, f"{signal.tid:016x}", outcome, now))
+
+    def write_position(self, strategy: str, symbol: str, db=None) -> None:
+        position = self.portfolio.accounts[strategy].positions.get(symbol)
+        qty, cost = (position.qty, position.cost) if position else (ZERO, ZERO)
+        (db or self.store.conn).execute(
+            "INSERT INTO positions VALUES (?,?,?,?,?) ON CONFLICT(strategy, symbol) DO UPDATE SET "
+            "qty=excluded.qty, cost=excluded.cost, updated_at=excluded.updated_at",
+            (strategy, symbol, str(qty), str(cost), time.time()))
+
+    # ----- publishing state ---------------------------------------------------------------------
+    def publish_fill_row(self, row) -> None:
+        account = self.portfolio.accounts[row["strategy"]]
+        position = account.positions.get(row["symbol"])
+        self.pub.publish(b"fill", Fill(
+            trade_id=row["trade_id"], order_id=row["order_id"], signal_id="", strategy=row["strategy"],
+            symbol=row["symbol"], side=row["side"], qty=Decimal(row["qty"]), price=Decimal(row["price"]),
+            fee=Decimal(row["fee"]), realized_pnl=Decimal(row["realized_pnl"]), cash_after=account.cash,
+            position_after=position.qty if position else ZERO, et=row["event_time"] or 0))
+        self.unpublished_marked.append(row["trade_id"])
+
+    def mark_published(self) -> None:
+        if self.unpublished_marked:
+            ids, self.unpublished_marked = self.unpublished_marked, []
+            with self.store.transaction() as db:
+                db.executemany("UPDATE trades SET published = 1 WHERE trade_id = ?", [(i,) for i in ids])
+
+    def publish_account(self) -> None:
+        snapshot = self.portfolio.snapshot()
+        snapshot.et = self.event_time
+        self.pub.publish(b"acct", snapshot)
+        self.equity_gauge.labels(self.name).set(float(snapshot.equity))
+        self.hot.put("account", {"equity": str(snapshot.equity), "cash": str(snapshot.cash),
+                                 "exposure": str(snapshot.exposure), "trades": snapshot.trades,
+                                 "event_time": self.event_time,
+                                 "accounts": [{"strategy": a.strategy, "cash": str(a.cash), "equity": str(a.equity),
+                                               "positions": [{"symbol": p.symbol, "qty": str(p.qty),
+                                                              "avg_price": str(p.avg_price),
+                                                              "last_price": str(p.last_price)} for p in a.positions]}
+                                              for a in snapshot.accounts]})
+        if self.event_time - self.last_performance_et >= PERFORMANCE_EVERY_MS:
+            self.last_performance_et = self.event_time
+            now = time.time()
+            self.store.insert_many("strategy_performance",
+                                   ("strategy", "event_time", "equity", "cash", "exposure", "trades", "created_at"),
+                                   [(a.strategy, self.event_time, str(a.equity), str(a.cash),
+                                     str(self.portfolio.exposure(a.strategy)),
+                                     self.portfolio.accounts[a.strategy].trades, now) for a in snapshot.accounts])
+
+    def teardown(self) -> None:
+        self.mark_published()
+
+
+if __name__ == "__main__":
+    main(Executor)

@@ -1,0 +1,125 @@
+"""Feed handler: replays the bundled candles in event-time order as ticks and closed candles,
+writes candles to the store, and answers "last N candles" for late joiners."""
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+
+from core.config import Settings
+from core.marketdata import Bar, DataError, find_candle_file, intrabar_path, load_bars, merged_timeline, timeframe_ms
+from core.messages import Candle, CandlesReply, ErrorReply, FeedRequests, RecentCandles, Tick, candle_topic, tick_topic
+from core.service import Service, main
+
+TF = "1m"
+MAX_MINUTES_PER_STEP = 200  # keeps the REP socket answering during fast replays
+
+
+class Feed(Service):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("feed", settings)
+        self.tf_ms = timeframe_ms(TF)
+        self.history: dict[str, deque[Candle]] = {}
+        self.unsaved: list[Candle] = []
+        self.finished = False
+
+    def setup(self) -> None:
+        s = self.settings
+        self.publisher("feed.pub")
+        self.serve("feed.rep", FeedRequests, self.on_request)
+        series: dict[str, list[Bar]] = {}
+        start: dict[str, int] = {}
+        rejected_total = self.metrics.counter("mesh_candles_rejected_total", "candles that failed validation",
+                                              ("symbol",))
+        for symbol in s.symbols:
+            try:
+                bars, rejected = load_bars(find_candle_file(s.data_dir, symbol, TF))
+            except DataError as error:
+                self.log.error("data_unavailable", symbol=symbol, error=str(error))
+                bars, rejected = [], []
+            for problem in rejected[:20]:
+                self.log.warning("candle_rejected", symbol=symbol, problem=problem)
+            rejected_total.labels(self.name, symbol).inc(len(rejected))
+            series[symbol] = bars
+            stored = self.store.recent_candles(symbol, s.feed_history, TF)
+            self.history[symbol] = deque(stored, maxlen=s.feed_history)
+            resume_after = stored[-1].open_time if stored else None
+            start[symbol] = max(s.replay_start, _first_after(bars, resume_after))
+            if stored:
+                self.event_time = max(self.event_time, stored[-1].et)
+        self.log.info("replay_ready", speed=s.replay_speed, start=start, candles={k: len(v) for k, v in series.items()})
+        self.timeline = merged_timeline(series, start)
+        self._lookahead: tuple[str, Bar] | None = next(self.timeline, None)
+        self.minutes_emitted = 0
+        self.replay_started = time.monotonic() + 1.0  # a moment for subscribers to connect
+        self.loop.every(min(1.0 / s.replay_speed, 0.005), self.replay_step, first_in=1.0)
+        self.loop.every(0.25, self.save_candles)
+
+    def replay_step(self) -> None:
+        due = int((time.monotonic() - self.replay_started) * self.settings.replay_speed) - self.minutes_emitted
+        for _ in range(min(due, MAX_MINUTES_PER_STEP)):
+            if not self.emit_minute():
+                return
+
+    def emit_minute(self) -> bool:
+        """Publish every symbol's next bar of the same minute: ticks first, then the closed candles."""
+        if self._lookahead is None:
+            if not self.finished:
+                self.finished = True
+                self.log.info("replay_finished", event_time=self.event_time)
+            return False
+        minute = self._lookahead[1].open_time
+        bars: list[tuple[str, Bar]] = []
+        while self._lookahead is not None and self._lookahead[1].open_time == minute:
+            bars.append(self._lookahead)
+            self._lookahead = next(self.timeline, None)
+        ticks = self.settings.ticks_per_candle
+        spacing = self.tf_ms // ticks
+        for symbol, bar in bars:
+            topic = tick_topic(symbol)
+            for i, price in enumerate(intrabar_path(bar, ticks)):
+                self.event_time = bar.open_time + i * spacing
+                self.pub.publish(topic, Tick(symbol=symbol, price=price, et=self.event_time,
+                                             tid=random.getrandbits(63)))
+        for symbol, bar in bars:
+            candle = Candle(symbol=symbol, tf=TF, open_time=bar.open_time, open=bar.open, high=bar.high,
+                            low=bar.low, close=bar.close, volume=bar.volume, et=bar.open_time + self.tf_ms,
+                            tid=random.getrandbits(63))
+            self.event_time = candle.et
+            self.pub.publish(candle_topic(symbol, TF), candle)
+            self.history[symbol].append(candle)
+            self.unsaved.append(candle)
+        self.minutes_emitted += 1
+        return True
+
+    def save_candles(self) -> None:
+        if self.unsaved:
+            batch, self.unsaved = self.unsaved, []
+            self.store.insert_candles(batch)
+
+    def on_request(self, request: RecentCandles) -> CandlesReply | ErrorReply:
+        history = self.history.get(request.symbol)
+        if history is None:
+            return ErrorReply(error=f"unknown symbol {request.symbol!r}; this feed serves {', '.join(self.history)}")
+        n = max(0, min(request.n, len(history)))
+        return CandlesReply(candles=list(history)[len(history) - n:])
+
+    def teardown(self) -> None:
+        self.save_candles()
+
+
+def _first_after(bars: list[Bar], open_time: int | None) -> int:
+    if open_time is None:
+        return 0
+    low, high = 0, len(bars)
+    while low < high:
+        mid = (low + high) // 2
+        if bars[mid].open_time <= open_time:
+            low = mid + 1
+        else:
+            high = mid
+    return low
+
+
+if __name__ == "__main__":
+    main(Feed)

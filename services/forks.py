@@ -1,0 +1,118 @@
+"""Fork manager: point-in-time copies of the store for isolated backtests and what-ifs.
+
+A fork is one online-backup step of the live database (consistent even while others write), recorded
+in fork_tracking with purpose, requester, TTL and status. TTLs run on event time; expired forks are
+deleted, and at start-up files the registry does not know (orphans of a crash) are removed."""
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from pathlib import Path
+
+from core.config import Settings
+from core.messages import CreateFork, ErrorReply, ForkEvent, ForkList, ForkReply, ForkRequests, ListForks
+from core.service import Service, main
+
+LIVE = ("creating", "active")
+
+
+class ForkManager(Service):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("forks", settings)
+
+    def setup(self) -> None:
+        self.publisher("forks.pub")
+        self.serve("forks.rep", ForkRequests, self.on_request)
+        self.subscribe([self.settings.endpoint("feed.pub")], [b"md.candle."], self.on_candle)
+        self.event_time = self.store.scalar("SELECT MAX(open_time) + 60000 FROM candles") or 0
+        self.remove_orphans()
+        self.loop.every(2.0, self.sweep)
+
+    def on_candle(self, topic: bytes, candle) -> None:
+        self.event_time = max(self.event_time, candle.et)
+
+    def on_request(self, request: CreateFork | ListForks) -> ForkReply | ForkList | ErrorReply:
+        if isinstance(request, ListForks):
+            return ForkList(forks=[dict(r) for r in self.store.query(
+                "SELECT * FROM fork_tracking ORDER BY created_at DESC LIMIT 200")])
+        return self.create(request)
+
+    def create(self, request: CreateFork) -> ForkReply:
+        active = self.store.scalar("SELECT COUNT(*) FROM fork_tracking WHERE status IN (?, ?)", LIVE)
+        if active >= self.settings.max_forks:
+            return ForkReply(ok=False, reason=f"limit reached: {active} live forks (max {self.settings.max_forks})")
+        ttl = request.ttl_s or self.settings.fork_ttl_s
+        fork_id = f"fork-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+        path = self.settings.forks_dir / f"{fork_id}.db"
+        self.store.conn.execute(
+            "INSERT INTO fork_tracking(fork_id, backend, parent, purpose, requester, path, created_at, created_et,"
+            " ttl_s, expires_et, status) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (fork_id, "sqlite", str(self.settings.db_path), request.purpose, request.requester, str(path),
+             time.time(), self.event_time, ttl, self.event_time + ttl * 1000, "creating"))
+        started = time.perf_counter()
+        try:
+            snapshot(self.settings.db_path, path)
+        except (sqlite3.Error, OSError) as error:
+            self.set_status(fork_id, "destroyed", {"error": str(error)})
+            path.unlink(missing_ok=True)
+            self.log.error("fork_failed", fork_id=fork_id, error=str(error))
+            return ForkReply(ok=False, reason=f"backend error: {error}")
+        took_ms = (time.perf_counter() - started) * 1000
+        self.set_status(fork_id, "active", {"created_ms": round(took_ms, 2), "bytes": path.stat().st_size})
+        self.announce("created", fork_id, request.purpose, request.requester, "active", ttl, str(path))
+        self.log.info("fork_created", fork_id=fork_id, purpose=request.purpose, requester=request.requester,
+                      took_ms=round(took_ms, 2))
+        return ForkReply(fork_id=fork_id, path=str(path))
+
+    def sweep(self) -> None:
+        expired = self.store.query("SELECT * FROM fork_tracking WHERE status = 'active' AND expires_et <= ?",
+                                   (self.event_time,))
+        for row in expired:
+            self.destroy(row, "expired")
+
+    def destroy(self, row, why: str) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(row["path"] + suffix).unlink(missing_ok=True)
+        self.store.conn.execute("UPDATE fork_tracking SET status='destroyed', destroyed_at=? WHERE fork_id=?",
+                                (time.time(), row["fork_id"]))
+        self.announce(why, row["fork_id"], row["purpose"], row["requester"], "destroyed", row["ttl_s"], row["path"])
+        self.log.info("fork_destroyed", fork_id=row["fork_id"], why=why)
+
+    def remove_orphans(self) -> None:
+        """Forks half-made when the manager died, and files no registry row owns."""
+        for row in self.store.query("SELECT * FROM fork_tracking WHERE status IN ('creating', 'destroying')"):
+            self.destroy(row, "orphaned")
+        known = {r[0] for r in self.store.query("SELECT path FROM fork_tracking WHERE status = 'active'")}
+        for path in self.settings.forks_dir.glob("fork-*.db*"):
+            if str(path).removesuffix("-wal").removesuffix("-shm") not in known:
+                path.unlink(missing_ok=True)
+                self.log.warning("orphan_removed", path=str(path))
+
+    def set_status(self, fork_id: str, status: str, results: dict) -> None:
+        self.store.conn.execute("UPDATE fork_tracking SET status=?, results=? WHERE fork_id=?",
+                                (status, json.dumps(results), fork_id))
+
+    def announce(self, event: str, fork_id: str, purpose: str, requester: str, status: str, ttl: int,
+                 path: str) -> None:
+        self.pub.publish(b"fork." + event.encode(), ForkEvent(fork_id=fork_id, event=event, purpose=purpose,
+                                                              requester=requester, status=status, ttl_s=ttl,
+                                                              path=path, et=self.event_time))
+
+
+def snapshot(source: Path, target: Path) -> None:
+    """A consistent copy in one backup step: a paged backup restarts on every concurrent write."""
+    partial = target.with_suffix(".partial")
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=10)
+    dst = sqlite3.connect(partial)
+    try:
+        src.backup(dst, pages=-1)
+    finally:
+        dst.close()
+        src.close()
+    partial.rename(target)
+
+
+if __name__ == "__main__":
+    main(ForkManager)

@@ -1,0 +1,82 @@
+"""Strategy worker: one process per strategy. Warms its indicators from the feed's recent candles
+(or the store's, if the feed is down), then turns each closed candle (or tick) into signals."""
+from __future__ import annotations
+
+import sys
+
+from core.config import Settings
+from core.marketdata import timeframe_ms
+from core.messages import Candle, FeedReplies, RecentCandles, Signal, Tick, candle_topic, signal_topic, tick_topic
+from core.service import Service, main
+from core.strategies import Decision, Strategy, create
+
+TF = "1m"
+
+
+class StrategyWorker(Service):
+    def __init__(self, settings: Settings, strategy: str) -> None:
+        super().__init__(f"strategy_{strategy}", settings)
+        self.strategy = strategy
+        self.instances: dict[str, Strategy] = {s: create(strategy, s) for s in settings.symbols}
+        self.last_bar: dict[str, int] = {s: -1 for s in settings.symbols}
+        self.topic = signal_topic(strategy)
+        self.tf_ms = timeframe_ms(TF)
+
+    def setup(self) -> None:
+        self.publisher(f"strategy.{self.strategy}.pub")
+        uses_ticks = type(next(iter(self.instances.values()))).on_tick is not Strategy.on_tick
+        prefixes = [candle_topic(s, TF) for s in self.settings.symbols]
+        if uses_ticks:
+            prefixes += [tick_topic(s) for s in self.settings.symbols]
+        # Subscribe before asking for history, so nothing falls between the snapshot and the stream.
+        self.subscribe([self.settings.endpoint("feed.pub")], prefixes, self.on_market)
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        feed = self.client("feed.rep", FeedReplies, timeout_ms=1000, retries=2)
+        for symbol, instance in self.instances.items():
+            wanted = instance.warmup + 10
+            reply = feed.request(RecentCandles(symbol=symbol, n=wanted, src=self.name))
+            if reply is not None and reply.ok:
+                candles, source = reply.candles, "feed"
+            else:
+                candles, source = self.store.recent_candles(symbol, wanted, TF), "store"
+            for candle in candles:
+                instance.on_candle(candle)
+                self.last_bar[symbol] = candle.open_time
+                self.event_time = max(self.event_time, candle.et)
+            self.log.info("warmed_up", symbol=symbol, candles=len(candles), source=source,
+                          ready=instance.bars_seen >= instance.warmup)
+
+    def on_market(self, topic: bytes, event: Candle | Tick) -> None:
+        self.event_time = max(self.event_time, event.et)
+        instance = self.instances.get(event.symbol)
+        if instance is None:
+            return
+        if isinstance(event, Tick):
+            decision = instance.on_tick(event)
+            if decision:
+                self.emit(decision, event.symbol, event.et, event.price, event)
+            return
+        last = self.last_bar[event.symbol]
+        if event.open_time <= last:  # already seen (snapshot overlap or a feed replaying after restart)
+            return
+        if last >= 0 and event.open_time > last + self.tf_ms:
+            self.log.warning("candle_gap", symbol=event.symbol, missing=(event.open_time - last) // self.tf_ms - 1)
+        self.last_bar[event.symbol] = event.open_time
+        decision = instance.on_candle(event)
+        if decision:
+            self.emit(decision, event.symbol, event.open_time, event.close, event)
+
+    def emit(self, decision: Decision, symbol: str, bar_time: int, price: float, origin: Candle | Tick) -> None:
+        signal = Signal(signal_id=f"{self.strategy}:{symbol}:{bar_time}:{decision.side}", strategy=self.strategy,
+                        symbol=symbol, side=decision.side, confidence=decision.confidence, reason=decision.reason,
+                        price=price, origin_ns=origin.st, et=origin.et, tid=origin.tid)
+        self.pub.publish(self.topic, signal)
+        self.log.debug("signal", trace_id=origin.tid, signal_id=signal.signal_id, reason=decision.reason)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m services.strategy NAME")
+    main(lambda settings: StrategyWorker(settings, sys.argv[1]))

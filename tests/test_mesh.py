@@ -1,0 +1,213 @@
+"""The whole mesh under supervisord, end to end: it trades, reconciles to the last digit, survives
+restarts and kill -9 without losing or duplicating a trade, and shrugs off malformed frames."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from decimal import Decimal
+
+import zmq
+
+from conftest import wait_for
+from core.bus import ReqClient
+from core.codec import encode
+from core.log import Logger
+from core.messages import (Approval, ApproveOrder, CandlesReply, ErrorReply, FeedReplies, ForkReplies, ListForks,
+                           RecentCandles, RiskReplies, RiskStatus, RiskStatusReply, Tick)
+from core.portfolio import Portfolio
+
+SERVICES = {"feed", "strategy_momentum", "strategy_macd", "allocator", "risk", "executor", "forks", "narrator",
+            "dashboard", "redis"}
+
+
+def reconcile(mesh) -> int:
+    """Books rebuilt from the store equal the executor's published account, and fills seen = trades stored."""
+    store = mesh.store()
+    try:
+        rebuilt = Portfolio.rebuild(store.ledger(), store.trades())
+        trade_ids = {r[0] for r in store.query("SELECT trade_id FROM trades")}
+        per_signal = store.query("SELECT COUNT(*) FROM orders GROUP BY signal_id HAVING COUNT(*) > 1")
+    finally:
+        store.close()
+    assert not per_signal, "a signal produced more than one order"
+    account = mesh.status()["accounts"]
+    assert {a["strategy"] for a in account} == set(rebuilt.accounts)
+    for published in account:
+        books = rebuilt.accounts[published["strategy"]]
+        assert Decimal(published["cash"]) == books.cash
+        marked = sum((Decimal(p["qty"]) * Decimal(p["last_price"]) for p in published["positions"]), Decimal(0))
+        assert Decimal(published["cash"]) + marked == Decimal(published["equity"])
+        held = {p["symbol"]: Decimal(p["qty"]) for p in published["positions"]}
+        assert held == {s: p.qty for s, p in books.positions.items() if p.qty}
+    wait_for(lambda: set(mesh.collector.fills) == trade_ids, 10, "fills seen to equal trades stored")
+    return len(trade_ids)
+
+
+def test_mesh_trades_and_reconciles(mesh):
+    assert mesh.all_running()
+    wait_for(lambda: mesh.trade_count() >= 5, 60, "the first trades")
+    status = mesh.status()
+    assert status["mode"] == "paper"
+    assert set(status["services"]) == SERVICES
+    for name, service in status["services"].items():
+        assert service["state"] == "RUNNING", name
+        assert service["healthy"] is True, name
+    assert set(status) >= {"mode", "services", "equity", "cash", "positions", "trades", "allocations", "trading_state"}
+    assert status["trading_state"] == "ACTIVE"
+    assert status["allocations"] == {"momentum": 50.0, "macd": 50.0}
+    for position in status["positions"]:
+        assert set(position) >= {"strategy", "symbol", "qty", "avg_price", "last_price"}
+    mesh.quiesce()
+    try:
+        assert reconcile(mesh) >= 5
+    finally:
+        mesh.ctl("start", "feed")
+
+
+def books(mesh) -> list:
+    """Cash and positions per strategy (not marks: those are market data, not books)."""
+    return [(a["strategy"], a["cash"], [(p["symbol"], p["qty"], p["avg_price"]) for p in a["positions"]])
+            for a in mesh.status()["accounts"]]
+
+
+def test_restart_executor_keeps_books(mesh):
+    mesh.quiesce()
+    before = books(mesh)
+    trades_before = mesh.trade_count()
+    old_pid = mesh.pid("executor")
+    assert "started" in mesh.ctl("restart", "executor")
+    wait_for(lambda: mesh.pid("executor") != old_pid and mesh.running("executor"), 30, "executor back")
+    time.sleep(2)  # a fresh account snapshot
+    assert books(mesh) == before, "a restart alone must not change the books"
+    assert mesh.trade_count() == trades_before
+    mesh.ctl("start", "feed")
+    wait_for(lambda: mesh.trade_count() > trades_before, 60, "trading to resume")
+    mesh.quiesce()
+    try:
+        reconcile(mesh)
+    finally:
+        mesh.ctl("start", "feed")
+
+
+def test_kill_9_strategy_worker_and_risk_guard(mesh):
+    for program in ("strategy_momentum", "risk"):
+        old_pid = mesh.pid(program)
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: mesh.pid(program) not in (0, old_pid) and mesh.all_running(), 30, f"{program} back")
+    trades = mesh.trade_count()
+    wait_for(lambda: mesh.trade_count() > trades, 60, "trading after the kills")
+    wait_for(lambda: all(s["healthy"] for s in mesh.status()["services"].values()), 15, "every service healthy")
+    mesh.quiesce()
+    try:
+        reconcile(mesh)
+    finally:
+        mesh.ctl("start", "feed")
+
+
+def test_executor_refuses_to_trade_without_risk_guard(mesh):
+    assert "stopped" in mesh.ctl("stop", "risk")
+    try:
+        time.sleep(1)
+        trades = mesh.trade_count()
+        wait_for(lambda: mesh.query("SELECT COUNT(*) FROM orders WHERE status='REJECTED' AND reason LIKE "
+                                    "'risk_unavailable%'")[0][0] > 0, 90, "an order refused for want of a risk guard")
+        assert mesh.trade_count() == trades, "no trade may happen while the risk guard is down"
+    finally:
+        mesh.ctl("start", "risk")
+    wait_for(mesh.all_running, 30, "risk guard back")
+
+
+def test_risk_guard_rules_over_the_wire(mesh):
+    ctx = zmq.Context()
+    client = ReqClient(ctx, mesh.settings.endpoint("risk.rep"), RiskReplies, 2000, 3, Logger("test", "ERROR"))
+    order = dict(request_id="t-1", strategy="momentum", symbol="BTCUSDT", side="buy", qty=Decimal("1"),
+                 price=Decimal("100000"), reduces=False, opens_position=True, strategy_equity=Decimal("50000"),
+                 strategy_open_positions=0, portfolio_equity=Decimal("100000"), portfolio_exposure=Decimal("0"),
+                 event_time=int(time.time() * 1000))
+    try:
+        oversized = client.request(ApproveOrder(**order))
+        assert isinstance(oversized, Approval) and not oversized.approved and oversized.rule == "max_order_size"
+        assert "exceeds 20" in oversized.reason
+        assert "kill switch ON" in mesh.mesh("kill-switch", "on").stdout
+        assert mesh.status()["trading_state"] == "HALTED" or wait_for(
+            lambda: mesh.status()["trading_state"] == "HALTED", 5, "HALTED in status")
+        halted = client.request(ApproveOrder(**{**order, "qty": Decimal("0.01"), "request_id": "t-2"}))
+        assert isinstance(halted, Approval) and halted.rule == "kill_switch" and not halted.approved
+        assert "kill switch OFF" in mesh.mesh("kill-switch", "off").stdout
+        state = client.request(RiskStatus())
+        assert isinstance(state, RiskStatusReply) and state.trading_state == "ACTIVE"
+        recorded = mesh.query("SELECT rule, approved FROM risk_events WHERE request_id IN ('t-1', 't-2')")
+        assert sorted(recorded) == [("kill_switch", 0), ("max_order_size", 0)]
+    finally:
+        client.close()
+        ctx.term()
+
+
+def test_malformed_frames_are_counted_and_survived(mesh):
+    ctx = zmq.Context()
+    try:
+        # REP sockets: garbage in, a clear error out, and the next good request still answered.
+        for endpoint, schema, good in (("risk.rep", RiskReplies, RiskStatus()),
+                                       ("feed.rep", FeedReplies, RecentCandles(symbol="BTCUSDT", n=3)),
+                                       ("forks.rep", ForkReplies, ListForks())):
+            sock = ctx.socket(zmq.REQ)
+            sock.connect(mesh.settings.endpoint(endpoint))
+            sock.send(b"\xc1 not msgpack")
+            assert sock.poll(5000)
+            reply = ReqClient(ctx, "inproc://unused", schema, 1, 1, Logger("t", "ERROR")).decoder.decode(sock.recv())
+            assert isinstance(reply, ErrorReply) and "malformed" in reply.error
+            sock.send_multipart([b"two", b"frames"])
+            assert sock.poll(5000)
+            sock.recv()
+            sock.send(encode(good))
+            assert sock.poll(5000)
+            answer = ReqClient(ctx, "inproc://unused", schema, 1, 1, Logger("t", "ERROR")).decoder.decode(sock.recv())
+            assert answer.ok, answer
+            sock.close(0)
+        for service in ("risk", "feed", "forks"):
+            assert mesh.metric(service, "mesh_decode_errors_total", kind="req") >= 2
+
+        # Subscribers: impersonate the feed (every market-data subscriber) and the executor (the risk guard).
+        listeners = {"feed": ["strategy_momentum", "strategy_macd", "executor", "forks", "narrator"],
+                     "executor": ["risk", "narrator"]}
+        for publisher, subscribers in listeners.items():
+            pids = {s: mesh.pid(s) for s in subscribers}
+            assert "stopped" in mesh.ctl("stop", publisher)
+            pub = ctx.socket(zmq.PUB)
+            pub.bind(mesh.settings.endpoint(f"{publisher}.pub"))
+            time.sleep(1.5)  # subscribers reconnect
+            bad_tick = encode(Tick(symbol="BTCUSDT", price=1.0))[:-3]
+            for _ in range(3):
+                pub.send_multipart([b"md.tick.BTCUSDT", b"\x00garbage"])
+                pub.send_multipart([b"md.candle.1m.BTCUSDT", bad_tick])
+                pub.send_multipart([b"acct", b"\x93\x01\x02\x03"])
+                pub.send_multipart([b"fill", encode(Tick(symbol="X", price=2.0))])
+                pub.send_multipart([b"md.tick.BTCUSDT"])
+                time.sleep(0.1)
+            time.sleep(1)
+            pub.close(0)
+            assert "started" in mesh.ctl("start", publisher)
+            for subscriber in subscribers:
+                assert mesh.metric(subscriber, "mesh_decode_errors_total") > 0, subscriber
+                assert mesh.pid(subscriber) == pids[subscriber], f"{subscriber} restarted"
+        wait_for(mesh.all_running, 30, "everything running")
+        trades = mesh.trade_count()
+        wait_for(lambda: mesh.trade_count() > trades, 60, "trading after the garbage")
+    finally:
+        ctx.term()
+
+
+def test_feed_answers_recent_candles(mesh):
+    ctx = zmq.Context()
+    client = ReqClient(ctx, mesh.settings.endpoint("feed.rep"), FeedReplies, 2000, 3, Logger("t", "ERROR"))
+    try:
+        reply = client.request(RecentCandles(symbol="ETHUSDT", n=5))
+        assert isinstance(reply, CandlesReply) and len(reply.candles) == 5
+        times = [c.open_time for c in reply.candles]
+        assert times == sorted(times) and times[-1] - times[0] == 4 * 60_000
+        unknown = client.request(RecentCandles(symbol="DOGEUSDT", n=5))
+        assert isinstance(unknown, ErrorReply) and "unknown symbol" in unknown.error
+    finally:
+        client.close()
+        ctx.term()
