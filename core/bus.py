@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import zmq
 
@@ -190,7 +192,9 @@ class RepServer:
     """Answers every request, malformed ones with an ErrorReply, so REQ peers never hang."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, request_schema: Any,
-                 handler: Callable[[Any], Reply], metrics: ServiceMetrics, log: Logger) -> None:
+                 handler: Callable[[Any], Reply], metrics: ServiceMetrics, log: Logger,
+                 after_reply: Callable[[], None] | None = None) -> None:
+        self.after_reply = after_reply  # work that must not delay the answer (publishing, journaling)
         self.socket = ctx.socket(zmq.REP)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(endpoint)
@@ -206,6 +210,8 @@ class RepServer:
             except zmq.Again:
                 return
             self.socket.send(encode(self._answer(frames)))
+            if self.after_reply is not None:
+                self.after_reply()
 
     def _answer(self, frames: list[bytes]) -> Reply:
         if len(frames) != 1:
@@ -263,9 +269,13 @@ class Loop:
             now = time.monotonic()
             wait_ms = self.MAX_WAIT_MS
             if self._timers:
-                wait_ms = max(0, min(wait_ms, int((self._timers[0][0] - now) * 1000)))
-            for socket, _ in self.poller.poll(wait_ms):
-                self._guard(self.readers[socket])
+                # Round up: a timer due in 0.3 ms must not turn the poll into a busy spin.
+                wait_ms = max(0, min(wait_ms, math.ceil((self._timers[0][0] - now) * 1000)))
+            if self.readers:
+                for socket, _ in self.poller.poll(wait_ms):
+                    self._guard(self.readers[socket])
+            else:  # zmq_poll on no sockets returns at once: sleep instead of spinning
+                time.sleep(wait_ms / 1000)
             self._run_due_timers()
 
     def _run_due_timers(self) -> None:

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--suite", default="latency")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--samples", type=int, default=5000)
-    bench.add_argument("--rate", type=int, default=1000, help="ticks per second offered")
+    bench.add_argument("--rate", type=int, default=300, help="ticks per second offered (below saturation)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -111,7 +111,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _limits_consistent(self) -> "Settings":
+    def _limits_consistent(self) -> Settings:
         if self.order_pct > self.max_order_pct:
             raise ValueError(f"order_pct {self.order_pct} exceeds max_order_pct {self.max_order_pct}")
         return self

@@ -90,7 +90,7 @@ class HotState:
             values = self.redis.mget(keys) if keys else []
         except redis.RedisError:
             return {}
-        return {k[len(self.prefix):]: json.loads(v) for k, v in zip(keys, values) if v}
+        return {k[len(self.prefix):]: json.loads(v) for k, v in zip(keys, values, strict=True) if v}
 
     def ping(self) -> bool:
         try:

@@ -20,7 +20,7 @@ Request/reply messages are tagged unions (field `kind`), decoded by the REP sock
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 
@@ -283,9 +283,9 @@ class ForkList(Reply, tag="list_forks"):
     forks: list[dict] = []
 
 
-RiskRequests = Union[ApproveOrder, SetKillSwitch, RiskStatus]
-RiskReplies = Union[Approval, RiskStatusReply, ErrorReply]
+RiskRequests = ApproveOrder | SetKillSwitch | RiskStatus
+RiskReplies = Approval | RiskStatusReply | ErrorReply
 FeedRequests = RecentCandles
-FeedReplies = Union[CandlesReply, ErrorReply]
-ForkRequests = Union[CreateFork, ListForks]
-ForkReplies = Union[ForkReply, ForkList, ErrorReply]
+FeedReplies = CandlesReply | ErrorReply
+ForkRequests = CreateFork | ListForks
+ForkReplies = ForkReply | ForkList | ErrorReply

@@ -5,9 +5,9 @@ executor, and recomputed by tests to reconcile: cash + positions at the last pri
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Iterable
 
 from core.messages import AccountSnapshot, PositionView, StrategyAccount
 from core.money import ZERO, Instrument, cash, fee
@@ -118,7 +118,7 @@ class Portfolio:
 
     # ----- rebuilding ---------------------------------------------------------------------------
     @classmethod
-    def rebuild(cls, ledger: Iterable, trades: Iterable) -> "Portfolio":
+    def rebuild(cls, ledger: Iterable, trades: Iterable) -> Portfolio:
         """From the store's rows (ledger: strategy, amount; trades: strategy, symbol, side, qty, price, fee)."""
         portfolio = cls()
         for entry in ledger:

@@ -23,7 +23,7 @@ class Limits:
     strategy_drawdown_pct: Decimal
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Limits":
+    def from_settings(cls, settings: Any) -> Limits:
         return cls(settings.max_order_pct, settings.max_exposure_pct, settings.max_positions_per_strategy,
                    settings.daily_loss_pct, settings.strategy_drawdown_pct)
 
@@ -91,7 +91,7 @@ class RiskBook:
                 "deactivated": self.deactivated}
 
     @classmethod
-    def from_json(cls, data: dict | None) -> "RiskBook":
+    def from_json(cls, data: dict | None) -> RiskBook:
         if not data:
             return cls()
         start = data.get("day_start_equity")

@@ -5,7 +5,8 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import zmq
 
@@ -20,6 +21,8 @@ from core.store import Store
 
 class Service:
     """Subclasses create their sockets in `setup` and may clean up in `teardown`."""
+
+    hot_path_store = False  # the executor and the risk guard commit on the order path
 
     def __init__(self, name: str, settings: Settings) -> None:
         self.name = name
@@ -39,7 +42,7 @@ class Service:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.settings.db_path)
+            self._store = Store(self.settings.db_path, hot_path=self.hot_path_store)
         return self._store
 
     def publisher(self, endpoint_name: str) -> Publisher:
@@ -54,8 +57,10 @@ class Service:
         self._closables.append(subscriber)
         return subscriber
 
-    def serve(self, endpoint_name: str, schema: Any, handler: Callable[[Any], Any]) -> RepServer:
-        server = RepServer(self.ctx, self.settings.endpoint(endpoint_name), schema, handler, self.metrics, self.log)
+    def serve(self, endpoint_name: str, schema: Any, handler: Callable[[Any], Any],
+              after_reply: Callable[[], None] | None = None) -> RepServer:
+        server = RepServer(self.ctx, self.settings.endpoint(endpoint_name), schema, handler, self.metrics, self.log,
+                           after_reply)
         self.loop.add_reader(server.socket, server.on_readable)
         self._closables.append(server)
         return server

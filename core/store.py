@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from core.marketdata import timeframe_ms
 from core.messages import Candle
@@ -73,23 +74,48 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def connect(path: Path | str, read_only: bool = False) -> sqlite3.Connection:
+LOCK_WAIT_S = 10.0
+
+
+def retry_locked(conn: sqlite3.Connection, sql: str) -> None:
+    """Run a statement that needs a lock, retrying from 20 µs up: writers hold it for about 100 µs."""
+    delay, deadline = 20e-6, time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            conn.execute(sql)
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.005)
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    retry_locked(conn, "BEGIN IMMEDIATE")
+
+
+def connect(path: Path | str, read_only: bool = False, hot_path: bool = False) -> sqlite3.Connection:
+    """Writers take the lock through `Store.transaction` (which retries in microseconds: SQLite's own
+    busy handler sleeps a millisecond or more). A hot-path writer leaves WAL checkpoints, and their
+    fsync, to the other writers."""
     if read_only:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False, timeout=10)
+                               check_same_thread=False, timeout=LOCK_WAIT_S)
     else:
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=0)
+        retry_locked(conn, "PRAGMA journal_mode=WAL")
         # NORMAL: a commit survives a crash of any process; only a power loss can drop the last few.
         conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
+        if hot_path:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
     conn.row_factory = sqlite3.Row
     return conn
 
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Create or upgrade the schema; returns the version now in force."""
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -107,16 +133,16 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 class Store:
-    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, read_only: bool = False, hot_path: bool = False) -> None:
         self.path = Path(path)
-        self.conn = connect(self.path, read_only)
+        self.conn = connect(self.path, read_only, hot_path)
         if not read_only:
             migrate(self.conn)
 
     def close(self) -> None:
         self.conn.close()
 
-    def transaction(self) -> "_Transaction":
+    def transaction(self) -> _Transaction:
         return _Transaction(self.conn)
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
@@ -145,15 +171,20 @@ class Store:
         raw = self.scalar("SELECT value FROM service_state WHERE key=?", (key,))
         return json.loads(raw) if raw else None
 
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        """One write statement in its own transaction."""
+        with self.transaction() as db:
+            db.execute(sql, tuple(params))
+
     def put_state(self, key: str, value: Any) -> None:
-        self.conn.execute("INSERT INTO service_state VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET "
-                          "value=excluded.value, updated_at=excluded.updated_at",
-                          (key, json.dumps(value, default=str), time.time()))
+        self.execute("INSERT INTO service_state VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET "
+                     "value=excluded.value, updated_at=excluded.updated_at",
+                     (key, json.dumps(value, default=str), time.time()))
 
     # ----- journals -----------------------------------------------------------------------------
     def agent_event(self, service: str, event: str, detail: Any = None) -> None:
-        self.conn.execute("INSERT INTO agent_events(service, event, detail, created_at) VALUES (?,?,?,?)",
-                          (service, event, json.dumps(detail, default=str), time.time()))
+        self.execute("INSERT INTO agent_events(service, event, detail, created_at) VALUES (?,?,?,?)",
+                     (service, event, json.dumps(detail, default=str), time.time()))
 
     def insert_many(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
         if not rows:
@@ -173,7 +204,8 @@ class Store:
         return self.scalar("SELECT COUNT(*) FROM trades") or 0
 
     def seen_signal_ids(self) -> set[str]:
-        return {r[0] for r in self.conn.execute("SELECT signal_id FROM signals")}
+        """Signals already acted on: those that made an order, and those recorded without one."""
+        return {r[0] for r in self.conn.execute("SELECT signal_id FROM orders UNION SELECT signal_id FROM signals")}
 
 
 class _Transaction:
@@ -183,7 +215,7 @@ class _Transaction:
         self.conn = conn
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(self.conn)
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:

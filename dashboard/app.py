@@ -24,7 +24,7 @@ from core.metrics import ServiceMetrics, topic_kind
 from core.status import mesh_state
 
 STATIC = Path(__file__).parent / "static"
-RELAYED = (b"fill", b"order", b"risk.", b"alloc", b"narr", b"fork.", b"md.candle.", b"acct")
+RELAYED = (b"fill", b"order", b"risk.", b"alloc", b"narr", b"fork.", b"acct", b"md.gap")
 CLIENT_QUEUE = 1000
 
 
@@ -38,36 +38,54 @@ class Relay:
     def __init__(self, settings: Settings, metrics: ServiceMetrics, log: Logger) -> None:
         self.settings, self.metrics, self.log = settings, metrics, log
         self.clients: set[asyncio.Queue] = set()
+        self.watched = asyncio.Event()
 
     async def run(self) -> None:
+        """Subscribed only while a browser watches: an idle dashboard costs the mesh nothing."""
         ctx = zmq.asyncio.Context()
-        sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        for endpoint in self.settings.publisher_endpoints().values():
-            sock.connect(endpoint)
-        for prefix in RELAYED:
-            sock.setsockopt(zmq.SUBSCRIBE, prefix)
         try:
             while True:
-                frames = await sock.recv_multipart()
-                if len(frames) != 2:
-                    self.metrics.decode_error("?")
-                    continue
+                await self.watched.wait()
+                sock = ctx.socket(zmq.SUB)
+                sock.setsockopt(zmq.LINGER, 0)
+                for endpoint in self.settings.publisher_endpoints().values():
+                    sock.connect(endpoint)
+                for prefix in RELAYED:
+                    sock.setsockopt(zmq.SUBSCRIBE, prefix)
                 try:
-                    event = decode_event(frames[0], frames[1])
-                except (UnknownTopic, *DecodeError):
-                    self.metrics.decode_error(topic_kind(frames[0]))
-                    continue
-                self.metrics.message_in(topic_kind(frames[0]))
-                text = json.dumps({"topic": frames[0].decode(), "event": to_json_ready(event)})
-                for queue in list(self.clients):
-                    if queue.full():
-                        with contextlib.suppress(asyncio.QueueEmpty):
-                            queue.get_nowait()
-                    queue.put_nowait(text)
+                    while self.clients:
+                        if await sock.poll(1000):
+                            self.relay(await sock.recv_multipart())
+                finally:
+                    sock.close()
         finally:
-            sock.close()
             ctx.term()
+
+    def relay(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self.metrics.decode_error("?")
+            return
+        try:
+            event = decode_event(frames[0], frames[1])
+        except (UnknownTopic, *DecodeError):
+            self.metrics.decode_error(topic_kind(frames[0]))
+            return
+        self.metrics.message_in(topic_kind(frames[0]))
+        text = json.dumps({"topic": frames[0].decode(), "event": to_json_ready(event)})
+        for queue in list(self.clients):
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(text)
+
+    def join(self, queue: asyncio.Queue) -> None:
+        self.clients.add(queue)
+        self.watched.set()
+
+    def leave(self, queue: asyncio.Queue) -> None:
+        self.clients.discard(queue)
+        if not self.clients:
+            self.watched.clear()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -123,13 +141,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def events(socket: WebSocket) -> None:
         await socket.accept()
         queue: asyncio.Queue = asyncio.Queue(maxsize=CLIENT_QUEUE)
-        relay.clients.add(queue)
+        relay.join(queue)
         try:
             while True:
                 await socket.send_text(await queue.get())
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            relay.clients.discard(queue)
+            relay.leave(queue)
 
     return app

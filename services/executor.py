@@ -15,13 +15,24 @@ from decimal import Decimal
 
 from core.allocation import equal_weights
 from core.config import Settings
-from core.messages import (Allocation, Approval, ApproveOrder, Fill, OrderUpdate, RiskReplies, Signal, Tick,
-                           tick_topic)
+from core.messages import (
+    Allocation,
+    Approval,
+    ApproveOrder,
+    Fill,
+    OrderUpdate,
+    RiskReplies,
+    Signal,
+    Tick,
+    tick_topic,
+)
 from core.money import ZERO, cash, fee, instrument, slipped_price, to_decimal
 from core.portfolio import Portfolio, size_buy
 from core.service import Service, main
 
 PERFORMANCE_EVERY_MS = 15 * 60_000  # strategy_performance rows, in event time
+UPSERT_POSITION = ("INSERT INTO positions VALUES (?,?,?,?,?) ON CONFLICT(strategy, symbol) DO UPDATE SET "
+                   "qty=excluded.qty, cost=excluded.cost, updated_at=excluded.updated_at")
 
 
 def order_id_for(signal_id: str) -> str:
@@ -30,10 +41,13 @@ def order_id_for(signal_id: str) -> str:
 
 
 class Executor(Service):
+    hot_path_store = True
+
     def __init__(self, settings: Settings) -> None:
         super().__init__("executor", settings)
         self.mark_time: dict[str, int] = {}
         self.unpublished_marked: list[str] = []
+        self.touched_positions: set[tuple[str, str]] = set()
         self.last_performance_et = 0
 
     # ----- start-up: rebuild from the store -----------------------------------------------------
@@ -44,9 +58,10 @@ class Executor(Service):
         self.portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades())
         if not self.portfolio.accounts:
             self.fund_accounts()
-        self.check_positions_table()
+        self.refresh_positions_table()
         self.seen = self.store.seen_signal_ids()
-        self.tick_to_fill = self.metrics.histogram("mesh_tick_to_fill_seconds", "tick sent to fill published")
+        self.tick_to_fill = self.metrics.histogram("mesh_tick_to_fill_seconds",
+                                                   "tick sent to fill published").labels(self.name)
         self.orders_total = self.metrics.counter("mesh_orders_total", "orders by final status", ("status",))
         self.duplicates = self.metrics.counter("mesh_duplicate_signals_total", "signals dropped as already seen")
         self.equity_gauge = self.metrics.gauge("mesh_equity", "portfolio equity (quote currency)")
@@ -57,7 +72,7 @@ class Executor(Service):
         self.subscribe(strategy_pubs, [b"sig."], self.on_signal)
         self.subscribe([s.endpoint("allocator.pub")], [b"alloc"], self.on_allocation)
         self.loop.every(1.0, self.publish_account)
-        self.loop.every(0.1, self.mark_published)
+        self.loop.every(0.1, self.sync_store)
         self.log.info("books_rebuilt", equity=self.portfolio.equity(), cash=self.portfolio.cash(),
                       trades=self.portfolio.trades(), signals_seen=len(self.seen))
 
@@ -74,17 +89,19 @@ class Executor(Service):
         self.store.insert_many("ledger", ("strategy", "amount", "reason", "event_time", "created_at"), rows)
         self.log.info("accounts_funded", weights={k: str(v) for k, v in weights.items()})
 
-    def check_positions_table(self) -> None:
-        """The trades are the truth; the positions table mirrors them. Say so loudly if it does not."""
+    def refresh_positions_table(self) -> None:
+        """The trades are the truth; the positions table mirrors them within 100 ms, so after a crash it
+        may lag by the last few fills. Bring it up to date, and say which rows moved."""
         stored = {(r["strategy"], r["symbol"]): Decimal(r["qty"])
                   for r in self.store.query("SELECT strategy, symbol, qty FROM positions")}
         rebuilt = {(a.strategy, sym): p.qty for a in self.portfolio.accounts.values()
                    for sym, p in a.positions.items()}
         for key in set(stored) | set(rebuilt):
             if stored.get(key, ZERO) != rebuilt.get(key, ZERO):
-                self.log.error("positions_mismatch", strategy=key[0], symbol=key[1],
-                               stored=stored.get(key), from_trades=rebuilt.get(key))
-                self.write_position(key[0], key[1])
+                self.log.warning("position_mirror_refreshed", strategy=key[0], symbol=key[1],
+                                 stored=stored.get(key), from_trades=rebuilt.get(key))
+                self.touched_positions.add(key)
+        self.sync_store()
 
     def last_prices(self) -> None:
         """Mark positions at the last stored candle close until the first tick arrives."""
@@ -172,25 +189,25 @@ class Executor(Service):
             self.reload_books()  # the store refused the fill: memory must not keep it either
             raise
         account = self.portfolio.accounts[signal.strategy]
-        self.pub.publish(b"order", OrderUpdate(order_id=order_id, signal_id=signal.signal_id, strategy=signal.strategy,
-                                               symbol=signal.symbol, side=signal.side, qty=qty, status="FILLED",
-                                               price=price, et=signal.et, tid=signal.tid))
         self.pub.publish(b"fill", Fill(trade_id=trade_id, order_id=order_id, signal_id=signal.signal_id,
                                        strategy=signal.strategy, symbol=signal.symbol, side=signal.side, qty=qty,
                                        price=price, fee=paid, realized_pnl=realized, cash_after=account.cash,
                                        position_after=account.positions[signal.symbol].qty,
                                        origin_ns=signal.origin_ns, et=signal.et, tid=signal.tid))
-        self.unpublished_marked.append(trade_id)
         if signal.origin_ns:
-            self.tick_to_fill.labels(self.name).observe((time.monotonic_ns() - signal.origin_ns) / 1e9)
+            self.tick_to_fill.observe((time.monotonic_ns() - signal.origin_ns) / 1e9)
+        self.unpublished_marked.append(trade_id)
+        self.pub.publish(b"order", OrderUpdate(order_id=order_id, signal_id=signal.signal_id, strategy=signal.strategy,
+                                               symbol=signal.symbol, side=signal.side, qty=qty, status="FILLED",
+                                               price=price, et=signal.et, tid=signal.tid))
         self.orders_total.labels(self.name, "FILLED").inc()
         self.log.info("filled", trace_id=signal.tid, order_id=order_id, strategy=signal.strategy, symbol=signal.symbol,
                       side=signal.side, qty=str(qty), price=str(price), fee=str(paid), realized_pnl=str(realized))
 
     def write_fill(self, signal: Signal, order_id: str, trade_id: str, qty: Decimal, price: Decimal,
                    paid: Decimal, realized: Decimal, trace: str, now: float) -> None:
+        """The order and its trade, atomically: the only writes on the order path."""
         with self.store.transaction() as db:
-            self.insert_signal(db, signal, "order", now)
             db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty),
                         str(price), "FILLED", signal.reason, signal.et, trace, now))
@@ -198,7 +215,7 @@ class Executor(Service):
                        " event_time, trace_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        (trade_id, order_id, signal.strategy, signal.symbol, signal.side, str(qty), str(price),
                         str(paid), str(realized), signal.et, trace, now))
-            self.write_position(signal.strategy, signal.symbol, db)
+        self.touched_positions.add((signal.strategy, signal.symbol))
 
     def reload_books(self) -> None:
         marks, self.portfolio = self.portfolio.marks, Portfolio.rebuild(self.store.ledger(), self.store.trades())
@@ -207,7 +224,6 @@ class Executor(Service):
     def reject(self, signal: Signal, order_id: str, qty: Decimal, rule: str, reason: str) -> None:
         now = time.time()
         with self.store.transaction() as db:
-            self.insert_signal(db, signal, "order", now)
             db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty), None,
                         "REJECTED", f"{rule}: {reason}", signal.et, f"{signal.tid:016x}", now))
@@ -218,23 +234,16 @@ class Executor(Service):
         self.log.info("order_rejected", trace_id=signal.tid, order_id=order_id, rule=rule, reason=reason)
 
     def record_outcome(self, signal: Signal, outcome: str) -> None:
-        """A signal that makes no order is still recorded, so a restart will not act on it."""
-        with self.store.transaction() as db:
-            self.insert_signal(db, signal, outcome, time.time())
+        """A signal that makes no order is still recorded, so a restart will not act on it.
+        (A signal that makes an order is recorded by the order's UNIQUE signal_id.)"""
+        self.store.execute("INSERT INTO signals VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                           (signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.confidence,
+                            signal.reason, repr(signal.price), signal.et, f"{signal.tid:016x}", outcome, time.time()))
 
-    @staticmethod
-    def insert_signal(db, signal: Signal, outcome: str, now: float) -> None:
-        db.execute("INSERT INTO signals VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                   (signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.confidence, signal.reason,
-                    repr(signal.price), signal.et, f"{signal.tid:016x}", outcome, now))
-
-    def write_position(self, strategy: str, symbol: str, db=None) -> None:
+    def position_row(self, strategy: str, symbol: str) -> tuple:
         position = self.portfolio.accounts[strategy].positions.get(symbol)
         qty, cost = (position.qty, position.cost) if position else (ZERO, ZERO)
-        (db or self.store.conn).execute(
-            "INSERT INTO positions VALUES (?,?,?,?,?) ON CONFLICT(strategy, symbol) DO UPDATE SET "
-            "qty=excluded.qty, cost=excluded.cost, updated_at=excluded.updated_at",
-            (strategy, symbol, str(qty), str(cost), time.time()))
+        return strategy, symbol, str(qty), str(cost), time.time()
 
     # ----- publishing state ---------------------------------------------------------------------
     def publish_fill_row(self, row) -> None:
@@ -247,11 +256,16 @@ class Executor(Service):
             position_after=position.qty if position else ZERO, et=row["event_time"] or 0))
         self.unpublished_marked.append(row["trade_id"])
 
-    def mark_published(self) -> None:
-        if self.unpublished_marked:
-            ids, self.unpublished_marked = self.unpublished_marked, []
-            with self.store.transaction() as db:
-                db.executemany("UPDATE trades SET published = 1 WHERE trade_id = ?", [(i,) for i in ids])
+    def sync_store(self) -> None:
+        """Off the order path, every 100 ms: mark fills as published (the outbox) and mirror positions.
+        Trades are the truth; a crash loses neither (start-up republishes and rebuilds from them)."""
+        if not self.unpublished_marked and not self.touched_positions:
+            return
+        ids, self.unpublished_marked = self.unpublished_marked, []
+        touched, self.touched_positions = self.touched_positions, set()
+        with self.store.transaction() as db:
+            db.executemany("UPDATE trades SET published = 1 WHERE trade_id = ?", [(i,) for i in ids])
+            db.executemany(UPSERT_POSITION, [self.position_row(*key) for key in touched])
 
     def publish_account(self) -> None:
         snapshot = self.portfolio.snapshot()
@@ -276,7 +290,7 @@ class Executor(Service):
                                      self.portfolio.accounts[a.strategy].trades, now) for a in snapshot.accounts])
 
     def teardown(self) -> None:
-        self.mark_published()
+        self.sync_store()
 
 
 if __name__ == "__main__":

@@ -7,8 +7,25 @@ import time
 from collections import deque
 
 from core.config import Settings
-from core.marketdata import Bar, DataError, find_candle_file, intrabar_path, load_bars, merged_timeline, timeframe_ms
-from core.messages import Candle, CandlesReply, ErrorReply, FeedRequests, RecentCandles, Tick, candle_topic, tick_topic
+from core.marketdata import (
+    Bar,
+    DataError,
+    find_candle_file,
+    intrabar_path,
+    load_bars,
+    merged_timeline,
+    timeframe_ms,
+)
+from core.messages import (
+    Candle,
+    CandlesReply,
+    ErrorReply,
+    FeedRequests,
+    RecentCandles,
+    Tick,
+    candle_topic,
+    tick_topic,
+)
 from core.service import Service, main
 
 TF = "1m"

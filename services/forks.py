@@ -12,7 +12,16 @@ import time
 from pathlib import Path
 
 from core.config import Settings
-from core.messages import CreateFork, ErrorReply, ForkEvent, ForkList, ForkReply, ForkRequests, ListForks
+from core.messages import (
+    CreateFork,
+    ErrorReply,
+    ForkEvent,
+    ForkList,
+    ForkReply,
+    ForkRequests,
+    Heartbeat,
+    ListForks,
+)
 from core.service import Service, main
 
 LIVE = ("creating", "active")
@@ -25,13 +34,14 @@ class ForkManager(Service):
     def setup(self) -> None:
         self.publisher("forks.pub")
         self.serve("forks.rep", ForkRequests, self.on_request)
-        self.subscribe([self.settings.endpoint("feed.pub")], [b"md.candle."], self.on_candle)
+        # Event time from the feed's heartbeat: once a second is plenty for TTLs, and costs nothing.
+        self.subscribe([self.settings.endpoint("feed.pub")], [b"hb.feed"], self.on_feed_heartbeat)
         self.event_time = self.store.scalar("SELECT MAX(open_time) + 60000 FROM candles") or 0
         self.remove_orphans()
         self.loop.every(2.0, self.sweep)
 
-    def on_candle(self, topic: bytes, candle) -> None:
-        self.event_time = max(self.event_time, candle.et)
+    def on_feed_heartbeat(self, topic: bytes, beat: Heartbeat) -> None:
+        self.event_time = max(self.event_time, beat.et)
 
     def on_request(self, request: CreateFork | ListForks) -> ForkReply | ForkList | ErrorReply:
         if isinstance(request, ListForks):
@@ -46,7 +56,7 @@ class ForkManager(Service):
         ttl = request.ttl_s or self.settings.fork_ttl_s
         fork_id = f"fork-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
         path = self.settings.forks_dir / f"{fork_id}.db"
-        self.store.conn.execute(
+        self.store.execute(
             "INSERT INTO fork_tracking(fork_id, backend, parent, purpose, requester, path, created_at, created_et,"
             " ttl_s, expires_et, status) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (fork_id, "sqlite", str(self.settings.db_path), request.purpose, request.requester, str(path),
@@ -75,7 +85,7 @@ class ForkManager(Service):
     def destroy(self, row, why: str) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(row["path"] + suffix).unlink(missing_ok=True)
-        self.store.conn.execute("UPDATE fork_tracking SET status='destroyed', destroyed_at=? WHERE fork_id=?",
+        self.store.execute("UPDATE fork_tracking SET status='destroyed', destroyed_at=? WHERE fork_id=?",
                                 (time.time(), row["fork_id"]))
         self.announce(why, row["fork_id"], row["purpose"], row["requester"], "destroyed", row["ttl_s"], row["path"])
         self.log.info("fork_destroyed", fork_id=row["fork_id"], why=why)
@@ -91,7 +101,7 @@ class ForkManager(Service):
                 self.log.warning("orphan_removed", path=str(path))
 
     def set_status(self, fork_id: str, status: str, results: dict) -> None:
-        self.store.conn.execute("UPDATE fork_tracking SET status=?, results=? WHERE fork_id=?",
+        self.store.execute("UPDATE fork_tracking SET status=?, results=? WHERE fork_id=?",
                                 (status, json.dumps(results), fork_id))
 
     def announce(self, event: str, fork_id: str, purpose: str, requester: str, status: str, ttl: int,

@@ -7,8 +7,17 @@ from __future__ import annotations
 import time
 
 from core.config import Settings
-from core.messages import (AccountSnapshot, Approval, ApproveOrder, RiskDecision, RiskRequests, RiskState,
-                           RiskStatus, RiskStatusReply, SetKillSwitch)
+from core.messages import (
+    AccountSnapshot,
+    Approval,
+    ApproveOrder,
+    RiskDecision,
+    RiskRequests,
+    RiskState,
+    RiskStatus,
+    RiskStatusReply,
+    SetKillSwitch,
+)
 from core.risk import Limits, RiskBook, evaluate
 from core.service import Service, main
 
@@ -18,16 +27,19 @@ EVENT_COLUMNS = ("request_id", "strategy", "symbol", "side", "approved", "rule",
 
 
 class RiskGuard(Service):
+    hot_path_store = True
+
     def __init__(self, settings: Settings) -> None:
         super().__init__("risk", settings)
         self.limits = Limits.from_settings(settings)
         self.pending_events: list[tuple] = []
+        self.unpublished: list[RiskDecision] = []
         self.book_dirty = False
 
     def setup(self) -> None:
         self.book = RiskBook.from_json(self.store.get_state(BOOK_KEY))
         self.publisher("risk.pub")
-        self.serve("risk.rep", RiskRequests, self.on_request)
+        self.serve("risk.rep", RiskRequests, self.on_request, after_reply=self.publish_decisions)
         self.subscribe([self.settings.endpoint("executor.pub")], [b"acct"], self.on_account)
         self.decisions = self.metrics.counter("mesh_risk_decisions_total", "pre-trade decisions", ("rule",))
         self.loop.every(0.05, self.flush)
@@ -54,7 +66,7 @@ class RiskGuard(Service):
         self.pending_events.append((request.request_id, request.strategy, request.symbol, request.side,
                                     int(verdict.approved), verdict.rule, verdict.reason, state,
                                     request.event_time, time.time()))
-        self.pub.publish(b"risk.decision", RiskDecision(
+        self.unpublished.append(RiskDecision(
             request_id=request.request_id, strategy=request.strategy, symbol=request.symbol, side=request.side,
             approved=verdict.approved, rule=verdict.rule, reason=verdict.reason, et=request.event_time,
             tid=request.tid))
@@ -62,6 +74,12 @@ class RiskGuard(Service):
             self.log.info("order_rejected", trace_id=request.tid, request_id=request.request_id,
                           rule=verdict.rule, reason=verdict.reason)
         return Approval(approved=verdict.approved, rule=verdict.rule, reason=verdict.reason, trading_state=state)
+
+    def publish_decisions(self) -> None:
+        """After the answer has gone: the executor is not kept waiting for the broadcast."""
+        for decision in self.unpublished:
+            self.pub.publish(b"risk.decision", decision)
+        self.unpublished.clear()
 
     def set_kill_switch(self, on: bool, by: str) -> None:
         if self.book.kill_switch == on:

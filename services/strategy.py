@@ -6,7 +6,16 @@ import sys
 
 from core.config import Settings
 from core.marketdata import timeframe_ms
-from core.messages import Candle, FeedReplies, RecentCandles, Signal, Tick, candle_topic, signal_topic, tick_topic
+from core.messages import (
+    Candle,
+    FeedReplies,
+    RecentCandles,
+    Signal,
+    Tick,
+    candle_topic,
+    signal_topic,
+    tick_topic,
+)
 from core.service import Service, main
 from core.strategies import Decision, Strategy, create
 

@@ -2,49 +2,23 @@
 MESH_HOME on free ports, so tests never touch a developer's own mesh."""
 from __future__ import annotations
 
-import json
 import os
-import random
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import zmq
 
 from core.codec import DecodeError, UnknownTopic, decode_event
-from core.config import load_settings
+from core.harness import LocalMesh
 from core.store import Store
-from core.supervise import Supervisor
-
-PORT_SPAN = 80
 
 # Tests describe their meshes completely; a developer's own MESH_* settings must not leak in.
 for _name in [n for n in os.environ if n.startswith("MESH_")]:
     del os.environ[_name]
-
-
-def _ports_free(base: int) -> bool:
-    for port in range(base, base + PORT_SPAN):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port_base() -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 60000, 100)
-        if _ports_free(base):
-            return base
-    raise RuntimeError("no free port range")
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
@@ -87,29 +61,12 @@ class FillCollector:
         self._ctx.term()
 
 
-class Mesh:
-    """A running mesh in its own MESH_HOME; helpers to drive it the way a user would."""
+class Mesh(LocalMesh):
+    """A running mesh plus what tests look at: the fills it published, its store, its metrics."""
 
     def __init__(self, home: Path, env_overrides: dict[str, str]) -> None:
-        self.home = home
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
-        self.env = {**clean, "MESH_HOME": str(home), "MESH_PORT_BASE": str(free_port_base()), **env_overrides}
-        self.settings = load_settings(home=home, port_base=int(self.env["MESH_PORT_BASE"]))
-        self.supervisor = Supervisor(self.settings)
+        super().__init__(home, env_overrides)
         self.collector = FillCollector(self.settings.endpoint("executor.pub"))
-
-    def mesh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "core.cli", *args], env=self.env, capture_output=True,
-                              text=True, check=check, timeout=180)
-
-    def ctl(self, *args: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c",
-                                 str(self.home / "supervisord.conf"), *args], env=self.env, capture_output=True,
-                                text=True, timeout=60)
-        return result.stdout + result.stderr
-
-    def status(self) -> dict:
-        return json.loads(self.mesh("status", "--json").stdout)
 
     def store(self) -> Store:
         return Store(self.settings.db_path, read_only=True)
@@ -124,9 +81,6 @@ class Mesh:
     def trade_count(self) -> int:
         return self.query("SELECT COUNT(*) FROM trades")[0][0]
 
-    def pid(self, program: str) -> int:
-        return self.supervisor.processes()[program]["pid"]
-
     def metrics(self, service: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.http_port(service)}/metrics", timeout=5) as r:
             return r.read().decode()
@@ -139,24 +93,13 @@ class Mesh:
                     total += float(line.rsplit(" ", 1)[1])
         return total
 
-    def running(self, program: str) -> bool:
-        return self.supervisor.processes().get(program, {}).get("statename") == "RUNNING"
-
-    def all_running(self) -> bool:
-        processes = self.supervisor.processes()
-        return bool(processes) and all(p["statename"] == "RUNNING" for p in processes.values())
-
     def quiesce(self) -> None:
         """Stop the feed so no new signals arrive, and let in-flight work settle."""
         assert "stopped" in self.ctl("stop", "feed")
         time.sleep(2.5)
 
-    def start(self) -> None:
-        result = self.mesh("up", "--detach", check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
-
     def stop(self) -> None:
-        self.mesh("down", check=False)
+        super().stop()
         self.collector.close()
 
 

@@ -8,13 +8,25 @@ import time
 from decimal import Decimal
 
 import zmq
-
 from conftest import wait_for
+
 from core.bus import ReqClient
 from core.codec import encode
 from core.log import Logger
-from core.messages import (Approval, ApproveOrder, CandlesReply, ErrorReply, FeedReplies, ForkReplies, ListForks,
-                           RecentCandles, RiskReplies, RiskStatus, RiskStatusReply, Tick)
+from core.messages import (
+    Approval,
+    ApproveOrder,
+    CandlesReply,
+    ErrorReply,
+    FeedReplies,
+    ForkReplies,
+    ListForks,
+    RecentCandles,
+    RiskReplies,
+    RiskStatus,
+    RiskStatusReply,
+    Tick,
+)
 from core.portfolio import Portfolio
 
 SERVICES = {"feed", "strategy_momentum", "strategy_macd", "allocator", "risk", "executor", "forks", "narrator",
@@ -94,7 +106,7 @@ def test_kill_9_strategy_worker_and_risk_guard(mesh):
     for program in ("strategy_momentum", "risk"):
         old_pid = mesh.pid(program)
         os.kill(old_pid, signal.SIGKILL)
-        wait_for(lambda: mesh.pid(program) not in (0, old_pid) and mesh.all_running(), 30, f"{program} back")
+        wait_for(lambda p=program, old=old_pid: mesh.pid(p) not in (0, old) and mesh.all_running(), 30, f"{program} back")
     trades = mesh.trade_count()
     wait_for(lambda: mesh.trade_count() > trades, 60, "trading after the kills")
     wait_for(lambda: all(s["healthy"] for s in mesh.status()["services"].values()), 15, "every service healthy")
@@ -129,12 +141,12 @@ def test_risk_guard_rules_over_the_wire(mesh):
         oversized = client.request(ApproveOrder(**order))
         assert isinstance(oversized, Approval) and not oversized.approved and oversized.rule == "max_order_size"
         assert "exceeds 20" in oversized.reason
-        assert "kill switch ON" in mesh.mesh("kill-switch", "on").stdout
+        assert "kill switch ON" in mesh.cli("kill-switch", "on").stdout
         assert mesh.status()["trading_state"] == "HALTED" or wait_for(
             lambda: mesh.status()["trading_state"] == "HALTED", 5, "HALTED in status")
         halted = client.request(ApproveOrder(**{**order, "qty": Decimal("0.01"), "request_id": "t-2"}))
         assert isinstance(halted, Approval) and halted.rule == "kill_switch" and not halted.approved
-        assert "kill switch OFF" in mesh.mesh("kill-switch", "off").stdout
+        assert "kill switch OFF" in mesh.cli("kill-switch", "off").stdout
         state = client.request(RiskStatus())
         assert isinstance(state, RiskStatusReply) and state.trading_state == "ACTIVE"
         recorded = mesh.query("SELECT rule, approved FROM risk_events WHERE request_id IN ('t-1', 't-2')")

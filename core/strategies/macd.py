@@ -14,7 +14,7 @@ class MacdParams(StrategyParams):
     signal: int = Field(9, ge=1)
 
     @model_validator(mode="after")
-    def _fast_below_slow(self) -> "MacdParams":
+    def _fast_below_slow(self) -> MacdParams:
         if self.fast >= self.slow:
             raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
         return self

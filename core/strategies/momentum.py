@@ -15,7 +15,7 @@ class MomentumParams(StrategyParams):
     rsi_max: float = Field(70.0, gt=0, le=100, description="no entry above this RSI (overbought)")
 
     @model_validator(mode="after")
-    def _fast_below_slow(self) -> "MomentumParams":
+    def _fast_below_slow(self) -> MomentumParams:
         if self.fast >= self.slow:
             raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
         return self

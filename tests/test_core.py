@@ -1,0 +1,263 @@
+"""The library, without processes: schemas, settings, money, risk rules, store, strategies, data."""
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from core.allocation import equal_weights
+from core.codec import DecodeError, UnknownTopic, decode_event, decoder_for, encode
+from core.config import REPO_ROOT, ConfigError, load_settings
+from core.marketdata import Bar, candle_problem, find_candle_file, load_bars
+from core.messages import (
+    ApproveOrder,
+    Candle,
+    Fill,
+    RiskRequests,
+    SetKillSwitch,
+    Tick,
+    candle_topic,
+    tick_topic,
+)
+from core.money import fee, instrument, slipped_price, to_decimal
+from core.portfolio import AccountingError, Portfolio, size_buy
+from core.risk import Limits, RiskBook, evaluate
+from core.store import SCHEMA_VERSION, Store
+from core.strategies import ParameterError, create
+from core.supervise import default_paths, render
+
+D = Decimal
+
+
+# ----- wire ------------------------------------------------------------------------------------------
+def test_events_round_trip_and_validate_on_decode():
+    tick = Tick(symbol="BTCUSDT", price=95505.4, et=1, tid=7, src="feed", seq=3)
+    assert decode_event(tick_topic("BTCUSDT"), encode(tick)) == tick
+    fill = Fill(trade_id="t", order_id="o", signal_id="s", strategy="m", symbol="BTCUSDT", side="buy",
+                qty=D("0.052"), price=D("95545.1"), fee=D("4.96834520"), realized_pnl=D(0),
+                cash_after=D("45026.01"), position_after=D("0.052"))
+    decoded = decode_event(b"fill", encode(fill))
+    assert decoded.fee == D("4.96834520") and isinstance(decoded.qty, Decimal)
+    with pytest.raises(DecodeError):
+        decode_event(candle_topic("BTCUSDT"), encode(tick))  # a tick is not a candle
+    with pytest.raises(DecodeError):
+        decode_event(b"fill", encode({**msgspec.to_builtins(fill), "side": "sideways"}))
+    with pytest.raises(UnknownTopic):
+        decode_event(b"nonsense", encode(tick))
+
+
+def test_requests_are_a_tagged_union():
+    decoder = decoder_for(RiskRequests)
+    assert decoder.decode(encode(SetKillSwitch(on=True))) == SetKillSwitch(on=True)
+    with pytest.raises(DecodeError):
+        decoder.decode(encode({"kind": "drop_tables"}))
+
+
+# ----- settings --------------------------------------------------------------------------------------
+def test_invalid_setting_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("MESH_REPLAY_SPEED", "-3")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    message = str(error.value)
+    assert "MESH_REPLAY_SPEED" in message and "greater than 0" in message and "\n" not in message
+
+
+def test_settings_precedence_defaults_file_env(tmp_path, monkeypatch):
+    config = tmp_path / "mesh.toml"
+    config.write_text('replay_speed = 3.5\nstrategies = ["macd"]\nport_base = 9000\n')
+    monkeypatch.setenv("MESH_CONFIG", str(config))
+    monkeypatch.setenv("MESH_PORT_BASE", "9100")
+    settings = load_settings()
+    assert settings.replay_speed == 3.5 and settings.strategies == ["macd"]  # file over default
+    assert settings.port_base == 9100  # environment over file
+    monkeypatch.setenv("MESH_STRATEGIES", "momentum, macd")
+    assert load_settings().strategies == ["momentum", "macd"]
+    monkeypatch.setenv("MESH_STRATEGIES", "momentum,yolo")
+    with pytest.raises(ConfigError, match="MESH_STRATEGIES.*unknown strategy 'yolo'"):
+        load_settings()
+
+
+def test_service_exits_with_config_error(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "MESH_HOME": str(tmp_path), "MESH_ORDER_PCT": "0.5"}
+    result = subprocess.run([sys.executable, "-m", "services.feed"], env=env, capture_output=True, text=True,
+                            cwd=REPO_ROOT, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "order_pct 0.5 exceeds max_order_pct" in result.stderr
+
+
+def test_meshes_with_different_home_and_ports_do_not_clash(tmp_path):
+    a = load_settings(home=tmp_path / "a", port_base=20000)
+    b = load_settings(home=tmp_path / "b", port_base=20100)
+    assert a.endpoint("feed.pub") != b.endpoint("feed.pub")
+    assert a.http_port("executor") != b.http_port("executor") and a.redis_prefix != b.redis_prefix
+    tcp = load_settings(transport="tcp", port_base=20000)
+    assert tcp.endpoint("risk.rep").startswith("tcp://127.0.0.1:")
+
+
+def test_committed_supervisord_conf_is_the_rendered_one():
+    expected = render(load_settings(), default_paths(), with_redis=True)
+    assert (REPO_ROOT / "supervisord.conf").read_text() == expected, "run `make conf` after changing programs"
+
+
+# ----- money -----------------------------------------------------------------------------------------
+def test_prices_fees_and_quantities_are_exact():
+    btc = instrument("BTCUSDT")
+    assert to_decimal(95505.4) == D("95505.4")
+    assert slipped_price("buy", D("95500.0"), D("5"), btc) == D("95547.8")  # 95547.75 rounded up
+    assert slipped_price("sell", D("95500.0"), D("5"), btc) == D("95452.2")  # 95452.25 rounded down
+    assert fee(D("0.052") * D("95547.8"), D("0.001")) == D("4.96848560")
+    assert btc.floor_qty(D("0.0529999")) == D("0.052")
+
+
+def test_portfolio_reconciles_to_the_last_digit():
+    book = Portfolio()
+    book.fund("m", D("50000"))
+    spent = D("0.052") * D("95547.8") + D("4.96848560")
+    book.apply_fill("m", "BTCUSDT", "buy", D("0.052"), D("95547.8"), D("4.96848560"))
+    assert book.accounts["m"].cash == D("50000") - spent
+    book.mark("BTCUSDT", D("96000.1"))
+    assert book.equity("m") == book.accounts["m"].cash + D("0.052") * D("96000.1")
+    realized = book.apply_fill("m", "BTCUSDT", "sell", D("0.052"), D("96000.1"), D("4.99200520"))
+    assert realized == D("0.052") * D("96000.1") - D("4.99200520") - spent
+    assert book.equity("m") == book.accounts["m"].cash == D("50000") + realized
+    with pytest.raises(AccountingError):
+        book.apply_fill("m", "BTCUSDT", "sell", D("0.001"), D("1"), D("0"))
+    with pytest.raises(AccountingError):
+        book.apply_fill("m", "BTCUSDT", "buy", D("100"), D("96000"), D("0"))
+
+
+def test_buy_sizing_respects_cash_and_exchange_minimums():
+    book = Portfolio()
+    book.fund("m", D("1000"))
+    account = book.accounts["m"]
+    qty, _ = size_buy(account, D("1000"), D("95000"), D("0.2"), D("0.001"), instrument("BTCUSDT"))
+    assert qty == D("0.002")
+    qty, why = size_buy(account, D("1000"), D("95000"), D("0.05"), D("0.001"), instrument("BTCUSDT"))
+    assert qty == 0 and "too small" in why
+
+
+def test_equal_weights_add_up_to_one():
+    for n in range(1, 8):
+        weights = equal_weights([f"s{i}" for i in range(n)])
+        assert sum(weights.values()) == 1
+
+
+# ----- risk ------------------------------------------------------------------------------------------
+LIMITS = Limits(D("0.20"), D("0.80"), 2, D("0.05"), D("0.10"))
+
+
+def order(**changes) -> ApproveOrder:
+    base = dict(request_id="r", strategy="m", symbol="BTCUSDT", side="buy", qty=D("0.05"), price=D("100000"),
+                reduces=False, opens_position=True, strategy_equity=D("50000"), strategy_open_positions=0,
+                portfolio_equity=D("100000"), portfolio_exposure=D("0"), event_time=1_746_372_780_000)
+    return ApproveOrder(**{**base, **changes})
+
+
+def test_an_order_within_limits_is_approved():
+    verdict = evaluate(order(), RiskBook(), LIMITS)
+    assert verdict.approved and verdict.rule == "within_limits"
+
+
+@pytest.mark.parametrize("changes, rule", [
+    ({"qty": D("0.11")}, "max_order_size"),                                  # 11,000 > 20% of 50,000
+    ({"strategy_open_positions": 2}, "max_positions"),
+    ({"portfolio_exposure": D("76000")}, "max_exposure"),                    # 76,000 + 5,000 > 80,000
+])
+def test_each_limit_trips(changes, rule):
+    verdict = evaluate(order(**changes), RiskBook(), LIMITS)
+    assert not verdict.approved and verdict.rule == rule and verdict.reason
+
+
+def test_daily_loss_halts_until_the_next_utc_day():
+    book = RiskBook()
+    day = 1_746_316_800_000  # 2025-05-04 00:00 UTC
+    book.observe(day + 1000, D("100000"), {}, LIMITS)
+    changes = book.observe(day + 3_600_000, D("94999"), {}, LIMITS)
+    assert changes[0][0] == "daily_loss" and book.trading_state == "HALTED"
+    assert evaluate(order(event_time=day + 3_600_000, portfolio_equity=D("94999")), book, LIMITS).rule == "daily_loss"
+    assert not evaluate(order(reduces=True, event_time=day + 3_600_000), book, LIMITS).approved
+    book.observe(day + 86_400_000, D("94999"), {}, LIMITS)
+    assert book.trading_state == "ACTIVE"
+
+
+def test_strategy_drawdown_deactivates_but_lets_it_exit():
+    book = RiskBook()
+    book.observe(1, D("100000"), {"m": D("50000")}, LIMITS)
+    book.observe(2, D("100000"), {"m": D("55000")}, LIMITS)
+    book.observe(3, D("100000"), {"m": D("49400")}, LIMITS)  # 10.2% below the 55,000 peak
+    assert "m" in book.deactivated
+    assert evaluate(order(strategy_equity=D("49400")), book, LIMITS).rule == "strategy_drawdown"
+    assert evaluate(order(reduces=True), book, LIMITS).approved
+
+
+def test_kill_switch_stops_everything_and_book_survives_json():
+    book = RiskBook(kill_switch=True)
+    assert evaluate(order(reduces=True), book, LIMITS).rule == "kill_switch"
+    assert RiskBook.from_json(book.to_json()) == book
+
+
+# ----- store -----------------------------------------------------------------------------------------
+def test_schema_is_created_once_and_signal_ids_are_unique(tmp_path):
+    store = Store(tmp_path / "s.db")
+    Store(tmp_path / "s.db").close()  # a second service opening the same file migrates nothing
+    assert store.scalar("PRAGMA user_version") == SCHEMA_VERSION
+    assert store.scalar("PRAGMA journal_mode") == "wal"
+    tables = {r[0] for r in store.query("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables >= {"candles", "signals", "orders", "trades", "positions", "strategy_performance", "allocations",
+                      "risk_events", "agent_events", "fork_tracking", "market_regimes", "pr_events"}
+    row = ("o1", "sig-1", "m", "BTCUSDT", "buy", "1", "1", "FILLED", "", 0, "", 0.0)
+    store.conn.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+    with pytest.raises(Exception, match="UNIQUE"):
+        store.conn.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ("o2", *row[1:]))
+    store.close()
+
+
+# ----- strategies and data ---------------------------------------------------------------------------
+def bundled_candles(symbol: str, n: int) -> list[Candle]:
+    bars, rejected = load_bars(find_candle_file(REPO_ROOT / "data", symbol))
+    assert not rejected
+    return [Candle(symbol=symbol, tf="1m", open_time=b.open_time, open=b.open, high=b.high, low=b.low,
+                   close=b.close, volume=b.volume, et=b.open_time + 60_000) for b in bars[:n]]
+
+
+@pytest.mark.parametrize("name", ["momentum", "macd"])
+def test_strategies_are_deterministic_and_trade_the_bundled_data(name):
+    candles = bundled_candles("BTCUSDT", 3000)
+    runs = []
+    for _ in range(2):
+        strategy = create(name, "BTCUSDT")
+        runs.append([(c.open_time, d.side) for c in candles if (d := strategy.on_candle(c))])
+    assert runs[0] == runs[1] and len(runs[0]) > 10
+    assert {side for _, side in runs[0]} == {"buy", "sell"}
+
+
+def test_bad_strategy_parameters_fail_clearly():
+    with pytest.raises(ParameterError, match="momentum: invalid parameters.*fast"):
+        create("momentum", "BTCUSDT", {"fast": 30, "slow": 20})
+    with pytest.raises(ParameterError, match="unknown strategy"):
+        create("astrology", "BTCUSDT")
+
+
+def test_bad_candles_are_rejected_with_a_reason(tmp_path):
+    assert candle_problem(Bar(2, 10, 9, 8, 9.5, 1), None) == "high below open, close or low"
+    assert candle_problem(Bar(2, 10, 11, 10.5, 9.5, 1), None) == "low above open or close"
+    assert candle_problem(Bar(2, 10, 11, 9, 10, -1), None) == "negative volume"
+    assert candle_problem(Bar(2, 10, 11, 9, float("nan"), 1), None) == "NaN or infinite value"
+    assert candle_problem(Bar(2, 10, 11, 9, 10, 1), 2) == "duplicate"
+    path = tmp_path / "x_BTCUSDT_1m_test.csv.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("timestamp_ms,open,high,low,close,volume\n60000,1,2,0.5,1.5,3\nbad,row\n"
+                     "60000,1,2,0.5,1.5,3\n120000,1,0.9,0.5,1.5,3\n180000,1,2,0.5,1.5,3\n")
+    bars, rejected = load_bars(find_candle_file(tmp_path, "BTCUSDT"))
+    assert [b.open_time for b in bars] == [60000, 180000]
+    assert len(rejected) == 3 and "duplicate" in rejected[1]
+
+
+def test_bundled_data_ships_with_provenance():
+    assert (REPO_ROOT / "data" / "PROVENANCE.md").exists()
+    assert len(list(Path(REPO_ROOT / "data").glob("*_1m_*.csv.gz"))) == 2
