@@ -145,6 +145,15 @@ def cmd_supervisord_conf(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prometheus_targets(settings: Settings, args: argparse.Namespace) -> int:
+    """Prometheus file_sd targets for this mesh's /metrics ports, one group per service."""
+    host = args.host or settings.host
+    groups = [{"targets": [f"{host}:{settings.http_port(name)}"], "labels": {"mesh_service": name}}
+              for name in settings.service_names()]
+    print(json.dumps(groups, indent=2))
+    return 0
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from bench.latency import run_latency_suite
 
@@ -172,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     conf = sub.add_parser("supervisord-conf", help="print the supervisord config for these settings")
     conf.add_argument("--default", action="store_true", help="the repo's own supervisord.conf (./var)")
     conf.set_defaults(func=cmd_supervisord_conf)
+    targets = sub.add_parser("prometheus-targets", help="print Prometheus file_sd targets for /metrics")
+    targets.add_argument("--host", help="address Prometheus reaches the mesh at (default MESH_HOST)")
+    targets.set_defaults(func=cmd_prometheus_targets)
     bench = sub.add_parser("bench", help="run a benchmark suite")
     bench.add_argument("--suite", default="latency")
     bench.add_argument("--json", action="store_true")

@@ -261,3 +261,12 @@ def test_bad_candles_are_rejected_with_a_reason(tmp_path):
 def test_bundled_data_ships_with_provenance():
     assert (REPO_ROOT / "data" / "PROVENANCE.md").exists()
     assert len(list(Path(REPO_ROOT / "data").glob("*_1m_*.csv.gz"))) == 2
+
+
+def test_readme_documents_every_setting_and_both_commands():
+    from core.config import Settings
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+    missing = [name for name in Settings.model_fields if f"`MESH_{name.upper()}`" not in readme]
+    assert not missing, f"README lacks settings: {missing}"

@@ -2,6 +2,7 @@
 restarts and kill -9 without losing or duplicating a trade, and shrugs off malformed frames."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -220,6 +221,71 @@ def test_feed_answers_recent_candles(mesh):
         assert times == sorted(times) and times[-1] - times[0] == 4 * 60_000
         unknown = client.request(RecentCandles(symbol="DOGEUSDT", n=5))
         assert isinstance(unknown, ErrorReply) and "unknown symbol" in unknown.error
+    finally:
+        client.close()
+        ctx.term()
+
+
+def test_dashboard_serves_state_metrics_and_live_events(mesh):
+    import httpx
+    from websockets.sync.client import connect
+
+    base = mesh.settings.dashboard_url.rstrip("/")
+    assert httpx.get(f"{base}/healthz").json() == {"ok": True, "redis": True}
+    page = httpx.get(f"{base}/")
+    assert page.status_code == 200 and "Meshtrader" in page.text and "http" not in page.text.split("<script>")[0]
+    state = httpx.get(f"{base}/api/state").json()
+    assert state["mode"] == "paper" and "last_trades" in state and state["services"]["executor"]["healthy"]
+    assert "mesh_up" in httpx.get(f"{base}/metrics").text
+    for program in ("feed", "executor", "risk", "strategy_macd"):
+        assert "mesh_messages_out_total" in mesh.metrics(program)
+    with connect(base.replace("http", "ws") + "/ws", open_timeout=10) as socket:
+        topics = set()
+        deadline = time.monotonic() + 60
+        while "fill" not in topics and time.monotonic() < deadline:
+            message = json.loads(socket.recv(timeout=60))
+            topics.add(message["topic"])
+        assert "fill" in topics
+    bad = httpx.post(f"{base}/api/kill-switch", json={"on": "maybe"})
+    assert bad.status_code == 422
+    assert httpx.post(f"{base}/api/kill-switch", json={"on": True}).json()["ok"]
+    assert wait_for(lambda: mesh.status()["trading_state"] == "HALTED", 10, "halt via the API")
+    assert httpx.post(f"{base}/api/kill-switch", json={"on": False}).json()["ok"]
+    assert wait_for(lambda: mesh.status()["trading_state"] == "ACTIVE", 10, "trading again")
+    narrated = mesh.query("SELECT kind FROM pr_events")
+    assert ("first_trade",) in narrated and ("risk_halt",) in narrated
+    assert "First trade" in (mesh.home / "narrative.md").read_text()
+
+
+def test_forks_are_consistent_copies_that_expire_and_orphans_go(mesh):
+    import sqlite3
+
+    from core.messages import CreateFork, ForkReply
+
+    ctx = zmq.Context()
+    client = ReqClient(ctx, mesh.settings.endpoint("forks.rep"), ForkReplies, 5000, 2, Logger("t", "ERROR"))
+    try:
+        wait_for(lambda: mesh.trade_count() > 0, 60, "a trade to copy")
+        reply = client.request(CreateFork(purpose="validation", requester="test", ttl_s=120))
+        assert isinstance(reply, ForkReply) and reply.ok, reply
+        fork = sqlite3.connect(f"file:{reply.path}?mode=ro", uri=True)
+        assert fork.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert fork.execute("SELECT COUNT(*) FROM trades").fetchone()[0] > 0
+        fork.close()
+        row = mesh.query("SELECT purpose, requester, status, ttl_s FROM fork_tracking WHERE fork_id=?",
+                         (reply.fork_id,))
+        assert row == [("validation", "test", "active", 120)]
+        # TTLs run on event time: at 40 candles a second, 120 s of market time pass in about 3 s.
+        wait_for(lambda: mesh.query("SELECT status FROM fork_tracking WHERE fork_id=?", (reply.fork_id,))
+                 == [("destroyed",)], 30, "the fork to expire")
+        assert not os.path.exists(reply.path)
+        stray = mesh.settings.forks_dir / "fork-stray.db"
+        stray.write_bytes(b"left behind by a crash")
+        old_pid = mesh.pid("forks")
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: mesh.pid("forks") not in (0, old_pid) and mesh.running("forks"), 30, "forks back")
+        wait_for(lambda: not stray.exists(), 10, "the orphan to be removed")
+        assert ("fork_created",) in mesh.query("SELECT kind FROM pr_events")
     finally:
         client.close()
         ctx.term()
