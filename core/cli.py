@@ -37,26 +37,30 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
     env = {**os.environ, "MESH_HOME": str(settings.home_dir), "MESH_PORT_BASE": str(settings.port_base)}
     print(f"starting the mesh in {settings.home_dir} (mode: {settings.mode}; paper trading, no real money)")
+    started = subprocess.run(command, env=env, cwd=REPO_ROOT)  # supervisord daemonizes itself
+    if started.returncode != 0:
+        print(f"supervisord failed to start (exit {started.returncode}); see {settings.log_dir}/supervisord.log")
+        return 1
+    if not _wait_until_up(settings, supervisor):
+        print("what did start is still running, for inspection: mesh status; mesh down stops it")
+        return 1
     if args.detach:
-        subprocess.run(command, env=env, check=True, cwd=REPO_ROOT)
-        return 0 if _wait_until_up(settings, supervisor) else 1
-    process = subprocess.Popen([*command, "-n"], env=env, cwd=REPO_ROOT)
+        return 0
+    print("Ctrl-C stops everything.")
     try:
-        if _wait_until_up(settings, supervisor, process):
-            print("Ctrl-C stops everything.")
-        return process.wait()
-    except KeyboardInterrupt:  # the terminal sent SIGINT to supervisord too; it stops its programs
+        while supervisor.running():
+            time.sleep(1)
+        print("supervisord has stopped")
+        return 1
+    except KeyboardInterrupt:
         print("\nstopping the mesh...")
-        return process.wait()
+        return cmd_down(settings, args)
 
 
-def _wait_until_up(settings: Settings, supervisor: Supervisor, process: subprocess.Popen | None = None) -> bool:
+def _wait_until_up(settings: Settings, supervisor: Supervisor) -> bool:
     deadline = time.monotonic() + START_TIMEOUT_S
     last_report = ""
     while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            print(f"supervisord exited with code {process.returncode}; see {settings.log_dir}/supervisord.log")
-            return False
         states = {name: info["statename"] for name, info in supervisor.processes().items()}
         waiting = sorted(name for name, state in states.items() if state != "RUNNING")
         if states and not waiting and _healthy(settings.dashboard_url + "healthz"):
