@@ -204,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
-    return args.func(settings, args)
+    try:
+        return args.func(settings, args)
+    except BrokenPipeError:  # e.g. `mesh status | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
