@@ -75,26 +75,25 @@ class Signal(Event, kw_only=True):
     origin_ns: int = 0
 
 
-class OrderUpdate(Event, kw_only=True):
+class OrderEvent(Event, kw_only=True):
+    """What every order-related message names."""
+
     order_id: str
     signal_id: str
     strategy: str
     symbol: str
     side: Side
     qty: Decimal
+
+
+class OrderUpdate(OrderEvent, kw_only=True):
     status: str
     reason: str = ""
     price: Decimal | None = None
 
 
-class Fill(Event, kw_only=True):
+class Fill(OrderEvent, kw_only=True):
     trade_id: str
-    order_id: str
-    signal_id: str
-    strategy: str
-    symbol: str
-    side: Side
-    qty: Decimal
     price: Decimal
     fee: Decimal
     realized_pnl: Decimal

@@ -8,13 +8,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.messages import Candle, Tick
 
 
 class StrategyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FastSlowParams(StrategyParams):
+    """Parameters of a strategy comparing a fast and a slow average; subclasses set the defaults."""
+
+    fast: int = Field(ge=1)
+    slow: int = Field(ge=2)
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> FastSlowParams:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
+        return self
 
 
 class ParameterError(ValueError):

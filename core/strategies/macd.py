@@ -1,23 +1,17 @@
 """MACD: the MACD line crossing its signal line."""
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from core.indicators import MACD, Cross
 from core.messages import Candle
-from core.strategies.base import Decision, Strategy, StrategyParams
+from core.strategies.base import Decision, FastSlowParams, Strategy
 
 
-class MacdParams(StrategyParams):
+class MacdParams(FastSlowParams):
     fast: int = Field(12, ge=1)
     slow: int = Field(26, ge=2)
     signal: int = Field(9, ge=1)
-
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> MacdParams:
-        if self.fast >= self.slow:
-            raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
-        return self
 
 
 class MacdCross(Strategy):

@@ -1,24 +1,18 @@
 """Momentum: a fast/slow moving-average crossover, entries filtered by RSI."""
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from core.indicators import RSI, SMA, Cross
 from core.messages import Candle
-from core.strategies.base import Decision, Strategy, StrategyParams
+from core.strategies.base import Decision, FastSlowParams, Strategy
 
 
-class MomentumParams(StrategyParams):
+class MomentumParams(FastSlowParams):
     fast: int = Field(5, ge=1)
     slow: int = Field(20, ge=2)
     rsi_period: int = Field(14, ge=2)
     rsi_max: float = Field(70.0, gt=0, le=100, description="no entry above this RSI (overbought)")
-
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> MomentumParams:
-        if self.fast >= self.slow:
-            raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
-        return self
 
 
 class Momentum(Strategy):
