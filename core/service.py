@@ -18,11 +18,14 @@ from core.messages import Heartbeat
 from core.metrics import ServiceMetrics
 from core.store import Store
 
+BACKGROUND_NICENESS = 5
+
 
 class Service:
     """Subclasses create their sockets in `setup` and may clean up in `teardown`."""
 
     hot_path_store = False  # the executor and the risk guard commit on the order path
+    background = False  # not on the tick-to-trade path: yield the CPU to those that are
 
     def __init__(self, name: str, settings: Settings) -> None:
         self.name = name
@@ -89,6 +92,8 @@ class Service:
                              Heartbeat(service=self.name, pid=os.getpid(), started=self.started, et=self.event_time))
 
     def run(self) -> None:
+        if self.background:
+            os.nice(BACKGROUND_NICENESS)
         self.settings.prepare_home()
         self.metrics.serve(self.settings.http_port(self.name), self.settings.host)
         signal.signal(signal.SIGTERM, lambda *_: self.loop.stop())

@@ -12,6 +12,8 @@ from core.service import Service, main
 
 
 class Allocator(Service):
+    background = True
+
     def __init__(self, settings: Settings) -> None:
         super().__init__("allocator", settings)
 

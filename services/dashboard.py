@@ -1,9 +1,12 @@
 """Dashboard process: serves dashboard.app with uvicorn on MESH_PORT_BASE + 0."""
 from __future__ import annotations
 
+import os
+
 import uvicorn
 
 from core.config import Settings
+from core.service import BACKGROUND_NICENESS
 from core.service import main as service_main
 
 
@@ -19,6 +22,7 @@ class _Dashboard:
         self.settings = settings
 
     def run(self) -> None:
+        os.nice(BACKGROUND_NICENESS)  # off the tick-to-trade path
         self.settings.prepare_home()
         run(self.settings)
 

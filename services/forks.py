@@ -28,6 +28,8 @@ LIVE = ("creating", "active")
 
 
 class ForkManager(Service):
+    background = True
+
     def __init__(self, settings: Settings) -> None:
         super().__init__("forks", settings)
 

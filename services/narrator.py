@@ -10,6 +10,8 @@ from core.service import Service, main
 
 
 class Narrator(Service):
+    background = True
+
     def __init__(self, settings: Settings) -> None:
         super().__init__("narrator", settings)
         self.path = settings.home_dir / "narrative.md"
