@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from core.config import REPO_ROOT, ConfigError, Settings, load_settings
 from core.hotstate import HotState
@@ -27,6 +28,15 @@ def _healthy(url: str) -> bool:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("MESH_FEED", args.feed), ("MESH_EXCHANGE", args.exchange),
+                                   ("MESH_EXCHANGE_URL", args.exchange_url)) if v}
+    if overrides:  # flags are settings too: validate them, and hand them to every program
+        os.environ.update(overrides)
+        try:
+            settings = load_settings()
+        except ConfigError as error:
+            print(f"config error: {error}", file=sys.stderr)
+            return 2
     supervisor = Supervisor(settings)
     if supervisor.running():
         print(f"a mesh is already running in {settings.home_dir} (mesh status; mesh down to stop it)")
@@ -36,7 +46,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     conf.write_text(render(settings, local_paths(settings), with_redis=settings.redis_url is None))
     command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
     env = {**os.environ, "MESH_HOME": str(settings.home_dir), "MESH_PORT_BASE": str(settings.port_base)}
-    print(f"starting the mesh in {settings.home_dir} (mode: {settings.mode}; paper trading, no real money)")
+    source = (f"live {settings.exchange}" + (f" at {settings.exchange_url}" if settings.exchange_url else "")
+              if settings.feed == "live" else "replay of the bundled data")
+    print(f"starting the mesh in {settings.home_dir} (mode: {settings.mode}, paper trading, no real money; "
+          f"market data: {source})")
     started = subprocess.run(command, env=env, cwd=REPO_ROOT)  # supervisord daemonizes itself
     if started.returncode != 0:
         print(f"supervisord failed to start (exit {started.returncode}); see {settings.log_dir}/supervisord.log")
@@ -158,6 +171,15 @@ def cmd_prometheus_targets(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exchange_sim(settings: Settings, args: argparse.Namespace) -> int:
+    from core.exchange_sim import serve
+
+    symbols = [x.strip().upper().replace("/", "") for x in args.symbols.split(",")] if args.symbols else settings.symbols
+    serve(args.port, args.data.resolve() if args.data else settings.data_dir, symbols, args.speed,
+          chaos_every_s=args.chaos, host=args.host)
+    return 0
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from bench.latency import run_latency_suite
 
@@ -174,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the whole mesh under supervisord and print the dashboard URL")
     up.add_argument("-d", "--detach", action="store_true", help="return once the mesh is up")
+    up.add_argument("--feed", choices=["replay", "live"], help="market data source (MESH_FEED)")
+    up.add_argument("--exchange", help="ccxt exchange id for live data (MESH_EXCHANGE)")
+    up.add_argument("--exchange-url", help="point ccxt at this base URL, e.g. mesh exchange-sim (MESH_EXCHANGE_URL)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop the mesh").set_defaults(func=cmd_down)
     status = sub.add_parser("status", help="services, equity, positions, trades")
@@ -188,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     targets = sub.add_parser("prometheus-targets", help="print Prometheus file_sd targets for /metrics")
     targets.add_argument("--host", help="address Prometheus reaches the mesh at (default MESH_HOST)")
     targets.set_defaults(func=cmd_prometheus_targets)
+    sim = sub.add_parser("exchange-sim", help="a local exchange speaking Binance's wire formats over the data")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--data", type=Path, help="directory of candle files (default: the bundled data)")
+    sim.add_argument("--symbols", help="comma-separated (default MESH_SYMBOLS)")
+    sim.add_argument("--speed", type=float, default=1 / 60, help="candles per second (default: real time)")
+    sim.add_argument("--chaos", type=float, default=0.0, metavar="SECONDS",
+                     help="drop every websocket every SECONDS (0: never); see also POST /admin/chaos")
+    sim.set_defaults(func=cmd_exchange_sim)
     bench = sub.add_parser("bench", help="run a benchmark suite")
     bench.add_argument("--suite", default="latency")
     bench.add_argument("--json", action="store_true")

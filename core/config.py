@@ -56,7 +56,15 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="external Redis; unset starts the bundled redis-server")
     mode: Literal["paper"] = "paper"
 
-    # market data replay
+    # market data: replay of files, or live through ccxt
+    feed: Literal["replay", "live"] = Field("replay", description="replay the bundled data, or stream live")
+    exchange: str = Field("binance", description="ccxt exchange id for live data")
+    exchange_url: str | None = Field(None, description="point ccxt at this base URL (e.g. mesh exchange-sim)")
+    feed_transport: Literal["auto", "websocket", "rest"] = Field(
+        "auto", description="websocket klines where ccxt has them, else REST polling")
+    feed_poll_s: float | None = Field(None, gt=0, description="REST polling interval (default 10 s)")
+    feed_backoff_s: float = Field(1.0, gt=0, le=60, description="first reconnect delay; doubles up to 16x")
+    feed_stale_s: float | None = Field(None, gt=0, description="stale-data alarm after this silence (2 candles)")
     data: Path | None = Field(None, description="directory of candle CSVs (plain or .gz), one per symbol")
     symbols: Annotated[list[str], NoDecode] = ["BTCUSDT", "ETHUSDT"]
     replay_speed: float = Field(10.0, gt=0, le=1_000_000, description="candles per second per symbol")

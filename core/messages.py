@@ -60,6 +60,25 @@ class Candle(Event, kw_only=True):
     volume: float
 
 
+class MarketGap(Event, kw_only=True):
+    """Candles the stream missed, and how many were repaired through REST before anything newer."""
+
+    symbol: str
+    tf: str
+    from_open: int
+    to_open: int
+    missing: int
+    backfilled: int
+    reason: str
+
+
+class FeedStatus(Event, kw_only=True):
+    symbol: str
+    connected: bool
+    stale: bool
+    reason: str
+
+
 # ----- trading -----------------------------------------------------------------------------------
 class Signal(Event, kw_only=True):
     """A strategy's wish. `signal_id` is deterministic (strategy, symbol, bar, side): a worker that
@@ -172,6 +191,8 @@ class Narrative(Event, kw_only=True):
 TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
     (b"md.tick.", Tick),
     (b"md.candle.", Candle),
+    (b"md.gap.", MarketGap),
+    (b"md.status.", FeedStatus),
     (b"sig.", Signal),
     (b"order", OrderUpdate),
     (b"fill", Fill),

@@ -45,16 +45,22 @@ class RiskBook:
     daily_halt: bool = False
     peaks: dict[str, Decimal] = field(default_factory=dict)
     deactivated: dict[str, str] = field(default_factory=dict)  # strategy -> why
+    stale: dict[str, str] = field(default_factory=dict)  # symbol -> why; live state, never persisted
 
     @property
     def trading_state(self) -> str:
-        return "HALTED" if self.kill_switch or self.daily_halt else "ACTIVE"
+        if self.kill_switch or self.daily_halt:
+            return "HALTED"
+        return "REDUCING" if self.stale else "ACTIVE"
 
     def state_reason(self) -> str:
         if self.kill_switch:
             return "kill switch on"
         if self.daily_halt:
             return "daily loss limit hit: halted until 00:00 UTC"
+        if self.stale:
+            return "stale market data (" + "; ".join(f"{s}: {why}" for s, why in sorted(self.stale.items())) + \
+                "): only exposure-reducing orders"
         return ""
 
     def observe(self, event_time: int, portfolio_equity: Decimal, strategy_equity: dict[str, Decimal],
@@ -110,6 +116,8 @@ def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
         return Verdict(False, "daily_loss", book.state_reason())
     if request.reduces:
         return Verdict(True, "reduce_only", "exposure-reducing order")
+    if book.stale:
+        return Verdict(False, "stale_data", book.state_reason())
     if request.strategy in book.deactivated:
         return Verdict(False, "strategy_drawdown", f"{request.strategy} is deactivated: "
                        f"{book.deactivated[request.strategy]}")

@@ -1,12 +1,17 @@
-"""Feed handler: replays the bundled candles in event-time order as ticks and closed candles,
-writes candles to the store, and answers "last N candles" for late joiners."""
+"""Feed handler: the mesh's door to the market. Replays the bundled candles in event-time order as ticks
+and closed candles, or streams live through ccxt (core.livefeed); writes candles to the store, and
+answers "last N candles" for late joiners."""
 from __future__ import annotations
 
 import random
 import time
 from collections import deque
 
+import zmq
+
+from core.codec import decode_event
 from core.config import Settings
+from core.livefeed import LiveMarketData
 from core.marketdata import (
     Bar,
     DataError,
@@ -44,10 +49,24 @@ class Feed(Service):
         s = self.settings
         self.publisher("feed.pub")
         self.serve("feed.rep", FeedRequests, self.on_request)
+        for symbol in s.symbols:
+            stored = self.store.recent_candles(symbol, s.feed_history, TF)
+            self.history[symbol] = deque(stored, maxlen=s.feed_history)
+            if stored:
+                self.event_time = max(self.event_time, stored[-1].et)
+        self.rejected_total = self.metrics.counter("mesh_candles_rejected_total", "candles that failed validation",
+                                                   ("symbol",))
+        if s.feed == "live":
+            self.start_live()
+        else:
+            self.start_replay()
+        self.loop.every(0.25, self.save_candles)
+
+    # ----- replay of files ----------------------------------------------------------------------
+    def start_replay(self) -> None:
+        s = self.settings
         series: dict[str, list[Bar]] = {}
         start: dict[str, int] = {}
-        rejected_total = self.metrics.counter("mesh_candles_rejected_total", "candles that failed validation",
-                                              ("symbol",))
         for symbol in s.symbols:
             try:
                 bars, rejected = load_bars(find_candle_file(s.data_dir, symbol, TF))
@@ -56,21 +75,61 @@ class Feed(Service):
                 bars, rejected = [], []
             for problem in rejected[:20]:
                 self.log.warning("candle_rejected", symbol=symbol, problem=problem)
-            rejected_total.labels(self.name, symbol).inc(len(rejected))
+            self.rejected_total.labels(self.name, symbol).inc(len(rejected))
             series[symbol] = bars
-            stored = self.store.recent_candles(symbol, s.feed_history, TF)
-            self.history[symbol] = deque(stored, maxlen=s.feed_history)
-            resume_after = stored[-1].open_time if stored else None
-            start[symbol] = max(s.replay_start, _first_after(bars, resume_after))
-            if stored:
-                self.event_time = max(self.event_time, stored[-1].et)
+            stored = self.history[symbol]
+            start[symbol] = max(s.replay_start, _first_after(bars, stored[-1].open_time if stored else None))
         self.log.info("replay_ready", speed=s.replay_speed, start=start, candles={k: len(v) for k, v in series.items()})
         self.timeline = merged_timeline(series, start)
         self._lookahead: tuple[str, Bar] | None = next(self.timeline, None)
         self.minutes_emitted = 0
         self.replay_started = time.monotonic() + 1.0  # a moment for subscribers to connect
         self.loop.every(min(1.0 / s.replay_speed, 0.005), self.replay_step, first_in=1.0)
-        self.loop.every(0.25, self.save_candles)
+
+    # ----- live through ccxt --------------------------------------------------------------------
+    def start_live(self) -> None:
+        s = self.settings
+        endpoint = "inproc://livefeed"
+        self.live_inbox = self.ctx.socket(zmq.PULL)
+        self.live_inbox.bind(endpoint)
+        self.loop.add_reader(self.live_inbox, self.on_live)
+        self._closables.append(self.live_inbox)
+        events = self.metrics.counter("mesh_feed_events_total", "reconnects, gaps, backfilled candles, "
+                                      "rate limits, malformed messages", ("symbol", "kind"))
+        connected = self.metrics.gauge("mesh_feed_connected", "1 while the market data stream is up", ("symbol",))
+
+        def count(kind: str, symbol: str, amount: float) -> None:
+            if kind == "connected":
+                connected.labels(self.name, symbol).set(amount)
+            elif kind == "rejected":
+                self.rejected_total.labels(self.name, symbol).inc(amount)
+            else:
+                events.labels(self.name, symbol, kind).inc(amount)
+
+        resume = {sym: h[-1].open_time for sym, h in self.history.items() if h}
+        self.live = LiveMarketData(s.exchange, s.exchange_url, s.symbols, TF, endpoint, self.ctx, self.log, count,
+                                   backoff_s=s.feed_backoff_s, stale_s=s.feed_stale_s, resume_from=resume,
+                                   transport=s.feed_transport, poll_s=s.feed_poll_s)
+        self.live.start()
+        self.log.info("live_feed_started", exchange=s.exchange, url=s.exchange_url, symbols=s.symbols)
+
+    def on_live(self) -> None:
+        for _ in range(1000):
+            try:
+                topic, payload = self.live_inbox.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = decode_event(topic, payload)
+            self.event_time = max(self.event_time, event.et)
+            if isinstance(event, Candle):
+                self.accept_candle(event)
+            else:
+                self.pub.publish(topic, event)
+
+    def accept_candle(self, candle: Candle) -> None:
+        self.pub.publish(candle_topic(candle.symbol, candle.tf), candle)
+        self.history[candle.symbol].append(candle)
+        self.unsaved.append(candle)
 
     def replay_step(self) -> None:
         due = int((time.monotonic() - self.replay_started) * self.settings.replay_speed) - self.minutes_emitted
@@ -103,9 +162,7 @@ class Feed(Service):
                             low=bar.low, close=bar.close, volume=bar.volume, et=bar.open_time + self.tf_ms,
                             tid=random.getrandbits(63))
             self.event_time = candle.et
-            self.pub.publish(candle_topic(symbol, TF), candle)
-            self.history[symbol].append(candle)
-            self.unsaved.append(candle)
+            self.accept_candle(candle)
         self.minutes_emitted += 1
         return True
 
@@ -122,6 +179,8 @@ class Feed(Service):
         return CandlesReply(candles=list(history)[len(history) - n:])
 
     def teardown(self) -> None:
+        if self.settings.feed == "live":
+            self.live.stop()
         self.save_candles()
 
 

@@ -11,6 +11,7 @@ from core.messages import (
     AccountSnapshot,
     Approval,
     ApproveOrder,
+    FeedStatus,
     RiskDecision,
     RiskRequests,
     RiskState,
@@ -41,6 +42,7 @@ class RiskGuard(Service):
         self.publisher("risk.pub")
         self.serve("risk.rep", RiskRequests, self.on_request, after_reply=self.publish_decisions)
         self.subscribe([self.settings.endpoint("executor.pub")], [b"acct"], self.on_account)
+        self.subscribe([self.settings.endpoint("feed.pub")], [b"md.status."], self.on_feed_status)
         self.decisions = self.metrics.counter("mesh_risk_decisions_total", "pre-trade decisions", ("rule",))
         self.loop.every(0.05, self.flush)
         self.loop.every(1.0, self.publish_state, first_in=0)
@@ -102,6 +104,16 @@ class RiskGuard(Service):
         self.apply_changes(self.book.observe(snapshot.et, snapshot.equity,
                                              {a.strategy: a.equity for a in snapshot.accounts}, self.limits))
         self.book_dirty = True
+
+    def on_feed_status(self, topic: bytes, status: FeedStatus) -> None:
+        """Stale market data puts trading in REDUCING until data flows again."""
+        was = status.symbol in self.book.stale
+        if status.stale and not was:
+            self.book.stale[status.symbol] = status.reason
+            self.apply_changes([("stale_data", f"{status.symbol}: {status.reason}: only exits allowed")])
+        elif not status.stale and was:
+            del self.book.stale[status.symbol]
+            self.apply_changes([("stale_data", f"{status.symbol}: market data flowing again")])
 
     def apply_changes(self, changes: list[tuple[str, str]]) -> None:
         for rule, reason in changes:

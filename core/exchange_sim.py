@@ -1,0 +1,360 @@
+"""A local exchange that speaks Binance's spot wire formats over the bundled data, for rehearsing live
+mode offline (`mesh exchange-sim`) and for testing the live feed with the real ccxt.
+
+Addresses: ccxt's API URLs are pointed at this server as http://HOST:PORT/<original host><original path>
+(see core.livefeed.point_at), so `https://api.binance.com/api/v3/klines` is served at
+`/api.binance.com/api/v3/klines` and the websocket `wss://stream.binance.com:9443/ws/0` at
+`/stream.binance.com:9443/ws/0`.
+
+Market time runs from the data's first candle at `speed` candles per second. Each candle trades along
+open, nearer extreme, farther extreme, close; the websocket sends a kline update (and a trade) at each
+of those points and the final kline (`"x": true`) at the close, so closed candles equal the data exactly.
+
+Chaos, by `POST /admin/chaos {"action": ..., ...}` or `--chaos`:
+- drop: close every websocket and refuse new ones for `seconds`;
+- gap: keep the connection but send nothing for the next `minutes` candles;
+- malformed: send each client a frame that is not valid JSON, and a kline with missing fields;
+- bad_candle: the next final kline of each symbol has its high below its low;
+- rate_limit: answer the next `count` REST requests with 429 and Retry-After.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from core.marketdata import Bar, find_candle_file, intrabar_path, load_bars
+
+MINUTE_MS = 60_000
+REST = "/api.binance.com/api/v3"
+WS = "/stream.binance.com:9443/ws"
+PATH_FRACTIONS = (0.0, 1 / 3, 2 / 3)  # when the open, first and second extremes trade within a candle
+SPOT_FILTERS = {
+    "BTCUSDT": ("0.01", "0.00001"), "ETHUSDT": ("0.01", "0.0001"),
+}
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+@dataclass
+class Chaos:
+    refuse_until: float = 0.0
+    silent_minutes: int = 0
+    silent_from_open: int = -1
+    silent_until_open: int = -1
+    malformed_pending: set = field(default_factory=set)
+    bad_candle_symbols: set = field(default_factory=set)
+    rate_limited: int = 0
+
+
+class Market:
+    """The replayed market: a clock over the bundled bars."""
+
+    def __init__(self, data_dir: Path, symbols: list[str], speed: float, start_index: int = 0) -> None:
+        self.bars: dict[str, list[Bar]] = {}
+        self.index: dict[str, dict[int, int]] = {}
+        for symbol in symbols:
+            bars, _ = load_bars(find_candle_file(data_dir, symbol))
+            self.bars[symbol] = bars
+            self.index[symbol] = {b.open_time: i for i, b in enumerate(bars)}
+        first = min(b[start_index].open_time for b in self.bars.values())
+        self.origin_ms = first
+        self.speed = speed
+        self.started = time.monotonic()
+
+    def now_ms(self) -> int:
+        return self.origin_ms + int((time.monotonic() - self.started) * self.speed * MINUTE_MS)
+
+    def bar_at(self, symbol: str, open_time: int) -> Bar | None:
+        i = self.index[symbol].get(open_time)
+        return self.bars[symbol][i] if i is not None else None
+
+    def closed_bars(self, symbol: str, start: int | None, end: int | None, limit: int) -> list[Bar]:
+        now = self.now_ms()
+        out = []
+        for bar in self.bars[symbol]:
+            if start is not None and bar.open_time < start:
+                continue
+            if bar.open_time + MINUTE_MS > now or (end is not None and bar.open_time > end):
+                break
+            out.append(bar)
+            if len(out) >= limit:
+                break
+        return out
+
+    def partial(self, symbol: str, at_ms: int) -> tuple[Bar, float] | None:
+        """The candle trading at `at_ms` as it stands then, and its last traded price."""
+        open_time = at_ms - at_ms % MINUTE_MS
+        bar = self.bar_at(symbol, open_time)
+        if bar is None:
+            return None
+        path = intrabar_path(bar, 4)
+        fraction = (at_ms - open_time) / MINUTE_MS
+        seen = [p for p, f in zip(path, PATH_FRACTIONS + (1.0,), strict=True) if f <= fraction] or path[:1]
+        part = Bar(open_time, bar.open, max(seen), min(seen), seen[-1], bar.volume * fraction)
+        return part, seen[-1]
+
+
+def kline_json(symbol: str, bar: Bar, closed: bool, event_ms: int) -> dict:
+    return {"e": "kline", "E": event_ms, "s": symbol, "k": {
+        "t": bar.open_time, "T": bar.open_time + MINUTE_MS - 1, "s": symbol, "i": "1m", "f": 0, "L": 0,
+        "o": _num(bar.open), "c": _num(bar.close), "h": _num(bar.high), "l": _num(bar.low),
+        "v": _num(bar.volume), "n": 4, "x": closed, "q": "0", "V": "0", "Q": "0", "B": "0"}}
+
+
+def rest_kline(bar: Bar) -> list:
+    return [bar.open_time, _num(bar.open), _num(bar.high), _num(bar.low), _num(bar.close), _num(bar.volume),
+            bar.open_time + MINUTE_MS - 1, "0", 4, "0", "0", "0"]
+
+
+class ExchangeSim:
+    def __init__(self, data_dir: Path, symbols: list[str], speed: float, chaos_every_s: float = 0.0) -> None:
+        self.market = Market(data_dir, symbols, speed)
+        self.symbols = symbols
+        self.chaos = Chaos()
+        self.chaos_every_s = chaos_every_s
+        self.clients: set[WebSocket] = set()
+        self.trade_ids = 0
+        self.app = Starlette(routes=[
+            Route(f"{REST}/ping", self.ping), Route(f"{REST}/time", self.server_time),
+            Route(f"{REST}/exchangeInfo", self.exchange_info), Route(f"{REST}/klines", self.klines),
+            Route(f"{REST}/trades", self.trades), Route(f"{REST}/ticker/24hr", self.ticker),
+            Route("/admin/chaos", self.admin_chaos, methods=["POST"]), Route("/admin/state", self.admin_state),
+            WebSocketRoute(WS + "/{stream}", self.stream),
+        ], lifespan=self.lifespan)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        task = asyncio.create_task(self.periodic_chaos()) if self.chaos_every_s else None
+        yield
+        if task:
+            task.cancel()
+
+    # ----- REST ----------------------------------------------------------------------------------
+    def limited(self) -> Response | None:
+        if self.chaos.rate_limited > 0:
+            self.chaos.rate_limited -= 1
+            return JSONResponse({"code": -1003, "msg": "Too many requests; current limit is 6000 request weight "
+                                 "per 1 MINUTE."}, status_code=429, headers={"Retry-After": "1"})
+        return None
+
+    def symbol_of(self, request: Request) -> str | Response:
+        symbol = request.query_params.get("symbol", "")
+        if symbol not in self.market.bars:
+            return JSONResponse({"code": -1121, "msg": "Invalid symbol."}, status_code=400)
+        return symbol
+
+    async def ping(self, request: Request) -> Response:
+        return self.limited() or JSONResponse({})
+
+    async def server_time(self, request: Request) -> Response:
+        return self.limited() or JSONResponse({"serverTime": self.market.now_ms()})
+
+    async def exchange_info(self, request: Request) -> Response:
+        if (limited := self.limited()) is not None:
+            return limited
+        symbols = []
+        for symbol in self.symbols:
+            tick, step = SPOT_FILTERS.get(symbol, ("0.01", "0.0001"))
+            base = symbol.removesuffix("USDT")
+            symbols.append({
+                "symbol": symbol, "status": "TRADING", "baseAsset": base, "baseAssetPrecision": 8,
+                "quoteAsset": "USDT", "quotePrecision": 8, "quoteAssetPrecision": 8, "baseCommissionPrecision": 8,
+                "quoteCommissionPrecision": 8, "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
+                "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True, "quoteOrderQtyMarketAllowed": True,
+                "allowTrailingStop": True, "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
+                "isMarginTradingAllowed": False, "permissions": [], "permissionSets": [["SPOT"]],
+                "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+                "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "1000000.00", "tickSize": tick},
+                    {"filterType": "LOT_SIZE", "minQty": step, "maxQty": "9000.00000000", "stepSize": step},
+                    {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True,
+                     "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+                ]})
+        return JSONResponse({"timezone": "UTC", "serverTime": self.market.now_ms(), "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
+            "exchangeFilters": [], "symbols": symbols})
+
+    async def klines(self, request: Request) -> Response:
+        if (limited := self.limited()) is not None:
+            return limited
+        symbol = self.symbol_of(request)
+        if isinstance(symbol, Response):
+            return symbol
+        if request.query_params.get("interval") != "1m":
+            return JSONResponse({"code": -1120, "msg": "Invalid interval."}, status_code=400)
+        q = request.query_params
+        limit = min(int(q.get("limit", 500)), 1000)
+        start = int(q["startTime"]) if "startTime" in q else None
+        end = int(q["endTime"]) if "endTime" in q else None
+        bars = self.market.closed_bars(symbol, start, end, limit) if start is not None else \
+            self.market.closed_bars(symbol, self.market.now_ms() - limit * MINUTE_MS, end, limit)
+        rows = [rest_kline(b) for b in bars]
+        partial = self.market.partial(symbol, self.market.now_ms())
+        if partial and len(rows) < limit and (end is None or partial[0].open_time <= end):
+            rows.append(rest_kline(partial[0]))  # Binance includes the candle still trading
+        return JSONResponse(rows)
+
+    async def trades(self, request: Request) -> Response:
+        if (limited := self.limited()) is not None:
+            return limited
+        symbol = self.symbol_of(request)
+        if isinstance(symbol, Response):
+            return symbol
+        partial = self.market.partial(symbol, self.market.now_ms())
+        price = partial[1] if partial else 0.0
+        self.trade_ids += 1
+        return JSONResponse([{"id": self.trade_ids, "price": _num(price), "qty": "0.001", "quoteQty": _num(price / 1000),
+                              "time": self.market.now_ms(), "isBuyerMaker": False, "isBestMatch": True}])
+
+    async def ticker(self, request: Request) -> Response:
+        if (limited := self.limited()) is not None:
+            return limited
+        symbol = self.symbol_of(request)
+        if isinstance(symbol, Response):
+            return symbol
+        now = self.market.now_ms()
+        bar, price = self.market.partial(symbol, now)
+        return JSONResponse({"symbol": symbol, "priceChange": "0", "priceChangePercent": "0",
+                             "weightedAvgPrice": _num(price), "prevClosePrice": _num(bar.open), "lastPrice": _num(price),
+                             "lastQty": "0.001", "bidPrice": _num(price), "bidQty": "1", "askPrice": _num(price),
+                             "askQty": "1", "openPrice": _num(bar.open), "highPrice": _num(bar.high),
+                             "lowPrice": _num(bar.low), "volume": _num(bar.volume), "quoteVolume": "0",
+                             "openTime": now - 86_400_000, "closeTime": now, "firstId": 0, "lastId": 0, "count": 0})
+
+    # ----- websocket -----------------------------------------------------------------------------
+    async def stream(self, socket: WebSocket) -> None:
+        if time.monotonic() < self.chaos.refuse_until:
+            await socket.close(code=1013)  # try again later
+            return
+        await socket.accept()
+        self.clients.add(socket)
+        subscriptions: set[str] = set()
+        sender = asyncio.create_task(self.push(socket, subscriptions))
+        try:
+            while True:
+                request = json.loads(await socket.receive_text())
+                if request.get("method") == "SUBSCRIBE":
+                    subscriptions.update(request.get("params", []))
+                elif request.get("method") == "UNSUBSCRIBE":
+                    subscriptions.difference_update(request.get("params", []))
+                await socket.send_text(json.dumps({"result": None, "id": request.get("id")}))
+        except (WebSocketDisconnect, RuntimeError, json.JSONDecodeError):
+            pass
+        finally:
+            sender.cancel()
+            self.clients.discard(socket)
+
+    async def push(self, socket: WebSocket, subscriptions: set[str]) -> None:
+        """Send kline and trade events as market time crosses each traded point of each candle."""
+        step_ms = MINUTE_MS / 3
+        cursor = self.market.now_ms()
+        try:
+            while True:
+                now = self.market.now_ms()
+                points = []
+                point = cursor - cursor % step_ms + step_ms
+                while point <= now:
+                    points.append(int(point))
+                    point += step_ms
+                cursor = now
+                for at in points:
+                    for symbol in self.symbols:
+                        await self.send_point(socket, subscriptions, symbol, at)
+                await asyncio.sleep(min(0.05, step_ms / MINUTE_MS / self.market.speed / 2))
+        except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
+            return
+
+    async def send_point(self, socket: WebSocket, subscriptions: set[str], symbol: str, at: int) -> None:
+        lower = symbol.lower()
+        open_time = at - at % MINUTE_MS
+        if at % MINUTE_MS == 0:  # a candle closes: its final kline, then the new one opens
+            closed_open = open_time - MINUTE_MS
+            if self.silenced(closed_open):
+                return
+            final = self.market.bar_at(symbol, closed_open)
+            if final is not None and f"{lower}@kline_1m" in subscriptions:
+                if symbol in self.chaos.bad_candle_symbols:
+                    self.chaos.bad_candle_symbols.discard(symbol)
+                    final = final._replace(high=final.low * 0.99)
+                await socket.send_text(json.dumps(kline_json(symbol, final, True, at)))
+        if self.chaos.silent_minutes:  # silence the rest of this candle and the next `minutes`
+            self.chaos.silent_from_open = open_time
+            self.chaos.silent_until_open = open_time + self.chaos.silent_minutes * MINUTE_MS
+            self.chaos.silent_minutes = 0
+        if self.silenced(open_time):
+            return
+        if socket in self.chaos.malformed_pending:
+            self.chaos.malformed_pending.discard(socket)
+            await socket.send_text("{not json")
+            await socket.send_text(json.dumps({"e": "kline", "E": at, "s": symbol, "k": {"t": "soon"}}))
+        partial = self.market.partial(symbol, at)
+        if partial is None:
+            return
+        bar, price = partial
+        if f"{lower}@kline_1m" in subscriptions:
+            await socket.send_text(json.dumps(kline_json(symbol, bar, False, at)))
+        if f"{lower}@trade" in subscriptions:
+            self.trade_ids += 1
+            await socket.send_text(json.dumps({"e": "trade", "E": at, "s": symbol, "t": self.trade_ids,
+                                               "p": _num(price), "q": "0.001", "T": at, "m": False, "M": True}))
+
+    # ----- chaos ---------------------------------------------------------------------------------
+    def silenced(self, open_time: int) -> bool:
+        return self.chaos.silent_from_open <= open_time <= self.chaos.silent_until_open
+
+    async def admin_chaos(self, request: Request) -> Response:
+        body = await request.json()
+        action = body.get("action")
+        if action == "drop":
+            self.chaos.refuse_until = time.monotonic() + float(body.get("seconds", 3))
+            for socket in list(self.clients):
+                with contextlib.suppress(Exception):
+                    await socket.close(code=1012)
+        elif action == "gap":
+            self.chaos.silent_minutes = int(body.get("minutes", 3))
+        elif action == "malformed":
+            self.chaos.malformed_pending = set(self.clients)
+        elif action == "bad_candle":
+            self.chaos.bad_candle_symbols = set(self.symbols)
+        elif action == "rate_limit":
+            self.chaos.rate_limited = int(body.get("count", 3))
+        else:
+            return JSONResponse({"error": f"unknown action {action!r}; use drop, gap, malformed, bad_candle, "
+                                          "rate_limit"}, status_code=400)
+        return JSONResponse({"ok": True, "action": action, "market_time": self.market.now_ms()})
+
+    async def admin_state(self, request: Request) -> Response:
+        return JSONResponse({"market_time": self.market.now_ms(), "clients": len(self.clients),
+                             "symbols": self.symbols, "speed": self.market.speed})
+
+    async def periodic_chaos(self) -> None:
+        while True:
+            await asyncio.sleep(self.chaos_every_s)
+            self.chaos.refuse_until = time.monotonic() + 3
+            for socket in list(self.clients):
+                with contextlib.suppress(Exception):
+                    await socket.close(code=1012)
+
+
+def serve(port: int, data_dir: Path, symbols: list[str], speed: float, chaos_every_s: float = 0.0,
+          host: str = "127.0.0.1") -> None:
+    import uvicorn
+
+    sim = ExchangeSim(data_dir, symbols, speed, chaos_every_s)
+    chaos = f"  chaos: connections dropped every {chaos_every_s}s" if chaos_every_s else ""
+    print(f"exchange simulator (Binance spot wire format) on http://{host}:{port}  symbols {', '.join(symbols)}  "
+          f"speed {speed} candles/s{chaos}", flush=True)
+    uvicorn.run(sim.app, host=host, port=port, log_level="warning", ws_ping_interval=20)
