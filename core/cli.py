@@ -181,12 +181,17 @@ def cmd_exchange_sim(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from bench.latency import run_latency_suite
+    if args.suite == "latency":
+        from bench.latency import run_latency_suite
 
-    if args.suite != "latency":
-        print(f"unknown suite {args.suite!r}; available: latency")
+        result = run_latency_suite(samples=args.samples, rate=args.rate, progress=not args.json)
+    elif args.suite == "feed":
+        from bench.feed import run_feed_suite
+
+        result = run_feed_suite(progress=not args.json)
+    else:
+        print(f"unknown suite {args.suite!r}; available: latency, feed")
         return 2
-    result = run_latency_suite(samples=args.samples, rate=args.rate, progress=not args.json)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

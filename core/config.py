@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     feed_backoff_s: float = Field(1.0, gt=0, le=60, description="first reconnect delay; doubles up to 16x")
     feed_stale_s: float | None = Field(None, gt=0, description="stale-data alarm after this silence (2 candles)")
     data: Path | None = Field(None, description="directory of candle CSVs (plain or .gz), one per symbol")
+    replay: Literal["candles", "trades"] = Field("candles", description="replay candle files, or the raw trade tape")
     symbols: Annotated[list[str], NoDecode] = ["BTCUSDT", "ETHUSDT"]
     replay_speed: float = Field(10.0, gt=0, le=1_000_000, description="candles per second per symbol")
     ticks_per_candle: int = Field(4, ge=1, le=4)

@@ -92,6 +92,7 @@ class LiveMarketData:
         self.stale_s = stale_s or 2 * self.tf_ms / 1000
         self.transport = transport
         self.poll_s = poll_s or min(10.0, self.tf_ms / 6000)
+        self.received_ns: dict[str, int] = {}
         self.thread = threading.Thread(target=self._thread_main, name="livefeed", daemon=True)
         self._stopping = False
 
@@ -112,8 +113,9 @@ class LiveMarketData:
         finally:
             self.push.close()
 
-    def emit(self, topic: bytes, message) -> None:
-        self.push.send_multipart([topic, encode(message)])
+    def emit(self, topic: bytes, message, received_ns: int = 0) -> None:
+        """To the feed's loop: [topic, payload, monotonic ns the websocket message was received]."""
+        self.push.send_multipart([topic, encode(message), received_ns.to_bytes(8, "little")])
 
     def exchange(self):
         import ccxt.pro as ccxtpro
@@ -125,6 +127,14 @@ class LiveMarketData:
                                                                    "fetchMarkets": {"types": ["spot"]}}})
         if self.exchange_url:
             point_at(exchange.urls["api"], self.exchange_url)
+        handle = exchange.handle_message
+
+        def stamped(client, message):  # when each websocket message arrived, for the feed's added latency
+            if isinstance(message, dict) and message.get("s") in self.states:
+                self.received_ns[message["s"]] = time.monotonic_ns()
+            return handle(client, message)
+
+        exchange.handle_message = stamped
         return exchange
 
     async def _main(self) -> None:
@@ -221,21 +231,28 @@ class LiveMarketData:
             self.set_connected(state, True, "stream connected")
         current = state.current
         if current is not None and open_time > int(current[0]):
-            closed = {int(c[0]): c for c in cache}.get(int(current[0]), current)
-            continuous = open_time == int(current[0]) + self.tf_ms and state.connected_since is not None \
-                and state.connected_since < int(current[0])
-            if continuous and state.last_published == int(current[0]) - self.tf_ms:
-                await self.publish_candle(exchange, state, _bar(closed), source="stream")
-            else:
-                reconnected = state.connected_since is None or state.connected_since >= int(current[0])
-                await self.backfill(exchange, state, until_open=open_time,
-                                    reason="stream reconnected" if reconnected else "candles missing from the stream")
+            await self.close_candles(exchange, state, {int(c[0]): c for c in cache}, int(current[0]), open_time)
         elif current is None and state.last_published >= 0 and open_time > state.last_published + self.tf_ms:
             await self.backfill(exchange, state, until_open=open_time, reason="catching up after a restart")
         if current is None or open_time >= int(current[0]):
             state.current = latest
             self.emit(tick_topic(state.symbol), Tick(symbol=state.symbol, price=float(latest[4]), et=open_time,
-                                                     tid=random.getrandbits(63)))
+                                                     tid=random.getrandbits(63)),
+                      self.received_ns.pop(state.symbol, 0))
+
+    async def close_candles(self, exchange, state: SymbolState, streamed: dict[int, list], first: int,
+                            until_open: int) -> None:
+        """Candles [first, until_open) have closed. Those the stream carried whole, one after another
+        on a connection open since before they began, are published as streamed (ccxt may hand over
+        several updates at once); from the first hole or doubt on, REST fills in."""
+        clean = state.connected_since is not None and state.connected_since < first
+        at = first
+        while clean and at < until_open and at in streamed and state.last_published == at - self.tf_ms:
+            await self.publish_candle(exchange, state, _bar(streamed[at]), source="stream")
+            at += self.tf_ms
+        if at < until_open:
+            await self.backfill(exchange, state, until_open=until_open,
+                                reason="candles missing from the stream" if clean else "stream reconnected")
 
     async def publish_candle(self, exchange, state: SymbolState, bar: Bar, source: str) -> None:
         previous = state.last_published if state.last_published >= 0 else None

@@ -120,3 +120,58 @@ def merged_timeline(series: dict[str, list[Bar]], start: dict[str, int]) -> Iter
         symbol = best[1]
         yield symbol, series[symbol][cursors[symbol]]
         cursors[symbol] += 1
+
+
+class Trade(NamedTuple):
+    time: int
+    price: float
+    qty: float
+
+
+def find_series_file(data_dir: Path, symbol: str, kind: str) -> Path | None:
+    """A funding or trades file for a symbol (`*<SYMBOL>_<kind>_*.csv[.gz]`), or None."""
+    matches = sorted(p for p in data_dir.glob(f"*{symbol}_{kind}*") if p.name.endswith((".csv", ".csv.gz")))
+    return matches[0] if matches else None
+
+
+def load_rows(path: Path, columns: tuple[str, ...]) -> list[list[str]]:
+    with _open_text(path) as handle:
+        reader = csv.reader(handle)
+        header = tuple(h.strip() for h in next(reader, []))
+        if header[:len(columns)] != columns:
+            raise DataError(f"{path.name}: expected header {','.join(columns)}, got {header}")
+        return [row for row in reader if row]
+
+
+def load_trades(path: Path) -> list[Trade]:
+    return [Trade(int(r[0]), float(r[1]), float(r[2]))
+            for r in load_rows(path, ("timestamp_ms", "price", "qty", "is_buyer_maker"))]
+
+
+def load_funding(path: Path) -> list[tuple[int, float]]:
+    return [(int(r[0]), float(r[1])) for r in load_rows(path, ("timestamp_ms", "funding_rate"))]
+
+
+class CandleBuilder:
+    """Builds candles from trades. A candle closes when a trade of a later period arrives; periods with
+    no trade become flat candles at the last price, so the series has no holes."""
+
+    def __init__(self, tf_ms: int) -> None:
+        self.tf_ms = tf_ms
+        self.current: list[float] | None = None  # open_time, open, high, low, close, volume
+
+    def add(self, trade: Trade) -> list[Bar]:
+        bucket = trade.time - trade.time % self.tf_ms
+        closed: list[Bar] = []
+        if self.current is not None and bucket > self.current[0]:
+            closed.append(Bar(int(self.current[0]), *self.current[1:]))
+            last = self.current[4]
+            for empty in range(int(self.current[0]) + self.tf_ms, bucket, self.tf_ms):
+                closed.append(Bar(empty, last, last, last, last, 0.0))
+            self.current = None
+        if self.current is None:
+            self.current = [bucket, trade.price, trade.price, trade.price, trade.price, trade.qty]
+        elif bucket == self.current[0]:
+            c = self.current
+            c[2], c[3], c[4], c[5] = max(c[2], trade.price), min(c[3], trade.price), trade.price, c[5] + trade.qty
+        return closed

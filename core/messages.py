@@ -60,6 +60,13 @@ class Candle(Event, kw_only=True):
     volume: float
 
 
+class FundingRate(Event, kw_only=True):
+    """A perpetual's funding settlement; `et` is the settlement time."""
+
+    symbol: str
+    rate: float
+
+
 class MarketGap(Event, kw_only=True):
     """Candles the stream missed, and how many were repaired through REST before anything newer."""
 
@@ -192,6 +199,7 @@ TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
     (b"md.tick.", Tick),
     (b"md.candle.", Candle),
     (b"md.gap.", MarketGap),
+    (b"md.funding.", FundingRate),
     (b"md.status.", FeedStatus),
     (b"sig.", Signal),
     (b"order", OrderUpdate),
@@ -208,6 +216,10 @@ TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
 
 def tick_topic(symbol: str) -> bytes:
     return b"md.tick." + symbol.encode()
+
+
+def funding_topic(symbol: str) -> bytes:
+    return b"md.funding." + symbol.encode()
 
 
 def candle_topic(symbol: str, tf: str = "1m") -> bytes:

@@ -14,10 +14,14 @@ from core.config import Settings
 from core.livefeed import LiveMarketData
 from core.marketdata import (
     Bar,
+    CandleBuilder,
     DataError,
     find_candle_file,
+    find_series_file,
     intrabar_path,
     load_bars,
+    load_funding,
+    load_trades,
     merged_timeline,
     timeframe_ms,
 )
@@ -26,15 +30,18 @@ from core.messages import (
     CandlesReply,
     ErrorReply,
     FeedRequests,
+    FundingRate,
     RecentCandles,
     Tick,
     candle_topic,
+    funding_topic,
     tick_topic,
 )
 from core.service import Service, main
 
 TF = "1m"
 MAX_MINUTES_PER_STEP = 200  # keeps the REP socket answering during fast replays
+MAX_TRADES_PER_STEP = 2000
 
 
 class Feed(Service):
@@ -65,6 +72,8 @@ class Feed(Service):
     # ----- replay of files ----------------------------------------------------------------------
     def start_replay(self) -> None:
         s = self.settings
+        if s.replay == "trades":
+            return self.start_trade_replay()
         series: dict[str, list[Bar]] = {}
         start: dict[str, int] = {}
         for symbol in s.symbols:
@@ -79,7 +88,9 @@ class Feed(Service):
             series[symbol] = bars
             stored = self.history[symbol]
             start[symbol] = max(s.replay_start, _first_after(bars, stored[-1].open_time if stored else None))
-        self.log.info("replay_ready", speed=s.replay_speed, start=start, candles={k: len(v) for k, v in series.items()})
+        self.funding = {symbol: deque(self.load_funding(symbol, series[symbol], start[symbol])) for symbol in s.symbols}
+        self.log.info("replay_ready", speed=s.replay_speed, start=start, candles={k: len(v) for k, v in series.items()},
+                      funding={k: len(v) for k, v in self.funding.items()})
         self.timeline = merged_timeline(series, start)
         self._lookahead: tuple[str, Bar] | None = next(self.timeline, None)
         self.minutes_emitted = 0
@@ -97,6 +108,8 @@ class Feed(Service):
         events = self.metrics.counter("mesh_feed_events_total", "reconnects, gaps, backfilled candles, "
                                       "rate limits, malformed messages", ("symbol", "kind"))
         connected = self.metrics.gauge("mesh_feed_connected", "1 while the market data stream is up", ("symbol",))
+        self.added_latency = self.metrics.histogram("mesh_feed_added_latency_seconds",
+                                                    "websocket message received to tick published").labels(self.name)
 
         def count(kind: str, symbol: str, amount: float) -> None:
             if kind == "connected":
@@ -116,7 +129,7 @@ class Feed(Service):
     def on_live(self) -> None:
         for _ in range(1000):
             try:
-                topic, payload = self.live_inbox.recv_multipart(zmq.NOBLOCK)
+                topic, payload, received = self.live_inbox.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             event = decode_event(topic, payload)
@@ -125,6 +138,9 @@ class Feed(Service):
                 self.accept_candle(event)
             else:
                 self.pub.publish(topic, event)
+            received_ns = int.from_bytes(received, "little")
+            if received_ns:
+                self.added_latency.observe((time.monotonic_ns() - received_ns) / 1e9)
 
     def accept_candle(self, candle: Candle) -> None:
         self.pub.publish(candle_topic(candle.symbol, candle.tf), candle)
@@ -163,8 +179,62 @@ class Feed(Service):
                             tid=random.getrandbits(63))
             self.event_time = candle.et
             self.accept_candle(candle)
+        self.emit_funding(minute + self.tf_ms)
         self.minutes_emitted += 1
         return True
+
+    def load_funding(self, symbol: str, bars: list[Bar], start: int) -> list[tuple[int, float]]:
+        path = find_series_file(self.settings.data_dir, symbol, "funding")
+        if path is None or start >= len(bars):
+            return []
+        return [(t, rate) for t, rate in load_funding(path) if t >= bars[start].open_time]
+
+    def emit_funding(self, until: int) -> None:
+        """Funding settlements up to `until` (market time), so strategies can trade around them."""
+        for symbol, pending in self.funding.items():
+            while pending and pending[0][0] <= until:
+                settled, rate = pending.popleft()
+                self.pub.publish(funding_topic(symbol), FundingRate(symbol=symbol, rate=rate, et=settled,
+                                                                    tid=random.getrandbits(63)))
+
+    # ----- replay of the raw trade tape ---------------------------------------------------------
+    def start_trade_replay(self) -> None:
+        """Every trade becomes a tick; candles are built from the trades (core.marketdata.CandleBuilder)."""
+        tapes = []
+        for symbol in self.settings.symbols:
+            path = find_series_file(self.settings.data_dir, symbol, "trades")
+            if path is None:
+                self.log.error("data_unavailable", symbol=symbol, error=f"no trades file for {symbol}")
+                continue
+            resume = self.history[symbol][-1].open_time + self.tf_ms if self.history[symbol] else 0
+            tapes.append([(t.time, symbol, t) for t in load_trades(path) if t.time >= resume])
+        self.tape = sorted((item for tape in tapes for item in tape), key=lambda item: item[0])  # stable: tape order
+        self.tape_index = 0
+        self.builders = {symbol: CandleBuilder(self.tf_ms) for symbol in self.settings.symbols}
+        self.tape_origin = self.tape[0][0] if self.tape else 0
+        self.replay_started = time.monotonic() + 1.0
+        self.log.info("trade_replay_ready", trades=len(self.tape), speed=self.settings.replay_speed)
+        self.loop.every(0.005, self.trade_step, first_in=1.0)
+
+    def trade_step(self) -> None:
+        market_now = self.tape_origin + (time.monotonic() - self.replay_started) * self.settings.replay_speed * self.tf_ms
+        for _ in range(MAX_TRADES_PER_STEP):
+            if self.tape_index >= len(self.tape):
+                if not self.finished:
+                    self.finished = True
+                    self.log.info("replay_finished", event_time=self.event_time)
+                return
+            at, symbol, trade = self.tape[self.tape_index]
+            if at > market_now:
+                return
+            self.tape_index += 1
+            self.event_time = max(self.event_time, at)
+            for bar in self.builders[symbol].add(trade):
+                self.accept_candle(Candle(symbol=symbol, tf=TF, open_time=bar.open_time, open=bar.open,
+                                          high=bar.high, low=bar.low, close=bar.close, volume=bar.volume,
+                                          et=bar.open_time + self.tf_ms, tid=random.getrandbits(63)))
+            self.pub.publish(tick_topic(symbol), Tick(symbol=symbol, price=trade.price, qty=trade.qty, et=at,
+                                                      tid=random.getrandbits(63)))
 
     def save_candles(self) -> None:
         if self.unsaved:

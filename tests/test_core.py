@@ -270,3 +270,15 @@ def test_readme_documents_every_setting_and_both_commands():
     assert "make run" in readme and "make test" in readme
     missing = [name for name in Settings.model_fields if f"`MESH_{name.upper()}`" not in readme]
     assert not missing, f"README lacks settings: {missing}"
+
+
+def test_candles_built_from_trades_have_no_holes():
+    from core.marketdata import CandleBuilder, Trade
+
+    builder = CandleBuilder(60_000)
+    closed = []
+    for t in (Trade(1_000, 10.0, 1), Trade(30_000, 12.0, 2), Trade(59_999, 9.0, 1), Trade(185_000, 11.0, 1)):
+        closed += builder.add(t)
+    assert closed == [Bar(0, 10.0, 12.0, 9.0, 9.0, 4.0), Bar(60_000, 9.0, 9.0, 9.0, 9.0, 0.0),
+                      Bar(120_000, 9.0, 9.0, 9.0, 9.0, 0.0)]
+    assert builder.current[0] == 180_000

@@ -143,7 +143,8 @@ def test_rest_polling_fallback_gives_the_same_series(sim):
         deadline = time.monotonic() + 60
         while len(candles) < 20 and time.monotonic() < deadline:
             if inbox.poll(500):
-                event = decode_event(*inbox.recv_multipart())
+                topic, payload, _ = inbox.recv_multipart()
+                event = decode_event(topic, payload)
                 if isinstance(event, Candle):
                     candles.append(event)
     finally:
