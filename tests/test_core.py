@@ -282,3 +282,27 @@ def test_candles_built_from_trades_have_no_holes():
     assert closed == [Bar(0, 10.0, 12.0, 9.0, 9.0, 4.0), Bar(60_000, 9.0, 9.0, 9.0, 9.0, 0.0),
                       Bar(120_000, 9.0, 9.0, 9.0, 9.0, 0.0)]
     assert builder.current[0] == 180_000
+
+
+@pytest.mark.parametrize("exchange_id", ["binance", "kraken", "coinbase"])
+def test_any_ccxt_exchange_can_be_pointed_at_a_local_url(exchange_id):
+    import zmq
+
+    from core.livefeed import LiveMarketData
+    from core.log import Logger
+
+    live = LiveMarketData(exchange_id, "http://127.0.0.1:9", ["BTCUSDT"], "1m", "inproc://x", zmq.Context.instance(),
+                          Logger("t", "ERROR"), lambda *_: None)
+    exchange = live.exchange()
+    urls = []
+
+    def collect(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, str) and "://" in value:
+            urls.append(value)
+
+    collect(exchange.urls["api"])
+    assert urls and all("//127.0.0.1:9/" in u for u in urls)
+    assert exchange.has.get("watchOHLCV") or exchange.has.get("fetchOHLCV")  # stream, or the REST fallback
