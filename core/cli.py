@@ -180,6 +180,66 @@ def cmd_exchange_sim(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _market_time(text: str | None) -> int | None:
+    """Epoch milliseconds, or an ISO date / datetime read as UTC."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(text)
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    from core.backtest import Backtester
+    from core.marketdata import DataError, find_candle_file, load_bars
+    from core.strategies import ParameterError
+
+    try:
+        params = json.loads(args.params) if args.params else None
+        start, end = _market_time(args.start), _market_time(args.end)
+    except ValueError as error:
+        print(f"invalid --params, --from or --to: {error}", file=sys.stderr)
+        return 2
+    symbols = [args.symbol.upper().replace("/", "")] if args.symbol else settings.symbols
+    data_dir = args.data.resolve() if args.data else settings.data_dir
+    try:
+        backtester = Backtester({args.strategy: params}, symbols, settings)
+        series = {}
+        for symbol in symbols:
+            bars, _ = load_bars(find_candle_file(data_dir, symbol))
+            series[symbol] = [b for b in bars if (start is None or b.open_time >= start) and
+                              (end is None or b.open_time < end)]
+    except (ParameterError, DataError) as error:
+        print(f"backtest: {error}", file=sys.stderr)
+        return 2
+    if not any(series.values()):
+        print("backtest: no candles in that window", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    report = backtester.run(series)
+    seconds = time.perf_counter() - started
+    summary = {**report.summary(), "seconds": round(seconds, 3), "bars_per_s": round(report.bars / seconds)}
+    if args.plot:
+        from core.plot import plot_equity
+
+        plot_equity(report, args.plot)
+        summary["plot"] = str(args.plot)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{args.strategy} on {', '.join(symbols)}: {report.bars} bars in {seconds:.2f}s "
+          f"({summary['bars_per_s']:,} bars/s)")
+    for key in ("trades", "roi", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "exposure",
+                "fees", "final_equity", "rejected"):
+        print(f"  {key:14} {summary[key]}")
+    if args.plot:
+        print(f"  equity curve and drawdown: {args.plot}")
+    return 0
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.suite == "latency":
         from bench.latency import run_latency_suite
@@ -227,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--chaos", type=float, default=0.0, metavar="SECONDS",
                      help="drop every websocket every SECONDS (0: never); see also POST /admin/chaos")
     sim.set_defaults(func=cmd_exchange_sim)
+    backtest = sub.add_parser("backtest", help="backtest a strategy through the executor's and risk guard's rules")
+    backtest.add_argument("--strategy", required=True)
+    backtest.add_argument("--params", help='strategy parameters as JSON, e.g. \'{"fast": 8, "slow": 30}\'')
+    backtest.add_argument("--symbol", help="one symbol (default: MESH_SYMBOLS)")
+    backtest.add_argument("--from", dest="start", help="first candle: ISO date/time (UTC) or epoch ms")
+    backtest.add_argument("--to", dest="end", help="end, exclusive: ISO date/time (UTC) or epoch ms")
+    backtest.add_argument("--data", type=Path, help="directory of candle files (default: MESH_DATA)")
+    backtest.add_argument("--json", action="store_true", help="one JSON object")
+    backtest.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the equity curve and drawdown")
+    backtest.set_defaults(func=cmd_backtest)
     bench = sub.add_parser("bench", help="run a benchmark suite")
     bench.add_argument("--suite", default="latency")
     bench.add_argument("--json", action="store_true")

@@ -21,7 +21,7 @@ from pydantic_settings import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = REPO_ROOT / "data"
-KNOWN_STRATEGIES = ("momentum", "macd", "bench")
+KNOWN_STRATEGIES = ("momentum", "macd", "bollinger", "breakout", "mean_reversion", "stochastic", "bench")
 
 # Port offsets from MESH_PORT_BASE: HTTP (dashboard, /metrics) and, with MESH_TRANSPORT=tcp, ZeroMQ.
 HTTP_OFFSETS = {"dashboard": 0, "feed": 1, "allocator": 2, "risk": 3, "executor": 4, "forks": 5, "narrator": 6}
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     order_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1, description="order notional / strategy equity")
     fee_rate: Decimal = Field(Decimal("0.001"), ge=0, lt=Decimal("0.1"))
     slippage_bp: Decimal = Field(Decimal("5"), ge=0, le=1000)
-    signal_ttl_s: float = Field(120.0, gt=0, description="signals older than this (event time) are refused")
+    signal_ttl_s: float = Field(30.0, gt=0, description="signals that waited longer than this (seconds) are refused")
 
     # risk limits
     max_order_pct: Decimal = Field(Decimal("0.20"), gt=0, le=1)

@@ -1,6 +1,7 @@
 """Incremental indicators: O(1) work per update, value None until warmed up."""
 from __future__ import annotations
 
+import math
 from collections import deque
 
 
@@ -105,3 +106,77 @@ class Cross:
         if previous >= 0 > diff:
             return -1
         return 0
+
+
+class RollingStats:
+    """Mean and population standard deviation over the last `period` values (running sums)."""
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self._window: deque[float] = deque(maxlen=period)
+        self._sum = 0.0
+        self._sumsq = 0.0
+        self.mean: float | None = None
+        self.std: float | None = None
+
+    def update(self, x: float) -> float | None:
+        if len(self._window) == self.period:
+            old = self._window[0]
+            self._sum -= old
+            self._sumsq -= old * old
+        self._window.append(x)
+        self._sum += x
+        self._sumsq += x * x
+        if len(self._window) == self.period:
+            self.mean = self._sum / self.period
+            self.std = math.sqrt(max(self._sumsq / self.period - self.mean * self.mean, 0.0))
+        return self.mean
+
+
+class RollingExtreme:
+    """Highest (or lowest) of the last `period` values: a monotonic deque, amortised O(1)."""
+
+    def __init__(self, period: int, highest: bool = True) -> None:
+        self.period = period
+        self.highest = highest
+        self._items: deque[tuple[int, float]] = deque()
+        self._count = 0
+        self.value: float | None = None
+
+    def update(self, x: float) -> float | None:
+        items = self._items
+        if self.highest:
+            while items and items[-1][1] <= x:
+                items.pop()
+        else:
+            while items and items[-1][1] >= x:
+                items.pop()
+        items.append((self._count, x))
+        if items[0][0] <= self._count - self.period:
+            items.popleft()
+        self._count += 1
+        self.value = items[0][1] if self._count >= self.period else None
+        return self.value
+
+
+class RollingVWAP:
+    """Volume-weighted average of the typical price over the last `period` bars."""
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self._window: deque[tuple[float, float]] = deque(maxlen=period)
+        self._pv = 0.0
+        self._v = 0.0
+        self.value: float | None = None
+
+    def update(self, price: float, volume: float) -> float | None:
+        if len(self._window) == self.period:
+            p, v = self._window[0]
+            self._pv -= p * v
+            self._v -= v
+        self._window.append((price, volume))
+        self._pv += price * volume
+        self._v += volume
+        if len(self._window) == self.period:
+            self.value = self._pv / self._v if self._v > 0 else price
+        return self.value

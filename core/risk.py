@@ -136,3 +136,10 @@ def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
                        f"over {limits.max_exposure_pct * 100}% of equity {request.portfolio_equity:.2f} "
                        f"(max {max_exposure:.2f})")
     return Verdict(True, "within_limits", f"notional {notional:.2f} within all limits")
+
+
+def judge(book: RiskBook, request: ApproveOrder, limits: Limits) -> tuple[Verdict, list[tuple[str, str]]]:
+    """What the risk guard does for each order: update the book from the request's numbers, then rule."""
+    changes = book.observe(request.event_time, request.portfolio_equity, {request.strategy: request.strategy_equity},
+                           limits)
+    return evaluate(request, book, limits), changes

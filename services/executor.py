@@ -15,10 +15,10 @@ from decimal import Decimal
 
 from core.allocation import equal_weights
 from core.config import Settings
+from core.execution import MarkHistory, PaperRules, PlannedOrder, approval_request, paper_fee, plan_order
 from core.messages import (
     Allocation,
     Approval,
-    ApproveOrder,
     Fill,
     OrderUpdate,
     RiskReplies,
@@ -26,8 +26,8 @@ from core.messages import (
     Tick,
     tick_topic,
 )
-from core.money import ZERO, cash, fee, instrument, slipped_price, to_decimal
-from core.portfolio import Portfolio, size_buy
+from core.money import ZERO, cash, to_decimal
+from core.portfolio import Portfolio
 from core.service import Service, main
 
 PERFORMANCE_EVERY_MS = 15 * 60_000  # strategy_performance rows, in event time
@@ -45,7 +45,7 @@ class Executor(Service):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__("executor", settings)
-        self.mark_time: dict[str, int] = {}
+        self.marks = MarkHistory()
         self.unpublished_marked: list[str] = []
         self.touched_positions: set[tuple[str, str]] = set()
         self.last_performance_et = 0
@@ -55,6 +55,7 @@ class Executor(Service):
         s = self.settings
         self.publisher("executor.pub")
         self.risk = self.client("risk.rep", RiskReplies)
+        self.rules = PaperRules.from_settings(s)
         self.portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades())
         if not self.portfolio.accounts:
             self.fund_accounts()
@@ -109,7 +110,7 @@ class Executor(Service):
             candles = self.store.recent_candles(symbol, 1)
             if candles:
                 self.portfolio.mark(symbol, to_decimal(candles[-1].close))
-                self.mark_time[symbol] = candles[-1].et
+                self.marks.record(symbol, candles[-1].et, self.portfolio.marks[symbol])
                 self.event_time = max(self.event_time, candles[-1].et)
 
     def republish_unpublished(self) -> None:
@@ -121,9 +122,9 @@ class Executor(Service):
 
     # ----- market data and allocation -----------------------------------------------------------
     def on_tick(self, topic: bytes, tick: Tick) -> None:
-        if tick.et >= self.mark_time.get(tick.symbol, 0):
-            self.portfolio.mark(tick.symbol, to_decimal(tick.price))
-            self.mark_time[tick.symbol] = tick.et
+        price = to_decimal(tick.price)
+        if self.marks.record(tick.symbol, tick.et, price):
+            self.portfolio.mark(tick.symbol, price)
         if tick.et > self.event_time:
             self.event_time = tick.et
 
@@ -143,42 +144,37 @@ class Executor(Service):
         account = self.portfolio.accounts.get(signal.strategy)
         if account is None:
             return self.record_outcome(signal, f"no sub-account for strategy {signal.strategy!r}")
-        if self.event_time - signal.et > self.settings.signal_ttl_s * 1000:
-            return self.record_outcome(signal, f"stale: {(self.event_time - signal.et) / 1000:.0f}s old")
-        if self.mark_time.get(signal.symbol, -1) < signal.et:
-            self.portfolio.mark(signal.symbol, to_decimal(signal.price))
-            self.mark_time[signal.symbol] = signal.et
-        last = self.portfolio.marks[signal.symbol]
-        spec = instrument(signal.symbol)
-        price = slipped_price(signal.side, last, self.settings.slippage_bp, spec)
-        position = account.positions.get(signal.symbol)
-        held = position.qty if position else ZERO
-        if signal.side == "buy":
-            qty, why_not = size_buy(account, self.portfolio.equity(signal.strategy), price,
-                                    self.settings.order_pct, self.settings.fee_rate, spec)
-            if not qty:
-                return self.record_outcome(signal, why_not)
-        else:
-            if not held:
-                return self.record_outcome(signal, "no position to sell")
-            qty = held
+        waited_s = (time.monotonic_ns() - signal.st) / 1e9
+        if waited_s > self.settings.signal_ttl_s:
+            return self.record_outcome(signal, f"stale: waited {waited_s:.1f}s")
+        price = to_decimal(signal.price)
+        if self.marks.record(signal.symbol, signal.et, price):
+            self.portfolio.mark(signal.symbol, price)
+        latest, self.portfolio.marks = self.portfolio.marks, self.marks.as_of(signal.et, signal.symbol, price)
+        try:
+            self.execute(signal)
+        finally:
+            self.portfolio.marks = latest
+
+    def execute(self, signal: Signal) -> None:
+        """Plan, approve and fill at the marks as of the signal's event time."""
+        planned = plan_order(self.portfolio, signal.strategy, signal.symbol, signal.side, self.rules)
+        if isinstance(planned, str):
+            return self.record_outcome(signal, planned)
         order_id = order_id_for(signal.signal_id)
-        reply = self.risk.request(ApproveOrder(
-            request_id=order_id, strategy=signal.strategy, symbol=signal.symbol, side=signal.side, qty=qty,
-            price=price, reduces=signal.side == "sell", opens_position=signal.side == "buy" and not held,
-            strategy_equity=self.portfolio.equity(signal.strategy),
-            strategy_open_positions=account.open_positions(), portfolio_equity=self.portfolio.equity(),
-            portfolio_exposure=self.portfolio.exposure(), event_time=signal.et, src=self.name, tid=signal.tid))
+        reply = self.risk.request(approval_request(self.portfolio, planned, order_id, signal.et,
+                                                   src=self.name, tid=signal.tid))
         if not isinstance(reply, Approval):
             reason = (f"risk guard unavailable: no answer in {self.settings.risk_retries} x "
                       f"{self.settings.risk_timeout_ms} ms" if reply is None else f"risk guard error: {reply.error}")
-            return self.reject(signal, order_id, qty, "risk_unavailable", reason)
+            return self.reject(signal, order_id, planned.qty, "risk_unavailable", reason)
         if not reply.approved:
-            return self.reject(signal, order_id, qty, reply.rule, reply.reason)
-        self.fill(signal, order_id, qty, price)
+            return self.reject(signal, order_id, planned.qty, reply.rule, reply.reason)
+        self.fill(signal, order_id, planned)
 
-    def fill(self, signal: Signal, order_id: str, qty: Decimal, price: Decimal) -> None:
-        paid = fee(qty * price, self.settings.fee_rate)
+    def fill(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
+        qty, price = planned.qty, planned.price
+        paid = paper_fee(planned, self.rules)
         realized = self.portfolio.apply_fill(signal.strategy, signal.symbol, signal.side, qty, price, paid)
         trade_id = order_id + "-1"
         now = time.time()

@@ -19,7 +19,7 @@ from core.messages import (
     RiskStatusReply,
     SetKillSwitch,
 )
-from core.risk import Limits, RiskBook, evaluate
+from core.risk import Limits, RiskBook, judge
 from core.service import Service, main
 
 BOOK_KEY = "risk.book"
@@ -59,10 +59,9 @@ class RiskGuard(Service):
 
     def approve(self, request: ApproveOrder) -> Approval:
         self.event_time = max(self.event_time, request.event_time)
-        self.apply_changes(self.book.observe(request.event_time, request.portfolio_equity,
-                                             {request.strategy: request.strategy_equity}, self.limits))
+        verdict, changes = judge(self.book, request, self.limits)
+        self.apply_changes(changes)
         self.book_dirty = True
-        verdict = evaluate(request, self.book, self.limits)
         state = self.book.trading_state
         self.decisions.labels(self.name, verdict.rule).inc()
         self.pending_events.append((request.request_id, request.strategy, request.symbol, request.side,

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 from core.strategies.base import Decision, ParameterError, Strategy
 from core.strategies.bench import EveryTick
+from core.strategies.bollinger import Bollinger
+from core.strategies.breakout import Breakout
 from core.strategies.macd import MacdCross
+from core.strategies.mean_reversion import MeanReversion
 from core.strategies.momentum import Momentum
+from core.strategies.stochastic import Stochastic
 
-REGISTRY: dict[str, type[Strategy]] = {cls.name: cls for cls in (Momentum, MacdCross, EveryTick)}
+REGISTRY: dict[str, type[Strategy]] = {cls.name: cls for cls in (
+    Momentum, MacdCross, Bollinger, Breakout, MeanReversion, Stochastic, EveryTick)}
 
 
 def create(name: str, symbol: str, params: dict | None = None) -> Strategy:

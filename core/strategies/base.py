@@ -50,7 +50,9 @@ class Strategy:
         try:
             self.params = self.Params(**(params or {}))
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            problems = "; ".join(
+                (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+                for e in error.errors())
             raise ParameterError(f"{self.name}: invalid parameters: {problems}") from None
         self.bars_seen = 0
 

@@ -1,0 +1,103 @@
+"""Paper execution rules, shared by the executor and the backtester so both size, price and check
+every order the same way: one code path, no "backtest vs dry-run" discrepancy."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from core.messages import ApproveOrder
+from core.money import ZERO, fee, instrument, slipped_price
+from core.portfolio import Portfolio, size_buy
+
+
+@dataclass(frozen=True)
+class PaperRules:
+    order_pct: Decimal
+    fee_rate: Decimal
+    slippage_bp: Decimal
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PaperRules:
+        return cls(settings.order_pct, settings.fee_rate, settings.slippage_bp)
+
+
+@dataclass(frozen=True)
+class PlannedOrder:
+    strategy: str
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal  # the fill price: last price moved against us by the slippage, on the tick
+    opens_position: bool
+
+
+def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rules: PaperRules) -> PlannedOrder | str:
+    """The order a signal makes at the current marks, or why it makes none. A buy spends `order_pct`
+    of the strategy's equity within its cash; a sell closes the whole position."""
+    account = portfolio.accounts[strategy]
+    spec = instrument(symbol)
+    price = slipped_price(side, portfolio.marks[symbol], rules.slippage_bp, spec)
+    position = account.positions.get(symbol)
+    held = position.qty if position else ZERO
+    if side == "buy":
+        qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.fee_rate, spec)
+        if not qty:
+            return why_not
+        return PlannedOrder(strategy, symbol, side, qty, price, opens_position=not held)
+    if not held:
+        return "no position to sell"
+    return PlannedOrder(strategy, symbol, side, held, price, opens_position=False)
+
+
+def paper_fee(order: PlannedOrder, rules: PaperRules) -> Decimal:
+    return fee(order.qty * order.price, rules.fee_rate)
+
+
+def approval_request(portfolio: Portfolio, order: PlannedOrder, request_id: str, event_time: int,
+                     **envelope: Any) -> ApproveOrder:
+    """What the risk rules need to judge an order, from the books that will carry it."""
+    account = portfolio.accounts[order.strategy]
+    return ApproveOrder(request_id=request_id, strategy=order.strategy, symbol=order.symbol, side=order.side,
+                        qty=order.qty, price=order.price, reduces=order.side == "sell",
+                        opens_position=order.opens_position, strategy_equity=portfolio.equity(order.strategy),
+                        strategy_open_positions=account.open_positions(), portfolio_equity=portfolio.equity(),
+                        portfolio_exposure=portfolio.exposure(), event_time=event_time, **envelope)
+
+
+class MarkHistory:
+    """Recent prices per symbol. An order is sized and priced as of its signal's event time, however
+    late the executor gets to it, so the mesh and the backtester agree bar for bar."""
+
+    def __init__(self, depth: int = 256) -> None:
+        self.depth = depth
+        self._history: dict[str, deque[tuple[int, Decimal]]] = {}
+
+    def record(self, symbol: str, event_time: int, price: Decimal) -> bool:
+        """Keep a price; one older than the newest known is ignored. True if it is the newest."""
+        history = self._history.get(symbol)
+        if history is None:
+            history = self._history[symbol] = deque(maxlen=self.depth)
+        if history and event_time < history[-1][0]:
+            return False
+        history.append((event_time, price))
+        return True
+
+    def latest(self, symbol: str) -> Decimal | None:
+        history = self._history.get(symbol)
+        return history[-1][1] if history else None
+
+    def as_of(self, event_time: int, symbol: str, price: Decimal) -> dict[str, Decimal]:
+        """Every symbol's last price strictly before `event_time` (a bar closing then shares its
+        timestamp with the next bar's first tick), and `price` for `symbol` itself."""
+        marks = {}
+        for other, history in self._history.items():
+            chosen = history[0][1]
+            for when, value in reversed(history):
+                if when < event_time:
+                    chosen = value
+                    break
+            marks[other] = chosen
+        marks[symbol] = price
+        return marks
