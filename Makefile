@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -20,6 +20,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/mesh bench --suite latency
+	$(VENV)/bin/mesh bench --suite feed
+	$(VENV)/bin/mesh bench --suite backtest
 
 conf: $(STAMP)
 	$(VENV)/bin/mesh supervisord-conf --default > supervisord.conf

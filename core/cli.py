@@ -245,12 +245,16 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from bench.latency import run_latency_suite
 
         result = run_latency_suite(samples=args.samples, rate=args.rate, progress=not args.json)
+    elif args.suite == "backtest":
+        from bench.backtest import run_backtest_suite
+
+        result = run_backtest_suite(progress=not args.json)
     elif args.suite == "feed":
         from bench.feed import run_feed_suite
 
         result = run_feed_suite(progress=not args.json)
     else:
-        print(f"unknown suite {args.suite!r}; available: latency, feed")
+        print(f"unknown suite {args.suite!r}; available: latency, feed, backtest")
         return 2
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

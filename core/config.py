@@ -21,7 +21,7 @@ from pydantic_settings import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = REPO_ROOT / "data"
-KNOWN_STRATEGIES = ("momentum", "macd", "bollinger", "breakout", "mean_reversion", "stochastic", "bench")
+KNOWN_STRATEGIES = ("momentum", "macd", "bollinger", "breakout", "mean_reversion", "stochastic", "sma_cross", "bench")
 
 # Port offsets from MESH_PORT_BASE: HTTP (dashboard, /metrics) and, with MESH_TRANSPORT=tcp, ZeroMQ.
 HTTP_OFFSETS = {"dashboard": 0, "feed": 1, "allocator": 2, "risk": 3, "executor": 4, "forks": 5, "narrator": 6}

@@ -6,19 +6,19 @@ from collections import deque
 
 
 class SMA:
+    """Mean of the last `period` values, as the difference of two running totals: the same float
+    operations as numpy's cumsum, so the vectorized sweep finds exactly the event path's crosses."""
+
     def __init__(self, period: int) -> None:
         self.period = period
-        self._window: deque[float] = deque(maxlen=period)
-        self._sum = 0.0
+        self._totals: deque[float] = deque([0.0], maxlen=period + 1)
         self.value: float | None = None
 
     def update(self, x: float) -> float | None:
-        if len(self._window) == self.period:
-            self._sum -= self._window[0]
-        self._window.append(x)
-        self._sum += x
-        if len(self._window) == self.period:
-            self.value = self._sum / self.period
+        totals = self._totals
+        totals.append(totals[-1] + x)
+        if len(totals) == self.period + 1:
+            self.value = (totals[-1] - totals[0]) / self.period
         return self.value
 
 

@@ -306,3 +306,41 @@ def test_any_ccxt_exchange_can_be_pointed_at_a_local_url(exchange_id):
     collect(exchange.urls["api"])
     assert urls and all("//127.0.0.1:9/" in u for u in urls)
     assert exchange.has.get("watchOHLCV") or exchange.has.get("fetchOHLCV")  # stream, or the REST fallback
+
+
+def test_vectorized_sweep_finds_the_event_paths_trades():
+    import numpy as np
+
+    from core.backtest import Backtester
+    from core.sweep import sweep_sma_cross
+
+    bars = load_bars(find_candle_file(REPO_ROOT / "data", "BTCUSDT"))[0][:6000]
+    settings = load_settings(max_order_pct=1, daily_loss_pct=1, strategy_drawdown_pct=1)
+    for fast, slow in ((5, 20), (10, 30), (20, 60)):
+        report = Backtester({"sma_cross": {"fast": fast, "slow": slow}}, ["BTCUSDT"], settings).run({"BTCUSDT": bars})
+        swept = sweep_sma_cross(np.array([b.close for b in bars]), [fast], [slow])[0]
+        closes_at = [b.open_time + 60_000 for b in bars]
+        assert [closes_at[i] for i in swept.entries] == [f.event_time for f in report.fills if f.side == "buy"]
+        assert [closes_at[i] for i in swept.exits] == [f.event_time for f in report.fills if f.side == "sell"]
+        assert swept.trades == report.trades > 10
+
+
+def test_backtest_cli_is_deterministic_and_plots(tmp_path):
+    import json as json_module
+
+    command = [sys.executable, "-m", "core.cli", "backtest", "--strategy", "breakout", "--symbol", "ETHUSDT",
+               "--from", "2025-05-10", "--to", "2025-05-11", "--json"]
+    first = subprocess.run(command + ["--plot", str(tmp_path / "eq.png")], capture_output=True, text=True,
+                           cwd=REPO_ROOT, timeout=120)
+    second = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    one, two = json_module.loads(first.stdout), json_module.loads(second.stdout)
+    assert set(one) >= {"bars", "trades", "roi", "sharpe", "max_drawdown", "win_rate", "fees"}
+    assert one["bars"] == 1440 and one["trades"] > 0
+    for volatile in ("seconds", "bars_per_s", "plot"):
+        one.pop(volatile, None)
+        two.pop(volatile, None)
+    assert one == two, "same input, same output"
+    assert (tmp_path / "eq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run([sys.executable, "-m", "core.cli", "backtest", "--strategy", "macd", "--params",
+                          '{"fast": 0}'], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert bad.returncode == 2 and "fast" in bad.stderr and "Traceback" not in bad.stderr

@@ -8,10 +8,11 @@ from core.strategies.breakout import Breakout
 from core.strategies.macd import MacdCross
 from core.strategies.mean_reversion import MeanReversion
 from core.strategies.momentum import Momentum
+from core.strategies.sma_cross import SmaCross
 from core.strategies.stochastic import Stochastic
 
 REGISTRY: dict[str, type[Strategy]] = {cls.name: cls for cls in (
-    Momentum, MacdCross, Bollinger, Breakout, MeanReversion, Stochastic, EveryTick)}
+    Momentum, MacdCross, Bollinger, Breakout, MeanReversion, Stochastic, SmaCross, EveryTick)}
 
 
 def create(name: str, symbol: str, params: dict | None = None) -> Strategy:
