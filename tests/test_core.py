@@ -344,3 +344,10 @@ def test_backtest_cli_is_deterministic_and_plots(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "core.cli", "backtest", "--strategy", "macd", "--params",
                           '{"fast": 0}'], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert bad.returncode == 2 and "fast" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_readme_lists_every_strategy():
+    from core.strategies import REGISTRY
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert not [name for name in REGISTRY if name != "bench" and f"| `{name}` |" not in readme]
