@@ -17,7 +17,7 @@ from typing import Any
 from core.allocation import equal_weights
 from core.execution import PaperRules, approval_request, paper_fee, plan_order
 from core.marketdata import Bar, merged_timeline, timeframe_ms
-from core.messages import Candle
+from core.messages import Candle, FundingRate
 from core.money import cash, to_decimal
 from core.portfolio import Portfolio
 from core.risk import Limits, RiskBook, judge
@@ -80,7 +80,8 @@ class Backtester:
             symbol: [(name, create(name, symbol, params)) for name, params in strategies.items()]
             for symbol in self.symbols}
 
-    def run(self, series: dict[str, list[Bar]]) -> Report:
+    def run(self, series: dict[str, list[Bar]], funding: dict[str, list[tuple[int, float]]] | None = None) -> Report:
+        """Backtest over candles per symbol, with funding settlements (time, rate) per symbol if given."""
         portfolio = Portfolio()
         for name, weight in equal_weights(self.names).items():
             portfolio.fund(name, cash(self.capital * weight))
@@ -95,6 +96,10 @@ class Backtester:
         fees = Decimal(0)
         minute_bars: list[tuple[str, Bar]] = []
         timeline = merged_timeline({s: series[s] for s in self.symbols}, {})
+        first_open = min((series[s][0].open_time for s in self.symbols if series[s]), default=0)
+        settlements = sorted((t, symbol, rate) for symbol, rates in (funding or {}).items() if symbol in self.instances
+                             for t, rate in rates if t >= first_open)
+        next_settlement = 0
 
         def process_minute() -> None:
             nonlocal bars_in_market, rejected, fees
@@ -125,6 +130,14 @@ class Backtester:
                     held_f[(name, symbol)] = float(account.positions[symbol].qty)
                     fills.append(FillRecord(candle.et, name, symbol, planned.side, str(planned.qty),
                                             str(planned.price), str(paid), str(realized), signal_id))
+            nonlocal next_settlement
+            closes_at = minute_bars[0][1].open_time + self.tf_ms
+            while next_settlement < len(settlements) and settlements[next_settlement][0] <= closes_at:
+                settled, symbol, rate = settlements[next_settlement]
+                next_settlement += 1
+                event = FundingRate(symbol=symbol, rate=rate, et=settled)
+                for _, strategy in self.instances[symbol]:
+                    strategy.on_funding(event)
             equity = sum(cash_f.values())
             invested = False
             for (_, symbol), qty in held_f.items():

@@ -194,11 +194,11 @@ def _market_time(text: str | None) -> int | None:
 
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from core.backtest import Backtester
-    from core.marketdata import DataError, find_candle_file, load_bars
+    from core.marketdata import DataError, find_candle_file, find_series_file, load_bars, load_funding
     from core.strategies import ParameterError
 
     try:
-        params = json.loads(args.params) if args.params else None
+        params = json.loads(args.params) if args.params else settings.strategy_params.get(args.strategy)
         start, end = _market_time(args.start), _market_time(args.end)
     except ValueError as error:
         print(f"invalid --params, --from or --to: {error}", file=sys.stderr)
@@ -207,11 +207,13 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     data_dir = args.data.resolve() if args.data else settings.data_dir
     try:
         backtester = Backtester({args.strategy: params}, symbols, settings)
-        series = {}
+        series, funding = {}, {}
         for symbol in symbols:
             bars, _ = load_bars(find_candle_file(data_dir, symbol))
             series[symbol] = [b for b in bars if (start is None or b.open_time >= start) and
                               (end is None or b.open_time < end)]
+            funding_file = find_series_file(data_dir, symbol, "funding")
+            funding[symbol] = load_funding(funding_file) if funding_file else []
     except (ParameterError, DataError) as error:
         print(f"backtest: {error}", file=sys.stderr)
         return 2
@@ -219,7 +221,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
         print("backtest: no candles in that window", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    report = backtester.run(series)
+    report = backtester.run(series, funding)
     seconds = time.perf_counter() - started
     summary = {**report.summary(), "seconds": round(seconds, 3), "bars_per_s": round(report.bars / seconds)}
     if args.plot:

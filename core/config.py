@@ -5,6 +5,7 @@ here, so two meshes with different MESH_HOME and MESH_PORT_BASE never clash.
 """
 from __future__ import annotations
 
+import json
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +22,8 @@ from pydantic_settings import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = REPO_ROOT / "data"
-KNOWN_STRATEGIES = ("momentum", "macd", "bollinger", "breakout", "mean_reversion", "stochastic", "sma_cross", "bench")
+KNOWN_STRATEGIES = ("momentum", "macd", "bollinger", "breakout", "mean_reversion", "stochastic", "seller_exhaustion",
+                    "funding_drift", "ensemble", "sma_cross", "bench")
 
 # Port offsets from MESH_PORT_BASE: HTTP (dashboard, /metrics) and, with MESH_TRANSPORT=tcp, ZeroMQ.
 HTTP_OFFSETS = {"dashboard": 0, "feed": 1, "allocator": 2, "risk": 3, "executor": 4, "forks": 5, "narrator": 6}
@@ -75,6 +77,8 @@ class Settings(BaseSettings):
 
     # strategies and capital
     strategies: Annotated[list[str], NoDecode] = ["momentum", "macd"]
+    strategy_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='per-strategy parameters, JSON: {"macd": {"fast": 8}}')
     capital: Decimal = Field(Decimal("100000"), gt=0)
     order_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1, description="order notional / strategy equity")
     fee_rate: Decimal = Field(Decimal("0.001"), ge=0, lt=Decimal("0.1"))
@@ -102,6 +106,16 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("strategy_params", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except ValueError as error:
+                raise ValueError(f"not valid JSON: {error}") from None
+        return value
+
     @field_validator("symbols")
     @classmethod
     def _symbols(cls, value: list[str]) -> list[str]:
@@ -120,9 +134,20 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _strategy_params_valid(self) -> Settings:
+        from core.strategies import ParameterError, create
+
+        for name, params in self.strategy_params.items():
+            try:
+                create(name, self.symbols[0], params)
+            except ParameterError as error:
+                raise ValueError(f"MESH_STRATEGY_PARAMS: {error}") from None
+        return self
+
+    @model_validator(mode="after")
     def _limits_consistent(self) -> Settings:
         if self.order_pct > self.max_order_pct:
-            raise ValueError(f"order_pct {self.order_pct} exceeds max_order_pct {self.max_order_pct}")
+            raise ValueError(f"MESH_ORDER_PCT {self.order_pct} exceeds MESH_MAX_ORDER_PCT {self.max_order_pct}")
         return self
 
     @classmethod
@@ -226,11 +251,14 @@ def describe_error(error: ValidationError) -> str:
     """One line per problem: the MESH_* name, what is wrong, and the value given."""
     lines = []
     for problem in error.errors():
-        field = ".".join(str(p) for p in problem["loc"]) or "settings"
-        setting = f"MESH_{field.upper()}" if problem["loc"] else "settings"
+        message = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:  # a check across settings names them itself
+            lines.append(f"invalid settings: {message}")
+            continue
+        setting = "MESH_" + ".".join(str(p) for p in problem["loc"]).upper()
         given = problem.get("input")
         shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
-        lines.append(f"invalid setting {setting}: {problem['msg']}{shown}")
+        lines.append(f"invalid setting {setting}: {message}{shown}")
     return "; ".join(lines)
 
 

@@ -9,10 +9,12 @@ from core.marketdata import timeframe_ms
 from core.messages import (
     Candle,
     FeedReplies,
+    FundingRate,
     RecentCandles,
     Signal,
     Tick,
     candle_topic,
+    funding_topic,
     signal_topic,
     tick_topic,
 )
@@ -26,17 +28,20 @@ class StrategyWorker(Service):
     def __init__(self, settings: Settings, strategy: str) -> None:
         super().__init__(f"strategy_{strategy}", settings)
         self.strategy = strategy
-        self.instances: dict[str, Strategy] = {s: create(strategy, s) for s in settings.symbols}
+        params = settings.strategy_params.get(strategy)
+        self.instances: dict[str, Strategy] = {s: create(strategy, s, params) for s in settings.symbols}
         self.last_bar: dict[str, int] = {s: -1 for s in settings.symbols}
         self.topic = signal_topic(strategy)
         self.tf_ms = timeframe_ms(TF)
 
     def setup(self) -> None:
         self.publisher(f"strategy.{self.strategy}.pub")
-        uses_ticks = type(next(iter(self.instances.values()))).on_tick is not Strategy.on_tick
+        kind = type(next(iter(self.instances.values())))
         prefixes = [candle_topic(s, TF) for s in self.settings.symbols]
-        if uses_ticks:
+        if kind.wants("on_tick"):
             prefixes += [tick_topic(s) for s in self.settings.symbols]
+        if kind.wants("on_funding"):
+            prefixes += [funding_topic(s) for s in self.settings.symbols]
         # Subscribe before asking for history, so nothing falls between the snapshot and the stream.
         self.subscribe([self.settings.endpoint("feed.pub")], prefixes, self.on_market)
         self.warm_up()
@@ -57,10 +62,13 @@ class StrategyWorker(Service):
             self.log.info("warmed_up", symbol=symbol, candles=len(candles), source=source,
                           ready=instance.bars_seen >= instance.warmup)
 
-    def on_market(self, topic: bytes, event: Candle | Tick) -> None:
+    def on_market(self, topic: bytes, event: Candle | Tick | FundingRate) -> None:
         self.event_time = max(self.event_time, event.et)
         instance = self.instances.get(event.symbol)
         if instance is None:
+            return
+        if isinstance(event, FundingRate):
+            instance.on_funding(event)
             return
         if isinstance(event, Tick):
             decision = instance.on_tick(event)

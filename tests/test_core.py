@@ -87,7 +87,7 @@ def test_service_exits_with_config_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "services.feed"], env=env, capture_output=True, text=True,
                             cwd=REPO_ROOT, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "order_pct 0.5 exceeds max_order_pct" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "MESH_ORDER_PCT 0.5 exceeds MESH_MAX_ORDER_PCT" in result.stderr
 
 
 def test_meshes_with_different_home_and_ports_do_not_clash(tmp_path):

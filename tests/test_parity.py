@@ -3,6 +3,7 @@ and through the backtester give the same fills, bar for bar, for every strategy.
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,14 @@ from conftest import Mesh, wait_for
 
 from core.backtest import Backtester
 from core.config import BUNDLED_DATA, load_settings
-from core.marketdata import find_candle_file, load_bars
+from core.marketdata import find_candle_file, find_series_file, load_bars, load_funding
 
-STRATEGIES = ["momentum", "macd", "bollinger", "breakout", "mean_reversion", "stochastic"]
+STRATEGIES = ["momentum", "macd", "bollinger", "breakout", "mean_reversion", "stochastic", "seller_exhaustion",
+              "funding_drift", "ensemble"]
+# Short windows so every strategy trades within the test's few hundred candles.
+PARAMS = {"seller_exhaustion": {"ema_fast": 20, "ema_slow": 60, "z_window": 60, "atr_window": 20,
+                                "fib_swing_lookback": 20, "vol_z": 1.0, "tr_z": 0.5, "cloc_min": 0.5, "max_hold": 30},
+          "funding_drift": {"lead": 240}, "ensemble": {"threshold": 0.15}}
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 CANDLES = 500
 
@@ -26,12 +32,15 @@ def window(tmp_path_factory) -> Path:
         with gzip.open(source, "rt") as handle:
             lines = [next(handle) for _ in range(CANDLES + 1)]
         (directory / f"window_{symbol}_1m.csv").write_text("".join(lines))
+        funding = find_series_file(BUNDLED_DATA, symbol, "funding")
+        (directory / funding.name).write_bytes(funding.read_bytes())
     return directory
 
 
 def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory):
     mesh = Mesh(Path(tmp_path_factory.mktemp("parity")), {
         "MESH_DATA": str(window), "MESH_STRATEGIES": ",".join(STRATEGIES), "MESH_REPLAY_SPEED": "20",
+        "MESH_STRATEGY_PARAMS": json.dumps(PARAMS),
         "MESH_LOG_LEVEL": "WARNING"})
     mesh.start()
     try:
@@ -46,7 +55,8 @@ def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory):
 
     settings = load_settings()
     series = {s: load_bars(find_candle_file(window, s))[0] for s in SYMBOLS}
-    report = Backtester({name: None for name in STRATEGIES}, SYMBOLS, settings).run(series)
+    funding = {s: load_funding(find_series_file(window, s, "funding")) for s in SYMBOLS}
+    report = Backtester({name: PARAMS.get(name) for name in STRATEGIES}, SYMBOLS, settings).run(series, funding)
     backtest = [(f.strategy, f.symbol, f.side, f.qty, f.price, f.fee, f.event_time) for f in report.fills]
 
     def key(fill):

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.messages import Candle, Tick
+from core.messages import Candle, FundingRate, Tick
 
 
 class StrategyParams(BaseModel):
@@ -70,3 +70,12 @@ class Strategy:
 
     def on_tick(self, tick: Tick) -> Decision | None:
         return None
+
+    def on_funding(self, funding: FundingRate) -> None:
+        """A funding settlement of this symbol (perpetuals), delivered after the candle it falls in.
+        It informs the strategy's state; decisions come from candles (and ticks)."""
+
+    @classmethod
+    def wants(cls, hook: str) -> bool:
+        """Whether the strategy overrides a hook ('on_tick', 'on_funding'): workers subscribe accordingly."""
+        return getattr(cls, hook) is not getattr(Strategy, hook)
