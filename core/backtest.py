@@ -114,7 +114,7 @@ class Backtester:
                         continue
                     for s, c in closes.items():  # the executor's marks: every symbol's last price
                         portfolio.mark(s, to_decimal(c))
-                    planned = plan_order(portfolio, name, symbol, decision.side, self.rules)
+                    planned = plan_order(portfolio, name, symbol, decision.side, self.rules, bar.volume)
                     if isinstance(planned, str):
                         continue
                     signal_id = f"{name}:{symbol}:{bar.open_time}:{decision.side}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -195,6 +196,7 @@ def _market_time(text: str | None) -> int | None:
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from core.backtest import Backtester
     from core.marketdata import DataError, find_candle_file, find_series_file, load_bars, load_funding
+    from core.store import Store
     from core.strategies import ParameterError
 
     try:
@@ -208,13 +210,14 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     try:
         backtester = Backtester({args.strategy: params}, symbols, settings)
         series, funding = {}, {}
+        store = Store(args.db, read_only=True) if args.db else None
         for symbol in symbols:
-            bars, _ = load_bars(find_candle_file(data_dir, symbol))
+            bars = store.bars(symbol) if store else load_bars(find_candle_file(data_dir, symbol))[0]
             series[symbol] = [b for b in bars if (start is None or b.open_time >= start) and
                               (end is None or b.open_time < end)]
             funding_file = find_series_file(data_dir, symbol, "funding")
             funding[symbol] = load_funding(funding_file) if funding_file else []
-    except (ParameterError, DataError) as error:
+    except (ParameterError, DataError, sqlite3.Error) as error:
         print(f"backtest: {error}", file=sys.stderr)
         return 2
     if not any(series.values()):
@@ -300,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--from", dest="start", help="first candle: ISO date/time (UTC) or epoch ms")
     backtest.add_argument("--to", dest="end", help="end, exclusive: ISO date/time (UTC) or epoch ms")
     backtest.add_argument("--data", type=Path, help="directory of candle files (default: MESH_DATA)")
+    backtest.add_argument("--db", type=Path, help="candles from a store instead: a mesh.db or a fork of it")
     backtest.add_argument("--json", action="store_true", help="one JSON object")
     backtest.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the equity curve and drawdown")
     backtest.set_defaults(func=cmd_backtest)

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     order_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1, description="order notional / strategy equity")
     fee_rate: Decimal = Field(Decimal("0.001"), ge=0, lt=Decimal("0.1"))
     slippage_bp: Decimal = Field(Decimal("5"), ge=0, le=1000)
+    slippage_impact_bp: Decimal = Field(Decimal("0"), ge=0, le=10000,
+                                        description="volume-aware slippage: + this x sqrt(qty / bar volume)")
     signal_ttl_s: float = Field(30.0, gt=0, description="signals that waited longer than this (seconds) are refused")
 
     # risk limits

@@ -2,6 +2,7 @@
 every order the same way: one code path, no "backtest vs dry-run" discrepancy."""
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
@@ -15,12 +16,19 @@ from core.portfolio import Portfolio, size_buy
 @dataclass(frozen=True)
 class PaperRules:
     order_pct: Decimal
-    fee_rate: Decimal
+    fee_rate: Decimal  # taker: paper orders are market orders
     slippage_bp: Decimal
+    impact_bp: Decimal = ZERO  # volume-aware slippage: + impact_bp x sqrt(order qty / bar volume)
 
     @classmethod
     def from_settings(cls, settings: Any) -> PaperRules:
-        return cls(settings.order_pct, settings.fee_rate, settings.slippage_bp)
+        return cls(settings.order_pct, settings.fee_rate, settings.slippage_bp, settings.slippage_impact_bp)
+
+    def slippage_for(self, qty: Decimal, bar_volume: float) -> Decimal:
+        if not self.impact_bp or bar_volume <= 0:
+            return self.slippage_bp
+        impact = self.impact_bp * Decimal(repr(round(math.sqrt(float(qty) / bar_volume), 6)))
+        return self.slippage_bp + impact
 
 
 @dataclass(frozen=True)
@@ -33,22 +41,32 @@ class PlannedOrder:
     opens_position: bool
 
 
-def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rules: PaperRules) -> PlannedOrder | str:
+def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rules: PaperRules,
+               bar_volume: float = 0.0) -> PlannedOrder | str:
     """The order a signal makes at the current marks, or why it makes none. A buy spends `order_pct`
-    of the strategy's equity within its cash; a sell closes the whole position."""
+    of the strategy's equity within its cash; a sell closes the whole position. The price is the
+    mark moved against us by the slippage (plus the volume impact of this quantity, if configured)."""
     account = portfolio.accounts[strategy]
     spec = instrument(symbol)
-    price = slipped_price(side, portfolio.marks[symbol], rules.slippage_bp, spec)
+    mark = portfolio.marks[symbol]
+    price = slipped_price(side, mark, rules.slippage_bp, spec)
     position = account.positions.get(symbol)
     held = position.qty if position else ZERO
     if side == "buy":
         qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.fee_rate, spec)
         if not qty:
             return why_not
-        return PlannedOrder(strategy, symbol, side, qty, price, opens_position=not held)
-    if not held:
+    elif not held:
         return "no position to sell"
-    return PlannedOrder(strategy, symbol, side, held, price, opens_position=False)
+    else:
+        qty = held
+    if rules.impact_bp:
+        price = slipped_price(side, mark, rules.slippage_for(qty, bar_volume), spec)
+        while side == "buy" and qty > 0 and qty * price + fee(qty * price, rules.fee_rate) > account.cash:
+            qty -= spec.qty_step
+        if qty < spec.min_qty:
+            return f"order too small after the volume impact: {qty} {symbol}"
+    return PlannedOrder(strategy, symbol, side, qty, price, opens_position=side == "buy" and not held)
 
 
 def paper_fee(order: PlannedOrder, rules: PaperRules) -> Decimal:

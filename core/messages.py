@@ -98,6 +98,7 @@ class Signal(Event, kw_only=True):
     confidence: float
     reason: str
     price: float
+    bar_volume: float = 0.0
     origin_ns: int = 0
 
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from core.marketdata import timeframe_ms
+from core.marketdata import Bar, timeframe_ms
 from core.messages import Candle
 
 MIGRATIONS: list[str] = [
@@ -162,6 +162,12 @@ class Store:
         rows = self.query("SELECT * FROM candles WHERE symbol=? AND tf=? ORDER BY open_time DESC LIMIT ?",
                           (symbol, tf, n))
         return [row_to_candle(r) for r in reversed(rows)]
+
+    def bars(self, symbol: str, tf: str = "1m") -> list[Bar]:
+        """Every stored candle of a symbol, oldest first, for the backtester."""
+        return [Bar(*row) for row in self.conn.execute(
+            "SELECT open_time, open, high, low, close, volume FROM candles WHERE symbol=? AND tf=? ORDER BY open_time",
+            (symbol, tf))]
 
     def last_candle_time(self, symbol: str, tf: str = "1m") -> int | None:
         return self.scalar("SELECT MAX(open_time) FROM candles WHERE symbol=? AND tf=?", (symbol, tf))

@@ -158,7 +158,7 @@ class Executor(Service):
 
     def execute(self, signal: Signal) -> None:
         """Plan, approve and fill at the marks as of the signal's event time."""
-        planned = plan_order(self.portfolio, signal.strategy, signal.symbol, signal.side, self.rules)
+        planned = plan_order(self.portfolio, signal.strategy, signal.symbol, signal.side, self.rules, signal.bar_volume)
         if isinstance(planned, str):
             return self.record_outcome(signal, planned)
         order_id = order_id_for(signal.signal_id)

@@ -351,3 +351,18 @@ def test_readme_lists_every_strategy():
 
     readme = (REPO_ROOT / "README.md").read_text()
     assert not [name for name in REGISTRY if name != "bench" and f"| `{name}` |" not in readme]
+
+
+def test_volume_aware_slippage_grows_with_the_share_of_the_bar():
+    from core.execution import PaperRules, plan_order
+
+    book = Portfolio()
+    book.fund("m", D("50000"))
+    book.mark("BTCUSDT", D("95000.0"))
+    fixed = PaperRules(D("0.10"), D("0.001"), D("5"))
+    impact = PaperRules(D("0.10"), D("0.001"), D("5"), impact_bp=D("100"))
+    base = plan_order(book, "m", "BTCUSDT", "buy", fixed, bar_volume=1.0)
+    thin = plan_order(book, "m", "BTCUSDT", "buy", impact, bar_volume=0.5)    # 0.052 of 0.5: ~32 bp more
+    deep = plan_order(book, "m", "BTCUSDT", "buy", impact, bar_volume=5000.0)  # a sliver: ~0.3 bp more
+    assert base.price == D("95047.5") and deep.price < thin.price and base.price <= deep.price
+    assert thin.qty * thin.price + fee(thin.qty * thin.price, D("0.001")) <= D("50000")

@@ -266,6 +266,8 @@ def test_forks_are_consistent_copies_that_expire_and_orphans_go(mesh):
         assert fork.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert fork.execute("SELECT COUNT(*) FROM trades").fetchone()[0] > 0
         fork.close()
+        backtest = mesh.cli("backtest", "--strategy", "macd", "--db", reply.path, "--json")
+        assert json.loads(backtest.stdout)["bars"] > 0
         row = mesh.query("SELECT purpose, requester, status, ttl_s FROM fork_tracking WHERE fork_id=?",
                          (reply.fork_id,))
         assert row == [("validation", "test", "active", 120)]
