@@ -149,11 +149,13 @@ class ExchangeSim:
                                  "per 1 MINUTE."}, status_code=429, headers={"Retry-After": "1"})
         return None
 
-    def symbol_of(self, request: Request) -> str | Response:
-        symbol = request.query_params.get("symbol", "")
-        if symbol not in self.market.bars:
+    def refusal(self, request: Request) -> Response | None:
+        """What Binance answers instead of market data: 429 while rate limited, 400 for a bad symbol."""
+        if (limited := self.limited()) is not None:
+            return limited
+        if request.query_params.get("symbol", "") not in self.market.bars:
             return JSONResponse({"code": -1121, "msg": "Invalid symbol."}, status_code=400)
-        return symbol
+        return None
 
     async def ping(self, request: Request) -> Response:
         return self.limited() or JSONResponse({})
@@ -188,11 +190,9 @@ class ExchangeSim:
             "exchangeFilters": [], "symbols": symbols})
 
     async def klines(self, request: Request) -> Response:
-        if (limited := self.limited()) is not None:
-            return limited
-        symbol = self.symbol_of(request)
-        if isinstance(symbol, Response):
-            return symbol
+        if (refused := self.refusal(request)) is not None:
+            return refused
+        symbol = request.query_params["symbol"]
         if request.query_params.get("interval") != "1m":
             return JSONResponse({"code": -1120, "msg": "Invalid interval."}, status_code=400)
         q = request.query_params
@@ -208,11 +208,9 @@ class ExchangeSim:
         return JSONResponse(rows)
 
     async def trades(self, request: Request) -> Response:
-        if (limited := self.limited()) is not None:
-            return limited
-        symbol = self.symbol_of(request)
-        if isinstance(symbol, Response):
-            return symbol
+        if (refused := self.refusal(request)) is not None:
+            return refused
+        symbol = request.query_params["symbol"]
         partial = self.market.partial(symbol, self.market.now_ms())
         price = partial[1] if partial else 0.0
         self.trade_ids += 1
@@ -220,11 +218,9 @@ class ExchangeSim:
                               "time": self.market.now_ms(), "isBuyerMaker": False, "isBestMatch": True}])
 
     async def ticker(self, request: Request) -> Response:
-        if (limited := self.limited()) is not None:
-            return limited
-        symbol = self.symbol_of(request)
-        if isinstance(symbol, Response):
-            return symbol
+        if (refused := self.refusal(request)) is not None:
+            return refused
+        symbol = request.query_params["symbol"]
         now = self.market.now_ms()
         bar, price = self.market.partial(symbol, now)
         return JSONResponse({"symbol": symbol, "priceChange": "0", "priceChangePercent": "0",
