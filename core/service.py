@@ -1,6 +1,7 @@
 """What every mesh process shares: settings, logs, metrics, the loop, heartbeats, clean shutdown."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -99,6 +100,10 @@ class Service:
         signal.signal(signal.SIGTERM, lambda *_: self.loop.stop())
         signal.signal(signal.SIGINT, lambda *_: self.loop.stop())
         self.setup()
+        # What setup built lives as long as the process: keep the collector from rescanning it, so
+        # collections on the message path stay short (they were the p99 outliers).
+        gc.collect()
+        gc.freeze()
         self.metrics.up.set(1)
         self.loop.every(self.settings.heartbeat_s, self.heartbeat, first_in=0)
         self.log.info("service_started", pid=os.getpid())

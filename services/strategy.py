@@ -37,7 +37,7 @@ class StrategyWorker(Service):
     def setup(self) -> None:
         self.publisher(f"strategy.{self.strategy}.pub")
         kind = type(next(iter(self.instances.values())))
-        prefixes = [candle_topic(s, TF) for s in self.settings.symbols]
+        prefixes = [candle_topic(s, TF) for s in self.settings.symbols] if kind.wants("decide") else []
         if kind.wants("on_tick"):
             prefixes += [tick_topic(s) for s in self.settings.symbols]
         if kind.wants("on_funding"):

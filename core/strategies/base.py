@@ -77,5 +77,6 @@ class Strategy:
 
     @classmethod
     def wants(cls, hook: str) -> bool:
-        """Whether the strategy overrides a hook ('on_tick', 'on_funding'): workers subscribe accordingly."""
+        """Whether the strategy overrides a hook ('decide', 'on_tick', 'on_funding'): workers subscribe to
+        candles, ticks and funding only for the hooks a strategy has."""
         return getattr(cls, hook) is not getattr(Strategy, hook)
