@@ -195,7 +195,15 @@ def _market_time(text: str | None) -> int | None:
 
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from core.backtest import Backtester
-    from core.marketdata import DataError, find_candle_file, find_series_file, load_bars, load_funding
+    from core.marketdata import (
+        DataError,
+        find_candle_file,
+        find_series_file,
+        load_bars,
+        load_funding,
+        resample,
+        timeframe_ms,
+    )
     from core.store import Store
     from core.strategies import ParameterError
 
@@ -208,11 +216,13 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     symbols = [args.symbol.upper().replace("/", "")] if args.symbol else settings.symbols
     data_dir = args.data.resolve() if args.data else settings.data_dir
     try:
-        backtester = Backtester({args.strategy: params}, symbols, settings)
+        backtester = Backtester({args.strategy: params}, symbols, settings, settings.timeframe)
         series, funding = {}, {}
         store = Store(args.db, read_only=True) if args.db else None
         for symbol in symbols:
-            bars = store.bars(symbol) if store else load_bars(find_candle_file(data_dir, symbol))[0]
+            bars = store.bars(symbol, settings.timeframe) if store else load_bars(find_candle_file(data_dir, symbol))[0]
+            if not store and settings.timeframe != "1m":
+                bars = resample(bars, timeframe_ms(settings.timeframe))
             series[symbol] = [b for b in bars if (start is None or b.open_time >= start) and
                               (end is None or b.open_time < end)]
             funding_file = find_series_file(data_dir, symbol, "funding")

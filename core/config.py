@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     feed_backoff_s: float = Field(1.0, gt=0, le=60, description="first reconnect delay; doubles up to 16x")
     feed_stale_s: float | None = Field(None, gt=0, description="stale-data alarm after this silence (2 candles)")
     data: Path | None = Field(None, description="directory of candle CSVs (plain or .gz), one per symbol")
+    timeframe: str = Field("1m", description="candle timeframe the mesh trades on (1m, 5m, 15m, 1h, 4h, 1d)")
     replay: Literal["candles", "trades"] = Field("candles", description="replay candle files, or the raw trade tape")
     symbols: Annotated[list[str], NoDecode] = ["BTCUSDT", "ETHUSDT"]
     replay_speed: float = Field(10.0, gt=0, le=1_000_000, description="candles per second per symbol")
@@ -116,6 +117,15 @@ class Settings(BaseSettings):
                 return json.loads(value) if value.strip() else {}
             except ValueError as error:
                 raise ValueError(f"not valid JSON: {error}") from None
+        return value
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, value: str) -> str:
+        from core.marketdata import TIMEFRAMES_MS
+
+        if value not in TIMEFRAMES_MS:
+            raise ValueError(f"unknown timeframe {value!r}; use one of {', '.join(TIMEFRAMES_MS)}")
         return value
 
     @field_validator("symbols")

@@ -91,6 +91,23 @@ def load_bars(path: Path) -> tuple[list[Bar], list[str]]:
     return bars, rejected
 
 
+def resample(bars: list[Bar], tf_ms: int, source_ms: int = 60_000) -> list[Bar]:
+    """Candles of a longer timeframe from shorter ones. A candle is made only for a period the data
+    covers from its first bar to the one that closes it: the partial periods at either end are left out."""
+    out: list[Bar] = []
+    bucket: list[Bar] = []
+    bucket_start = None
+    for bar in bars:
+        start = bar.open_time - bar.open_time % tf_ms
+        if start != bucket_start:
+            bucket, bucket_start = [], start
+        bucket.append(bar)
+        if bar.open_time + source_ms == start + tf_ms and bucket[0].open_time == start:
+            out.append(Bar(start, bucket[0].open, max(b.high for b in bucket), min(b.low for b in bucket),
+                           bar.close, sum(b.volume for b in bucket)))
+    return out
+
+
 def intrabar_path(bar: Bar, ticks: int) -> list[float]:
     """Prices a replayed candle trades through: open, the nearer extreme, the farther one, close."""
     if ticks == 1:

@@ -107,7 +107,7 @@ class Executor(Service):
     def last_prices(self) -> None:
         """Mark positions at the last stored candle close until the first tick arrives."""
         for symbol in self.settings.symbols:
-            candles = self.store.recent_candles(symbol, 1)
+            candles = self.store.recent_candles(symbol, 1, self.settings.timeframe)
             if candles:
                 self.portfolio.mark(symbol, to_decimal(candles[-1].close))
                 self.marks.record(symbol, candles[-1].et, self.portfolio.marks[symbol])

@@ -23,6 +23,7 @@ from core.marketdata import (
     load_funding,
     load_trades,
     merged_timeline,
+    resample,
     timeframe_ms,
 )
 from core.messages import (
@@ -39,7 +40,7 @@ from core.messages import (
 )
 from core.service import Service, main
 
-TF = "1m"
+SOURCE_TF = "1m"  # the candle files' timeframe; longer ones are resampled from it
 MAX_MINUTES_PER_STEP = 200  # keeps the REP socket answering during fast replays
 MAX_TRADES_PER_STEP = 2000
 
@@ -47,7 +48,8 @@ MAX_TRADES_PER_STEP = 2000
 class Feed(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__("feed", settings)
-        self.tf_ms = timeframe_ms(TF)
+        self.tf = settings.timeframe
+        self.tf_ms = timeframe_ms(self.tf)
         self.history: dict[str, deque[Candle]] = {}
         self.unsaved: list[Candle] = []
         self.finished = False
@@ -57,7 +59,7 @@ class Feed(Service):
         self.publisher("feed.pub")
         self.serve("feed.rep", FeedRequests, self.on_request)
         for symbol in s.symbols:
-            stored = self.store.recent_candles(symbol, s.feed_history, TF)
+            stored = self.store.recent_candles(symbol, s.feed_history, self.tf)
             self.history[symbol] = deque(stored, maxlen=s.feed_history)
             if stored:
                 self.event_time = max(self.event_time, stored[-1].et)
@@ -78,7 +80,9 @@ class Feed(Service):
         start: dict[str, int] = {}
         for symbol in s.symbols:
             try:
-                bars, rejected = load_bars(find_candle_file(s.data_dir, symbol, TF))
+                bars, rejected = load_bars(find_candle_file(s.data_dir, symbol, SOURCE_TF))
+                if self.tf != SOURCE_TF:
+                    bars = resample(bars, self.tf_ms)
             except DataError as error:
                 self.log.error("data_unavailable", symbol=symbol, error=str(error))
                 bars, rejected = [], []
@@ -120,7 +124,7 @@ class Feed(Service):
                 events.labels(self.name, symbol, kind).inc(amount)
 
         resume = {sym: h[-1].open_time for sym, h in self.history.items() if h}
-        self.live = LiveMarketData(s.exchange, s.exchange_url, s.symbols, TF, endpoint, self.ctx, self.log, count,
+        self.live = LiveMarketData(s.exchange, s.exchange_url, s.symbols, self.tf, endpoint, self.ctx, self.log, count,
                                    backoff_s=s.feed_backoff_s, stale_s=s.feed_stale_s, resume_from=resume,
                                    transport=s.feed_transport, poll_s=s.feed_poll_s)
         self.live.start()
@@ -174,7 +178,7 @@ class Feed(Service):
                 self.pub.publish(topic, Tick(symbol=symbol, price=price, et=self.event_time,
                                              tid=random.getrandbits(63)))
         for symbol, bar in bars:
-            candle = Candle(symbol=symbol, tf=TF, open_time=bar.open_time, open=bar.open, high=bar.high,
+            candle = Candle(symbol=symbol, tf=self.tf, open_time=bar.open_time, open=bar.open, high=bar.high,
                             low=bar.low, close=bar.close, volume=bar.volume, et=bar.open_time + self.tf_ms,
                             tid=random.getrandbits(63))
             self.event_time = candle.et
@@ -230,7 +234,7 @@ class Feed(Service):
             self.tape_index += 1
             self.event_time = max(self.event_time, at)
             for bar in self.builders[symbol].add(trade):
-                self.accept_candle(Candle(symbol=symbol, tf=TF, open_time=bar.open_time, open=bar.open,
+                self.accept_candle(Candle(symbol=symbol, tf=self.tf, open_time=bar.open_time, open=bar.open,
                                           high=bar.high, low=bar.low, close=bar.close, volume=bar.volume,
                                           et=bar.open_time + self.tf_ms, tid=random.getrandbits(63)))
             self.pub.publish(tick_topic(symbol), Tick(symbol=symbol, price=trade.price, qty=trade.qty, et=at,

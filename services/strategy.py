@@ -21,8 +21,6 @@ from core.messages import (
 from core.service import Service, main
 from core.strategies import Decision, Strategy, create
 
-TF = "1m"
-
 
 class StrategyWorker(Service):
     def __init__(self, settings: Settings, strategy: str) -> None:
@@ -32,12 +30,13 @@ class StrategyWorker(Service):
         self.instances: dict[str, Strategy] = {s: create(strategy, s, params) for s in settings.symbols}
         self.last_bar: dict[str, int] = {s: -1 for s in settings.symbols}
         self.topic = signal_topic(strategy)
-        self.tf_ms = timeframe_ms(TF)
+        self.tf = settings.timeframe
+        self.tf_ms = timeframe_ms(self.tf)
 
     def setup(self) -> None:
         self.publisher(f"strategy.{self.strategy}.pub")
         kind = type(next(iter(self.instances.values())))
-        prefixes = [candle_topic(s, TF) for s in self.settings.symbols] if kind.wants("decide") else []
+        prefixes = [candle_topic(s, self.tf) for s in self.settings.symbols] if kind.wants("decide") else []
         if kind.wants("on_tick"):
             prefixes += [tick_topic(s) for s in self.settings.symbols]
         if kind.wants("on_funding"):
@@ -54,7 +53,7 @@ class StrategyWorker(Service):
             if reply is not None and reply.ok:
                 candles, source = reply.candles, "feed"
             else:
-                candles, source = self.store.recent_candles(symbol, wanted, TF), "store"
+                candles, source = self.store.recent_candles(symbol, wanted, self.tf), "store"
             for candle in candles:
                 instance.on_candle(candle)
                 self.last_bar[symbol] = candle.open_time

@@ -366,3 +366,12 @@ def test_volume_aware_slippage_grows_with_the_share_of_the_bar():
     deep = plan_order(book, "m", "BTCUSDT", "buy", impact, bar_volume=5000.0)  # a sliver: ~0.3 bp more
     assert base.price == D("95047.5") and deep.price < thin.price and base.price <= deep.price
     assert thin.qty * thin.price + fee(thin.qty * thin.price, D("0.001")) <= D("50000")
+
+
+def test_resampling_keeps_only_whole_periods():
+    from core.marketdata import resample
+
+    minutes = [Bar(t * 60_000, 10 + t, 20 + t, 5 + t, 11 + t, 1.0) for t in range(2, 13)]  # 00:02 .. 00:12
+    five = resample(minutes, 300_000)
+    assert [b.open_time for b in five] == [300_000]  # 00:00 lacks its first bars but closes; 00:10 is unfinished
+    assert five[0] == Bar(300_000, 15, 29, 10, 20, 5.0)

@@ -67,3 +67,14 @@ def test_funding_rates_are_replayed_in_market_time(tmp_path):
     expected = [(t, r) for t, r in load_funding(find_series_file(BUNDLED_DATA, "BTCUSDT", "funding"))
                 if first <= t <= last]
     assert [(f.et, f.rate) for f in funding] == expected[:len(funding)]
+
+
+def test_longer_timeframes_are_resampled_from_the_minute_candles(tmp_path):
+    from core.marketdata import find_candle_file, load_bars, resample
+
+    events = run_feed(tmp_path, {"MESH_TIMEFRAME": "5m", "MESH_REPLAY_SPEED": "50"}, 4, [b"md.candle.5m.BTCUSDT"])
+    candles = [e for e in events if isinstance(e, Candle)]
+    assert len(candles) > 20 and all(c.tf == "5m" for c in candles)
+    expected = {b.open_time: b for b in resample(load_bars(find_candle_file(BUNDLED_DATA, "BTCUSDT"))[0], 300_000)}
+    assert all(b.open_time - a.open_time == 300_000 for a, b in zip(candles, candles[1:], strict=False))
+    assert all((c.open, c.high, c.low, c.close, c.volume) == tuple(expected[c.open_time])[1:] for c in candles)
