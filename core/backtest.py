@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from itertools import groupby
 from typing import Any
 
 from core.allocation import equal_weights
@@ -82,90 +83,99 @@ class Backtester:
 
     def run(self, series: dict[str, list[Bar]], funding: dict[str, list[tuple[int, float]]] | None = None) -> Report:
         """Backtest over candles per symbol, with funding settlements (time, rate) per symbol if given."""
-        portfolio = Portfolio()
-        for name, weight in equal_weights(self.names).items():
-            portfolio.fund(name, cash(self.capital * weight))
-        start_equity = float(portfolio.equity())
-        book = RiskBook()
-        closes: dict[str, float] = {}
-        cash_f = {name: float(portfolio.accounts[name].cash) for name in self.names}
-        held_f: dict[tuple[str, str], float] = {}
-        curve: list[float] = []
-        fills: list[FillRecord] = []
-        bars_in_market = rejected = 0
-        fees = Decimal(0)
-        minute_bars: list[tuple[str, Bar]] = []
-        timeline = merged_timeline({s: series[s] for s in self.symbols}, {})
+        books = _Books(self)
         first_open = min((series[s][0].open_time for s in self.symbols if series[s]), default=0)
         settlements = sorted((t, symbol, rate) for symbol, rates in (funding or {}).items() if symbol in self.instances
                              for t, rate in rates if t >= first_open)
         next_settlement = 0
-
-        def process_minute() -> None:
-            nonlocal bars_in_market, rejected, fees
-            for symbol, bar in minute_bars:
+        closes, open_qty, curve = books.closes, books.open_qty, books.curve
+        instances, tf, tf_ms = self.instances, self.tf, self.tf_ms
+        bars_in_market = 0
+        timeline = merged_timeline({s: series[s] for s in self.symbols}, {})
+        for open_time, minute in groupby(timeline, key=_open_time):
+            minute = list(minute)
+            for symbol, bar in minute:
                 closes[symbol] = bar.close
-            for symbol, bar in minute_bars:
-                candle = Candle(symbol=symbol, tf=self.tf, open_time=bar.open_time, open=bar.open, high=bar.high,
-                                low=bar.low, close=bar.close, volume=bar.volume, et=bar.open_time + self.tf_ms)
-                for name, strategy in self.instances[symbol]:
+            closes_at = open_time + tf_ms
+            for symbol, bar in minute:
+                candle = Candle(symbol=symbol, tf=tf, open_time=open_time, open=bar.open, high=bar.high, low=bar.low,
+                                close=bar.close, volume=bar.volume, et=closes_at)
+                for name, strategy in instances[symbol]:
                     decision = strategy.on_candle(candle)
-                    if decision is None:
-                        continue
-                    for s, c in closes.items():  # the executor's marks: every symbol's last price
-                        portfolio.mark(s, to_decimal(c))
-                    planned = plan_order(portfolio, name, symbol, decision.side, self.rules, bar.volume)
-                    if isinstance(planned, str):
-                        continue
-                    signal_id = f"{name}:{symbol}:{bar.open_time}:{decision.side}"
-                    verdict, _ = judge(book, approval_request(portfolio, planned, signal_id, candle.et), self.limits)
-                    if not verdict.approved:
-                        rejected += 1
-                        continue
-                    paid = paper_fee(planned, self.rules)
-                    realized = portfolio.apply_fill(name, symbol, planned.side, planned.qty, planned.price, paid)
-                    fees += paid
-                    account = portfolio.accounts[name]
-                    cash_f[name] = float(account.cash)
-                    held_f[(name, symbol)] = float(account.positions[symbol].qty)
-                    fills.append(FillRecord(candle.et, name, symbol, planned.side, str(planned.qty),
-                                            str(planned.price), str(paid), str(realized), signal_id))
-            nonlocal next_settlement
-            closes_at = minute_bars[0][1].open_time + self.tf_ms
+                    if decision is not None:
+                        books.execute(name, symbol, bar, closes_at, decision.side)
             while next_settlement < len(settlements) and settlements[next_settlement][0] <= closes_at:
                 settled, symbol, rate = settlements[next_settlement]
                 next_settlement += 1
                 event = FundingRate(symbol=symbol, rate=rate, et=settled)
-                for _, strategy in self.instances[symbol]:
+                for _, strategy in instances[symbol]:
                     strategy.on_funding(event)
-            equity = sum(cash_f.values())
-            invested = False
-            for (_, symbol), qty in held_f.items():
-                if qty:
-                    equity += qty * closes[symbol]
-                    invested = True
-            bars_in_market += invested
+            equity = books.cash_total
+            for (_, symbol), qty in open_qty.items():
+                equity += qty * closes[symbol]
+            bars_in_market += bool(open_qty)
             curve.append(equity)
+        return books.report(series, bars_in_market)
 
-        current_minute = None
-        for symbol, bar in timeline:
-            if bar.open_time != current_minute and minute_bars:
-                process_minute()
-                minute_bars.clear()
-            current_minute = bar.open_time
-            minute_bars.append((symbol, bar))
-        if minute_bars:
-            process_minute()
 
-        for s, c in closes.items():
+def _open_time(item: tuple[str, Bar]) -> int:
+    return item[1].open_time
+
+
+class _Books:
+    """One run's exact books (Decimal) and their float shadow for the equity curve."""
+
+    def __init__(self, backtester: Backtester) -> None:
+        self.bt = backtester
+        self.portfolio = Portfolio()
+        for name, weight in equal_weights(backtester.names).items():
+            self.portfolio.fund(name, cash(backtester.capital * weight))
+        self.start_equity = float(self.portfolio.equity())
+        self.cash_total = self.start_equity
+        self.book = RiskBook()
+        self.closes: dict[str, float] = {}
+        self.open_qty: dict[tuple[str, str], float] = {}  # open positions only
+        self.curve: list[float] = []
+        self.fills: list[FillRecord] = []
+        self.fees = Decimal(0)
+        self.rejected = 0
+
+    def execute(self, name: str, symbol: str, bar: Bar, event_time: int, side: str) -> None:
+        """A decision becomes an order exactly as the executor makes it, at every symbol's last price."""
+        portfolio, bt = self.portfolio, self.bt
+        for s, c in self.closes.items():
             portfolio.mark(s, to_decimal(c))
-        final_equity = float(portfolio.equity())
-        return Report(strategies=self.names, symbols=self.symbols, bars=sum(len(series[s]) for s in self.symbols),
-                      trades=len(fills), roi=round(final_equity / start_equity - 1, 8),
-                      **ratios(curve, self.tf_ms), **trade_stats(fills),
-                      exposure=round(bars_in_market / len(curve), 6) if curve else 0.0, fees=float(fees),
-                      start_equity=start_equity, final_equity=final_equity, rejected=rejected,
-                      equity_curve=curve, fills=fills)
+        planned = plan_order(portfolio, name, symbol, side, bt.rules, bar.volume)
+        if isinstance(planned, str):
+            return
+        signal_id = f"{name}:{symbol}:{bar.open_time}:{side}"
+        verdict, _ = judge(self.book, approval_request(portfolio, planned, signal_id, event_time), bt.limits)
+        if not verdict.approved:
+            self.rejected += 1
+            return
+        paid = paper_fee(planned, bt.rules)
+        realized = portfolio.apply_fill(name, symbol, side, planned.qty, planned.price, paid)
+        self.fees += paid
+        self.cash_total = float(portfolio.cash())
+        held = portfolio.accounts[name].positions[symbol].qty
+        if held:
+            self.open_qty[(name, symbol)] = float(held)
+        else:
+            self.open_qty.pop((name, symbol), None)
+        self.fills.append(FillRecord(event_time, name, symbol, side, str(planned.qty), str(planned.price), str(paid),
+                                     str(realized), signal_id))
+
+    def report(self, series: dict[str, list[Bar]], bars_in_market: int) -> Report:
+        for s, c in self.closes.items():
+            self.portfolio.mark(s, to_decimal(c))
+        final_equity = float(self.portfolio.equity())
+        bt, curve = self.bt, self.curve
+        return Report(strategies=bt.names, symbols=bt.symbols, bars=sum(len(series[s]) for s in bt.symbols),
+                      trades=len(self.fills), roi=round(final_equity / self.start_equity - 1, 8),
+                      **ratios(curve, bt.tf_ms), **trade_stats(self.fills),
+                      exposure=round(bars_in_market / len(curve), 6) if curve else 0.0, fees=float(self.fees),
+                      start_equity=self.start_equity, final_equity=final_equity, rejected=self.rejected,
+                      equity_curve=curve, fills=self.fills)
 
 
 def ratios(curve: list[float], tf_ms: int) -> dict[str, float]:
