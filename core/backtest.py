@@ -9,7 +9,7 @@ is kept in floats. Same input, same output, byte for byte.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from itertools import groupby
@@ -91,9 +91,7 @@ class Backtester:
         closes, open_qty, curve = books.closes, books.open_qty, books.curve
         instances, tf, tf_ms = self.instances, self.tf, self.tf_ms
         bars_in_market = 0
-        timeline = merged_timeline({s: series[s] for s in self.symbols}, {})
-        for open_time, minute in groupby(timeline, key=_open_time):
-            minute = list(minute)
+        for open_time, minute in self.minutes(series):
             for symbol, bar in minute:
                 closes[symbol] = bar.close
             closes_at = open_time + tf_ms
@@ -104,7 +102,7 @@ class Backtester:
                     decision = strategy.on_candle(candle)
                     if decision is not None:
                         books.execute(name, symbol, bar, closes_at, decision.side)
-            while next_settlement < len(settlements) and settlements[next_settlement][0] <= closes_at:
+            while settlements and next_settlement < len(settlements) and settlements[next_settlement][0] <= closes_at:
                 settled, symbol, rate = settlements[next_settlement]
                 next_settlement += 1
                 event = FundingRate(symbol=symbol, rate=rate, et=settled)
@@ -116,6 +114,15 @@ class Backtester:
             bars_in_market += bool(open_qty)
             curve.append(equity)
         return books.report(series, bars_in_market)
+
+
+    def minutes(self, series: dict[str, list[Bar]]) -> Iterator[tuple[int, list[tuple[str, Bar]]]]:
+        """Each period's bars across symbols, in event-time order (one symbol needs no merging)."""
+        if len(self.symbols) == 1:
+            symbol = self.symbols[0]
+            return ((bar.open_time, ((symbol, bar),)) for bar in series[symbol])
+        timeline = merged_timeline({s: series[s] for s in self.symbols}, {})
+        return ((open_time, list(group)) for open_time, group in groupby(timeline, key=_open_time))
 
 
 def _open_time(item: tuple[str, Bar]) -> int:
