@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     replay_speed: float = Field(10.0, gt=0, le=1_000_000, description="candles per second per symbol")
     ticks_per_candle: int = Field(4, ge=1, le=4)
     replay_start: int = Field(0, ge=0, description="skip this many candles of the data at the start")
+    replay_wait_s: float = Field(60.0, ge=0, description="wait this long at most for workers, risk and executor")
     feed_history: int = Field(2000, ge=10, description="candles per symbol kept for snapshot requests")
 
     # strategies and capital

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 
 import zmq
 
@@ -98,8 +99,7 @@ class Feed(Service):
         self.timeline = merged_timeline(series, start)
         self._lookahead: tuple[str, Bar] | None = next(self.timeline, None)
         self.minutes_emitted = 0
-        self.replay_started = time.monotonic() + 1.0  # a moment for subscribers to connect
-        self.loop.every(min(1.0 / s.replay_speed, 0.005), self.replay_step, first_in=1.0)
+        self.when_mesh_ready(lambda: self.loop.every(min(1.0 / s.replay_speed, 0.005), self.replay_step, first_in=0))
 
     # ----- live through ccxt --------------------------------------------------------------------
     def start_live(self) -> None:
@@ -216,9 +216,31 @@ class Feed(Service):
         self.tape_index = 0
         self.builders = {symbol: CandleBuilder(self.tf_ms) for symbol in self.settings.symbols}
         self.tape_origin = self.tape[0][0] if self.tape else 0
-        self.replay_started = time.monotonic() + 1.0
         self.log.info("trade_replay_ready", trades=len(self.tape), speed=self.settings.replay_speed)
-        self.loop.every(0.005, self.trade_step, first_in=1.0)
+        self.when_mesh_ready(lambda: self.loop.every(0.005, self.trade_step, first_in=0))
+
+    def when_mesh_ready(self, start: Callable[[], None]) -> None:
+        """A replay starts once the strategy workers, the risk guard and the executor are up (their
+        heartbeats are in Redis), so no one misses its first candles; after MESH_REPLAY_WAIT_S it starts anyway."""
+        wanted = {f"hb:{name}" for name in self.settings.service_names()
+                  if name.startswith("strategy_") or name in ("risk", "executor")}
+        deadline = time.monotonic() + self.settings.replay_wait_s
+        started = False
+
+        def check() -> None:
+            nonlocal started
+            if started:
+                return
+            missing = wanted - set(self.hot.get_many("hb:*"))
+            if missing and time.monotonic() < deadline:
+                return
+            if missing:
+                self.log.warning("replay_starting_without", services=sorted(m[3:] for m in missing))
+            started = True
+            self.replay_started = time.monotonic() + 0.2  # subscriptions travel once the peers are up
+            start()
+
+        self.loop.every(0.2, check, first_in=0)
 
     def trade_step(self) -> None:
         market_now = self.tape_origin + (time.monotonic() - self.replay_started) * self.settings.replay_speed * self.tf_ms

@@ -27,7 +27,8 @@ def run_feed(tmp_path, env: dict[str, str], seconds: float, prefixes: list[bytes
         sub.setsockopt(zmq.SUBSCRIBE, prefix)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     feed = subprocess.Popen([sys.executable, "-m", "services.feed"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                            env={**clean, "MESH_HOME": str(tmp_path), "MESH_PORT_BASE": str(base), **env})
+                            env={**clean, "MESH_HOME": str(tmp_path), "MESH_PORT_BASE": str(base),
+                                 "MESH_REPLAY_WAIT_S": "0", **env})
     events = []
     try:
         deadline = time.monotonic() + seconds
