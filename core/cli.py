@@ -213,6 +213,12 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"invalid --params, --from or --to: {error}", file=sys.stderr)
         return 2
+    if args.fork:
+        fork = next((f for f in fork_rows(settings) if f["id"] == args.fork), None)
+        if fork is None or fork["status"] != "active":
+            print(f"backtest: no active fork {args.fork!r} (mesh forks lists them)", file=sys.stderr)
+            return 2
+        args.db = Path(fork["path"])
     symbols = [args.symbol.upper().replace("/", "")] if args.symbol else settings.symbols
     data_dir = args.data.resolve() if args.data else settings.data_dir
     try:
@@ -255,6 +261,37 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def fork_rows(settings: Settings) -> list[dict]:
+    """The fork registry, newest first, destroyed forks included."""
+    from core.store import Store
+
+    if not settings.db_path.exists():
+        return []
+    store = Store(settings.db_path, read_only=True)
+    try:
+        rows = store.query("SELECT * FROM fork_tracking ORDER BY created_at DESC")
+    finally:
+        store.close()
+    now = time.time()
+    return [{"id": r["fork_id"], "backend": r["backend"], "purpose": r["purpose"], "requester": r["requester"],
+             "status": r["status"], "created": r["created_at"], "age_s": round(now - r["created_at"], 1),
+             "ttl_s": r["ttl_s"], "expires_et": r["expires_et"], "path": r["path"],
+             "results": json.loads(r["results"]) if r["results"] else None} for r in rows]
+
+
+def cmd_forks(settings: Settings, args: argparse.Namespace) -> int:
+    forks = fork_rows(settings)
+    if args.json:
+        print(json.dumps(forks))
+        return 0
+    if not forks:
+        print("no forks yet")
+    for f in forks:
+        print(f"{f['id']:32} {f['backend']:7} {f['purpose']:12} {f['status']:10} by {f['requester']:12} "
+              f"age {f['age_s']:>8.1f}s ttl {f['ttl_s']}s  {json.dumps(f['results']) if f['results'] else ''}")
+    return 0
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.suite == "latency":
         from bench.latency import run_latency_suite
@@ -264,12 +301,16 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from bench.backtest import run_backtest_suite
 
         result = run_backtest_suite(progress=not args.json)
+    elif args.suite == "forks":
+        from bench.forks import run_forks_suite
+
+        result = run_forks_suite(progress=not args.json)
     elif args.suite == "feed":
         from bench.feed import run_feed_suite
 
         result = run_feed_suite(progress=not args.json)
     else:
-        print(f"unknown suite {args.suite!r}; available: latency, feed, backtest")
+        print(f"unknown suite {args.suite!r}; available: latency, feed, backtest, forks")
         return 2
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
@@ -306,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--chaos", type=float, default=0.0, metavar="SECONDS",
                      help="drop every websocket every SECONDS (0: never); see also POST /admin/chaos")
     sim.set_defaults(func=cmd_exchange_sim)
+    forks = sub.add_parser("forks", help="forks with purpose, age, TTL and results (destroyed ones too)")
+    forks.add_argument("--json", action="store_true")
+    forks.set_defaults(func=cmd_forks)
     backtest = sub.add_parser("backtest", help="backtest a strategy through the executor's and risk guard's rules")
     backtest.add_argument("--strategy", required=True)
     backtest.add_argument("--params", help='strategy parameters as JSON, e.g. \'{"fast": 8, "slow": 30}\'')
@@ -314,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--to", dest="end", help="end, exclusive: ISO date/time (UTC) or epoch ms")
     backtest.add_argument("--data", type=Path, help="directory of candle files (default: MESH_DATA)")
     backtest.add_argument("--db", type=Path, help="candles from a store instead: a mesh.db or a fork of it")
+    backtest.add_argument("--fork", help="candles from a fork, by id (mesh forks)")
     backtest.add_argument("--json", action="store_true", help="one JSON object")
     backtest.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the equity curve and drawdown")
     backtest.set_defaults(func=cmd_backtest)

@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     fork_ttl_s: int = Field(3600, ge=1)
     max_forks: int = Field(8, ge=1)
+    fork_golden_max_age_s: float = Field(30.0, ge=0, description="reuse one snapshot for forks this long (seconds)")
     big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -1,17 +1,17 @@
 """Fork manager: point-in-time copies of the store for isolated backtests and what-ifs.
 
-A fork is one online-backup step of the live database (consistent even while others write), recorded
-in fork_tracking with purpose, requester, TTL and status. TTLs run on event time; expired forks are
-deleted, and at start-up files the registry does not know (orphans of a crash) are removed."""
+Forks come from a backend (core.forks), are recorded in fork_tracking with purpose, requester, TTL,
+status and results, and are announced on `fork.*`. TTLs run on event time; expired forks are deleted,
+and at start-up forks the registry does not know (orphans of a crash) are removed."""
 from __future__ import annotations
 
 import json
 import secrets
 import sqlite3
 import time
-from pathlib import Path
 
 from core.config import Settings
+from core.forks import SqliteForks
 from core.messages import (
     CreateFork,
     ErrorReply,
@@ -34,6 +34,7 @@ class ForkManager(Service):
         super().__init__("forks", settings)
 
     def setup(self) -> None:
+        self.backend = SqliteForks(self.settings.db_path, self.settings.forks_dir, self.settings.fork_golden_max_age_s)
         self.publisher("forks.pub")
         self.serve("forks.rep", ForkRequests, self.on_request)
         # Event time from the feed's heartbeat: once a second is plenty for TTLs, and costs nothing.
@@ -63,19 +64,18 @@ class ForkManager(Service):
             " ttl_s, expires_et, status) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (fork_id, "sqlite", str(self.settings.db_path), request.purpose, request.requester, str(path),
              time.time(), self.event_time, ttl, self.event_time + ttl * 1000, "creating"))
-        started = time.perf_counter()
         try:
-            snapshot(self.settings.db_path, path)
+            copy = self.backend.create(fork_id)
         except (sqlite3.Error, OSError) as error:
             self.set_status(fork_id, "destroyed", {"error": str(error)})
-            path.unlink(missing_ok=True)
+            self.backend.destroy(str(path))
             self.log.error("fork_failed", fork_id=fork_id, error=str(error))
             return ForkReply(ok=False, reason=f"backend error: {error}")
-        took_ms = (time.perf_counter() - started) * 1000
-        self.set_status(fork_id, "active", {"created_ms": round(took_ms, 2), "bytes": path.stat().st_size})
+        self.set_status(fork_id, "active", {"snapshot_ms": copy.snapshot_ms, "clone_ms": copy.clone_ms,
+                                            "method": copy.method, "bytes": path.stat().st_size})
         self.announce("created", fork_id, request.purpose, request.requester, "active", ttl, str(path))
         self.log.info("fork_created", fork_id=fork_id, purpose=request.purpose, requester=request.requester,
-                      took_ms=round(took_ms, 2))
+                      method=copy.method, snapshot_ms=copy.snapshot_ms, clone_ms=copy.clone_ms)
         return ForkReply(fork_id=fork_id, path=str(path))
 
     def sweep(self) -> None:
@@ -85,8 +85,7 @@ class ForkManager(Service):
             self.destroy(row, "expired")
 
     def destroy(self, row, why: str) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            Path(row["path"] + suffix).unlink(missing_ok=True)
+        self.backend.destroy(row["path"])
         self.store.execute("UPDATE fork_tracking SET status='destroyed', destroyed_at=? WHERE fork_id=?",
                                 (time.time(), row["fork_id"]))
         self.announce(why, row["fork_id"], row["purpose"], row["requester"], "destroyed", row["ttl_s"], row["path"])
@@ -111,19 +110,6 @@ class ForkManager(Service):
         self.pub.publish(b"fork." + event.encode(), ForkEvent(fork_id=fork_id, event=event, purpose=purpose,
                                                               requester=requester, status=status, ttl_s=ttl,
                                                               path=path, et=self.event_time))
-
-
-def snapshot(source: Path, target: Path) -> None:
-    """A consistent copy in one backup step: a paged backup restarts on every concurrent write."""
-    partial = target.with_suffix(".partial")
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=10)
-    dst = sqlite3.connect(partial)
-    try:
-        src.backup(dst, pages=-1)
-    finally:
-        dst.close()
-        src.close()
-    partial.rename(target)
 
 
 if __name__ == "__main__":

@@ -375,3 +375,22 @@ def test_resampling_keeps_only_whole_periods():
     five = resample(minutes, 300_000)
     assert [b.open_time for b in five] == [300_000]  # 00:00 lacks its first bars but closes; 00:10 is unfinished
     assert five[0] == Bar(300_000, 15, 29, 10, 20, 5.0)
+
+
+def test_sqlite_fork_is_a_consistent_clone_of_one_snapshot(tmp_path):
+    from core.forks import SqliteForks
+
+    live = Store(tmp_path / "mesh.db")
+    live.insert_many("pr_events", ("kind", "title", "created_at"), [("k", "t", 1.0)])
+    (tmp_path / "forks").mkdir()
+    backend = SqliteForks(tmp_path / "mesh.db", tmp_path / "forks", golden_max_age_s=60)
+    first, second = backend.create("fork-a"), backend.create("fork-b")
+    assert first.snapshot_ms > 0 and second.snapshot_ms == 0  # the second reuses the golden snapshot
+    for copy in (first, second):
+        assert copy.method in ("reflink", "copy_file_range", "copy")
+        forked = Store(copy.path, read_only=True)
+        assert forked.scalar("PRAGMA integrity_check") == "ok" and forked.scalar("SELECT COUNT(*) FROM pr_events") == 1
+        forked.close()
+    backend.destroy(str(first.path))
+    assert not first.path.exists() and second.path.exists()
+    live.close()

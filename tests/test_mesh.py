@@ -266,8 +266,13 @@ def test_forks_are_consistent_copies_that_expire_and_orphans_go(mesh):
         assert fork.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert fork.execute("SELECT COUNT(*) FROM trades").fetchone()[0] > 0
         fork.close()
-        backtest = mesh.cli("backtest", "--strategy", "macd", "--db", reply.path, "--json")
+        backtest = mesh.cli("backtest", "--strategy", "macd", "--fork", reply.fork_id, "--json")
         assert json.loads(backtest.stdout)["bars"] > 0
+        listed = {f["id"]: f for f in json.loads(mesh.cli("forks", "--json").stdout)}
+        assert listed[reply.fork_id]["purpose"] == "validation" and listed[reply.fork_id]["backend"] == "sqlite"
+        assert set(listed[reply.fork_id]) >= {"id", "backend", "purpose", "requester", "status", "created", "ttl_s",
+                                              "results"}
+        assert listed[reply.fork_id]["results"]["method"] in ("reflink", "copy_file_range", "copy")
         row = mesh.query("SELECT purpose, requester, status, ttl_s FROM fork_tracking WHERE fork_id=?",
                          (reply.fork_id,))
         assert row == [("validation", "test", "active", 120)]
@@ -275,6 +280,8 @@ def test_forks_are_consistent_copies_that_expire_and_orphans_go(mesh):
         wait_for(lambda: mesh.query("SELECT status FROM fork_tracking WHERE fork_id=?", (reply.fork_id,))
                  == [("destroyed",)], 30, "the fork to expire")
         assert not os.path.exists(reply.path)
+        destroyed = {f["id"]: f for f in json.loads(mesh.cli("forks", "--json").stdout)}
+        assert destroyed[reply.fork_id]["status"] == "destroyed"
         stray = mesh.settings.forks_dir / "fork-stray.db"
         stray.write_bytes(b"left behind by a crash")
         old_pid = mesh.pid("forks")
