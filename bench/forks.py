@@ -40,11 +40,11 @@ def run_forks_suite(progress: bool = True) -> dict:
         snapshots, clones, method = [], [], ""
         for i in range(FORKS):
             backend.golden_taken = 0.0 if i == 0 else time.monotonic()  # first: snapshot + clone; then clones
-            copy = backend.create(f"fork-bench-{i}")
-            method = copy.method
-            (snapshots if copy.snapshot_ms else clones).append(copy.snapshot_ms or copy.clone_ms)
-            if copy.snapshot_ms:
-                clones.append(copy.clone_ms)
+            made = backend.create(f"fork-bench-{i}").details
+            method = made["method"]
+            if made["snapshot_ms"]:
+                snapshots.append(made["snapshot_ms"])
+            clones.append(made["clone_ms"])
         size = (directory / "mesh.db").stat().st_size
     return {"sqlite": {"db_bytes": size, "candles": candles, "snapshot_ms": round(snapshots[0], 2),
                        "clone_ms_median": round(statistics.median(clones), 2), "clone_method": method,

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     fork_ttl_s: int = Field(3600, ge=1)
     max_forks: int = Field(8, ge=1)
+    fork_backend: Literal["sqlite", "tiger"] = "sqlite"
+    tiger_api_url: str = Field("https://console.cloud.tigerdata.com/public/api/v1", description="Tiger Cloud REST API")
+    tiger_project_id: str | None = None
+    tiger_service_id: str | None = Field(None, description="the service forks are taken from")
+    tiger_fork_strategy: Literal["NOW", "LAST_SNAPSHOT"] = "LAST_SNAPSHOT"
+    tiger_poll_s: float = Field(5.0, gt=0, description="how often to ask whether a Tiger fork is READY")
     fork_golden_max_age_s: float = Field(30.0, ge=0, description="reuse one snapshot for forks this long (seconds)")
     big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 
 from core.config import Settings
-from core.forks import SqliteForks
+from core.forks import FORK_PREFIX, ForkBackendError, backend_for
 from core.messages import (
     CreateFork,
     ErrorReply,
@@ -34,7 +33,11 @@ class ForkManager(Service):
         super().__init__("forks", settings)
 
     def setup(self) -> None:
-        self.backend = SqliteForks(self.settings.db_path, self.settings.forks_dir, self.settings.fork_golden_max_age_s)
+        try:
+            self.backend = backend_for(self.settings)
+        except ForkBackendError as error:  # stay up and say why on every request
+            self.backend, self.backend_error = None, str(error)
+            self.log.error("fork_backend_unavailable", backend=self.settings.fork_backend, error=str(error))
         self.publisher("forks.pub")
         self.serve("forks.rep", ForkRequests, self.on_request)
         # Event time from the feed's heartbeat: once a second is plenty for TTLs, and costs nothing.
@@ -53,53 +56,64 @@ class ForkManager(Service):
         return self.create(request)
 
     def create(self, request: CreateFork) -> ForkReply:
+        if self.backend is None:
+            return ForkReply(ok=False, reason=f"backend down: {self.backend_error}")
         active = self.store.scalar("SELECT COUNT(*) FROM fork_tracking WHERE status IN (?, ?)", LIVE)
         if active >= self.settings.max_forks:
             return ForkReply(ok=False, reason=f"limit reached: {active} live forks (max {self.settings.max_forks})")
         ttl = request.ttl_s or self.settings.fork_ttl_s
-        fork_id = f"fork-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
-        path = self.settings.forks_dir / f"{fork_id}.db"
+        fork_id = f"{FORK_PREFIX}{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
         self.store.execute(
             "INSERT INTO fork_tracking(fork_id, backend, parent, purpose, requester, path, created_at, created_et,"
             " ttl_s, expires_et, status) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (fork_id, "sqlite", str(self.settings.db_path), request.purpose, request.requester, str(path),
+            (fork_id, self.backend.name, str(self.settings.db_path), request.purpose, request.requester, "",
              time.time(), self.event_time, ttl, self.event_time + ttl * 1000, "creating"))
         try:
-            copy = self.backend.create(fork_id)
-        except (sqlite3.Error, OSError) as error:
+            fork = self.backend.create(fork_id)
+        except ForkBackendError as error:
             self.set_status(fork_id, "destroyed", {"error": str(error)})
-            self.backend.destroy(str(path))
             self.log.error("fork_failed", fork_id=fork_id, error=str(error))
             return ForkReply(ok=False, reason=f"backend error: {error}")
-        self.set_status(fork_id, "active", {"snapshot_ms": copy.snapshot_ms, "clone_ms": copy.clone_ms,
-                                            "method": copy.method, "bytes": path.stat().st_size})
-        self.announce("created", fork_id, request.purpose, request.requester, "active", ttl, str(path))
+        self.store.execute("UPDATE fork_tracking SET path=? WHERE fork_id=?", (fork.location, fork_id))
+        self.set_status(fork_id, "active", fork.details)
+        self.announce("created", fork_id, request.purpose, request.requester, "active", ttl, fork.location)
         self.log.info("fork_created", fork_id=fork_id, purpose=request.purpose, requester=request.requester,
-                      method=copy.method, snapshot_ms=copy.snapshot_ms, clone_ms=copy.clone_ms)
-        return ForkReply(fork_id=fork_id, path=str(path))
+                      **fork.details)
+        return ForkReply(fork_id=fork_id, path=fork.location)
 
     def sweep(self) -> None:
+        if self.backend is None:
+            return
         expired = self.store.query("SELECT * FROM fork_tracking WHERE status = 'active' AND expires_et <= ?",
                                    (self.event_time,))
         for row in expired:
             self.destroy(row, "expired")
 
     def destroy(self, row, why: str) -> None:
-        self.backend.destroy(row["path"])
+        if row["path"]:
+            try:
+                self.backend.destroy(row["path"])
+            except ForkBackendError as error:  # keep the row; the next sweep tries again
+                self.log.error("fork_destroy_failed", fork_id=row["fork_id"], error=str(error))
+                return
         self.store.execute("UPDATE fork_tracking SET status='destroyed', destroyed_at=? WHERE fork_id=?",
                                 (time.time(), row["fork_id"]))
         self.announce(why, row["fork_id"], row["purpose"], row["requester"], "destroyed", row["ttl_s"], row["path"])
         self.log.info("fork_destroyed", fork_id=row["fork_id"], why=why)
 
     def remove_orphans(self) -> None:
-        """Forks half-made when the manager died, and files no registry row owns."""
+        """Forks half-made when the manager died, and forks no registry row owns."""
+        if self.backend is None:
+            return
         for row in self.store.query("SELECT * FROM fork_tracking WHERE status IN ('creating', 'destroying')"):
             self.destroy(row, "orphaned")
         known = {r[0] for r in self.store.query("SELECT path FROM fork_tracking WHERE status = 'active'")}
-        for path in self.settings.forks_dir.glob("fork-*.db*"):
-            if str(path).removesuffix("-wal").removesuffix("-shm") not in known:
-                path.unlink(missing_ok=True)
-                self.log.warning("orphan_removed", path=str(path))
+        try:
+            for location in self.backend.orphans(known):
+                self.backend.destroy(location)
+                self.log.warning("orphan_removed", location=location)
+        except ForkBackendError as error:
+            self.log.error("orphan_sweep_failed", error=str(error))
 
     def set_status(self, fork_id: str, status: str, results: dict) -> None:
         self.store.execute("UPDATE fork_tracking SET status=?, results=? WHERE fork_id=?",
