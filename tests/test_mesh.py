@@ -260,28 +260,28 @@ def test_forks_are_consistent_copies_that_expire_and_orphans_go(mesh):
     client = ReqClient(ctx, mesh.settings.endpoint("forks.rep"), ForkReplies, 5000, 2, Logger("t", "ERROR"))
     try:
         wait_for(lambda: mesh.trade_count() > 0, 60, "a trade to copy")
-        reply = client.request(CreateFork(purpose="validation", requester="test", ttl_s=120))
-        assert isinstance(reply, ForkReply) and reply.ok, reply
-        fork = sqlite3.connect(f"file:{reply.path}?mode=ro", uri=True)
+        # TTLs run on market time: at 40 candles a second, ten market days last minutes, two market minutes an instant.
+        kept = client.request(CreateFork(purpose="validation", requester="test", ttl_s=864_000))
+        brief = client.request(CreateFork(purpose="whatif", requester="test", ttl_s=120))
+        assert isinstance(kept, ForkReply) and kept.ok and isinstance(brief, ForkReply) and brief.ok, (kept, brief)
+        row = mesh.query("SELECT purpose, requester, status, ttl_s FROM fork_tracking WHERE fork_id=?", (kept.fork_id,))
+        assert row == [("validation", "test", "active", 864_000)]
+        fork = sqlite3.connect(f"file:{kept.path}?mode=ro", uri=True)
         assert fork.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert fork.execute("SELECT COUNT(*) FROM trades").fetchone()[0] > 0
         fork.close()
-        backtest = mesh.cli("backtest", "--strategy", "macd", "--fork", reply.fork_id, "--json")
+        backtest = mesh.cli("backtest", "--strategy", "macd", "--fork", kept.fork_id, "--json")
         assert json.loads(backtest.stdout)["bars"] > 0
         listed = {f["id"]: f for f in json.loads(mesh.cli("forks", "--json").stdout)}
-        assert listed[reply.fork_id]["purpose"] == "validation" and listed[reply.fork_id]["backend"] == "sqlite"
-        assert set(listed[reply.fork_id]) >= {"id", "backend", "purpose", "requester", "status", "created", "ttl_s",
-                                              "results"}
-        assert listed[reply.fork_id]["results"]["method"] in ("reflink", "copy_file_range", "copy")
-        row = mesh.query("SELECT purpose, requester, status, ttl_s FROM fork_tracking WHERE fork_id=?",
-                         (reply.fork_id,))
-        assert row == [("validation", "test", "active", 120)]
-        # TTLs run on event time: at 40 candles a second, 120 s of market time pass in about 3 s.
-        wait_for(lambda: mesh.query("SELECT status FROM fork_tracking WHERE fork_id=?", (reply.fork_id,))
-                 == [("destroyed",)], 30, "the fork to expire")
-        assert not os.path.exists(reply.path)
+        assert listed[kept.fork_id]["purpose"] == "validation" and listed[kept.fork_id]["backend"] == "sqlite"
+        assert set(listed[kept.fork_id]) >= {"id", "backend", "purpose", "requester", "status", "created", "ttl_s",
+                                             "results"}
+        assert listed[kept.fork_id]["results"]["method"] in ("reflink", "copy_file_range", "copy")
+        wait_for(lambda: mesh.query("SELECT status FROM fork_tracking WHERE fork_id=?", (brief.fork_id,))
+                 == [("destroyed",)], 30, "the brief fork to expire")
+        assert not os.path.exists(brief.path) and os.path.exists(kept.path)
         destroyed = {f["id"]: f for f in json.loads(mesh.cli("forks", "--json").stdout)}
-        assert destroyed[reply.fork_id]["status"] == "destroyed"
+        assert destroyed[brief.fork_id]["status"] == "destroyed"
         stray = mesh.settings.forks_dir / "fork-stray.db"
         stray.write_bytes(b"left behind by a crash")
         old_pid = mesh.pid("forks")
