@@ -180,3 +180,73 @@ class RollingVWAP:
         if len(self._window) == self.period:
             self.value = self._pv / self._v if self._v > 0 else price
         return self.value
+
+
+class ADX:
+    """Wilder's average directional index: trend strength (0-100), whatever its direction."""
+
+    def __init__(self, period: int = 14) -> None:
+        self.period = period
+        self._previous: tuple[float, float, float] | None = None  # high, low, close
+        self._tr = self._plus = self._minus = 0.0
+        self._count = 0
+        self._dx = EMA(period)  # Wilder smoothing of DX, seeded with its mean
+        self.value: float | None = None
+
+    def update(self, high: float, low: float, close: float) -> float | None:
+        previous, self._previous = self._previous, (high, low, close)
+        if previous is None:
+            return None
+        prev_high, prev_low, prev_close = previous
+        up, down = high - prev_high, prev_low - low
+        plus = up if up > down and up > 0 else 0.0
+        minus = down if down > up and down > 0 else 0.0
+        true_range = max(high, prev_close) - min(low, prev_close)
+        n = self.period
+        if self._count < n:
+            self._tr, self._plus, self._minus = self._tr + true_range, self._plus + plus, self._minus + minus
+            self._count += 1
+            if self._count < n:
+                return None
+        else:
+            self._tr += true_range - self._tr / n
+            self._plus += plus - self._plus / n
+            self._minus += minus - self._minus / n
+        if not self._tr:
+            return self.value
+        plus_di, minus_di = 100 * self._plus / self._tr, 100 * self._minus / self._tr
+        total = plus_di + minus_di
+        self.value = self._dx.update(100 * abs(plus_di - minus_di) / total if total else 0.0)
+        return self.value
+
+
+class RollingCorrelation:
+    """Pearson correlation of two series over the last `period` pairs (running sums)."""
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self._pairs: deque[tuple[float, float]] = deque(maxlen=period)
+        self._sx = self._sy = self._sxx = self._syy = self._sxy = 0.0
+        self.value: float | None = None
+
+    def update(self, x: float, y: float) -> float | None:
+        if len(self._pairs) == self.period:
+            ox, oy = self._pairs[0]
+            self._sx -= ox
+            self._sy -= oy
+            self._sxx -= ox * ox
+            self._syy -= oy * oy
+            self._sxy -= ox * oy
+        self._pairs.append((x, y))
+        self._sx += x
+        self._sy += y
+        self._sxx += x * x
+        self._syy += y * y
+        self._sxy += x * y
+        n = len(self._pairs)
+        if n == self.period:
+            cov = self._sxy / n - self._sx / n * self._sy / n
+            var_x = self._sxx / n - (self._sx / n) ** 2
+            var_y = self._syy / n - (self._sy / n) ** 2
+            self.value = cov / math.sqrt(var_x * var_y) if var_x > 0 and var_y > 0 else 0.0
+        return self.value

@@ -174,6 +174,11 @@ class RiskState(Event, kw_only=True):
     reason: str = ""
 
 
+class MarketRegime(Event, kw_only=True):
+    regime: str
+    metrics: dict[str, float | None]
+
+
 class Heartbeat(Event, kw_only=True):
     service: str
     pid: int
@@ -210,6 +215,7 @@ TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
     (b"risk.decision", RiskDecision),
     (b"risk.state", RiskState),
     (b"hb", Heartbeat),
+    (b"regime", MarketRegime),
     (b"fork.", ForkEvent),
     (b"narr", Narrative),
 )

@@ -44,6 +44,7 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
         "trades": trades,
         "allocations": {k: float(v) * 100 for k, v in alloc.get("weights", {}).items()},
         "trading_state": risk.get("trading_state", "UNKNOWN"),
+        "regime": (hot.get("regime") or {}).get("regime"),
         "kill_switch": risk.get("kill_switch"),
         "event_time": account.get("event_time"),
         "accounts": account.get("accounts", []),

@@ -24,7 +24,7 @@ from core.metrics import ServiceMetrics, topic_kind
 from core.status import mesh_state
 
 STATIC = Path(__file__).parent / "static"
-RELAYED = (b"fill", b"order", b"risk.", b"alloc", b"narr", b"fork.", b"acct", b"md.gap")
+RELAYED = (b"fill", b"order", b"risk.", b"alloc", b"narr", b"fork.", b"acct", b"md.gap", b"regime")
 CLIENT_QUEUE = 1000
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from core.config import Settings
-from core.messages import Fill, ForkEvent, MarketGap, Narrative, RiskState
+from core.messages import Fill, ForkEvent, MarketGap, MarketRegime, Narrative, RiskState
 from core.service import Service, main
 
 
@@ -23,7 +23,7 @@ class Narrator(Service):
         self.publisher("narrator.pub")
         self.first_trade_told = bool(self.store.scalar("SELECT 1 FROM pr_events WHERE kind='first_trade'"))
         endpoints = [e for name, e in self.settings.publisher_endpoints().items() if name != "narrator"]
-        self.subscribe(endpoints, [b"fill", b"risk.state", b"fork.created", b"md.gap."], self.on_event)
+        self.subscribe(endpoints, [b"fill", b"risk.state", b"fork.created", b"md.gap.", b"regime"], self.on_event)
 
     def on_event(self, topic: bytes, event) -> None:
         self.event_time = max(self.event_time, event.et)
@@ -35,6 +35,9 @@ class Narrator(Service):
             self.tell("market_gap", f"{event.symbol}: {event.missing} candle(s) repaired",
                       f"{event.reason}; {event.backfilled} of {event.missing} refetched through REST before anything newer "
                       "was published.")
+        elif isinstance(event, MarketRegime):
+            self.tell("regime", f"Market regime: {event.regime.replace('_', ' ')}",
+                      ", ".join(f"{k} {v}" for k, v in event.metrics.items()))
         elif isinstance(event, ForkEvent):
             self.tell("fork_created", f"Fork {event.fork_id} created",
                       f"{event.requester} asked for a {event.purpose} fork (TTL {event.ttl_s}s).")

@@ -396,3 +396,28 @@ def test_sqlite_fork_is_a_consistent_clone_of_one_snapshot(tmp_path):
     backend.destroy(first.location)
     assert not Path(first.location).exists() and Path(second.location).exists()
     live.close()
+
+
+def test_regimes_from_synthetic_markets():
+    import math
+    import random
+
+    from core.regime import (HIGH_VOL_RANGE, LOW_VOL_CONSOLIDATION, TRENDING_BEAR, TRENDING_BULL, RegimeDetector,
+                             RegimeRules)
+
+    def run(prices: list[float], twin: bool = False):
+        detector = RegimeDetector("AAA", "BBB", RegimeRules(window=60, adx_period=14, slope_bars=20))
+        reading = None
+        for i, price in enumerate(prices):
+            for symbol in ("AAA", "BBB") if twin else ("AAA",):
+                bar = Candle(symbol=symbol, tf="1m", open_time=i * 60_000, open=price, high=price * 1.0005,
+                             low=price * 0.9995, close=price, volume=10.0, et=(i + 1) * 60_000)
+                reading = detector.update(bar) or reading
+        return reading
+
+    rng = random.Random(7)
+    assert run([100 * 1.002 ** i for i in range(300)]).regime == TRENDING_BULL
+    assert run([100 * 0.998 ** i for i in range(300)]).regime == TRENDING_BEAR
+    assert run([100 + 0.01 * math.sin(i) + rng.gauss(0, 0.01) for i in range(300)]).regime == LOW_VOL_CONSOLIDATION
+    choppy = run([100 * (1 + 0.01 * (-1) ** i) + rng.gauss(0, 0.3) for i in range(300)], twin=True)
+    assert choppy.regime == HIGH_VOL_RANGE and choppy.correlation == pytest.approx(1.0)
