@@ -1,6 +1,7 @@
 """Capital allocation across strategies."""
 from __future__ import annotations
 
+import math
 from decimal import ROUND_DOWN, Decimal
 
 WEIGHT_QUANTUM = Decimal("0.0001")
@@ -19,3 +20,32 @@ def equal_weights(strategies: list[str]) -> dict[str, Decimal]:
         weights[strategy] += WEIGHT_QUANTUM
         remainder -= WEIGHT_QUANTUM
     return weights
+
+
+def performance_weights(scores: dict[str, float], min_pct: Decimal, max_pct: Decimal,
+                        temperature: float = 1.0) -> dict[str, Decimal]:
+    """Weights from scores (e.g. validation Sharpe ratios) by a softmax, so the better get more and
+    the worse less but none nothing, each within [min_pct, max_pct], summing to exactly 1."""
+    if not scores:
+        return {}
+    top = max(scores.values())
+    raw = {name: math.exp((max(score, top - 30) - top) / temperature) for name, score in scores.items()}
+    total = sum(raw.values())
+    weights = {name: Decimal(repr(value / total)) for name, value in raw.items()}
+    for _ in range(len(weights) + 1):  # clamp, then spread what clamping freed or took over the rest
+        clamped = {n: min(max(w, min_pct), max_pct) for n, w in weights.items()}
+        excess = sum(clamped.values()) - 1
+        free = [n for n, w in clamped.items() if min_pct < w < max_pct] if excess else []
+        if not excess or not free:
+            weights = clamped
+            break
+        share = excess / len(free)
+        weights = {n: (w - share if n in free else w) for n, w in clamped.items()}
+    weights = {n: w.quantize(WEIGHT_QUANTUM, rounding=ROUND_DOWN) for n, w in weights.items()}
+    leader = max(weights, key=lambda n: (weights[n], n))
+    weights[leader] += Decimal(1) - sum(weights.values())  # the rounding remainder, to the largest
+    return weights
+
+
+def meaningful_change(old: dict[str, Decimal], new: dict[str, Decimal], threshold: Decimal) -> bool:
+    return set(old) != set(new) or any(abs(new[n] - old[n]) >= threshold for n in new)

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
                                         description="volume-aware slippage: + this x sqrt(qty / bar volume)")
     signal_ttl_s: float = Field(30.0, gt=0, description="signals that waited longer than this (seconds) are refused")
 
+    # allocation
+    validation_every_min: float = Field(360.0, gt=0, description="market minutes between strategy validations")
+    validation_window_min: float = Field(4320.0, gt=0, description="market minutes of candles each validation tests")
+    alloc_min_pct: Decimal = Field(Decimal("0.05"), ge=0, le=1)
+    alloc_max_pct: Decimal = Field(Decimal("0.60"), gt=0, le=1)
+    alloc_change_pct: Decimal = Field(Decimal("0.02"), ge=0, le=1, description="smaller moves are not republished")
+
     # risk limits
     max_order_pct: Decimal = Field(Decimal("0.20"), gt=0, le=1)
     max_exposure_pct: Decimal = Field(Decimal("0.80"), gt=0, le=10)
@@ -166,6 +173,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> Settings:
+        n = len([name for name in self.strategies if name != "bench"]) or 1
+        if n > 1 and (self.alloc_min_pct * n > 1 or self.alloc_max_pct * n < 1):
+            raise ValueError(f"MESH_ALLOC_MIN_PCT {self.alloc_min_pct} and MESH_ALLOC_MAX_PCT {self.alloc_max_pct} "
+                             f"cannot split capital across {n} strategies")
         if self.order_pct > self.max_order_pct:
             raise ValueError(f"MESH_ORDER_PCT {self.order_pct} exceeds MESH_MAX_ORDER_PCT {self.max_order_pct}")
         return self

@@ -80,6 +80,7 @@ def approval_request(portfolio: Portfolio, order: PlannedOrder, request_id: str,
     return ApproveOrder(request_id=request_id, strategy=order.strategy, symbol=order.symbol, side=order.side,
                         qty=order.qty, price=order.price, reduces=order.side == "sell",
                         opens_position=order.opens_position, strategy_equity=portfolio.equity(order.strategy),
+                        strategy_nav=portfolio.nav(order.strategy),
                         strategy_open_positions=account.open_positions(), portfolio_equity=portfolio.equity(),
                         portfolio_exposure=portfolio.exposure(), event_time=event_time, **envelope)
 

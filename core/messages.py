@@ -141,6 +141,7 @@ class StrategyAccount(msgspec.Struct, kw_only=True):
     strategy: str
     cash: Decimal
     equity: Decimal
+    nav: Decimal = Decimal(1)  # equity per unit: performance net of capital moved in or out
     positions: list[PositionView] = []
 
 
@@ -243,7 +244,7 @@ class Request(msgspec.Struct, kw_only=True, tag_field="kind"):
     tid: int = 0
 
 
-class ApproveOrder(Request, tag="approve"):
+class ApproveOrder(Request, tag="approve", kw_only=True):
     """Pre-trade check. The executor owns the books, so it sends the numbers the rules need."""
 
     request_id: str
@@ -255,6 +256,7 @@ class ApproveOrder(Request, tag="approve"):
     reduces: bool
     opens_position: bool
     strategy_equity: Decimal
+    strategy_nav: Decimal = Decimal(1)
     strategy_open_positions: int
     portfolio_equity: Decimal
     portfolio_exposure: Decimal

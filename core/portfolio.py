@@ -12,6 +12,8 @@ from decimal import Decimal
 from core.messages import AccountSnapshot, PositionView, StrategyAccount
 from core.money import ZERO, Instrument, cash, fee
 
+NAV_QUANTUM = Decimal("0.0000000001")
+
 
 class AccountingError(ValueError):
     pass
@@ -30,6 +32,7 @@ class SubAccount:
     positions: dict[str, Position] = field(default_factory=dict)
     realized_pnl: Decimal = ZERO
     trades: int = 0
+    units: Decimal = ZERO  # fund-style units: transfers buy or sell units at NAV, so NAV tracks performance only
 
     def open_positions(self) -> int:
         return sum(1 for p in self.positions.values() if p.qty > 0)
@@ -47,10 +50,18 @@ class Portfolio:
         return found
 
     def fund(self, strategy: str, amount: Decimal) -> None:
+        """Move cash in (or out, negative) of a sub-account at its current NAV."""
         account = self.account(strategy)
         if account.cash + amount < 0:
             raise AccountingError(f"{strategy}: transfer of {amount} exceeds cash {account.cash}")
+        nav = self.nav(strategy)
         account.cash += amount
+        account.units += amount / nav
+
+    def nav(self, strategy: str) -> Decimal:
+        """Equity per unit (1 at the first funding): a strategy's performance, untouched by transfers."""
+        account = self.accounts[strategy]
+        return (self.equity(strategy) / account.units).quantize(NAV_QUANTUM) if account.units else Decimal(1)
 
     def apply_fill(self, strategy: str, symbol: str, side: str, qty: Decimal, price: Decimal,
                    fee_paid: Decimal) -> Decimal:
@@ -112,21 +123,34 @@ class Portfolio:
                                   last_price=self.marks.get(s, ZERO))
                      for s, p in sorted(account.positions.items()) if p.qty]
             accounts.append(StrategyAccount(strategy=name, cash=account.cash, equity=self.equity(name),
-                                            positions=views))
+                                            nav=self.nav(name), positions=views))
         return AccountSnapshot(equity=self.equity(), cash=self.cash(), exposure=self.exposure(),
                                trades=self.trades(), accounts=accounts)
 
     # ----- rebuilding ---------------------------------------------------------------------------
     @classmethod
     def rebuild(cls, ledger: Iterable, trades: Iterable) -> Portfolio:
-        """From the store's rows (ledger: strategy, amount; trades: strategy, symbol, side, qty, price, fee)."""
+        """From the store's rows, in the order they happened (ledger: strategy, amount, created_at;
+        trades: strategy, symbol, side, qty, price, fee, created_at). Cash and positions come out exact;
+        units (performance) are restored from what the executor saved, see `units_state`."""
         portfolio = cls()
-        for entry in ledger:
-            portfolio.fund(entry["strategy"], Decimal(entry["amount"]))
-        for t in trades:
-            portfolio.apply_fill(t["strategy"], t["symbol"], t["side"], Decimal(t["qty"]),
-                                 Decimal(t["price"]), Decimal(t["fee"]))
+        events = sorted([(row["created_at"], 0, i, row) for i, row in enumerate(ledger)] +
+                        [(row["created_at"], 1, i, row) for i, row in enumerate(trades)], key=lambda e: e[:3])
+        for _, kind, _, row in events:
+            if kind == 0:
+                portfolio.fund(row["strategy"], Decimal(row["amount"]))
+            else:
+                portfolio.apply_fill(row["strategy"], row["symbol"], row["side"], Decimal(row["qty"]),
+                                     Decimal(row["price"]), Decimal(row["fee"]))
         return portfolio
+
+    def units_state(self) -> dict[str, str]:
+        return {name: str(account.units) for name, account in self.accounts.items()}
+
+    def restore_units(self, state: dict[str, str] | None) -> None:
+        for name, units in (state or {}).items():
+            if name in self.accounts:
+                self.accounts[name].units = Decimal(units)
 
 
 def size_buy(account: SubAccount, equity: Decimal, price: Decimal, order_pct: Decimal,
@@ -139,3 +163,23 @@ def size_buy(account: SubAccount, equity: Decimal, price: Decimal, order_pct: De
     if qty < spec.min_qty or qty * price < spec.min_notional:
         return ZERO, f"order too small: {qty} {spec.symbol} at {price} is under the exchange minimum"
     return qty, ""
+
+
+def rebalance_transfers(portfolio: Portfolio, weights: dict[str, Decimal]) -> dict[str, Decimal]:
+    """Cash to move per sub-account (negative: it gives) toward `weights` of total equity, using free
+    cash only. The amounts are exact to the cash quantum and add up to zero."""
+    total = portfolio.equity()
+    gaps = {s: cash(weights.get(s, ZERO) * total) - portfolio.equity(s) for s in portfolio.accounts}
+    can_give = {s: min(-gap, portfolio.accounts[s].cash) for s, gap in gaps.items() if gap < 0}
+    needs = {s: gap for s, gap in gaps.items() if gap > 0}
+    pool, wanted = sum(can_give.values(), ZERO), sum(needs.values(), ZERO)
+    moved = min(pool, wanted)
+    if moved <= 0:
+        return {}
+    moves = {s: -cash(amount * moved / pool) for s, amount in can_give.items()}
+    given = -sum(moves.values(), ZERO)
+    receivers = sorted(needs)
+    for s in receivers:
+        moves[s] = cash(needs[s] * given / wanted)
+    moves[receivers[-1]] += given - sum(moves[s] for s in receivers)  # the rounding remainder
+    return {s: amount for s, amount in moves.items() if amount}

@@ -63,9 +63,10 @@ class RiskBook:
                 "): only exposure-reducing orders"
         return ""
 
-    def observe(self, event_time: int, portfolio_equity: Decimal, strategy_equity: dict[str, Decimal],
+    def observe(self, event_time: int, portfolio_equity: Decimal, strategy_nav: dict[str, Decimal],
                 limits: Limits) -> list[tuple[str, str]]:
-        """Update day baseline, peaks and halts from marked equity; returns the (rule, reason) changes."""
+        """Update day baseline, peaks and halts from marked equity and each strategy's NAV (its equity per
+        unit, so capital moved in or out by the allocator is no drawdown); returns the (rule, reason) changes."""
         changes: list[tuple[str, str]] = []
         day = event_time // DAY_MS
         if day > self.day:
@@ -80,11 +81,11 @@ class RiskBook:
             changes.append(("daily_loss", f"equity {portfolio_equity:.2f} is down "
                             f"{(1 - portfolio_equity / start) * 100:.2f}% from the day's start {start:.2f} "
                             f"(limit {limits.daily_loss_pct * 100}%): new orders halted until 00:00 UTC"))
-        for strategy, equity in strategy_equity.items():
-            peak = max(self.peaks.get(strategy, equity), equity)
+        for strategy, nav in strategy_nav.items():
+            peak = max(self.peaks.get(strategy, nav), nav)
             self.peaks[strategy] = peak
-            if strategy not in self.deactivated and equity <= peak * (1 - limits.strategy_drawdown_pct):
-                why = (f"equity {equity:.2f} is {(1 - equity / peak) * 100:.2f}% below its peak {peak:.2f} "
+            if strategy not in self.deactivated and nav <= peak * (1 - limits.strategy_drawdown_pct):
+                why = (f"NAV {nav:.4f} is {(1 - nav / peak) * 100:.2f}% below its peak {peak:.4f} "
                        f"(limit {limits.strategy_drawdown_pct * 100}%): strategy deactivated")
                 self.deactivated[strategy] = why
                 changes.append(("strategy_drawdown", f"{strategy}: {why}"))
@@ -140,6 +141,6 @@ def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
 
 def judge(book: RiskBook, request: ApproveOrder, limits: Limits) -> tuple[Verdict, list[tuple[str, str]]]:
     """What the risk guard does for each order: update the book from the request's numbers, then rule."""
-    changes = book.observe(request.event_time, request.portfolio_equity, {request.strategy: request.strategy_equity},
+    changes = book.observe(request.event_time, request.portfolio_equity, {request.strategy: request.strategy_nav},
                            limits)
     return evaluate(request, book, limits), changes

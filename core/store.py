@@ -72,6 +72,8 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+UPSERT_STATE = ("INSERT INTO service_state VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, "
+                "updated_at=excluded.updated_at")
 
 
 LOCK_WAIT_S = 10.0
@@ -183,9 +185,7 @@ class Store:
             db.execute(sql, tuple(params))
 
     def put_state(self, key: str, value: Any) -> None:
-        self.execute("INSERT INTO service_state VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET "
-                     "value=excluded.value, updated_at=excluded.updated_at",
-                     (key, json.dumps(value, default=str), time.time()))
+        self.execute(UPSERT_STATE, (key, json.dumps(value, default=str), time.time()))
 
     # ----- journals -----------------------------------------------------------------------------
     def agent_event(self, service: str, event: str, detail: Any = None) -> None:
@@ -201,7 +201,7 @@ class Store:
 
     # ----- accounts -----------------------------------------------------------------------------
     def ledger(self) -> list[sqlite3.Row]:
-        return self.query("SELECT strategy, amount, reason, event_time FROM ledger ORDER BY entry_id")
+        return self.query("SELECT strategy, amount, reason, event_time, created_at FROM ledger ORDER BY entry_id")
 
     def trades(self) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM trades ORDER BY created_at, rowid")

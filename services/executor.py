@@ -10,6 +10,7 @@ Order of work for each signal, so that a crash at any point neither loses nor du
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from decimal import Decimal
 
@@ -27,9 +28,12 @@ from core.messages import (
     tick_topic,
 )
 from core.money import ZERO, cash, to_decimal
-from core.portfolio import Portfolio
+from core.portfolio import Portfolio, rebalance_transfers
 from core.service import Service, main
+from core.store import UPSERT_STATE
 
+WEIGHTS_KEY = "executor.weights"  # the allocation the sub-accounts were last funded or rebalanced to
+UNITS_KEY = "executor.units"  # each sub-account's units, for NAV (performance) across transfers
 PERFORMANCE_EVERY_MS = 15 * 60_000  # strategy_performance rows, in event time
 UPSERT_POSITION = ("INSERT INTO positions VALUES (?,?,?,?,?) ON CONFLICT(strategy, symbol) DO UPDATE SET "
                    "qty=excluded.qty, cost=excluded.cost, updated_at=excluded.updated_at")
@@ -57,10 +61,13 @@ class Executor(Service):
         self.risk = self.client("risk.rep", RiskReplies)
         self.rules = PaperRules.from_settings(s)
         self.portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades())
+        self.portfolio.restore_units(self.store.get_state(UNITS_KEY))
         if not self.portfolio.accounts:
             self.fund_accounts()
         self.refresh_positions_table()
         self.seen = self.store.seen_signal_ids()
+        applied = self.store.get_state(WEIGHTS_KEY)
+        self.applied_weights = {k: Decimal(v) for k, v in applied.items()} if applied else None
         self.tick_to_fill = self.metrics.histogram("mesh_tick_to_fill_seconds",
                                                    "tick sent to fill published").labels(self.name)
         self.orders_total = self.metrics.counter("mesh_orders_total", "orders by final status", ("status",))
@@ -73,6 +80,9 @@ class Executor(Service):
         self.subscribe(strategy_pubs, [b"sig."], self.on_signal)
         self.subscribe([s.endpoint("allocator.pub")], [b"alloc"], self.on_allocation)
         self.loop.every(1.0, self.publish_account)
+        current = self.hot.get("alloc")
+        if current and self.applied_weights is not None:  # a change published while we were down
+            self.rebalance({k: Decimal(v) for k, v in current["weights"].items()}, current.get("reason", ""))
         self.loop.every(0.1, self.sync_store)
         self.log.info("books_rebuilt", equity=self.portfolio.equity(), cash=self.portfolio.cash(),
                       trades=self.portfolio.trades(), signals_seen=len(self.seen))
@@ -88,6 +98,8 @@ class Executor(Service):
             self.portfolio.fund(strategy, amount)
             rows.append((strategy, str(amount), f"initial allocation {weight}", self.event_time, time.time()))
         self.store.insert_many("ledger", ("strategy", "amount", "reason", "event_time", "created_at"), rows)
+        self.store.put_state(WEIGHTS_KEY, {k: str(v) for k, v in weights.items()})
+        self.store.put_state(UNITS_KEY, self.portfolio.units_state())
         self.log.info("accounts_funded", weights={k: str(v) for k, v in weights.items()})
 
     def refresh_positions_table(self) -> None:
@@ -129,9 +141,31 @@ class Executor(Service):
             self.event_time = tick.et
 
     def on_allocation(self, topic: bytes, allocation: Allocation) -> None:
-        unfunded = [s for s in allocation.weights if s not in self.portfolio.accounts]
-        if unfunded:
-            self.log.warning("allocation_for_unfunded_strategy", strategies=unfunded)
+        self.rebalance(allocation.weights, allocation.reason)
+
+    def rebalance(self, weights: dict[str, Decimal], reason: str) -> None:
+        """Move free cash between sub-accounts toward the new weights of total equity. Positions are
+        not sold for it; transfers net to zero to the last digit, in one ledger transaction, and the
+        weights applied are stored with them so a restart neither repeats nor misses a rebalance."""
+        if weights == self.applied_weights:
+            return
+        unknown = [s for s in weights if s not in self.portfolio.accounts]
+        if unknown:
+            self.log.warning("allocation_for_unfunded_strategy", strategies=unknown)
+        moves = rebalance_transfers(self.portfolio, {s: w for s, w in weights.items() if s not in unknown})
+        now, why = time.time(), f"rebalance: {reason}"[:500]
+        for strategy, amount in sorted(moves.items(), key=lambda m: m[1]):  # givers first: cash never dips
+            self.portfolio.fund(strategy, amount)
+        with self.store.transaction() as db:
+            db.executemany("INSERT INTO ledger(strategy, amount, reason, event_time, created_at) VALUES (?,?,?,?,?)",
+                           [(s, str(amount), why, self.event_time, now)
+                            for s, amount in sorted(moves.items(), key=lambda m: m[1])])
+            for key, value in ((WEIGHTS_KEY, {k: str(v) for k, v in weights.items()}),
+                               (UNITS_KEY, self.portfolio.units_state())):
+                db.execute(UPSERT_STATE, (key, json.dumps(value), now))
+        self.applied_weights = dict(weights)
+        self.log.info("rebalanced", transfers={k: str(v) for k, v in moves.items()})
+        self.publish_account()
 
     # ----- the order path -----------------------------------------------------------------------
     def on_signal(self, topic: bytes, signal: Signal) -> None:

@@ -101,7 +101,7 @@ class RiskGuard(Service):
             return
         self.event_time = max(self.event_time, snapshot.et)
         self.apply_changes(self.book.observe(snapshot.et, snapshot.equity,
-                                             {a.strategy: a.equity for a in snapshot.accounts}, self.limits))
+                                             {a.strategy: a.nav for a in snapshot.accounts}, self.limits))
         self.book_dirty = True
 
     def on_feed_status(self, topic: bytes, status: FeedStatus) -> None:

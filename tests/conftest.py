@@ -106,7 +106,8 @@ class Mesh(LocalMesh):
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     home = Path(tmp_path_factory.mktemp("mesh"))
-    running = Mesh(home, {"MESH_REPLAY_SPEED": "40", "MESH_LOG_LEVEL": "INFO"})
+    running = Mesh(home, {"MESH_REPLAY_SPEED": "40", "MESH_LOG_LEVEL": "INFO", "MESH_VALIDATION_EVERY_MIN": "240",
+                          "MESH_VALIDATION_WINDOW_MIN": "1440"})
     running.start()
     yield running
     running.stop()

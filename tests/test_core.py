@@ -402,8 +402,14 @@ def test_regimes_from_synthetic_markets():
     import math
     import random
 
-    from core.regime import (HIGH_VOL_RANGE, LOW_VOL_CONSOLIDATION, TRENDING_BEAR, TRENDING_BULL, RegimeDetector,
-                             RegimeRules)
+    from core.regime import (
+        HIGH_VOL_RANGE,
+        LOW_VOL_CONSOLIDATION,
+        TRENDING_BEAR,
+        TRENDING_BULL,
+        RegimeDetector,
+        RegimeRules,
+    )
 
     def run(prices: list[float], twin: bool = False):
         detector = RegimeDetector("AAA", "BBB", RegimeRules(window=60, adx_period=14, slope_bars=20))
@@ -421,3 +427,33 @@ def test_regimes_from_synthetic_markets():
     assert run([100 + 0.01 * math.sin(i) + rng.gauss(0, 0.01) for i in range(300)]).regime == LOW_VOL_CONSOLIDATION
     choppy = run([100 * (1 + 0.01 * (-1) ** i) + rng.gauss(0, 0.3) for i in range(300)], twin=True)
     assert choppy.regime == HIGH_VOL_RANGE and choppy.correlation == pytest.approx(1.0)
+
+
+def test_performance_weights_are_bounded_and_exact():
+    from core.allocation import meaningful_change, performance_weights
+
+    weights = performance_weights({"a": 3.0, "b": 1.0, "c": -2.0}, D("0.05"), D("0.6"))
+    assert sum(weights.values()) == 1 and weights["c"] == D("0.05") and weights["a"] == D("0.6")
+    assert weights["a"] > weights["b"] > weights["c"]
+    losers = performance_weights({"a": -1.0, "b": -3.0}, D("0.05"), D("0.9"))
+    assert sum(losers.values()) == 1 and losers["a"] > losers["b"] >= D("0.05")
+    assert performance_weights({"a": 0.5, "b": 0.5}, D("0.05"), D("0.9")) == {"a": D("0.5"), "b": D("0.5")}
+    assert not meaningful_change(weights, {**weights}, D("0.02"))
+    assert meaningful_change(weights, {"a": D("0.5"), "b": D("0.45"), "c": D("0.05")}, D("0.02"))
+
+
+def test_rebalance_moves_free_cash_only_and_nets_to_zero():
+    from core.portfolio import rebalance_transfers
+
+    book = Portfolio()
+    book.fund("a", D("50000"))
+    book.fund("b", D("50000"))
+    book.mark("BTCUSDT", D("100000"))
+    book.apply_fill("a", "BTCUSDT", "buy", D("0.4"), D("100000"), D("40"))  # a: 9,960 cash + 40,000 BTC
+    moves = rebalance_transfers(book, {"a": D("0.2"), "b": D("0.8")})
+    assert sum(moves.values()) == 0 and moves["a"] == -book.accounts["a"].cash  # only free cash moves
+    before = book.equity()
+    for strategy, amount in moves.items():
+        book.fund(strategy, amount)
+    assert book.equity() == before
+    assert rebalance_transfers(book, {"a": D("0.2"), "b": D("0.8")}) == {}  # nothing left to give

@@ -8,6 +8,7 @@ import signal
 import time
 from decimal import Decimal
 
+import pytest
 import zmq
 from conftest import wait_for
 
@@ -68,7 +69,8 @@ def test_mesh_trades_and_reconciles(mesh):
         assert service["healthy"] is True, name
     assert set(status) >= {"mode", "services", "equity", "cash", "positions", "trades", "allocations", "trading_state"}
     assert status["trading_state"] == "ACTIVE"
-    assert status["allocations"] == {"momentum": 50.0, "macd": 50.0}
+    assert sum(status["allocations"].values()) == pytest.approx(100.0) and set(status["allocations"]) == {"momentum",
+                                                                                                      "macd"}
     for position in status["positions"]:
         assert set(position) >= {"strategy", "symbol", "qty", "avg_price", "last_price"}
     reconcile_after_more_trades(mesh, 5)
@@ -178,9 +180,11 @@ def test_malformed_frames_are_counted_and_survived(mesh):
         # Subscribers: impersonate the feed (every market-data subscriber) and the executor (the risk guard).
         listeners = {"feed": ["strategy_momentum", "strategy_macd", "executor", "forks", "narrator"],
                      "executor": ["risk", "narrator"]}
+        assert "stopped" in mesh.ctl("stop", "feed")  # no fills while the executor is impersonated
         for publisher, subscribers in listeners.items():
             pids = {s: mesh.pid(s) for s in subscribers}
-            assert "stopped" in mesh.ctl("stop", publisher)
+            if publisher != "feed":
+                assert "stopped" in mesh.ctl("stop", publisher)
             pub = ctx.socket(zmq.PUB)
             pub.bind(mesh.settings.endpoint(f"{publisher}.pub"))
             time.sleep(1.5)  # subscribers reconnect
@@ -194,10 +198,13 @@ def test_malformed_frames_are_counted_and_survived(mesh):
                 time.sleep(0.1)
             time.sleep(1)
             pub.close(0)
-            assert "started" in mesh.ctl("start", publisher)
+            if publisher != "feed":
+                assert "started" in mesh.ctl("start", publisher)
             for subscriber in subscribers:
                 assert mesh.metric(subscriber, "mesh_decode_errors_total") > 0, subscriber
                 assert mesh.pid(subscriber) == pids[subscriber], f"{subscriber} restarted"
+        time.sleep(1.5)  # the fill collector reconnects to the restarted executor before trading resumes
+        assert "started" in mesh.ctl("start", "feed")
         wait_for(mesh.all_running, 30, "everything running")
         trades = mesh.trade_count()
         wait_for(lambda: mesh.trade_count() > trades, 60, "trading after the garbage")
@@ -296,3 +303,19 @@ def test_forks_are_consistent_copies_that_expire_and_orphans_go(mesh):
     finally:
         client.close()
         ctx.term()
+
+
+def test_validation_on_forks_moves_allocations_and_books_still_reconcile(mesh):
+    validated = wait_for(lambda: mesh.query("SELECT weights, reason FROM allocations WHERE reason LIKE 'validation%'"),
+                         90, "an allocation from a validation")
+    weights = json.loads(validated[-1][0])
+    assert set(weights) == {"momentum", "macd"} and sum(Decimal(w) for w in weights.values()) == 1
+    assert weights != {"momentum": "0.5000", "macd": "0.5000"} and "Sharpe" in validated[-1][1]
+    forks = json.loads(mesh.cli("forks", "--json").stdout)
+    assert any(f["purpose"] == "validation" and f["requester"] == "allocator" and f["results"]
+               and "validation" in f["results"] for f in forks)
+    wait_for(lambda: mesh.query("SELECT COUNT(*) FROM ledger WHERE reason LIKE 'rebalance%'")[0][0] > 0, 30,
+             "the executor to rebalance")
+    transfers = mesh.query("SELECT amount FROM ledger WHERE reason LIKE 'rebalance%'")
+    assert sum(Decimal(a) for (a,) in transfers) == 0
+    reconcile_after_more_trades(mesh, mesh.trade_count())
