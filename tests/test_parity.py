@@ -41,6 +41,7 @@ def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory):
     mesh = Mesh(Path(tmp_path_factory.mktemp("parity")), {
         "MESH_DATA": str(window), "MESH_STRATEGIES": ",".join(STRATEGIES), "MESH_REPLAY_SPEED": "20",
         "MESH_STRATEGY_PARAMS": json.dumps(PARAMS),
+        "MESH_VALIDATION_EVERY_MIN": "100000000",  # fixed allocations, as in the backtest
         "MESH_LOG_LEVEL": "WARNING"})
     mesh.start()
     try:
