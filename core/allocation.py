@@ -24,12 +24,14 @@ def equal_weights(strategies: list[str]) -> dict[str, Decimal]:
 
 def performance_weights(scores: dict[str, float], min_pct: Decimal, max_pct: Decimal,
                         temperature: float = 1.0) -> dict[str, Decimal]:
-    """Weights from scores (e.g. validation Sharpe ratios) by a softmax, so the better get more and
-    the worse less but none nothing, each within [min_pct, max_pct], summing to exactly 1."""
+    """Weights from scores (e.g. validation Sharpe ratios) by a softmax of the scores standardised
+    across strategies (their scale varies wildly with the window), so the better get more and the
+    worse less but none nothing, each within [min_pct, max_pct], summing to exactly 1."""
     if not scores:
         return {}
-    top = max(scores.values())
-    raw = {name: math.exp((max(score, top - 30) - top) / temperature) for name, score in scores.items()}
+    mean = sum(scores.values()) / len(scores)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in scores.values()) / len(scores))
+    raw = {name: math.exp((score - mean) / spread / temperature) if spread else 1.0 for name, score in scores.items()}
     total = sum(raw.values())
     weights = {name: Decimal(repr(value / total)) for name, value in raw.items()}
     for _ in range(len(weights) + 1):  # clamp, then spread what clamping freed or took over the rest
@@ -42,8 +44,9 @@ def performance_weights(scores: dict[str, float], min_pct: Decimal, max_pct: Dec
         share = excess / len(free)
         weights = {n: (w - share if n in free else w) for n, w in clamped.items()}
     weights = {n: w.quantize(WEIGHT_QUANTUM, rounding=ROUND_DOWN) for n, w in weights.items()}
-    leader = max(weights, key=lambda n: (weights[n], n))
-    weights[leader] += Decimal(1) - sum(weights.values())  # the rounding remainder, to the largest
+    remainder = Decimal(1) - sum(weights.values())
+    room = [n for n in weights if weights[n] + remainder <= max_pct] or list(weights)
+    weights[max(room, key=lambda n: (weights[n], n))] += remainder  # the rounding remainder, within bounds
     return weights
 
 

@@ -23,7 +23,8 @@ REGIMES = (TRENDING_BULL, TRENDING_BEAR, HIGH_VOL_RANGE, LOW_VOL_CONSOLIDATION)
 class RegimeRules:
     window: int = 240  # bars for volatility, slope, correlation and volume
     adx_period: int = 60
-    adx_trend: float = 25.0  # ADX at or above: a trend
+    adx_trend: float = 25.0  # ADX at or above: a trend begins
+    adx_trend_exit: float = 20.0  # ... and lasts until ADX falls below this (hysteresis)
     slope_bars: int = 60  # the moving average's change over this many bars gives the direction
     volatility_split: float = 0.0008  # per-bar return std at or above: high volatility
     confirm_bars: int = 5  # a new regime counts once it holds this many readings in a row (no flapping)
@@ -94,7 +95,8 @@ class RegimeDetector:
             return None
         slope = self.averages[-1] / self.averages[0] - 1
         volatility = self.returns.std
-        if adx >= self.rules.adx_trend:
+        trending_now = self.regime in (TRENDING_BULL, TRENDING_BEAR)
+        if adx >= (self.rules.adx_trend_exit if trending_now else self.rules.adx_trend):
             regime = TRENDING_BULL if slope > 0 else TRENDING_BEAR
         else:
             regime = HIGH_VOL_RANGE if volatility >= self.rules.volatility_split else LOW_VOL_CONSOLIDATION
