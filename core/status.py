@@ -34,7 +34,7 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     positions = [{"strategy": a["strategy"], "symbol": p["symbol"], "qty": float(p["qty"]),
                   "avg_price": float(p["avg_price"]), "last_price": float(p["last_price"])}
                  for a in account.get("accounts", []) for p in a.get("positions", [])]
-    trades, recent = _from_store(settings, last_trades)
+    trades, recent, highlights = _from_store(settings, last_trades)
     state = {
         "mode": settings.mode,
         "services": services,
@@ -51,18 +51,25 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     }
     if last_trades:
         state["last_trades"] = recent
+        state["highlights"] = highlights
+        state["allocation_reason"] = alloc.get("reason")
     return state
 
 
-def _from_store(settings: Settings, last_trades: int) -> tuple[int, list[dict]]:
+def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict]]:
+    """Trade count, and with `last`, the latest trades and narrator highlights."""
     if not settings.db_path.exists():
-        return 0, []
+        return 0, [], []
     store = Store(settings.db_path, read_only=True)
     try:
         count = store.trade_count()
+        if not last:
+            return count, [], []
         recent = [dict(r) for r in store.query(
             "SELECT trade_id, strategy, symbol, side, qty, price, fee, realized_pnl, event_time FROM trades "
-            "ORDER BY rowid DESC LIMIT ?", (last_trades,))] if last_trades else []
-        return count, recent
+            "ORDER BY rowid DESC LIMIT ?", (last,))]
+        highlights = [dict(r) for r in store.query(
+            "SELECT kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (last,))]
+        return count, recent, highlights
     finally:
         store.close()
