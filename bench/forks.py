@@ -31,7 +31,7 @@ def bundled_store(path: Path) -> int:
     return count
 
 
-def run_forks_suite(progress: bool = True) -> dict:
+def run_forks_suite() -> dict:
     with tempfile.TemporaryDirectory(prefix="meshforks-") as tmp:
         directory = Path(tmp)
         candles = bundled_store(directory / "mesh.db")

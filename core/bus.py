@@ -251,14 +251,21 @@ class Loop:
         self._timers: list[tuple[float, int, float, Callable[[], None]]] = []
         self._ids = itertools.count()
         self._stop_requested = False
+        self._cancelled: set[int] = set()
 
     def add_reader(self, socket: zmq.Socket, callback: Callable[[], None]) -> None:
         self.readers[socket] = callback
         self.poller.register(socket, zmq.POLLIN)
 
-    def every(self, interval_s: float, callback: Callable[[], None], first_in: float | None = None) -> None:
+    def every(self, interval_s: float, callback: Callable[[], None], first_in: float | None = None) -> int:
+        """Call `callback` every `interval_s`; returns a handle for `cancel`."""
         due = time.monotonic() + (interval_s if first_in is None else first_in)
-        heapq.heappush(self._timers, (due, next(self._ids), interval_s, callback))
+        ident = next(self._ids)
+        heapq.heappush(self._timers, (due, ident, interval_s, callback))
+        return ident
+
+    def cancel(self, ident: int) -> None:
+        self._cancelled.add(ident)
 
     def stop(self) -> None:
         """Safe from a signal handler, and before `run` (a SIGTERM during start-up is not lost)."""
@@ -282,6 +289,9 @@ class Loop:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             due, ident, interval, callback = heapq.heappop(self._timers)
+            if ident in self._cancelled:
+                self._cancelled.discard(ident)
+                continue
             self._guard(callback)
             heapq.heappush(self._timers, (max(due + interval, now), ident, interval, callback))
 

@@ -304,7 +304,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     elif args.suite == "forks":
         from bench.forks import run_forks_suite
 
-        result = run_forks_suite(progress=not args.json)
+        result = run_forks_suite()
     elif args.suite == "feed":
         from bench.feed import run_feed_suite
 

@@ -10,7 +10,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +170,6 @@ class Store:
             "SELECT open_time, open, high, low, close, volume FROM candles WHERE symbol=? AND tf=? ORDER BY open_time",
             (symbol, tf))]
 
-    def last_candle_time(self, symbol: str, tf: str = "1m") -> int | None:
-        return self.scalar("SELECT MAX(open_time) FROM candles WHERE symbol=? AND tf=?", (symbol, tf))
 
     # ----- key/value state (risk book, ...) -----------------------------------------------------
     def get_state(self, key: str) -> Any:
@@ -233,6 +230,3 @@ def row_to_candle(row: sqlite3.Row) -> Candle:
                   high=row["high"], low=row["low"], close=row["close"], volume=row["volume"],
                   et=row["open_time"] + timeframe_ms(row["tf"]))
 
-
-def dec(value: str | None) -> Decimal:
-    return Decimal(value) if value is not None else Decimal(0)

@@ -225,22 +225,18 @@ class Feed(Service):
         wanted = {f"hb:{name}" for name in self.settings.service_names()
                   if name.startswith("strategy_") or name in ("risk", "executor")}
         deadline = time.monotonic() + self.settings.replay_wait_s
-        started = False
 
         def check() -> None:
-            nonlocal started
-            if started:
-                return
             missing = wanted - set(self.hot.get_many("hb:*"))
             if missing and time.monotonic() < deadline:
                 return
             if missing:
                 self.log.warning("replay_starting_without", services=sorted(m[3:] for m in missing))
-            started = True
+            self.loop.cancel(checking)
             self.replay_started = time.monotonic() + 0.2  # subscriptions travel once the peers are up
             start()
 
-        self.loop.every(0.2, check, first_in=0)
+        checking = self.loop.every(0.2, check, first_in=0)
 
     def trade_step(self) -> None:
         market_now = self.tape_origin + (time.monotonic() - self.replay_started) * self.settings.replay_speed * self.tf_ms

@@ -6,7 +6,7 @@ spent, buyers took the close. Exits, checked each bar in this priority: ATR stop
 (the `fib_target_level` retracement from the entry bar's low up to the last confirmed swing high) >
 fixed R:R target > time exit. Each exit can be switched off.
 
-Parameters come as keyword params or from a strategy config.json (`from_config`) with the blocks
+Parameters come as keyword params or from a strategy config.json (param `config`: its path) with the blocks
 `seller_params`, `backtest_params`, `risk_management`, `exchange`, `data_feed`; see
 strategies/seller_exhaustion.example.json. Credentials in it are placeholders and are ignored: they
 come only from the environment.
@@ -81,10 +81,6 @@ class SellerExhaustion(Strategy):
         self.swing_high: float | None = None
         self.previous_close: float | None = None
         self.trade: dict | None = None
-
-    @classmethod
-    def from_config(cls, symbol: str, path: Path | str) -> SellerExhaustion:
-        return cls(symbol, params_from_config(path))
 
     @property
     def warmup(self) -> int:
