@@ -19,7 +19,7 @@ from core.strategies import REGISTRY
 from core.sweep import sweep_sma_cross
 
 FAST, SLOW = 10, 30
-REPEATS = 3
+REPEATS = 5
 
 
 def best_rate(work, bars: int) -> float:
@@ -33,7 +33,7 @@ def best_rate(work, bars: int) -> float:
 
 
 def our_sma_cross_trades(bars: list[Bar]) -> tuple[list[int], list[int]]:
-    settings = load_settings(fee_rate=0, slippage_bp=0, max_order_pct=1, daily_loss_pct=1,
+    settings = load_settings(taker_fee_bp=0, slippage_bp=0, max_order_pct=1, daily_loss_pct=1,
                              strategy_drawdown_pct=1)
     report = Backtester({"sma_cross": {"fast": FAST, "slow": SLOW}}, ["BTCUSDT"], settings).run({"BTCUSDT": bars})
     index = {b.open_time + 60_000: i for i, b in enumerate(bars)}

@@ -32,7 +32,7 @@ def run_mesh_chain(directory: Path, samples: int, rate: int, progress: bool) -> 
     ticks_per_candle = 1  # evenly spaced ticks, as the bare chain sends them
     mesh = LocalMesh(directory / "mesh", {
         "MESH_STRATEGIES": "bench", "MESH_SYMBOLS": "BTCUSDT", "MESH_TICKS_PER_CANDLE": str(ticks_per_candle),
-        "MESH_REPLAY_SPEED": str(rate / ticks_per_candle), "MESH_FEE_RATE": "0", "MESH_SLIPPAGE_BP": "0",
+        "MESH_REPLAY_SPEED": str(rate / ticks_per_candle), "MESH_TAKER_FEE_BP": "0", "MESH_SLIPPAGE_BP": "0",
         "MESH_DAILY_LOSS_PCT": "1", "MESH_STRATEGY_DRAWDOWN_PCT": "1", "MESH_LOG_LEVEL": "WARNING",
     })
     ctx = zmq.Context()

@@ -38,6 +38,7 @@ class FillRecord:
     fee: str
     realized_pnl: str
     signal_id: str
+    liquidity: str
 
 
 @dataclass
@@ -87,9 +88,15 @@ class Backtester:
         first_open = min((series[s][0].open_time for s in self.symbols if series[s]), default=0)
         settlements = sorted((t, symbol, rate) for symbol, rates in (funding or {}).items() if symbol in self.instances
                              for t, rate in rates if t >= first_open)
-        next_settlement = 0
+        settlements.append((math.inf, "", 0.0))  # a sentinel: no bounds check per bar
+        next_settlement, next_due = 0, settlements[0][0]
         closes, open_qty, curve = books.closes, books.open_qty, books.curve
-        instances, tf, tf_ms = self.instances, self.tf, self.tf_ms
+        tf, tf_ms = self.tf, self.tf_ms
+        steps = {symbol: [(name, strategy.decide) for name, strategy in strategies]
+                 for symbol, strategies in self.instances.items()}
+        funding_hooks = {symbol: [strategy.on_funding for _, strategy in strategies]
+                         for symbol, strategies in self.instances.items()}
+        execute = books.execute
         bars_in_market = 0
         for open_time, minute in self.minutes(series):
             for symbol, bar in minute:
@@ -98,21 +105,25 @@ class Backtester:
             for symbol, bar in minute:
                 candle = Candle(symbol=symbol, tf=tf, open_time=open_time, open=bar.open, high=bar.high, low=bar.low,
                                 close=bar.close, volume=bar.volume, et=closes_at)
-                for name, strategy in instances[symbol]:
-                    decision = strategy.on_candle(candle)
+                for name, step in steps[symbol]:
+                    decision = step(candle)
                     if decision is not None:
-                        books.execute(name, symbol, bar, closes_at, decision.side)
-            while settlements and next_settlement < len(settlements) and settlements[next_settlement][0] <= closes_at:
-                settled, symbol, rate = settlements[next_settlement]
+                        execute(name, symbol, bar, closes_at, decision.side)
+            while next_due <= closes_at:
+                _, symbol, rate = settlements[next_settlement]
                 next_settlement += 1
-                event = FundingRate(symbol=symbol, rate=rate, et=settled)
-                for _, strategy in instances[symbol]:
-                    strategy.on_funding(event)
-            equity = books.cash_total
-            for (_, symbol), qty in open_qty.items():
-                equity += qty * closes[symbol]
-            bars_in_market += bool(open_qty)
-            curve.append(equity)
+                event = FundingRate(symbol=symbol, rate=rate, et=next_due)
+                next_due = settlements[next_settlement][0]
+                for on_funding in funding_hooks[symbol]:
+                    on_funding(event)
+            if open_qty:
+                equity = books.cash_total
+                for (_, symbol), qty in open_qty.items():
+                    equity += qty * closes[symbol]
+                bars_in_market += 1
+                curve.append(equity)
+            else:
+                curve.append(books.cash_total)
         return books.report(series, bars_in_market)
 
 
@@ -149,6 +160,8 @@ class _Books:
 
     def execute(self, name: str, symbol: str, bar: Bar, event_time: int, side: str) -> None:
         """A decision becomes an order exactly as the executor makes it, at every symbol's last price."""
+        if side == "sell" and (name, symbol) not in self.open_qty:
+            return  # nothing to sell: plan_order would say so, without marking the books first
         portfolio, bt = self.portfolio, self.bt
         for s, c in self.closes.items():
             portfolio.mark(s, to_decimal(c))
@@ -170,7 +183,7 @@ class _Books:
         else:
             self.open_qty.pop((name, symbol), None)
         self.fills.append(FillRecord(event_time, name, symbol, side, str(planned.qty), str(planned.price), str(paid),
-                                     str(realized), signal_id))
+                                     str(realized), signal_id, planned.liquidity))
 
     def report(self, series: dict[str, list[Bar]], bars_in_market: int) -> Report:
         for s, c in self.closes.items():

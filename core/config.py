@@ -83,7 +83,10 @@ class Settings(BaseSettings):
         default_factory=dict, description='per-strategy parameters, JSON: {"macd": {"fast": 8}}')
     capital: Decimal = Field(Decimal("100000"), gt=0)
     order_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1, description="order notional / strategy equity")
-    fee_rate: Decimal = Field(Decimal("0.001"), ge=0, lt=Decimal("0.1"))
+    taker_fee_bp: Decimal = Field(Decimal("5"), ge=0, le=100,
+                                  description="fee of fills that take liquidity (market orders), bp of notional")
+    maker_fee_bp: Decimal = Field(Decimal("2"), ge=0, le=100,
+                                  description="fee of fills that add liquidity (resting limit orders), bp")
     slippage_bp: Decimal = Field(Decimal("5"), ge=0, le=1000)
     slippage_impact_bp: Decimal = Field(Decimal("0"), ge=0, le=10000,
                                         description="volume-aware slippage: + this x sqrt(qty / bar volume)")

@@ -9,20 +9,27 @@ from decimal import Decimal
 from typing import Any
 
 from core.messages import ApproveOrder
-from core.money import ZERO, fee, instrument, slipped_price
+from core.money import BP, ZERO, fee, instrument, slipped_price
 from core.portfolio import Portfolio, size_buy
+
+TAKER, MAKER = "taker", "maker"  # a market order takes liquidity; a resting limit order adds it
 
 
 @dataclass(frozen=True)
 class PaperRules:
     order_pct: Decimal
-    fee_rate: Decimal  # taker: paper orders are market orders
+    taker_fee: Decimal  # fractions of notional
+    maker_fee: Decimal
     slippage_bp: Decimal
     impact_bp: Decimal = ZERO  # volume-aware slippage: + impact_bp x sqrt(order qty / bar volume)
 
     @classmethod
     def from_settings(cls, settings: Any) -> PaperRules:
-        return cls(settings.order_pct, settings.fee_rate, settings.slippage_bp, settings.slippage_impact_bp)
+        return cls(settings.order_pct, settings.taker_fee_bp * BP, settings.maker_fee_bp * BP, settings.slippage_bp,
+                   settings.slippage_impact_bp)
+
+    def fee_rate(self, liquidity: str) -> Decimal:
+        return self.maker_fee if liquidity == MAKER else self.taker_fee
 
     def slippage_for(self, qty: Decimal, bar_volume: float) -> Decimal:
         if not self.impact_bp or bar_volume <= 0:
@@ -39,30 +46,32 @@ class PlannedOrder:
     qty: Decimal
     price: Decimal  # the fill price: last price moved against us by the slippage, on the tick
     opens_position: bool
+    liquidity: str = TAKER  # paper orders are market orders
 
 
 def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rules: PaperRules,
                bar_volume: float = 0.0) -> PlannedOrder | str:
     """The order a signal makes at the current marks, or why it makes none. A buy spends `order_pct`
     of the strategy's equity within its cash; a sell closes the whole position. The price is the
-    mark moved against us by the slippage (plus the volume impact of this quantity, if configured)."""
+    mark moved against us by the slippage (plus the volume impact of this quantity, if configured).
+    Market orders take liquidity, so they are sized with the taker fee."""
     account = portfolio.accounts[strategy]
+    position = account.positions.get(symbol)
+    held = position.qty if position else ZERO
+    if side == "sell" and not held:
+        return "no position to sell"
     spec = instrument(symbol)
     mark = portfolio.marks[symbol]
     price = slipped_price(side, mark, rules.slippage_bp, spec)
-    position = account.positions.get(symbol)
-    held = position.qty if position else ZERO
     if side == "buy":
-        qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.fee_rate, spec)
+        qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.taker_fee, spec)
         if not qty:
             return why_not
-    elif not held:
-        return "no position to sell"
     else:
         qty = held
     if rules.impact_bp:
         price = slipped_price(side, mark, rules.slippage_for(qty, bar_volume), spec)
-        while side == "buy" and qty > 0 and qty * price + fee(qty * price, rules.fee_rate) > account.cash:
+        while side == "buy" and qty > 0 and qty * price + fee(qty * price, rules.taker_fee) > account.cash:
             qty -= spec.qty_step
         if qty < spec.min_qty:
             return f"order too small after the volume impact: {qty} {symbol}"
@@ -70,7 +79,7 @@ def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rule
 
 
 def paper_fee(order: PlannedOrder, rules: PaperRules) -> Decimal:
-    return fee(order.qty * order.price, rules.fee_rate)
+    return fee(order.qty * order.price, rules.fee_rate(order.liquidity))
 
 
 def approval_request(portfolio: Portfolio, order: PlannedOrder, request_id: str, event_time: int,

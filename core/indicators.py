@@ -9,6 +9,8 @@ class SMA:
     """Mean of the last `period` values, as the difference of two running totals: the same float
     operations as numpy's cumsum, so the vectorized sweep finds exactly the event path's crosses."""
 
+    __slots__ = ("period", "_totals", "value")
+
     def __init__(self, period: int) -> None:
         self.period = period
         self._totals: deque[float] = deque([0.0], maxlen=period + 1)
@@ -16,14 +18,17 @@ class SMA:
 
     def update(self, x: float) -> float | None:
         totals = self._totals
-        totals.append(totals[-1] + x)
-        if len(totals) == self.period + 1:
-            self.value = (totals[-1] - totals[0]) / self.period
+        total = totals[-1] + x
+        totals.append(total)
+        if self.value is not None or len(totals) > self.period:
+            self.value = (total - totals[0]) / self.period
         return self.value
 
 
 class EMA:
     """Seeded with the SMA of the first `period` values, then the usual 2/(n+1) smoothing."""
+
+    __slots__ = ("period", "alpha", "_seed", "value")
 
     def __init__(self, period: int) -> None:
         self.period = period
@@ -42,6 +47,8 @@ class EMA:
 class RSI:
     """Wilder's RSI."""
 
+    __slots__ = ("period", "_previous", "_gains", "_losses", "_count", "value")
+
     def __init__(self, period: int = 14) -> None:
         self.period = period
         self._previous: float | None = None
@@ -51,28 +58,31 @@ class RSI:
         self.value: float | None = None
 
     def update(self, x: float) -> float | None:
-        if self._previous is None:
-            self._previous = x
+        previous, self._previous = self._previous, x
+        if previous is None:
             return None
-        change, self._previous = x - self._previous, x
-        gain, loss = max(change, 0.0), max(-change, 0.0)
-        if self._count < self.period:
+        change = x - previous
+        gain, loss = (change, 0.0) if change > 0.0 else (0.0, -change)
+        period = self.period
+        if self.value is not None:  # warmed up: Wilder's smoothing
+            gains = self._gains = (self._gains * (period - 1) + gain) / period
+            losses = self._losses = (self._losses * (period - 1) + loss) / period
+        else:
             self._gains += gain
             self._losses += loss
             self._count += 1
-            if self._count < self.period:
+            if self._count < period:
                 return None
-            self._gains /= self.period
-            self._losses /= self.period
-        else:
-            self._gains = (self._gains * (self.period - 1) + gain) / self.period
-            self._losses = (self._losses * (self.period - 1) + loss) / self.period
-        self.value = 100.0 if self._losses == 0 else 100.0 - 100.0 / (1.0 + self._gains / self._losses)
+            gains = self._gains = self._gains / period
+            losses = self._losses = self._losses / period
+        self.value = 100.0 if losses == 0 else 100.0 - 100.0 / (1.0 + gains / losses)
         return self.value
 
 
 class MACD:
     """MACD line (fast EMA - slow EMA), its signal EMA, and the histogram."""
+
+    __slots__ = ("_fast", "_slow", "_signal", "line", "signal")
 
     def __init__(self, fast: int = 12, slow: int = 26, signal: int = 9) -> None:
         self._fast, self._slow, self._signal = EMA(fast), EMA(slow), EMA(signal)
@@ -90,6 +100,8 @@ class MACD:
 
 class Cross:
     """Tells when series a crosses above (+1) or below (-1) series b between two updates."""
+
+    __slots__ = ("_previous",)
 
     def __init__(self) -> None:
         self._previous: float | None = None
@@ -111,30 +123,40 @@ class Cross:
 class RollingStats:
     """Mean and population standard deviation over the last `period` values (running sums)."""
 
+    __slots__ = ("period", "_window", "_sum", "_sumsq", "mean", "std")
+
     def __init__(self, period: int) -> None:
         self.period = period
-        self._window: deque[float] = deque(maxlen=period)
+        self._window: deque[float] = deque()
         self._sum = 0.0
         self._sumsq = 0.0
         self.mean: float | None = None
         self.std: float | None = None
 
     def update(self, x: float) -> float | None:
-        if len(self._window) == self.period:
-            old = self._window[0]
-            self._sum -= old
-            self._sumsq -= old * old
-        self._window.append(x)
-        self._sum += x
-        self._sumsq += x * x
-        if len(self._window) == self.period:
-            self.mean = self._sum / self.period
-            self.std = math.sqrt(max(self._sumsq / self.period - self.mean * self.mean, 0.0))
-        return self.mean
+        window, period = self._window, self.period
+        window.append(x)
+        if self.mean is not None:  # full: one value in, the oldest out
+            old = window.popleft()
+            total = self._sum - old + x
+            squares = self._sumsq - old * old + x * x
+        else:
+            total = self._sum + x
+            squares = self._sumsq + x * x
+            if len(window) < period:
+                self._sum, self._sumsq = total, squares
+                return None
+        self._sum, self._sumsq = total, squares
+        mean = self.mean = total / period
+        variance = squares / period - mean * mean
+        self.std = math.sqrt(variance) if variance > 0.0 else 0.0
+        return mean
 
 
 class RollingExtreme:
     """Highest (or lowest) of the last `period` values: a monotonic deque, amortised O(1)."""
+
+    __slots__ = ("period", "highest", "_items", "_count", "value")
 
     def __init__(self, period: int, highest: bool = True) -> None:
         self.period = period
@@ -162,23 +184,28 @@ class RollingExtreme:
 class RollingVWAP:
     """Volume-weighted average of the typical price over the last `period` bars."""
 
+    __slots__ = ("period", "_window", "_pv", "_v", "value")
+
     def __init__(self, period: int) -> None:
         self.period = period
-        self._window: deque[tuple[float, float]] = deque(maxlen=period)
+        self._window: deque[tuple[float, float]] = deque()
         self._pv = 0.0
         self._v = 0.0
         self.value: float | None = None
 
     def update(self, price: float, volume: float) -> float | None:
-        if len(self._window) == self.period:
-            p, v = self._window[0]
-            self._pv -= p * v
-            self._v -= v
-        self._window.append((price, volume))
-        self._pv += price * volume
-        self._v += volume
-        if len(self._window) == self.period:
-            self.value = self._pv / self._v if self._v > 0 else price
+        window = self._window
+        window.append((price, volume))
+        if self.value is not None:  # full: one bar in, the oldest out
+            old_price, old_volume = window.popleft()
+            pv = self._pv = self._pv - old_price * old_volume + price * volume
+            v = self._v = self._v - old_volume + volume
+        else:
+            pv = self._pv = self._pv + price * volume
+            v = self._v = self._v + volume
+            if len(window) < self.period:
+                return None
+        self.value = pv / v if v > 0 else price
         return self.value
 
 

@@ -126,6 +126,7 @@ class Fill(OrderEvent, kw_only=True):
     realized_pnl: Decimal
     cash_after: Decimal
     position_after: Decimal
+    liquidity: str = "taker"  # "maker" for a resting limit order's fill: the fee differs
     origin_ns: int = 0
 
 

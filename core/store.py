@@ -69,6 +69,10 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL);
     CREATE TABLE service_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
     """,
+    # version 2: maker or taker, since their fees differ
+    """
+    ALTER TABLE trades ADD COLUMN liquidity TEXT NOT NULL DEFAULT 'taker';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 UPSERT_STATE = ("INSERT INTO service_state VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, "

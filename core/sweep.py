@@ -55,7 +55,9 @@ def sma_cross_trades(fast_mean: np.ndarray, slow_mean: np.ndarray) -> tuple[np.n
 
 
 def sweep_sma_cross(close: np.ndarray, fasts: list[int], slows: list[int], order_pct: float = 0.1,
-                    fee_rate: float = 0.001, slippage_bp: float = 5.0) -> list[SweepResult]:
+                    fee_rate: float = 0.0005, slippage_bp: float = 5.0) -> list[SweepResult]:
+    """Every fast x slow SMA crossover on one close series at once; `fee_rate` is the taker fee (a fraction),
+    as market orders pay."""
     means = rolling_means(close, set(fasts) | set(slows))
     slip = slippage_bp / 10_000
     results = []

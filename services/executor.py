@@ -214,7 +214,7 @@ class Executor(Service):
         now = time.time()
         trace = f"{signal.tid:016x}"
         try:
-            self.write_fill(signal, order_id, trade_id, qty, price, paid, realized, trace, now)
+            self.write_fill(signal, order_id, trade_id, qty, price, paid, realized, planned.liquidity, trace, now)
         except Exception:
             self.reload_books()  # the store refused the fill: memory must not keep it either
             raise
@@ -223,7 +223,7 @@ class Executor(Service):
                                        strategy=signal.strategy, symbol=signal.symbol, side=signal.side, qty=qty,
                                        price=price, fee=paid, realized_pnl=realized, cash_after=account.cash,
                                        position_after=account.positions[signal.symbol].qty,
-                                       origin_ns=signal.origin_ns, et=signal.et, tid=signal.tid))
+                                       liquidity=planned.liquidity, origin_ns=signal.origin_ns, et=signal.et, tid=signal.tid))
         if signal.origin_ns:
             self.tick_to_fill.observe((time.monotonic_ns() - signal.origin_ns) / 1e9)
         self.unpublished_marked.append(trade_id)
@@ -235,16 +235,16 @@ class Executor(Service):
                       side=signal.side, qty=str(qty), price=str(price), fee=str(paid), realized_pnl=str(realized))
 
     def write_fill(self, signal: Signal, order_id: str, trade_id: str, qty: Decimal, price: Decimal,
-                   paid: Decimal, realized: Decimal, trace: str, now: float) -> None:
+                   paid: Decimal, realized: Decimal, liquidity: str, trace: str, now: float) -> None:
         """The order and its trade, atomically: the only writes on the order path."""
         with self.store.transaction() as db:
             db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty),
                         str(price), "FILLED", signal.reason, signal.et, trace, now))
             db.execute("INSERT INTO trades(trade_id, order_id, strategy, symbol, side, qty, price, fee, realized_pnl,"
-                       " event_time, trace_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       " event_time, trace_id, created_at, liquidity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (trade_id, order_id, signal.strategy, signal.symbol, signal.side, str(qty), str(price),
-                        str(paid), str(realized), signal.et, trace, now))
+                        str(paid), str(realized), signal.et, trace, now, liquidity))
         self.touched_positions.add((signal.strategy, signal.symbol))
 
     def reload_books(self) -> None:
@@ -283,7 +283,7 @@ class Executor(Service):
             trade_id=row["trade_id"], order_id=row["order_id"], signal_id="", strategy=row["strategy"],
             symbol=row["symbol"], side=row["side"], qty=Decimal(row["qty"]), price=Decimal(row["price"]),
             fee=Decimal(row["fee"]), realized_pnl=Decimal(row["realized_pnl"]), cash_after=account.cash,
-            position_after=position.qty if position else ZERO, et=row["event_time"] or 0))
+            position_after=position.qty if position else ZERO, liquidity=row["liquidity"], et=row["event_time"] or 0))
         self.unpublished_marked.append(row["trade_id"])
 
     def sync_store(self) -> None:

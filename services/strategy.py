@@ -55,11 +55,11 @@ class StrategyWorker(Service):
             else:
                 candles, source = self.store.recent_candles(symbol, wanted, self.tf), "store"
             for candle in candles:
-                instance.on_candle(candle)
+                instance.decide(candle)
                 self.last_bar[symbol] = candle.open_time
                 self.event_time = max(self.event_time, candle.et)
             self.log.info("warmed_up", symbol=symbol, candles=len(candles), source=source,
-                          ready=instance.bars_seen >= instance.warmup)
+                          ready=len(candles) >= instance.warmup)
 
     def on_market(self, topic: bytes, event: Candle | Tick | FundingRate) -> None:
         self.event_time = max(self.event_time, event.et)
@@ -80,7 +80,7 @@ class StrategyWorker(Service):
         if last >= 0 and event.open_time > last + self.tf_ms:
             self.log.warning("candle_gap", symbol=event.symbol, missing=(event.open_time - last) // self.tf_ms - 1)
         self.last_bar[event.symbol] = event.open_time
-        decision = instance.on_candle(event)
+        decision = instance.decide(event)
         if decision:
             self.emit(decision, event.symbol, event.open_time, event.close, event)
 

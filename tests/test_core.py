@@ -231,7 +231,7 @@ def test_strategies_are_deterministic_and_trade_the_bundled_data(name):
     runs = []
     for _ in range(2):
         strategy = create(name, "BTCUSDT")
-        runs.append([(c.open_time, d.side) for c in candles if (d := strategy.on_candle(c))])
+        runs.append([(c.open_time, d.side) for c in candles if (d := strategy.decide(c))])
     assert runs[0] == runs[1] and len(runs[0]) > 10
     assert {side for _, side in runs[0]} == {"buy", "sell"}
 
@@ -359,13 +359,46 @@ def test_volume_aware_slippage_grows_with_the_share_of_the_bar():
     book = Portfolio()
     book.fund("m", D("50000"))
     book.mark("BTCUSDT", D("95000.0"))
-    fixed = PaperRules(D("0.10"), D("0.001"), D("5"))
-    impact = PaperRules(D("0.10"), D("0.001"), D("5"), impact_bp=D("100"))
+    fixed = PaperRules(D("0.10"), D("0.001"), D("0.0002"), D("5"))
+    impact = PaperRules(D("0.10"), D("0.001"), D("0.0002"), D("5"), impact_bp=D("100"))
     base = plan_order(book, "m", "BTCUSDT", "buy", fixed, bar_volume=1.0)
     thin = plan_order(book, "m", "BTCUSDT", "buy", impact, bar_volume=0.5)    # 0.052 of 0.5: ~32 bp more
     deep = plan_order(book, "m", "BTCUSDT", "buy", impact, bar_volume=5000.0)  # a sliver: ~0.3 bp more
     assert base.price == D("95047.5") and deep.price < thin.price and base.price <= deep.price
     assert thin.qty * thin.price + fee(thin.qty * thin.price, D("0.001")) <= D("50000")
+
+
+def test_takers_and_makers_pay_their_own_fee():
+    from dataclasses import replace
+
+    from core.execution import MAKER, TAKER, PaperRules, paper_fee, plan_order
+
+    book = Portfolio()
+    book.fund("m", D("50000"))
+    book.mark("BTCUSDT", D("95000.0"))
+    rules = PaperRules.from_settings(load_settings(taker_fee_bp=5, maker_fee_bp=2))
+    market = plan_order(book, "m", "BTCUSDT", "buy", rules)
+    assert market.liquidity == TAKER and paper_fee(market, rules) == fee(market.qty * market.price, D("0.0005"))
+    resting = replace(market, liquidity=MAKER)
+    assert paper_fee(resting, rules) == fee(market.qty * market.price, D("0.0002"))
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    from core.store import MIGRATIONS
+
+    old = sqlite3.connect(tmp_path / "v1.db")
+    old.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    old.execute("INSERT INTO orders VALUES ('o1','s1','m','BTCUSDT','buy','1','1','FILLED','',0,'',0)")
+    old.execute("INSERT INTO trades(trade_id, order_id, strategy, symbol, side, qty, price, fee, realized_pnl, "
+                "created_at) VALUES ('t1','o1','m','BTCUSDT','buy','1','1','0.0005','0',0)")
+    old.commit()
+    old.close()
+    store = Store(tmp_path / "v1.db")
+    assert store.scalar("PRAGMA user_version") == SCHEMA_VERSION
+    assert [dict(r)["liquidity"] for r in store.trades()] == ["taker"]  # fills made before maker fees: takers
+    store.close()
 
 
 def test_resampling_keeps_only_whole_periods():

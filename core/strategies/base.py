@@ -5,8 +5,7 @@ know about sockets, orders or money: the worker turns decisions into signals, th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,8 +33,9 @@ class ParameterError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """What a strategy wants on this bar (a tuple: strategies make one on many bars, cheaply)."""
+
     side: str  # "buy" or "sell"
     confidence: float
     reason: str
@@ -54,18 +54,14 @@ class Strategy:
                 (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
                 for e in error.errors())
             raise ParameterError(f"{self.name}: invalid parameters: {problems}") from None
-        self.bars_seen = 0
 
     @property
     def warmup(self) -> int:
         """Bars needed before the first decision."""
         return 0
 
-    def on_candle(self, candle: Candle) -> Decision | None:
-        self.bars_seen += 1
-        return self.decide(candle)
-
     def decide(self, candle: Candle) -> Decision | None:
+        """The decision on a closed candle; it also advances the strategy's state (warm-up included)."""
         return None
 
     def on_tick(self, tick: Tick) -> Decision | None:

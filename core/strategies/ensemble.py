@@ -33,26 +33,34 @@ class Ensemble(Strategy):
         self.members = [(create(name, symbol, self.params.member_params.get(name)), weight)
                         for name, weight in self.params.members.items()]
         self.total_weight = sum(w for _, w in self.members)
+        self.steps = [(member.decide, weight, member.name) for member, weight in self.members]
 
     @property
     def warmup(self) -> int:
         return max(member.warmup for member, _ in self.members)
 
     def decide(self, candle: Candle) -> Decision | None:
-        return self.vote([(member.on_candle(candle), weight, member.name) for member, weight in self.members])
+        decisions = None
+        for step, weight, name in self.steps:
+            decision = step(candle)
+            if decision is not None:
+                if decisions is None:
+                    decisions = []
+                decisions.append((decision, weight, name))
+        return None if decisions is None else self.vote(decisions)
 
     def on_funding(self, funding: FundingRate) -> None:
         for member, _ in self.members:
             member.on_funding(funding)
 
-    def vote(self, decisions: list[tuple[Decision | None, float, str]]) -> Decision | None:
-        score, voters = 0.0, []
-        for decision, weight, name in decisions:
-            if decision is not None:
-                score += weight * decision.confidence * (1 if decision.side == "buy" else -1)
-                voters.append(f"{name} {decision.side}")
+    def vote(self, decisions: list[tuple[Decision, float, str]]) -> Decision | None:
+        """The weighted net score of the members that decided something this bar."""
+        score = 0.0
+        for decision, weight, _ in decisions:
+            score += weight * decision.confidence * (1 if decision.side == "buy" else -1)
         share = score / self.total_weight
         if abs(share) < self.params.threshold:
             return None
+        voters = [f"{name} {decision.side}" for decision, _, name in decisions]
         return Decision("buy" if share > 0 else "sell", min(1.0, abs(share)),
                         f"vote {share:+.2f} ({', '.join(voters)})")

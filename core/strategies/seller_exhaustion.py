@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from core.indicators import EMA, RollingStats
+from core.indicators import EMA, RollingExtreme, RollingStats
 from core.messages import Candle
 from core.strategies.base import Decision, ParameterError, Strategy, StrategyParams
 
@@ -77,7 +77,8 @@ class SellerExhaustion(Strategy):
         self.fast, self.slow = EMA(p.ema_fast), EMA(p.ema_slow)
         self.volume_stats, self.range_stats = RollingStats(p.z_window), RollingStats(p.z_window)
         self.atr = EMA(p.atr_window)
-        self.highs: deque[float] = deque(maxlen=p.fib_swing_lookback + p.fib_swing_lookahead + 1)
+        self.highs: deque[float] = deque(maxlen=p.fib_swing_lookahead + 1)
+        self.highest = RollingExtreme(p.fib_swing_lookback + p.fib_swing_lookahead + 1)
         self.swing_high: float | None = None
         self.previous_close: float | None = None
         self.trade: dict | None = None
@@ -98,11 +99,13 @@ class SellerExhaustion(Strategy):
         self.track_swing_high(candle.high)
         if self.trade is not None:
             return self.exit(candle)
-        if fast is None or slow is None or atr is None or self.volume_stats.std in (None, 0.0) \
-                or self.range_stats.std in (None, 0.0) or fast >= slow:
+        if fast is None or slow is None or fast >= slow or atr is None:
             return None
-        vol_z = (candle.volume - self.volume_stats.mean) / self.volume_stats.std
-        tr_z = (true_range - self.range_stats.mean) / self.range_stats.std
+        volume_std, range_std = self.volume_stats.std, self.range_stats.std
+        if not volume_std or not range_std:
+            return None
+        vol_z = (candle.volume - self.volume_stats.mean) / volume_std
+        tr_z = (true_range - self.range_stats.mean) / range_std
         spread = candle.high - candle.low
         location = (candle.close - candle.low) / spread if spread else 0.0
         if vol_z < p.vol_z or tr_z < p.tr_z or location < p.cloc_min:
@@ -137,9 +140,6 @@ class SellerExhaustion(Strategy):
         """A swing high is a bar's high no other bar beats from `lookback` bars before to `lookahead`
         bars after it: it is confirmed `lookahead` bars late, never with future data."""
         self.highs.append(high)
-        ahead = self.params.fib_swing_lookahead
-        if len(self.highs) <= ahead:
-            return
-        candidate = self.highs[-1 - ahead]
-        if candidate >= max(self.highs):
-            self.swing_high = candidate
+        highest = self.highest.update(high)
+        if highest is not None and self.highs[0] >= highest:
+            self.swing_high = self.highs[0]
