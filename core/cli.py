@@ -137,7 +137,7 @@ def set_kill_switch(settings: Settings, on: bool, by: str) -> tuple[bool, str]:
         ctx.term()
     if isinstance(reply, RiskStatusReply):
         return True, f"kill switch {'ON' if reply.kill_switch else 'OFF'}; trading state {reply.trading_state}"
-    store = Store(settings.db_path)
+    store = Store(settings.store_location)
     try:
         book = store.get_state("risk.book") or {}
         book["kill_switch"] = on
@@ -218,7 +218,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
         if fork is None or fork["status"] != "active":
             print(f"backtest: no active fork {args.fork!r} (mesh forks lists them)", file=sys.stderr)
             return 2
-        args.db = Path(fork["path"])
+        args.db = fork["path"]
     symbols = [args.symbol.upper().replace("/", "")] if args.symbol else settings.symbols
     data_dir = args.data.resolve() if args.data else settings.data_dir
     try:
@@ -233,7 +233,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
                               (end is None or b.open_time < end)]
             funding_file = find_series_file(data_dir, symbol, "funding")
             funding[symbol] = load_funding(funding_file) if funding_file else []
-    except (ParameterError, DataError, sqlite3.Error) as error:
+    except (ParameterError, DataError, sqlite3.Error, OSError) as error:
         print(f"backtest: {error}", file=sys.stderr)
         return 2
     if not any(series.values()):
@@ -265,9 +265,9 @@ def fork_rows(settings: Settings) -> list[dict]:
     """The fork registry, newest first, destroyed forks included."""
     from core.store import Store
 
-    if not settings.db_path.exists():
+    if not settings.db_url and not settings.db_path.exists():
         return []
-    store = Store(settings.db_path, read_only=True)
+    store = Store(settings.store_location, read_only=True)
     try:
         rows = store.query("SELECT * FROM fork_tracking ORDER BY created_at DESC")
     finally:
@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--from", dest="start", help="first candle: ISO date/time (UTC) or epoch ms")
     backtest.add_argument("--to", dest="end", help="end, exclusive: ISO date/time (UTC) or epoch ms")
     backtest.add_argument("--data", type=Path, help="directory of candle files (default: MESH_DATA)")
-    backtest.add_argument("--db", type=Path, help="candles from a store instead: a mesh.db or a fork of it")
+    backtest.add_argument("--db", help="candles from a store instead: a mesh.db, a fork of it, or a postgresql:// URL")
     backtest.add_argument("--fork", help="candles from a fork, by id (mesh forks)")
     backtest.add_argument("--json", action="store_true", help="one JSON object")
     backtest.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the equity curve and drawdown")

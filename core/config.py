@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     transport: Literal["ipc", "tcp"] = "ipc"
     host: str = Field("127.0.0.1", description="address services bind and connect to with tcp")
     redis_url: str | None = Field(None, description="external Redis; unset starts the bundled redis-server")
+    db_url: str | None = Field(None, description="PostgreSQL store, postgresql://...; unset: SQLite in MESH_HOME")
     mode: Literal["paper"] = "paper"
 
     # market data: replay of files, or live through ccxt
@@ -112,7 +113,9 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     fork_ttl_s: int = Field(3600, ge=1)
     max_forks: int = Field(8, ge=1)
-    fork_backend: Literal["sqlite", "tiger"] = "sqlite"
+    fork_backend: Literal["auto", "sqlite", "postgres", "tiger"] = Field(
+        "auto", description="auto: the store's own database (sqlite, or postgres with MESH_DB_URL)")
+    pg_golden_refresh_s: float = Field(60.0, ge=0, description="rebuild the postgres golden template this often")
     tiger_api_url: str = Field("https://console.cloud.tigerdata.com/public/api/v1", description="Tiger Cloud REST API")
     tiger_project_id: str | None = None
     tiger_service_id: str | None = Field(None, description="the service forks are taken from")
@@ -174,6 +177,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"MESH_STRATEGY_PARAMS: {error}") from None
         return self
 
+    @field_validator("db_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value or None
+
+    @model_validator(mode="after")
+    def _fork_backend_fits_the_store(self) -> Settings:
+        if self.fork_backend == "sqlite" and self.db_url:
+            raise ValueError("MESH_FORK_BACKEND sqlite forks the SQLite store, but MESH_DB_URL points at PostgreSQL")
+        if self.fork_backend == "postgres" and not self.db_url:
+            raise ValueError("MESH_FORK_BACKEND postgres needs MESH_DB_URL")
+        return self
+
     @model_validator(mode="after")
     def _limits_consistent(self) -> Settings:
         n = len([name for name in self.strategies if name != "bench"]) or 1
@@ -207,6 +225,18 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.home_dir / "mesh.db"
+
+    @property
+    def store_location(self) -> str:
+        """Where the durable records live: the PostgreSQL URL, or the SQLite file under MESH_HOME."""
+        return self.db_url or str(self.db_path)
+
+    @property
+    def forks_via(self) -> str:
+        """The fork backend in force (`auto` resolved)."""
+        if self.fork_backend != "auto":
+            return self.fork_backend
+        return "postgres" if self.db_url else "sqlite"
 
     @property
     def log_dir(self) -> Path:
@@ -291,6 +321,10 @@ def describe_error(error: ValidationError) -> str:
             continue
         setting = "MESH_" + ".".join(str(p) for p in problem["loc"]).upper()
         given = problem.get("input")
+        if isinstance(given, str) and "://" in given:
+            from core.store import redact
+
+            given = redact(given)
         shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
         lines.append(f"invalid setting {setting}: {message}{shown}")
     return "; ".join(lines)
@@ -298,9 +332,29 @@ def describe_error(error: ValidationError) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     """Load and validate settings; raise ConfigError with a one-line message when invalid."""
+    refuse_secrets_in_config_file()
     try:
         return Settings(**overrides)
     except ValidationError as error:
         raise ConfigError(describe_error(error)) from None
     except (OSError, ValueError) as error:  # unreadable or malformed config file
         raise ConfigError(f"invalid config file {os.environ.get('MESH_CONFIG')}: {error}") from None
+
+
+def refuse_secrets_in_config_file() -> None:
+    """Credentials come from the environment or .env only: a password in the config file is refused."""
+    config_file = os.environ.get("MESH_CONFIG")
+    if not config_file:
+        return
+    import tomllib
+    from urllib.parse import urlsplit
+
+    try:
+        values = tomllib.loads(Path(config_file).read_text())
+    except (OSError, ValueError):
+        return  # reported, with the file's name, by the settings source
+    for key in ("db_url", "redis_url"):
+        value = values.get(key)
+        if isinstance(value, str) and "://" in value and urlsplit(value).password:
+            raise ConfigError(f"invalid config file {config_file}: {key} carries a password; credentials come only "
+                              f"from the environment or .env (MESH_{key.upper()}, or PGPASSWORD)")

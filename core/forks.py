@@ -5,6 +5,11 @@
   (a paged backup restarts on every concurrent write), kept as the "golden" copy for a while, and each
   fork a clone of it: a reflink (FICLONE) where the filesystem shares blocks, copy_file_range
   (in-kernel) otherwise, a plain copy as the last resort.
+- postgres: writable forks are `CREATE DATABASE fork TEMPLATE golden`, a file-level copy of a golden
+  database rebuilt from one consistent (REPEATABLE READ) read of the live store on a schedule: the live
+  database itself cannot be a template while services are connected to it. Read-only forks are an
+  exported snapshot (`pg_export_snapshot`), held open by the fork manager; readers attach with
+  `SET TRANSACTION SNAPSHOT` and see the store as of that instant, at no copying cost.
 - tiger: Tiger Cloud service forks through its REST API (forkService, poll until READY, DELETE).
 """
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), from linux/fs.h
 GOLDEN = "golden.db"
@@ -84,7 +90,8 @@ class SqliteForks:
     def golden_path(self) -> Path:
         return self.forks_dir / GOLDEN
 
-    def create(self, fork_id: str) -> Fork:
+    def create(self, fork_id: str, writable: bool = True) -> Fork:
+        """A clone of the golden snapshot (a file: readers open it read-only, so one kind serves both)."""
         snapshot_ms = 0.0
         if not self.golden_path.exists() or time.monotonic() - self.golden_taken > self.golden_max_age_s:
             started = time.perf_counter()
@@ -108,6 +115,12 @@ class SqliteForks:
     def destroy(self, location: str) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(location + suffix).unlink(missing_ok=True)
+
+    def exists(self, location: str) -> bool:
+        return Path(location).exists()
+
+    def maintain(self) -> None:
+        """Nothing to do between requests: the golden snapshot is taken when a fork needs it."""
 
     def orphans(self, known: set[str]) -> list[str]:
         """Fork files no live registry row owns."""
@@ -149,7 +162,7 @@ class TigerForks:
                                    f"{response.text[:200]}")
         return response
 
-    def create(self, fork_id: str, target_time: str | None = None) -> Fork:
+    def create(self, fork_id: str, writable: bool = True, target_time: str | None = None) -> Fork:
         body = {"name": fork_id, "fork_strategy": "PITR" if target_time else self.strategy}
         if target_time:
             body["target_time"] = target_time
@@ -177,6 +190,12 @@ class TigerForks:
             if "404" not in str(error):
                 raise
 
+    def exists(self, location: str) -> bool:
+        return True  # a Tiger service outlives the manager; a missing one answers 404 to its DELETE
+
+    def maintain(self) -> None:
+        """Nothing between requests."""
+
     def orphans(self, known: set[str]) -> list[str]:
         """Services named like our forks that the registry does not know (by naming convention)."""
         services = self._call("GET", "/services").json()
@@ -184,8 +203,140 @@ class TigerForks:
         return sorted(mine - known)
 
 
-def backend_for(settings) -> SqliteForks | TigerForks:
-    if settings.fork_backend == "tiger":
+def with_database(url: str, database: str) -> str:
+    """The same server and credentials, another database."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + database))
+
+
+class PostgresForks:
+    name = "postgres"
+    SNAPSHOT = "#snapshot="
+
+    def __init__(self, url: str, golden_refresh_s: float) -> None:
+        import psycopg
+
+        self.psycopg = psycopg
+        self.url = url
+        self.database = urlsplit(url).path.lstrip("/")
+        if not self.database:
+            raise ForkBackendError("MESH_DB_URL names no database")
+        self.golden = f"{self.database}_golden"
+        self.fork_prefix = f"{self.database}_fork_"
+        self.golden_refresh_s = golden_refresh_s
+        self.golden_built = 0.0
+        self.exporters: dict[str, object] = {}  # snapshot id -> the connection holding it open
+        try:
+            self.admin = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as error:
+            raise ForkBackendError(f"postgres unreachable: {error}") from None
+
+    def _sql(self, sql: str, *params) -> list[tuple]:
+        try:
+            cursor = self.admin.execute(sql, params or None)
+            return cursor.fetchall() if cursor.description else []
+        except self.psycopg.Error as error:
+            raise ForkBackendError(f"postgres: {error}".strip()) from None
+
+    def create(self, fork_id: str, writable: bool = True) -> Fork:
+        return self._writable(fork_id) if writable else self._read_only()
+
+    def _read_only(self) -> Fork:
+        started = time.perf_counter()
+        try:
+            exporter = self.psycopg.connect(self.url, autocommit=True)
+            exporter.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot_id = exporter.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        except self.psycopg.Error as error:
+            raise ForkBackendError(f"snapshot export failed: {error}") from None
+        self.exporters[snapshot_id] = exporter
+        return Fork(f"{self.url}{self.SNAPSHOT}{snapshot_id}",
+                    {"method": "exported_snapshot", "snapshot": snapshot_id, "read_only": True,
+                     "create_ms": round((time.perf_counter() - started) * 1000, 2)})
+
+    def _writable(self, fork_id: str) -> Fork:
+        refresh_ms = 0.0
+        if not self._golden_exists():
+            refresh_ms = self.refresh_golden()
+        name = self.fork_prefix + fork_id.removeprefix(FORK_PREFIX).replace("-", "_")
+        started = time.perf_counter()
+        self._sql(f'CREATE DATABASE "{name}" TEMPLATE "{self.golden}"')
+        return Fork(with_database(self.url, name),
+                    {"method": "template", "database": name, "golden_refresh_ms": round(refresh_ms, 2),
+                     "create_ms": round((time.perf_counter() - started) * 1000, 2), "read_only": False})
+
+    def _golden_exists(self) -> bool:
+        return bool(self._sql("SELECT 1 FROM pg_database WHERE datname = %s", self.golden))
+
+    def refresh_golden(self) -> float:
+        """Rebuild the golden template from one consistent read of the live store; returns its ms.
+        Built under another name and swapped in, so a fork never sees a half-built template."""
+        from core.store import Store
+
+        started = time.perf_counter()
+        building = f"{self.golden}_next"
+        self._sql(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+        self._sql(f'CREATE DATABASE "{building}" TEMPLATE template0')
+        Store(with_database(self.url, building)).close()  # the schema, at the code's version
+        try:
+            with self.psycopg.connect(self.url) as source, self.psycopg.connect(with_database(self.url, building)) as target:
+                source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                tables = [r[0] for r in source.execute(  # in creation order: referenced tables first
+                    "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace "
+                    "AND relname <> 'schema_version' ORDER BY oid")]
+                for table in tables:
+                    with source.cursor().copy(f'COPY "{table}" TO STDOUT (FORMAT BINARY)') as out, \
+                            target.cursor().copy(f'COPY "{table}" FROM STDIN (FORMAT BINARY)') as into:
+                        for chunk in out:
+                            into.write(chunk)
+                for table, column in target.execute(
+                        "SELECT table_name, column_name FROM information_schema.columns "
+                        "WHERE table_schema = 'public' AND is_identity = 'YES'").fetchall():
+                    target.execute(f'SELECT setval(pg_get_serial_sequence(%s, %s), '
+                                   f'(SELECT COALESCE(MAX("{column}"), 0) + 1 FROM "{table}"), false)',
+                                   (table, column))
+        except self.psycopg.Error as error:
+            raise ForkBackendError(f"golden refresh failed: {error}") from None
+        self._sql(f'DROP DATABASE IF EXISTS "{self.golden}" WITH (FORCE)')
+        self._sql(f'ALTER DATABASE "{building}" RENAME TO "{self.golden}"')
+        self.golden_built = time.monotonic()
+        return (time.perf_counter() - started) * 1000
+
+    def maintain(self) -> None:
+        """Keep the golden template fresh on the schedule, so a writable fork is only a template copy."""
+        if self.golden_refresh_s and time.monotonic() - self.golden_built > self.golden_refresh_s:
+            self.refresh_golden()
+
+    def destroy(self, location: str) -> None:
+        if self.SNAPSHOT in location:
+            exporter = self.exporters.pop(location.partition(self.SNAPSHOT)[2], None)
+            if exporter is not None:
+                exporter.close()
+            return
+        name = urlsplit(location).path.lstrip("/")
+        if not name.startswith(self.fork_prefix):
+            raise ForkBackendError(f"refusing to drop {name!r}: not a fork database")
+        self._sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def exists(self, location: str) -> bool:
+        if self.SNAPSHOT in location:
+            return location.partition(self.SNAPSHOT)[2] in self.exporters
+        return bool(self._sql("SELECT 1 FROM pg_database WHERE datname = %s", urlsplit(location).path.lstrip("/")))
+
+    def orphans(self, known: set[str]) -> list[str]:
+        """Fork databases (by naming convention) the registry does not know."""
+        names = self._sql("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", self.fork_prefix)
+        return sorted({with_database(self.url, name) for (name,) in names} - known)
+
+    def close(self) -> None:
+        for exporter in self.exporters.values():
+            exporter.close()
+        self.admin.close()
+
+
+def backend_for(settings) -> SqliteForks | PostgresForks | TigerForks:
+    if settings.forks_via == "tiger":
         return TigerForks(settings.tiger_api_url, settings.tiger_project_id or "", settings.tiger_service_id or "",
                           settings.tiger_fork_strategy, settings.tiger_poll_s)
+    if settings.forks_via == "postgres":
+        return PostgresForks(settings.db_url, settings.pg_golden_refresh_s)
     return SqliteForks(settings.db_path, settings.forks_dir, settings.fork_golden_max_age_s)

@@ -279,9 +279,10 @@ class RecentCandles(Request, tag="candles"):
 
 
 class CreateFork(Request, tag="fork"):
-    purpose: str
+    purpose: str  # validation, optimization, whatif, incident
     requester: str
     ttl_s: int = 0
+    writable: bool = False  # a read-only request may get a fork another read-only request already has
 
 
 class ListForks(Request, tag="list_forks"):

@@ -46,7 +46,7 @@ class Service:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.settings.db_path, hot_path=self.hot_path_store)
+            self._store = Store(self.settings.store_location, hot_path=self.hot_path_store)
         return self._store
 
     def publisher(self, endpoint_name: str) -> Publisher:

@@ -58,16 +58,16 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
 
 def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict]]:
     """Trade count, and with `last`, the latest trades and narrator highlights."""
-    if not settings.db_path.exists():
+    if not settings.db_url and not settings.db_path.exists():
         return 0, [], []
-    store = Store(settings.db_path, read_only=True)
+    store = Store(settings.store_location, read_only=True)
     try:
         count = store.trade_count()
         if not last:
             return count, [], []
         recent = [dict(r) for r in store.query(
             "SELECT trade_id, strategy, symbol, side, qty, price, fee, realized_pnl, event_time FROM trades "
-            "ORDER BY rowid DESC LIMIT ?", (last,))]
+            "ORDER BY created_at DESC, trade_id DESC LIMIT ?", (last,))]
         highlights = [dict(r) for r in store.query(
             "SELECT kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (last,))]
         return count, recent, highlights

@@ -1,17 +1,22 @@
-"""Durable records in SQLite (WAL): the schema, its migrations, and every query the mesh runs.
+"""Durable records: the schema, its migrations, and the queries the mesh runs, on SQLite (WAL, the
+embedded default) or PostgreSQL (`MESH_DB_URL`).
 
-Money is stored as decimal TEXT so it reads back exactly. Each service opens its own connection;
-the schema is created or upgraded at start-up under an IMMEDIATE transaction, so services starting
-together do not race.
+The schema and every query are written once, in the SQL both speak (`?` placeholders, `ON CONFLICT`);
+`_Postgres` translates the few differences (placeholders, column types) in one place. Money is stored
+as decimal TEXT so it reads back exactly. Each service opens its own connection; the schema is created
+or upgraded at start-up under a lock, so services starting together do not race.
 """
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from core.marketdata import Bar, timeframe_ms
 from core.messages import Candle
@@ -80,8 +85,31 @@ UPSERT_STATE = ("INSERT INTO service_state VALUES (?,?,?) ON CONFLICT(key) DO UP
 
 
 LOCK_WAIT_S = 10.0
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+def is_postgres(location: str | Path) -> bool:
+    return str(location).startswith(POSTGRES_SCHEMES)
+
+
+def redact(location: str | Path) -> str:
+    """A store location fit for logs and records: a URL's password replaced by ***."""
+    text = str(location)
+    if not is_postgres(text):
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Cursorish(Protocol):
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> Any: ...
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> Any: ...
+
+
+# ----- SQLite ---------------------------------------------------------------------------------------
 def retry_locked(conn: sqlite3.Connection, sql: str) -> None:
     """Run a statement that needs a lock, retrying from 20 µs up: writers hold it for about 100 µs."""
     delay, deadline = 20e-6, time.monotonic() + LOCK_WAIT_S
@@ -100,68 +128,192 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
     retry_locked(conn, "BEGIN IMMEDIATE")
 
 
-def connect(path: Path | str, read_only: bool = False, hot_path: bool = False) -> sqlite3.Connection:
-    """Writers take the lock through `Store.transaction` (which retries in microseconds: SQLite's own
-    busy handler sleeps a millisecond or more). A hot-path writer leaves WAL checkpoints, and their
-    fsync, to the other writers."""
-    if read_only:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False, timeout=LOCK_WAIT_S)
-    else:
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=0)
-        retry_locked(conn, "PRAGMA journal_mode=WAL")
-        # NORMAL: a commit survives a crash of any process; only a power loss can drop the last few.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        if hot_path:
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-    conn.row_factory = sqlite3.Row
-    return conn
+class _Sqlite:
+    """Writers take the lock with BEGIN IMMEDIATE, retried in microseconds (SQLite's own busy handler
+    sleeps a millisecond or more). A hot-path writer leaves WAL checkpoints, and their fsync, to the
+    other writers."""
 
+    dialect = "sqlite"
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Create or upgrade the schema; returns the version now in force."""
-    begin_immediate(conn)
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(f"database schema v{version} is newer than this code (v{SCHEMA_VERSION})")
-        for number in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return SCHEMA_VERSION
+    def __init__(self, path: Path, read_only: bool, hot_path: bool) -> None:
+        if read_only:
+            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                        check_same_thread=False, timeout=LOCK_WAIT_S)
+        else:
+            self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=0)
+            retry_locked(self.conn, "PRAGMA journal_mode=WAL")
+            # NORMAL: a commit survives a crash of any process; only a power loss can drop the last few.
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            if hot_path:
+                self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.conn.row_factory = sqlite3.Row
 
+    @contextmanager
+    def transaction(self) -> Iterator[Cursorish]:
+        begin_immediate(self.conn)
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
-class Store:
-    def __init__(self, path: Path | str, read_only: bool = False, hot_path: bool = False) -> None:
-        self.path = Path(path)
-        self.conn = connect(self.path, read_only, hot_path)
-        if not read_only:
-            migrate(self.conn)
+    def query(self, sql: str, params: tuple) -> list:
+        return self.conn.execute(sql, params).fetchall()
+
+    def migrate(self) -> int:
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for statement in pending_statements(version):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return SCHEMA_VERSION
 
     def close(self) -> None:
         self.conn.close()
 
-    def transaction(self) -> _Transaction:
-        return _Transaction(self.conn)
 
-    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, tuple(params)).fetchall()
+# ----- PostgreSQL -----------------------------------------------------------------------------------
+class Row(tuple):
+    """A result row readable by position and by column name, as sqlite3.Row is."""
+
+    def __new__(cls, values: Iterable[Any], index: dict[str, int]) -> Row:
+        row = super().__new__(cls, values)
+        row._index = index
+        return row
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        return super().__getitem__(self._index[key] if isinstance(key, str) else key)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+def _row_factory(cursor: Any):
+    index = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return lambda values: Row(values, index)
+
+
+_PLACEHOLDERS: dict[str, str] = {}
+_DDL_TYPES = ((re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+              (re.compile(r"\bINTEGER\b(?! GENERATED)"), "BIGINT"),  # epoch milliseconds do not fit 32 bits
+              (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),        # PostgreSQL's REAL is 4 bytes
+              (re.compile(r"\)\s*WITHOUT ROWID"), ")"))
+
+
+def postgres_sql(sql: str) -> str:
+    """`?` placeholders become psycopg's `%s` (cached: the mesh runs few distinct statements)."""
+    translated = _PLACEHOLDERS.get(sql)
+    if translated is None:
+        translated = _PLACEHOLDERS[sql] = sql.replace("%", "%%").replace("?", "%s")
+    return translated
+
+
+def postgres_ddl(sql: str) -> str:
+    for pattern, replacement in _DDL_TYPES:
+        sql = pattern.sub(replacement, sql)
+    return sql
+
+
+class _PgCursor:
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.cursor.execute(postgres_sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        self.cursor.executemany(postgres_sql(sql), [tuple(r) for r in rows])
+
+
+class _Postgres:
+    """One psycopg connection in autocommit, explicit transactions for writes. A location ending in
+    `#snapshot=ID` reads, read-only, the database as of an exported snapshot (`pg_export_snapshot`):
+    a read-only fork that costs nothing to make."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, read_only: bool) -> None:
+        import psycopg
+
+        url, _, fragment = url.partition("#")
+        snapshot = fragment.removeprefix("snapshot=") if fragment.startswith("snapshot=") else ""
+        self.conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory)
+        self.snapshot = snapshot
+        if read_only:
+            self.conn.execute("SET default_transaction_read_only = on")
+        if snapshot:  # one long read-only transaction seeing the exporter's snapshot
+            self.conn.autocommit = False
+            self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            self.conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursorish]:
+        with self.conn.transaction(), self.conn.cursor() as cursor:
+            yield _PgCursor(cursor)
+
+    def query(self, sql: str, params: tuple) -> list:
+        return self.conn.execute(postgres_sql(sql), params).fetchall()
+
+    def migrate(self) -> int:
+        with self.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(7275331)")  # services starting together take turns
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = row[0] if row else 0
+            for statement in pending_statements(version):
+                db.execute(postgres_ddl(statement))
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        return SCHEMA_VERSION
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def pending_statements(version: int) -> list[str]:
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"database schema v{version} is newer than this code (v{SCHEMA_VERSION})")
+    return [statement for number in range(version, SCHEMA_VERSION)
+            for statement in MIGRATIONS[number].split(";") if statement.strip()]
+
+
+# ----- the store ------------------------------------------------------------------------------------
+class Store:
+    """The mesh's durable records on either database; `location` is a SQLite file or a PostgreSQL URL."""
+
+    def __init__(self, location: Path | str, read_only: bool = False, hot_path: bool = False) -> None:
+        self.location = str(location)
+        self.db = (_Postgres(self.location, read_only) if is_postgres(self.location)
+                   else _Sqlite(Path(location), read_only, hot_path))
+        self.dialect = self.db.dialect
+        if not read_only:
+            self.db.migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self):
+        """A write transaction: `with store.transaction() as db: db.execute(...)`; rolled back on error."""
+        return self.db.transaction()
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list:
+        return self.db.query(sql, tuple(params))
 
     def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        row = self.conn.execute(sql, tuple(params)).fetchone()
-        return row[0] if row else None
+        rows = self.db.query(sql, tuple(params))
+        return rows[0][0] if rows else None
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        """One write statement in its own transaction."""
+        with self.transaction() as db:
+            db.execute(sql, tuple(params))
 
     # ----- candles ------------------------------------------------------------------------------
     def insert_candles(self, candles: Iterable[Candle]) -> None:
         rows = [(c.symbol, c.tf, c.open_time, c.open, c.high, c.low, c.close, c.volume) for c in candles]
-        with self.transaction():
-            self.conn.executemany("INSERT OR IGNORE INTO candles VALUES (?,?,?,?,?,?,?,?)", rows)
+        with self.transaction() as db:
+            db.executemany("INSERT INTO candles VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", rows)
 
     def recent_candles(self, symbol: str, n: int, tf: str = "1m") -> list[Candle]:
         rows = self.query("SELECT * FROM candles WHERE symbol=? AND tf=? ORDER BY open_time DESC LIMIT ?",
@@ -170,20 +322,14 @@ class Store:
 
     def bars(self, symbol: str, tf: str = "1m") -> list[Bar]:
         """Every stored candle of a symbol, oldest first, for the backtester."""
-        return [Bar(*row) for row in self.conn.execute(
+        return [Bar(*row) for row in self.query(
             "SELECT open_time, open, high, low, close, volume FROM candles WHERE symbol=? AND tf=? ORDER BY open_time",
             (symbol, tf))]
-
 
     # ----- key/value state (risk book, ...) -----------------------------------------------------
     def get_state(self, key: str) -> Any:
         raw = self.scalar("SELECT value FROM service_state WHERE key=?", (key,))
         return json.loads(raw) if raw else None
-
-    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
-        """One write statement in its own transaction."""
-        with self.transaction() as db:
-            db.execute(sql, tuple(params))
 
     def put_state(self, key: str, value: Any) -> None:
         self.execute(UPSERT_STATE, (key, json.dumps(value, default=str), time.time()))
@@ -197,40 +343,33 @@ class Store:
         if not rows:
             return
         marks = ",".join("?" * len(columns))
-        with self.transaction():
-            self.conn.executemany(f"INSERT INTO {table}({','.join(columns)}) VALUES ({marks})", rows)
+        with self.transaction() as db:
+            db.executemany(f"INSERT INTO {table}({','.join(columns)}) VALUES ({marks})", rows)
+
+    def merge_fork_results(self, fork_id: str, results: dict) -> None:
+        """Add keys to a fork's recorded results (JSON), keeping the others."""
+        with self.transaction() as db:
+            row = db.execute("SELECT results FROM fork_tracking WHERE fork_id=?", (fork_id,)).fetchone()
+            merged = {**json.loads(row[0] or "{}"), **results} if row else results
+            db.execute("UPDATE fork_tracking SET results=? WHERE fork_id=?", (json.dumps(merged, default=str), fork_id))
 
     # ----- accounts -----------------------------------------------------------------------------
-    def ledger(self) -> list[sqlite3.Row]:
+    def ledger(self) -> list:
         return self.query("SELECT strategy, amount, reason, event_time, created_at FROM ledger ORDER BY entry_id")
 
-    def trades(self) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM trades ORDER BY created_at, rowid")
+    def trades(self) -> list:
+        """Every trade in the order it was made."""
+        return self.query("SELECT * FROM trades ORDER BY created_at, trade_id")
 
     def trade_count(self) -> int:
         return self.scalar("SELECT COUNT(*) FROM trades") or 0
 
     def seen_signal_ids(self) -> set[str]:
         """Signals already acted on: those that made an order, and those recorded without one."""
-        return {r[0] for r in self.conn.execute("SELECT signal_id FROM orders UNION SELECT signal_id FROM signals")}
+        return {r[0] for r in self.query("SELECT signal_id FROM orders UNION SELECT signal_id FROM signals")}
 
 
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        begin_immediate(self.conn)
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-def row_to_candle(row: sqlite3.Row) -> Candle:
+def row_to_candle(row: Any) -> Candle:
     return Candle(symbol=row["symbol"], tf=row["tf"], open_time=row["open_time"], open=row["open"],
                   high=row["high"], low=row["low"], close=row["close"], volume=row["volume"],
                   et=row["open_time"] + timeframe_ms(row["tf"]))
-

@@ -89,8 +89,7 @@ class Allocator(Service):
             report = Backtester({strategy: s.strategy_params.get(strategy)}, s.symbols, s, s.timeframe).run(series)
             results[strategy] = {"sharpe": report.sharpe, "roi": report.roi, "max_drawdown": report.max_drawdown,
                                  "trades": report.trades, "bars": report.bars}
-        self.store.execute("UPDATE fork_tracking SET results=json_patch(coalesce(results, '{}'), ?) WHERE fork_id=?",
-                           (json.dumps({"validation": results}), reply.fork_id))
+        self.store.merge_fork_results(reply.fork_id, {"validation": results})
         scores = {name: r["sharpe"] if r["trades"] >= MIN_TRADES else 0.0 for name, r in results.items()}
         weights = performance_weights(scores, s.alloc_min_pct, s.alloc_max_pct)
         reason = f"validation on {reply.fork_id} over {s.validation_window_min:g} min: " + "; ".join(

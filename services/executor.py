@@ -126,7 +126,7 @@ class Executor(Service):
                 self.event_time = max(self.event_time, candles[-1].et)
 
     def republish_unpublished(self) -> None:
-        rows = self.store.query("SELECT * FROM trades WHERE published = 0 ORDER BY rowid")
+        rows = self.store.query("SELECT * FROM trades WHERE published = 0 ORDER BY created_at, trade_id")
         for row in rows:
             self.publish_fill_row(row)
         if rows:

@@ -22,6 +22,7 @@ from core.messages import (
     ListForks,
 )
 from core.service import Service, main
+from core.store import redact
 
 LIVE = ("creating", "active")
 
@@ -45,6 +46,8 @@ class ForkManager(Service):
         self.event_time = self.store.scalar("SELECT MAX(open_time) + 60000 FROM candles") or 0
         self.remove_orphans()
         self.loop.every(2.0, self.sweep)
+        if self.backend is not None and hasattr(self.backend, "close"):
+            self._closables.append(self.backend)
 
     def on_feed_heartbeat(self, topic: bytes, beat: Heartbeat) -> None:
         self.event_time = max(self.event_time, beat.et)
@@ -66,10 +69,10 @@ class ForkManager(Service):
         self.store.execute(
             "INSERT INTO fork_tracking(fork_id, backend, parent, purpose, requester, path, created_at, created_et,"
             " ttl_s, expires_et, status) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (fork_id, self.backend.name, str(self.settings.db_path), request.purpose, request.requester, "",
+            (fork_id, self.backend.name, redact(self.settings.store_location), request.purpose, request.requester, "",
              time.time(), self.event_time, ttl, self.event_time + ttl * 1000, "creating"))
         try:
-            fork = self.backend.create(fork_id)
+            fork = self.backend.create(fork_id, request.writable)
         except ForkBackendError as error:
             self.set_status(fork_id, "destroyed", {"error": str(error)})
             self.log.error("fork_failed", fork_id=fork_id, error=str(error))
@@ -88,6 +91,10 @@ class ForkManager(Service):
                                    (self.event_time,))
         for row in expired:
             self.destroy(row, "expired")
+        try:
+            self.backend.maintain()
+        except ForkBackendError as error:
+            self.log.error("fork_maintenance_failed", error=str(error))
 
     def destroy(self, row, why: str) -> None:
         if row["path"]:
@@ -107,6 +114,9 @@ class ForkManager(Service):
             return
         for row in self.store.query("SELECT * FROM fork_tracking WHERE status IN ('creating', 'destroying')"):
             self.destroy(row, "orphaned")
+        for row in self.store.query("SELECT * FROM fork_tracking WHERE status = 'active'"):
+            if not self.backend.exists(row["path"]):  # e.g. an exported snapshot dies with its holder
+                self.destroy(row, "lost")
         known = {r[0] for r in self.store.query("SELECT path FROM fork_tracking WHERE status = 'active'")}
         try:
             for location in self.backend.orphans(known):

@@ -69,7 +69,7 @@ class Mesh(LocalMesh):
         self.collector = FillCollector(self.settings.endpoint("executor.pub"))
 
     def store(self) -> Store:
-        return Store(self.settings.db_path, read_only=True)
+        return Store(self.settings.store_location, read_only=True)
 
     def query(self, sql: str, params: tuple = ()) -> list:
         store = self.store()

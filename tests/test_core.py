@@ -211,9 +211,9 @@ def test_schema_is_created_once_and_signal_ids_are_unique(tmp_path):
     assert tables >= {"candles", "signals", "orders", "trades", "positions", "strategy_performance", "allocations",
                       "risk_events", "agent_events", "fork_tracking", "market_regimes", "pr_events"}
     row = ("o1", "sig-1", "m", "BTCUSDT", "buy", "1", "1", "FILLED", "", 0, "", 0.0)
-    store.conn.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+    store.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
     with pytest.raises(Exception, match="UNIQUE"):
-        store.conn.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ("o2", *row[1:]))
+        store.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ("o2", *row[1:]))
     store.close()
 
 
