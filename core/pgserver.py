@@ -36,7 +36,7 @@ class LocalPostgres:
             try:
                 self.run_as = pwd.getpwnam("postgres")
             except KeyError:
-                raise PostgresUnavailable("running as root and there is no postgres account to run the server as")
+                raise PostgresUnavailable("running as root and there is no postgres account to run the server as") from None
 
     def _run(self, *args: str) -> None:
         command = list(args)
