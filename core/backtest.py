@@ -70,8 +70,10 @@ class Report:
 
 class Backtester:
     def __init__(self, strategies: dict[str, dict | None], symbols: list[str], settings: Any,
-                 tf: str = "1m") -> None:
+                 tf: str = "1m", weights: dict[str, Decimal] | None = None) -> None:
+        """`weights`: each strategy's share of the capital (equal shares if not given)."""
         self.names = list(strategies)
+        self.weights = weights or equal_weights(self.names)
         self.symbols = list(symbols)
         self.rules = PaperRules.from_settings(settings)
         self.limits = Limits.from_settings(settings)
@@ -146,8 +148,8 @@ class _Books:
     def __init__(self, backtester: Backtester) -> None:
         self.bt = backtester
         self.portfolio = Portfolio()
-        for name, weight in equal_weights(backtester.names).items():
-            self.portfolio.fund(name, cash(backtester.capital * weight))
+        for name in backtester.names:
+            self.portfolio.fund(name, cash(backtester.capital * backtester.weights[name]))
         self.start_equity = float(self.portfolio.equity())
         self.cash_total = self.start_equity
         self.book = RiskBook()
@@ -225,3 +227,14 @@ def trade_stats(fills: Iterable[FillRecord]) -> dict[str, float | None]:
     gross_loss = -sum(losses, Decimal(0))
     return {"win_rate": round(len(wins) / len(closes), 6) if closes else 0.0,
             "profit_factor": round(float(sum(wins, Decimal(0)) / gross_loss), 6) if gross_loss else None}
+
+
+def simulate_allocations(strategies: dict[str, dict | None], scenarios: dict[str, dict[str, Decimal]],
+                         series: dict[str, list[Bar]], settings: Any) -> dict[str, dict[str, float]]:
+    """The same strategies over the same candles under each allocation scenario: what-if, before moving money."""
+    outcome = {}
+    for name, weights in scenarios.items():
+        report = Backtester(strategies, list(series), settings, settings.timeframe, weights).run(series)
+        outcome[name] = {"roi": report.roi, "sharpe": report.sharpe, "sortino": report.sortino,
+                         "max_drawdown": report.max_drawdown, "trades": report.trades}
+    return outcome

@@ -279,6 +279,28 @@ def fork_rows(settings: Settings) -> list[dict]:
              "results": json.loads(r["results"]) if r["results"] else None} for r in rows]
 
 
+def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
+    """Ask the allocator to validate the strategies now (and optimise one with --optimize)."""
+    import zmq
+
+    from core.bus import ReqClient
+    from core.log import Logger
+    from core.messages import Accepted, AllocatorReplies, RunValidation
+
+    ctx = zmq.Context()
+    client = ReqClient(ctx, settings.endpoint("allocator.rep"), AllocatorReplies, 2000, 2, Logger("cli", "ERROR"))
+    try:
+        reply = client.request(RunValidation(reason=args.reason, optimize=args.optimize, src="cli"))
+    finally:
+        client.close()
+        ctx.term()
+    if not isinstance(reply, Accepted):
+        print("the allocator did not answer (is the mesh up? mesh status)", file=sys.stderr)
+        return 1
+    print(f"{reply.message}; results appear in mesh forks and the allocation's reason")
+    return 0
+
+
 def cmd_forks(settings: Settings, args: argparse.Namespace) -> int:
     forks = fork_rows(settings)
     if args.json:
@@ -347,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--chaos", type=float, default=0.0, metavar="SECONDS",
                      help="drop every websocket every SECONDS (0: never); see also POST /admin/chaos")
     sim.set_defaults(func=cmd_exchange_sim)
+    validate = sub.add_parser("validate", help="validate the strategies on a fork now (the allocator reweights)")
+    validate.add_argument("--optimize", action="store_true", help="and optimise the next strategy's parameters")
+    validate.add_argument("--reason", default="on demand", help="recorded with the validation")
+    validate.set_defaults(func=cmd_validate)
     forks = sub.add_parser("forks", help="forks with purpose, age, TTL and results (destroyed ones too)")
     forks.add_argument("--json", action="store_true")
     forks.set_defaults(func=cmd_forks)

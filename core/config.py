@@ -30,7 +30,7 @@ HTTP_OFFSETS = {"dashboard": 0, "feed": 1, "allocator": 2, "risk": 3, "executor"
 STRATEGY_HTTP_OFFSET = 10
 ZMQ_OFFSETS = {
     "feed.pub": 40, "feed.rep": 41, "allocator.pub": 42, "risk.pub": 43, "risk.rep": 44,
-    "executor.pub": 45, "forks.pub": 46, "forks.rep": 47, "narrator.pub": 48,
+    "executor.pub": 45, "forks.pub": 46, "forks.rep": 47, "narrator.pub": 48, "allocator.rep": 49,
 }
 STRATEGY_ZMQ_OFFSET = 60
 MAX_STRATEGIES = 20
@@ -95,7 +95,20 @@ class Settings(BaseSettings):
 
     # allocation
     validation_every_min: float = Field(360.0, gt=0, description="market minutes between strategy validations")
-    validation_window_min: float = Field(4320.0, gt=0, description="market minutes of candles each validation tests")
+    validation_windows_min: Annotated[list[float], NoDecode] = Field(
+        [10080.0, 43200.0, 129600.0], description="lookback windows each validation backtests (7, 30, 90 days)")
+    validation_window_weights: Annotated[list[float], NoDecode] = Field(
+        [0.5, 0.3, 0.2], description="how much each window counts: the recent more")
+    validation_loss_pct: Decimal = Field(Decimal("0.05"), gt=0, le=1,
+                                         description="validate early when a strategy lost this much since the last")
+    optimize_every: int = Field(2, ge=0, description="optimise one strategy's parameters every Nth validation; 0: never")
+    optimize_objective: Literal["sharpe", "sortino", "roi", "profit_factor"] = "sharpe"
+    optimize_samples: int = Field(24, ge=0, description="parameter sets tried (random from the grid); 0: the whole grid")
+    optimize_workers: int = Field(2, ge=1, le=64, description="worker processes of a parameter optimisation")
+    optimize_window_min: float = Field(10080.0, gt=0, description="market minutes an optimisation walks forward over")
+    kelly_cap: Decimal = Field(Decimal("1"), ge=0, description="cap a weight at this multiple of its Kelly fraction; 0: off")
+    correlation_max: float = Field(0.7, gt=0, le=1, description="strategies holding together above this are penalised")
+    regime_weight: float = Field(0.5, ge=0, description="how much the learned regime x strategy table counts")
     alloc_min_pct: Decimal = Field(Decimal("0.05"), ge=0, le=1)
     alloc_max_pct: Decimal = Field(Decimal("0.60"), gt=0, le=1)
     alloc_change_pct: Decimal = Field(Decimal("0.02"), ge=0, le=1, description="smaller moves are not republished")
@@ -121,11 +134,14 @@ class Settings(BaseSettings):
     tiger_service_id: str | None = Field(None, description="the service forks are taken from")
     tiger_fork_strategy: Literal["NOW", "LAST_SNAPSHOT"] = "LAST_SNAPSHOT"
     tiger_poll_s: float = Field(5.0, gt=0, description="how often to ask whether a Tiger fork is READY")
+    fork_share_s: float = Field(30.0, ge=0, description="a read-only fork this young is shared with the next "
+                                "read-only request (seconds); 0: never share")
+    fork_keep_ttl_s: int = Field(604800, ge=1, description="TTL of incident forks and of forks found interesting")
     fork_golden_max_age_s: float = Field(30.0, ge=0, description="reuse one snapshot for forks this long (seconds)")
     big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("symbols", "strategies", mode="before")
+    @field_validator("symbols", "strategies", "validation_windows_min", "validation_window_weights", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -190,6 +206,14 @@ class Settings(BaseSettings):
             raise ValueError("MESH_FORK_BACKEND sqlite forks the SQLite store, but MESH_DB_URL points at PostgreSQL")
         if self.fork_backend == "postgres" and not self.db_url:
             raise ValueError("MESH_FORK_BACKEND postgres needs MESH_DB_URL")
+        return self
+
+    @model_validator(mode="after")
+    def _windows_weighted(self) -> Settings:
+        if not self.validation_windows_min or len(self.validation_window_weights) != len(self.validation_windows_min):
+            raise ValueError("MESH_VALIDATION_WINDOW_WEIGHTS needs one weight per MESH_VALIDATION_WINDOWS_MIN window")
+        if any(w <= 0 for w in self.validation_windows_min) or any(w < 0 for w in self.validation_window_weights):
+            raise ValueError("validation windows must be positive and their weights not negative")
         return self
 
     @model_validator(mode="after")

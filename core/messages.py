@@ -157,6 +157,7 @@ class AccountSnapshot(Event, kw_only=True):
 class Allocation(Event, kw_only=True):
     weights: dict[str, Decimal]
     reason: str
+    forks: list[str] = []  # the forks the decision was made on
 
 
 class RiskDecision(Event, kw_only=True):
@@ -197,6 +198,15 @@ class ForkEvent(Event, kw_only=True):
     path: str = ""
 
 
+class ParamsUpdate(Event, kw_only=True):
+    """New parameters for a strategy, adopted after a walk-forward optimisation: its worker swaps them in."""
+
+    strategy: str
+    params: dict
+    reason: str
+    fork_id: str = ""
+
+
 class Narrative(Event, kw_only=True):
     kind: str
     title: str
@@ -214,6 +224,7 @@ TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
     (b"fill", Fill),
     (b"acct", AccountSnapshot),
     (b"alloc", Allocation),
+    (b"params.", ParamsUpdate),
     (b"risk.decision", RiskDecision),
     (b"risk.state", RiskState),
     (b"hb", Heartbeat),
@@ -273,6 +284,20 @@ class RiskStatus(Request, tag="risk_status"):
     pass
 
 
+class Reactivate(Request, tag="reactivate"):
+    """Bring back a strategy the drawdown rule deactivated: only after a successful fork validation."""
+
+    strategy: str
+    reason: str
+
+
+class RunValidation(Request, tag="validate"):
+    """Validate the strategies now (and optimise one), instead of waiting for the schedule."""
+
+    reason: str = "on demand"
+    optimize: bool = False
+
+
 class RecentCandles(Request, tag="candles"):
     symbol: str
     n: int = 500
@@ -287,6 +312,14 @@ class CreateFork(Request, tag="fork"):
 
 class ListForks(Request, tag="list_forks"):
     pass
+
+
+class KeepFork(Request, tag="keep_fork"):
+    """Keep a fork longer: the narrator found what it holds interesting."""
+
+    fork_id: str
+    reason: str
+    ttl_s: int = 0  # from now, in market seconds; 0: MESH_FORK_KEEP_TTL_S
 
 
 class Reply(msgspec.Struct, kw_only=True, tag_field="kind"):
@@ -326,9 +359,15 @@ class ForkList(Reply, tag="list_forks"):
     forks: list[dict] = []
 
 
-RiskRequests = ApproveOrder | SetKillSwitch | RiskStatus
+class Accepted(Reply, tag="accepted"):
+    message: str = ""
+
+
+RiskRequests = ApproveOrder | SetKillSwitch | RiskStatus | Reactivate
 RiskReplies = Approval | RiskStatusReply | ErrorReply
 FeedRequests = RecentCandles
 FeedReplies = CandlesReply | ErrorReply
-ForkRequests = CreateFork | ListForks
+ForkRequests = CreateFork | ListForks | KeepFork
 ForkReplies = ForkReply | ForkList | ErrorReply
+AllocatorRequests = RunValidation
+AllocatorReplies = Accepted | ErrorReply

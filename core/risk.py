@@ -91,6 +91,14 @@ class RiskBook:
                 changes.append(("strategy_drawdown", f"{strategy}: {why}"))
         return changes
 
+    def reactivate(self, strategy: str, reason: str) -> list[tuple[str, str]]:
+        """Lift a drawdown deactivation (after a successful validation): its drawdown counts afresh."""
+        if strategy not in self.deactivated:
+            return []
+        del self.deactivated[strategy]
+        self.peaks.pop(strategy, None)  # the next NAV seen is the new peak
+        return [("strategy_reactivated", f"{strategy}: {reason}")]
+
     def to_json(self) -> dict:
         return {"kill_switch": self.kill_switch, "day": self.day,
                 "day_start_equity": str(self.day_start_equity) if self.day_start_equity is not None else None,

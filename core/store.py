@@ -78,6 +78,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE trades ADD COLUMN liquidity TEXT NOT NULL DEFAULT 'taker';
     """,
+    # version 3: the meta-allocator's learned regime x strategy table; read-only forks can be shared
+    """
+    CREATE TABLE regime_scores (
+        regime TEXT NOT NULL, strategy TEXT NOT NULL, score REAL NOT NULL, samples INTEGER NOT NULL,
+        updated_at REAL NOT NULL, PRIMARY KEY (regime, strategy));
+    ALTER TABLE fork_tracking ADD COLUMN writable INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE fork_tracking ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 UPSERT_STATE = ("INSERT INTO service_state VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, "
@@ -352,6 +360,28 @@ class Store:
             row = db.execute("SELECT results FROM fork_tracking WHERE fork_id=?", (fork_id,)).fetchone()
             merged = {**json.loads(row[0] or "{}"), **results} if row else results
             db.execute("UPDATE fork_tracking SET results=? WHERE fork_id=?", (json.dumps(merged, default=str), fork_id))
+
+    # ----- the meta-allocator's regime x strategy table -----------------------------------------------
+    def regime_scores(self, regime: str) -> dict[str, tuple[float, int]]:
+        """What each strategy has scored in this regime so far: (score, validations seen)."""
+        return {r["strategy"]: (r["score"], r["samples"]) for r in self.query(
+            "SELECT strategy, score, samples FROM regime_scores WHERE regime=?", (regime,))}
+
+    def learn_regime_scores(self, regime: str, scores: dict[str, float], alpha: float = 0.3) -> None:
+        """Fold a validation's scores into the table (an exponential average: the regime's recent past counts most)."""
+        known = self.regime_scores(regime)
+        now = time.time()
+        rows = []
+        for strategy, value in scores.items():
+            old, samples = known.get(strategy, (value, 0))
+            rows.append((regime, strategy, old + alpha * (value - old) if samples else value, samples + 1, now))
+        with self.transaction() as db:
+            db.executemany("INSERT INTO regime_scores VALUES (?,?,?,?,?) ON CONFLICT(regime, strategy) DO UPDATE SET "
+                           "score=excluded.score, samples=excluded.samples, updated_at=excluded.updated_at", rows)
+
+    def regime_table(self) -> list[dict]:
+        return [dict(r) for r in self.query("SELECT regime, strategy, score, samples FROM regime_scores "
+                                            "ORDER BY regime, score DESC")]
 
     # ----- accounts -----------------------------------------------------------------------------
     def ledger(self) -> list:

@@ -2,7 +2,10 @@
 
 Forks come from a backend (core.forks), are recorded in fork_tracking with purpose, requester, TTL,
 status and results, and are announced on `fork.*`. TTLs run on event time; expired forks are deleted,
-and at start-up forks the registry does not know (orphans of a crash) are removed."""
+and at start-up forks the registry does not know (orphans of a crash) are removed. A read-only request
+shares a read-only fork made moments before (slow backends make that worth a lot); a fork the narrator
+finds interesting is kept longer; a risk breach (halt, kill switch, a strategy deactivated) freezes an
+incident fork of that moment."""
 from __future__ import annotations
 
 import json
@@ -19,7 +22,9 @@ from core.messages import (
     ForkReply,
     ForkRequests,
     Heartbeat,
+    KeepFork,
     ListForks,
+    RiskState,
 )
 from core.service import Service, main
 from core.store import redact
@@ -43,6 +48,9 @@ class ForkManager(Service):
         self.serve("forks.rep", ForkRequests, self.on_request)
         # Event time from the feed's heartbeat: once a second is plenty for TTLs, and costs nothing.
         self.subscribe([self.settings.endpoint("feed.pub")], [b"hb.feed"], self.on_feed_heartbeat)
+        self.subscribe([self.settings.endpoint("risk.pub")], [b"risk.state"], self.on_risk_state)
+        self.risk_seen: RiskState | None = None
+        self.last_incident: dict[str, float] = {}
         self.event_time = self.store.scalar("SELECT MAX(open_time) + 60000 FROM candles") or 0
         self.remove_orphans()
         self.loop.every(2.0, self.sweep)
@@ -52,15 +60,50 @@ class ForkManager(Service):
     def on_feed_heartbeat(self, topic: bytes, beat: Heartbeat) -> None:
         self.event_time = max(self.event_time, beat.et)
 
-    def on_request(self, request: CreateFork | ListForks) -> ForkReply | ForkList | ErrorReply:
+    def on_request(self, request: CreateFork | ListForks | KeepFork) -> ForkReply | ForkList | ErrorReply:
         if isinstance(request, ListForks):
             return ForkList(forks=[dict(r) for r in self.store.query(
                 "SELECT * FROM fork_tracking ORDER BY created_at DESC LIMIT 200")])
+        if isinstance(request, KeepFork):
+            return self.keep(request)
         return self.create(request)
+
+    def keep(self, request: KeepFork) -> ForkReply:
+        row = self.store.query("SELECT path, expires_et FROM fork_tracking WHERE fork_id=? AND status='active'",
+                               (request.fork_id,))
+        if not row:
+            return ForkReply(ok=False, fork_id=request.fork_id, reason="no such active fork")
+        ttl = request.ttl_s or self.settings.fork_keep_ttl_s
+        expires = max(row[0]["expires_et"], self.event_time + ttl * 1000)
+        self.store.execute("UPDATE fork_tracking SET expires_et=?, ttl_s=? WHERE fork_id=?",
+                           (expires, (expires - self.event_time) // 1000, request.fork_id))
+        self.store.merge_fork_results(request.fork_id, {"interesting": request.reason})
+        self.log.info("fork_kept", fork_id=request.fork_id, reason=request.reason, by=request.src)
+        return ForkReply(fork_id=request.fork_id, path=row[0]["path"])
+
+    def shareable(self, request: CreateFork) -> ForkReply | None:
+        """A young read-only fork made for the same purpose, for a read-only request: its TTL stretched to
+        cover the new holder."""
+        if request.writable or not self.settings.fork_share_s:
+            return None
+        rows = self.store.query("SELECT fork_id, path, expires_et FROM fork_tracking WHERE status='active' AND "
+                                "writable=0 AND purpose=? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
+                                (request.purpose, time.time() - self.settings.fork_share_s))
+        if not rows:
+            return None
+        ttl = request.ttl_s or self.settings.fork_ttl_s
+        expires = max(rows[0]["expires_et"], self.event_time + ttl * 1000)
+        self.store.execute("UPDATE fork_tracking SET shared=shared+1, expires_et=? WHERE fork_id=?",
+                           (expires, rows[0]["fork_id"]))
+        self.log.info("fork_shared", fork_id=rows[0]["fork_id"], purpose=request.purpose, requester=request.requester)
+        return ForkReply(fork_id=rows[0]["fork_id"], path=rows[0]["path"])
 
     def create(self, request: CreateFork) -> ForkReply:
         if self.backend is None:
             return ForkReply(ok=False, reason=f"backend down: {self.backend_error}")
+        shared = self.shareable(request)
+        if shared is not None:
+            return shared
         active = self.store.scalar("SELECT COUNT(*) FROM fork_tracking WHERE status IN (?, ?)", LIVE)
         if active >= self.settings.max_forks:
             return ForkReply(ok=False, reason=f"limit reached: {active} live forks (max {self.settings.max_forks})")
@@ -68,9 +111,9 @@ class ForkManager(Service):
         fork_id = f"{FORK_PREFIX}{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
         self.store.execute(
             "INSERT INTO fork_tracking(fork_id, backend, parent, purpose, requester, path, created_at, created_et,"
-            " ttl_s, expires_et, status) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " ttl_s, expires_et, status, writable) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (fork_id, self.backend.name, redact(self.settings.store_location), request.purpose, request.requester, "",
-             time.time(), self.event_time, ttl, self.event_time + ttl * 1000, "creating"))
+             time.time(), self.event_time, ttl, self.event_time + ttl * 1000, "creating", int(request.writable)))
         try:
             fork = self.backend.create(fork_id, request.writable)
         except ForkBackendError as error:
@@ -83,6 +126,29 @@ class ForkManager(Service):
         self.log.info("fork_created", fork_id=fork_id, purpose=request.purpose, requester=request.requester,
                       **fork.details)
         return ForkReply(fork_id=fork_id, path=fork.location)
+
+    # ----- incidents: a breach freezes the store as it was ---------------------------------------------
+    def on_risk_state(self, topic: bytes, state: RiskState) -> None:
+        self.event_time = max(self.event_time, state.et)
+        seen, self.risk_seen = self.risk_seen, state
+        if seen is None:
+            return
+        incidents = []
+        if state.trading_state == "HALTED" and seen.trading_state != "HALTED":
+            incidents.append(("halt", f"trading halted: {state.reason}"))
+        if state.kill_switch and not seen.kill_switch:
+            incidents.append(("kill_switch", "kill switch turned on"))
+        for strategy in sorted(set(state.deactivated) - set(seen.deactivated)):
+            incidents.append((f"deactivated:{strategy}", f"{strategy} deactivated: {state.reason}"))
+        for key, why in incidents:
+            if time.monotonic() - self.last_incident.get(key, -1e9) < 60:
+                continue  # a flapping state makes one snapshot a minute, not one per flap
+            self.last_incident[key] = time.monotonic()
+            reply = self.create(CreateFork(purpose="incident", requester="risk", writable=True,
+                                           ttl_s=self.settings.fork_keep_ttl_s))
+            if reply.ok:
+                self.store.merge_fork_results(reply.fork_id, {"incident": why})
+                self.log.warning("incident_snapshot", fork_id=reply.fork_id, why=why)
 
     def sweep(self) -> None:
         if self.backend is None:

@@ -3,9 +3,21 @@ under MESH_HOME, and the `narr` topic)."""
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 from core.config import Settings
-from core.messages import Fill, ForkEvent, MarketGap, MarketRegime, Narrative, RiskState
+from core.messages import (
+    Allocation,
+    Fill,
+    ForkEvent,
+    ForkReplies,
+    KeepFork,
+    MarketGap,
+    MarketRegime,
+    Narrative,
+    ParamsUpdate,
+    RiskState,
+)
 from core.service import Service, main
 
 
@@ -18,12 +30,15 @@ class Narrator(Service):
         self.big_move = settings.capital / len(settings.strategies) * settings.big_move_pct
         self.trading_state: str | None = None
         self.deactivated: set[str] = set()
+        self.weights: dict[str, Decimal] = {}
 
     def setup(self) -> None:
         self.publisher("narrator.pub")
         self.first_trade_told = bool(self.store.scalar("SELECT 1 FROM pr_events WHERE kind='first_trade'"))
         endpoints = [e for name, e in self.settings.publisher_endpoints().items() if name != "narrator"]
-        self.subscribe(endpoints, [b"fill", b"risk.state", b"fork.created", b"md.gap.", b"regime"], self.on_event)
+        self.subscribe(endpoints, [b"fill", b"risk.state", b"fork.created", b"md.gap.", b"regime", b"alloc",
+                                   b"params."], self.on_event)
+        self.forks = self.client("forks.rep", ForkReplies, timeout_ms=2000, retries=1)
 
     def on_event(self, topic: bytes, event) -> None:
         self.event_time = max(self.event_time, event.et)
@@ -39,8 +54,34 @@ class Narrator(Service):
             self.tell("regime", f"Market regime: {event.regime.replace('_', ' ')}",
                       ", ".join(f"{k} {v}" for k, v in event.metrics.items()))
         elif isinstance(event, ForkEvent):
-            self.tell("fork_created", f"Fork {event.fork_id} created",
-                      f"{event.requester} asked for a {event.purpose} fork (TTL {event.ttl_s}s).")
+            if event.purpose == "incident":
+                self.tell("incident", f"Incident snapshot {event.fork_id}",
+                          "The risk guard tripped: the store is frozen as of this moment for later analysis.")
+            else:
+                self.tell("fork_created", f"Fork {event.fork_id} created",
+                          f"{event.requester} asked for a {event.purpose} fork (TTL {event.ttl_s}s).")
+        elif isinstance(event, Allocation):
+            self.on_allocation(event)
+        elif isinstance(event, ParamsUpdate):
+            shown = ", ".join(f"{k}={v}" for k, v in event.params.items())
+            self.tell("params_adopted", f"{event.strategy} adopts new parameters", f"{shown}. {event.reason}.")
+            self.keep(event.fork_id, f"its optimisation changed {event.strategy}'s live parameters")
+
+    def on_allocation(self, allocation: Allocation) -> None:
+        """A reallocation is news; one that moves a strategy by 10 points or more makes its forks worth keeping."""
+        before, self.weights = self.weights, dict(allocation.weights)
+        if not before:
+            return  # the allocation in force at start-up: known already
+        moves = {n: w - before.get(n, Decimal(0)) for n, w in allocation.weights.items()}
+        shown = ", ".join(f"{n} {w * 100:.1f}% ({moves[n] * 100:+.1f})" for n, w in allocation.weights.items())
+        self.tell("allocation", "Capital reallocated", f"{shown}. {allocation.reason.split(': ', 1)[0]}.")
+        if max((abs(m) for m in moves.values()), default=0) >= Decimal("0.10"):
+            for fork_id in allocation.forks:
+                self.keep(fork_id, "it moved a strategy's allocation by 10 points or more")
+
+    def keep(self, fork_id: str, why: str) -> None:
+        if fork_id:
+            self.forks.request(KeepFork(fork_id=fork_id, reason=why, src=self.name))
 
     def on_fill(self, fill: Fill) -> None:
         if not self.first_trade_told:

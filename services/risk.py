@@ -12,6 +12,7 @@ from core.messages import (
     Approval,
     ApproveOrder,
     FeedStatus,
+    Reactivate,
     RiskDecision,
     RiskRequests,
     RiskState,
@@ -50,11 +51,14 @@ class RiskGuard(Service):
                       deactivated=list(self.book.deactivated))
 
     # ----- requests -----------------------------------------------------------------------------
-    def on_request(self, request: ApproveOrder | SetKillSwitch | RiskStatus) -> Approval | RiskStatusReply:
+    def on_request(self, request: ApproveOrder | SetKillSwitch | RiskStatus | Reactivate) -> Approval | RiskStatusReply:
         if isinstance(request, ApproveOrder):
             return self.approve(request)
         if isinstance(request, SetKillSwitch):
             self.set_kill_switch(request.on, request.by)
+        elif isinstance(request, Reactivate):
+            self.apply_changes(self.book.reactivate(request.strategy, f"{request.reason} (by {request.src or '?'})"))
+            self.flush()
         return self.status()
 
     def approve(self, request: ApproveOrder) -> Approval:

@@ -1,5 +1,9 @@
 """Strategy worker: one process per strategy. Warms its indicators from the feed's recent candles
-(or the store's, if the feed is down), then turns each closed candle (or tick) into signals."""
+(or the store's, if the feed is down), then turns each closed candle (or tick) into signals.
+
+Its parameters are the configured ones, or the last set the allocator adopted after a walk-forward
+optimisation (kept in the store): a new set arrives on `params.<strategy>` and is swapped in without a
+restart, warmed up on recent candles first so its first decision is on whole indicators."""
 from __future__ import annotations
 
 import sys
@@ -10,6 +14,7 @@ from core.messages import (
     Candle,
     FeedReplies,
     FundingRate,
+    ParamsUpdate,
     RecentCandles,
     Signal,
     Tick,
@@ -19,21 +24,24 @@ from core.messages import (
     tick_topic,
 )
 from core.service import Service, main
-from core.strategies import Decision, Strategy, create
+from core.strategies import Decision, ParameterError, Strategy, create
 
 
 class StrategyWorker(Service):
     def __init__(self, settings: Settings, strategy: str) -> None:
         super().__init__(f"strategy_{strategy}", settings)
         self.strategy = strategy
-        params = settings.strategy_params.get(strategy)
-        self.instances: dict[str, Strategy] = {s: create(strategy, s, params) for s in settings.symbols}
+        self.params = settings.strategy_params.get(strategy)
+        self.instances: dict[str, Strategy] = {s: create(strategy, s, self.params) for s in settings.symbols}
         self.last_bar: dict[str, int] = {s: -1 for s in settings.symbols}
         self.topic = signal_topic(strategy)
         self.tf = settings.timeframe
         self.tf_ms = timeframe_ms(self.tf)
 
     def setup(self) -> None:
+        adopted = self.store.get_state(f"params.{self.strategy}")
+        if adopted is not None and adopted != self.params:
+            self.use_params(adopted, "adopted after an optimisation")
         self.publisher(f"strategy.{self.strategy}.pub")
         kind = type(next(iter(self.instances.values())))
         prefixes = [candle_topic(s, self.tf) for s in self.settings.symbols] if kind.wants("decide") else []
@@ -43,7 +51,27 @@ class StrategyWorker(Service):
             prefixes += [funding_topic(s) for s in self.settings.symbols]
         # Subscribe before asking for history, so nothing falls between the snapshot and the stream.
         self.subscribe([self.settings.endpoint("feed.pub")], prefixes, self.on_market)
+        self.subscribe([self.settings.endpoint("allocator.pub")], [b"params." + self.strategy.encode()],
+                       self.on_params)
         self.warm_up()
+
+    def use_params(self, params: dict, why: str) -> bool:
+        try:
+            instances = {s: create(self.strategy, s, params) for s in self.settings.symbols}
+        except ParameterError as error:
+            self.log.error("params_rejected", params=params, error=str(error))
+            return False
+        self.instances, self.params = instances, params
+        self.log.info("params_in_use", params=params, why=why)
+        return True
+
+    def on_params(self, topic: bytes, update: ParamsUpdate) -> None:
+        """New parameters, live: fresh instances warmed on recent candles replace the old ones."""
+        if update.strategy != self.strategy or update.params == self.params:
+            return
+        if self.use_params(update.params, update.reason):
+            self.last_bar = {s: -1 for s in self.settings.symbols}
+            self.warm_up()
 
     def warm_up(self) -> None:
         feed = self.client("feed.rep", FeedReplies, timeout_ms=1000, retries=2)

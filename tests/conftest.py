@@ -107,7 +107,7 @@ class Mesh(LocalMesh):
 def mesh(tmp_path_factory):
     home = Path(tmp_path_factory.mktemp("mesh"))
     running = Mesh(home, {"MESH_REPLAY_SPEED": "40", "MESH_LOG_LEVEL": "INFO", "MESH_VALIDATION_EVERY_MIN": "240",
-                          "MESH_VALIDATION_WINDOW_MIN": "1440"})
+                          "MESH_VALIDATION_WINDOWS_MIN": "720,1440", "MESH_VALIDATION_WINDOW_WEIGHTS": "0.6,0.4"})
     running.start()
     yield running
     running.stop()

@@ -103,7 +103,7 @@ def test_postgres_forks_template_snapshot_and_orphans(postgres):
 def test_a_mesh_trades_forks_and_reconciles_on_postgres(postgres, tmp_path):
     url = postgres.create_database("mesh")
     mesh = Mesh(tmp_path / "home", {"MESH_DB_URL": url, "MESH_REPLAY_SPEED": "40", "MESH_VALIDATION_EVERY_MIN": "240",
-                                    "MESH_VALIDATION_WINDOW_MIN": "1440"})
+                                    "MESH_VALIDATION_WINDOWS_MIN": "720,1440", "MESH_VALIDATION_WINDOW_WEIGHTS": "0.6,0.4"})
     mesh.start()
     try:
         assert not mesh.settings.db_path.exists()  # nothing in SQLite

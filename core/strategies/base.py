@@ -44,6 +44,7 @@ class Decision(NamedTuple):
 class Strategy:
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]] = StrategyParams
+    search_space: ClassVar[dict[str, list]] = {}  # the values parameter optimisation tries, per parameter
 
     def __init__(self, symbol: str, params: dict[str, Any] | None = None) -> None:
         self.symbol = symbol

@@ -16,6 +16,7 @@ class BollingerParams(StrategyParams):
 class Bollinger(Strategy):
     name = "bollinger"
     Params = BollingerParams
+    search_space = {"period": [14, 20, 30, 50], "k": [1.5, 2.0, 2.5, 3.0]}
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)

@@ -17,6 +17,7 @@ class BreakoutParams(StrategyParams):
 class Breakout(Strategy):
     name = "breakout"
     Params = BreakoutParams
+    search_space = {"entry": [10, 20, 40, 60], "exit": [5, 10, 20]}
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)

@@ -25,6 +25,7 @@ class EnsembleParams(StrategyParams):
 class Ensemble(Strategy):
     name = "ensemble"
     Params = EnsembleParams
+    search_space = {"threshold": [0.2, 0.3, 0.5]}
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)

@@ -22,6 +22,7 @@ class FundingDriftParams(StrategyParams):
 class FundingDrift(Strategy):
     name = "funding_drift"
     Params = FundingDriftParams
+    search_space = {"lead": [30, 60, 120], "lag": [0, 30, 60], "max_rate": [0.00005, 0.0001, 0.0002]}
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)

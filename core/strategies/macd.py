@@ -17,6 +17,7 @@ class MacdParams(FastSlowParams):
 class MacdCross(Strategy):
     name = "macd"
     Params = MacdParams
+    search_space = {"fast": [8, 12, 16], "slow": [21, 26, 34], "signal": [5, 9, 12]}
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)

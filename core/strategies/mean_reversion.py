@@ -18,6 +18,7 @@ class MeanReversionParams(StrategyParams):
 class MeanReversion(Strategy):
     name = "mean_reversion"
     Params = MeanReversionParams
+    search_space = {"period": [30, 60, 120], "entry_z": [1.5, 2.0, 2.5], "exit_z": [0.0, 0.5]}
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)

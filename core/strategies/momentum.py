@@ -18,6 +18,7 @@ class MomentumParams(FastSlowParams):
 class Momentum(Strategy):
     name = "momentum"
     Params = MomentumParams
+    search_space = {"fast": [3, 5, 8, 12], "slow": [20, 30, 50], "rsi_max": [65.0, 70.0, 80.0]}
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)

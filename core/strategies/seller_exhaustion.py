@@ -67,6 +67,7 @@ def params_from_config(path: Path | str) -> dict:
 class SellerExhaustion(Strategy):
     name = "seller_exhaustion"
     Params = SellerExhaustionParams
+    search_space = {"vol_z": [1.5, 2.0, 2.5], "tr_z": [1.0, 1.2, 1.5], "cloc_min": [0.5, 0.6, 0.7]}
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         params = dict(params or {})

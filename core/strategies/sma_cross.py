@@ -17,6 +17,7 @@ class SmaCrossParams(FastSlowParams):
 class SmaCross(Strategy):
     name = "sma_cross"
     Params = SmaCrossParams
+    search_space = {"fast": [5, 10, 20], "slow": [30, 50, 100]}
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)

@@ -24,6 +24,7 @@ class StochasticParams(StrategyParams):
 class Stochastic(Strategy):
     name = "stochastic"
     Params = StochasticParams
+    search_space = {"k_period": [9, 14, 21], "d_period": [3, 5], "oversold": [15.0, 20.0, 30.0]}
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)
