@@ -134,9 +134,10 @@ class Settings(BaseSettings):
     tiger_service_id: str | None = Field(None, description="the service forks are taken from")
     tiger_fork_strategy: Literal["NOW", "LAST_SNAPSHOT"] = "LAST_SNAPSHOT"
     tiger_poll_s: float = Field(5.0, gt=0, description="how often to ask whether a Tiger fork is READY")
-    fork_share_s: float = Field(30.0, ge=0, description="a read-only fork this young is shared with the next "
-                                "read-only request (seconds); 0: never share")
+    fork_share_s: float = Field(30.0, ge=0, description="a read-only fork this young (market seconds) is shared "
+                                "with the next read-only request for the same purpose; 0: never share")
     fork_keep_ttl_s: int = Field(604800, ge=1, description="TTL of incident forks and of forks found interesting")
+    fork_keep_max: int = Field(20, ge=1, description="kept forks beyond this many: the oldest go")
     fork_golden_max_age_s: float = Field(30.0, ge=0, description="reuse one snapshot for forks this long (seconds)")
     big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

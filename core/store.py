@@ -78,13 +78,15 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE trades ADD COLUMN liquidity TEXT NOT NULL DEFAULT 'taker';
     """,
-    # version 3: the meta-allocator's learned regime x strategy table; read-only forks can be shared
+    # version 3: the meta-allocator's learned regime x strategy table; read-only forks can be shared;
+    # kept forks (incidents, interesting ones) are archived apart from the working ones
     """
     CREATE TABLE regime_scores (
         regime TEXT NOT NULL, strategy TEXT NOT NULL, score REAL NOT NULL, samples INTEGER NOT NULL,
         updated_at REAL NOT NULL, PRIMARY KEY (regime, strategy));
     ALTER TABLE fork_tracking ADD COLUMN writable INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE fork_tracking ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE fork_tracking ADD COLUMN kept INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

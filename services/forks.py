@@ -75,20 +75,21 @@ class ForkManager(Service):
             return ForkReply(ok=False, fork_id=request.fork_id, reason="no such active fork")
         ttl = request.ttl_s or self.settings.fork_keep_ttl_s
         expires = max(row[0]["expires_et"], self.event_time + ttl * 1000)
-        self.store.execute("UPDATE fork_tracking SET expires_et=?, ttl_s=? WHERE fork_id=?",
+        self.store.execute("UPDATE fork_tracking SET expires_et=?, ttl_s=?, kept=1 WHERE fork_id=?",
                            (expires, (expires - self.event_time) // 1000, request.fork_id))
         self.store.merge_fork_results(request.fork_id, {"interesting": request.reason})
+        self.trim_kept()
         self.log.info("fork_kept", fork_id=request.fork_id, reason=request.reason, by=request.src)
         return ForkReply(fork_id=request.fork_id, path=row[0]["path"])
 
     def shareable(self, request: CreateFork) -> ForkReply | None:
-        """A young read-only fork made for the same purpose, for a read-only request: its TTL stretched to
-        cover the new holder."""
+        """A read-only fork made for the same purpose at most MESH_FORK_SHARE_S of market time ago (so it
+        holds the same data, near enough), for a read-only request: its TTL stretched to cover the new holder."""
         if request.writable or not self.settings.fork_share_s:
             return None
         rows = self.store.query("SELECT fork_id, path, expires_et FROM fork_tracking WHERE status='active' AND "
-                                "writable=0 AND purpose=? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
-                                (request.purpose, time.time() - self.settings.fork_share_s))
+                                "writable=0 AND purpose=? AND created_et >= ? ORDER BY created_at DESC LIMIT 1",
+                                (request.purpose, self.event_time - self.settings.fork_share_s * 1000))
         if not rows:
             return None
         ttl = request.ttl_s or self.settings.fork_ttl_s
@@ -104,16 +105,17 @@ class ForkManager(Service):
         shared = self.shareable(request)
         if shared is not None:
             return shared
-        active = self.store.scalar("SELECT COUNT(*) FROM fork_tracking WHERE status IN (?, ?)", LIVE)
+        active = self.store.scalar("SELECT COUNT(*) FROM fork_tracking WHERE status IN (?, ?) AND kept=0", LIVE)
         if active >= self.settings.max_forks:
             return ForkReply(ok=False, reason=f"limit reached: {active} live forks (max {self.settings.max_forks})")
         ttl = request.ttl_s or self.settings.fork_ttl_s
         fork_id = f"{FORK_PREFIX}{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
         self.store.execute(
             "INSERT INTO fork_tracking(fork_id, backend, parent, purpose, requester, path, created_at, created_et,"
-            " ttl_s, expires_et, status, writable) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " ttl_s, expires_et, status, writable, kept) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (fork_id, self.backend.name, redact(self.settings.store_location), request.purpose, request.requester, "",
-             time.time(), self.event_time, ttl, self.event_time + ttl * 1000, "creating", int(request.writable)))
+             time.time(), self.event_time, ttl, self.event_time + ttl * 1000, "creating", int(request.writable),
+             int(request.purpose == "incident")))
         try:
             fork = self.backend.create(fork_id, request.writable)
         except ForkBackendError as error:
@@ -129,7 +131,6 @@ class ForkManager(Service):
 
     # ----- incidents: a breach freezes the store as it was ---------------------------------------------
     def on_risk_state(self, topic: bytes, state: RiskState) -> None:
-        self.event_time = max(self.event_time, state.et)
         seen, self.risk_seen = self.risk_seen, state
         if seen is None:
             return
@@ -149,6 +150,14 @@ class ForkManager(Service):
             if reply.ok:
                 self.store.merge_fork_results(reply.fork_id, {"incident": why})
                 self.log.warning("incident_snapshot", fork_id=reply.fork_id, why=why)
+                self.trim_kept()
+
+    def trim_kept(self) -> None:
+        """Kept forks (incidents, interesting ones) do not count against MESH_MAX_FORKS; beyond
+        MESH_FORK_KEEP_MAX of them the oldest go."""
+        rows = self.store.query("SELECT * FROM fork_tracking WHERE status='active' AND kept=1 ORDER BY created_at DESC")
+        for row in rows[self.settings.fork_keep_max:]:
+            self.destroy(row, "archive full")
 
     def sweep(self) -> None:
         if self.backend is None:

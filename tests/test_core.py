@@ -492,3 +492,71 @@ def test_rebalance_moves_free_cash_only_and_nets_to_zero():
         book.fund(strategy, amount)
     assert book.equity() == before
     assert rebalance_transfers(book, {"a": D("0.2"), "b": D("0.8")}) == {}  # nothing left to give
+
+
+def test_meta_allocator_inputs():
+    from core.allocation import (
+        blend_windows,
+        correlation_penalties,
+        exposure_correlations,
+        kelly_capped,
+        kelly_fraction,
+    )
+
+    # Windows on different scales count by their standardised scores, the recent window most.
+    blended = blend_windows([{"a": -200.0, "b": -100.0}, {"a": 5.0, "b": 1.0}], [0.7, 0.3])
+    assert blended["b"] > blended["a"] and blended["a"] + blended["b"] == pytest.approx(0)
+    assert kelly_fraction(0.5, 2.0) == pytest.approx(0.25) and kelly_fraction(0.4, 0.8) < 0
+    capped, bound = kelly_capped({"a": D("0.6"), "b": D("0.3"), "c": D("0.1")}, {"a": D("0.25")}, D("0.05"), D("0.6"))
+    assert bound == ["a"] and capped["a"] == D("0.25") and sum(capped.values()) == 1
+    assert capped["b"] / capped["c"] == pytest.approx(3, rel=0.01)  # the freed share goes pro rata
+    everyone = {"a": D("0.5"), "b": D("0.5")}
+    assert kelly_capped(everyone, {"a": D("0"), "b": D("0")}, D("0.05"), D("0.6")) == (everyone, [])
+    together = exposure_correlations({"a": [0, 1, 1, 0, 1, 1], "b": [0, 1, 1, 0, 1, 1], "c": [1, 0, 0, 1, 0, 0]})
+    assert together[("a", "b")] == pytest.approx(1) and together[("a", "c")] == pytest.approx(-1)
+    penalties = correlation_penalties({"a": 1.0, "b": 0.5, "c": 0.0}, together, 0.7)
+    assert penalties == {"a": 0.0, "b": pytest.approx(1.0), "c": 0.0}  # the weaker of the twins pays
+
+
+def test_a_deactivated_strategy_can_be_reactivated():
+    book, limits = RiskBook(), Limits.from_settings(load_settings())
+    book.observe(1, D("100000"), {"m": D("1.0")}, limits)
+    changes = book.observe(2, D("100000"), {"m": D("0.85")}, limits)
+    assert [rule for rule, _ in changes] == ["strategy_drawdown"] and "m" in book.deactivated
+    assert book.reactivate("m", "validation: ROI 1.2%")[0][0] == "strategy_reactivated"
+    assert not book.observe(3, D("100000"), {"m": D("0.85")}, limits)  # its drawdown counts afresh
+    assert book.reactivate("m", "again") == []
+
+
+@pytest.fixture(scope="module")
+def candle_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("opt") / "candles.db"
+    store = Store(path)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        store.insert_candles(bundled_candles(symbol, 3000))
+    store.close()
+    return str(path)
+
+
+def test_walk_forward_optimisation_same_in_one_or_two_processes(candle_db):
+    from core.optimize import optimize, parameter_sets, split_in_time
+
+    sets = parameter_sets("macd", samples=10, seed=3)
+    assert len(sets) == 10 and sets == parameter_sets("macd", samples=10, seed=3)
+    assert all(p["fast"] < p["slow"] for p in parameter_sets("sma_cross"))  # invalid combinations left out
+    bars = {"BTCUSDT": [Bar(t, 1, 1, 1, 1, 1) for t in range(10)]}
+    early, late = split_in_time(bars, 0.7)
+    assert len(early["BTCUSDT"]) == 7 and late["BTCUSDT"][0].open_time == 7
+    settings = load_settings()
+    first = 1_746_316_800_000
+    runs = [optimize("macd", None, candle_db, ["BTCUSDT", "ETHUSDT"], settings, first, first + 3000 * 60_000,
+                     samples=8, workers=workers) for workers in (1, 2)]
+    serial, parallel = (r.summary() for r in runs)
+    for noisy in ("seconds", "workers"):
+        serial.pop(noisy), parallel.pop(noisy)
+    assert serial == parallel
+    assert serial["trials"] == 8 and serial["bars_in_sample"] > 2 * serial["bars_out_of_sample"] > 0
+    assert serial["adopt"] == (serial["best_out_of_sample"] is not None and serial["best_params"] != serial[
+        "live_params"] and (serial["live_out_of_sample"] is None or
+                            serial["best_out_of_sample"] > serial["live_out_of_sample"]))
+    assert "walk-forward by sharpe" in serial["reason"]

@@ -273,9 +273,12 @@ def test_forks_are_consistent_copies_that_expire_and_orphans_go(mesh):
     try:
         wait_for(lambda: mesh.trade_count() > 0, 60, "a trade to copy")
         # TTLs run on market time: at 40 candles a second, ten market days last minutes, two market minutes an instant.
-        kept = client.request(CreateFork(purpose="validation", requester="test", ttl_s=864_000))
-        brief = client.request(CreateFork(purpose="whatif", requester="test", ttl_s=120))
+        kept = client.request(CreateFork(purpose="validation", requester="test", ttl_s=864_000, writable=True))
+        brief = client.request(CreateFork(purpose="whatif", requester="test", ttl_s=120, writable=True))
         assert isinstance(kept, ForkReply) and kept.ok and isinstance(brief, ForkReply) and brief.ok, (kept, brief)
+        first, second = (client.request(CreateFork(purpose="backtest", requester=who, ttl_s=600)) for who in "ab")
+        assert first.fork_id == second.fork_id  # read-only requests share a young read-only fork
+        assert mesh.query("SELECT shared FROM fork_tracking WHERE fork_id=?", (first.fork_id,)) == [(1,)]
         row = mesh.query("SELECT purpose, requester, status, ttl_s FROM fork_tracking WHERE fork_id=?", (kept.fork_id,))
         assert row == [("validation", "test", "active", 864_000)]
         fork = sqlite3.connect(f"file:{kept.path}?mode=ro", uri=True)
@@ -320,3 +323,59 @@ def test_validation_on_forks_moves_allocations_and_books_still_reconcile(mesh):
     transfers = mesh.query("SELECT amount FROM ledger WHERE reason LIKE 'rebalance%'")
     assert sum(Decimal(a) for (a,) in transfers) == 0
     reconcile_after_more_trades(mesh, mesh.trade_count())
+
+
+def forks_listed(mesh) -> list[dict]:
+    return json.loads(mesh.cli("forks", "--json").stdout)
+
+
+def test_optimisation_and_what_if_run_on_forks(mesh):
+    asked = mesh.cli("validate", "--optimize", "--reason", "test")
+    assert asked.returncode == 0 and "validation queued" in asked.stdout
+    optimized = wait_for(lambda: [f for f in forks_listed(mesh) if f["purpose"] == "optimization"
+                                  and "optimization" in (f["results"] or {})], 120, "a parameter optimisation")
+    result = optimized[0]["results"]["optimization"]
+    assert result["workers"] == 2 and result["trials"] > 0 and "walk-forward" in result["reason"]
+    assert result["bars_in_sample"] > result["bars_out_of_sample"] > 0
+    assert any(f["results"].get("trigger") == "test" for f in forks_listed(mesh)
+               if f["purpose"] == "validation" and f["results"])
+    what_if = wait_for(lambda: [f for f in forks_listed(mesh) if f["purpose"] == "whatif"
+                                and "whatif" in (f["results"] or {})], 120, "a what-if")
+    outcome = what_if[0]["results"]["whatif"]
+    assert set(outcome["outcome"]) == {"proposed", "current", "equal"} and outcome["chosen"] in outcome["outcome"]
+
+
+def test_new_parameters_are_swapped_in_without_a_restart(mesh):
+    from core.messages import ParamsUpdate
+
+    log = mesh.settings.log_dir / "strategy_momentum.log"
+    pid = mesh.pid("strategy_momentum")
+    assert "stopped" in mesh.ctl("stop", "allocator")  # the test speaks for the allocator
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    try:
+        pub.bind(mesh.settings.endpoint("allocator.pub"))
+        time.sleep(1.5)  # the worker reconnects
+        for params in ({"fast": 40, "slow": 10}, {"fast": 4, "slow": 27}):
+            update = ParamsUpdate(strategy="momentum", params=params, reason="test", et=1)
+            pub.send_multipart([b"params.momentum", encode(update)])
+        wait_for(lambda: '"params": {"fast": 4, "slow": 27}' in log.read_text(), 20, "the new parameters in use")
+        assert '"event": "params_rejected"' in log.read_text()  # fast >= slow: refused, the old set kept
+    finally:
+        pub.close(0)
+        ctx.term()
+        assert "started" in mesh.ctl("start", "allocator")
+    assert mesh.pid("strategy_momentum") == pid
+    trades = mesh.trade_count()
+    wait_for(lambda: mesh.trade_count() > trades, 60, "trading on")
+
+
+def test_a_risk_breach_freezes_an_incident_fork(mesh):
+    assert "kill switch ON" in mesh.cli("kill-switch", "on").stdout
+    try:
+        incidents = wait_for(lambda: [f for f in forks_listed(mesh) if f["purpose"] == "incident"
+                                      and "incident" in (f["results"] or {})], 30, "an incident fork")
+        assert incidents[0]["requester"] == "risk" and incidents[0]["ttl_s"] == 604800
+        assert "kill switch" in incidents[0]["results"]["incident"] or "halted" in incidents[0]["results"]["incident"]
+    finally:
+        assert "kill switch OFF" in mesh.cli("kill-switch", "off").stdout
