@@ -22,6 +22,7 @@ bench: $(STAMP)
 	$(VENV)/bin/mesh bench --suite latency
 	$(VENV)/bin/mesh bench --suite feed
 	$(VENV)/bin/mesh bench --suite backtest
+	$(VENV)/bin/mesh bench --suite sweep
 	$(VENV)/bin/mesh bench --suite forks
 
 conf: $(STAMP)

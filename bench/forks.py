@@ -1,7 +1,11 @@
 """Fork creation time per backend, for the bundled database (both symbols' 30 days of candles).
 
 sqlite: the one-step online-backup snapshot, and the clone of it each fork is (reflink where the
-filesystem can, copy_file_range otherwise). Other backends report here as they arrive.
+filesystem can, copy_file_range otherwise).
+postgres (a throwaway PostgreSQL started here): the golden template's rebuild from the live database,
+a writable fork (CREATE DATABASE ... TEMPLATE golden) and a read-only fork (an exported snapshot).
+tiger: not measured here; Tiger Cloud forks take minutes and need an account (the tests check the
+client against a contract server).
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import time
 from pathlib import Path
 
 from core.config import BUNDLED_DATA, load_settings
-from core.forks import SqliteForks
+from core.forks import PostgresForks, SqliteForks
 from core.marketdata import find_candle_file, load_bars
 from core.messages import Candle
 from core.store import Store
@@ -19,8 +23,8 @@ from core.store import Store
 FORKS = 10
 
 
-def bundled_store(path: Path) -> int:
-    store = Store(path)
+def bundled_store(location: Path | str) -> int:
+    store = Store(location)
     count = 0
     for symbol in load_settings().symbols:
         bars, _ = load_bars(find_candle_file(BUNDLED_DATA, symbol))
@@ -48,7 +52,37 @@ def run_forks_suite() -> dict:
         size = (directory / "mesh.db").stat().st_size
     return {"sqlite": {"db_bytes": size, "candles": candles, "snapshot_ms": round(snapshots[0], 2),
                        "clone_ms_median": round(statistics.median(clones), 2), "clone_method": method,
-                       "forks": FORKS}}
+                       "forks": FORKS},
+            "postgres": postgres_forks(),
+            "tiger": "not measured: needs a Tiger Cloud account (the client is tested against a contract server)"}
+
+
+def postgres_forks() -> dict:
+    from core.pgserver import LocalPostgres, PostgresUnavailable
+
+    try:
+        server = LocalPostgres().start()
+    except PostgresUnavailable as error:
+        return {"skipped": str(error)}
+    try:
+        url = server.create_database("mesh")
+        candles = bundled_store(url)
+        backend = PostgresForks(url, golden_refresh_s=0)
+        try:
+            golden_ms = backend.refresh_golden()
+            writable = [backend.create(f"fork-bench-w{i}", writable=True) for i in range(FORKS)]
+            read_only = [backend.create(f"fork-bench-r{i}", writable=False) for i in range(FORKS)]
+            result = {"candles": candles, "golden_refresh_ms": round(golden_ms, 2),
+                      "template_fork_ms_median": round(statistics.median(f.details["create_ms"] for f in writable), 2),
+                      "snapshot_fork_ms_median": round(statistics.median(f.details["create_ms"] for f in read_only), 2),
+                      "forks": FORKS}
+            for fork in writable + read_only:
+                backend.destroy(fork.location)
+        finally:
+            backend.close()
+        return result
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

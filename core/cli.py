@@ -327,12 +327,16 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from bench.forks import run_forks_suite
 
         result = run_forks_suite()
+    elif args.suite == "sweep":
+        from bench.sweep import run_sweep_suite
+
+        result = run_sweep_suite(progress=not args.json)
     elif args.suite == "feed":
         from bench.feed import run_feed_suite
 
         result = run_feed_suite(progress=not args.json)
     else:
-        print(f"unknown suite {args.suite!r}; available: latency, feed, backtest, forks")
+        print(f"unknown suite {args.suite!r}; available: latency, feed, backtest, sweep, forks")
         return 2
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
