@@ -138,6 +138,8 @@ class Settings(BaseSettings):
                                 "with the next read-only request for the same purpose; 0: never share")
     fork_keep_ttl_s: int = Field(604800, ge=1, description="TTL of incident forks and of forks found interesting")
     fork_keep_max: int = Field(20, ge=1, description="kept forks beyond this many: the oldest go")
+    fork_pool_size: int = Field(0, ge=0, le=16, description="read-only forks kept made in advance, for backends "
+                                "whose forks take minutes (tiger); 0: none")
     fork_golden_max_age_s: float = Field(30.0, ge=0, description="reuse one snapshot for forks this long (seconds)")
     big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -153,7 +153,7 @@ class Runner:
         if self.pool is None:
             results = map(_trial, jobs)
         else:
-            results = self.pool.map(_trial, jobs, chunksize=max(1, len(jobs) // (self.workers * 4)))
+            results = self.pool.map(_trial, jobs)  # one trial per task: few, heavy, uneven tasks balance best
         return [Trial(params, value, trades, roi) for params, value, trades, roi in results]
 
     def close(self) -> None:

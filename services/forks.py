@@ -5,11 +5,14 @@ status and results, and are announced on `fork.*`. TTLs run on event time; expir
 and at start-up forks the registry does not know (orphans of a crash) are removed. A read-only request
 shares a read-only fork made moments before (slow backends make that worth a lot); a fork the narrator
 finds interesting is kept longer; a risk breach (halt, kill switch, a strategy deactivated) freezes an
-incident fork of that moment."""
+incident fork of that moment. With MESH_FORK_POOL_SIZE, read-only forks are made in advance in a
+background thread (a Tiger Cloud fork takes minutes) and handed out at once."""
 from __future__ import annotations
 
 import json
+import queue
 import secrets
+import threading
 import time
 
 from core.config import Settings
@@ -30,6 +33,7 @@ from core.service import Service, main
 from core.store import redact
 
 LIVE = ("creating", "active")
+POOLED = "pooled"
 
 
 class ForkManager(Service):
@@ -51,6 +55,10 @@ class ForkManager(Service):
         self.subscribe([self.settings.endpoint("risk.pub")], [b"risk.state"], self.on_risk_state)
         self.risk_seen: RiskState | None = None
         self.last_incident: dict[str, float] = {}
+        self.pool_made: queue.Queue = queue.Queue()
+        self.pool_maker: threading.Thread | None = None
+        if self.settings.fork_pool_size:
+            self.loop.every(1.0, self.refill_pool, first_in=0)
         self.event_time = self.store.scalar("SELECT MAX(open_time) + 60000 FROM candles") or 0
         self.remove_orphans()
         self.loop.every(2.0, self.sweep)
@@ -102,14 +110,14 @@ class ForkManager(Service):
     def create(self, request: CreateFork) -> ForkReply:
         if self.backend is None:
             return ForkReply(ok=False, reason=f"backend down: {self.backend_error}")
-        shared = self.shareable(request)
+        shared = self.shareable(request) or self.from_pool(request)
         if shared is not None:
             return shared
         active = self.store.scalar("SELECT COUNT(*) FROM fork_tracking WHERE status IN (?, ?) AND kept=0", LIVE)
         if active >= self.settings.max_forks:
             return ForkReply(ok=False, reason=f"limit reached: {active} live forks (max {self.settings.max_forks})")
         ttl = request.ttl_s or self.settings.fork_ttl_s
-        fork_id = f"{FORK_PREFIX}{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+        fork_id = self.new_fork_id()
         self.store.execute(
             "INSERT INTO fork_tracking(fork_id, backend, parent, purpose, requester, path, created_at, created_et,"
             " ttl_s, expires_et, status, writable, kept) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -128,6 +136,60 @@ class ForkManager(Service):
         self.log.info("fork_created", fork_id=fork_id, purpose=request.purpose, requester=request.requester,
                       **fork.details)
         return ForkReply(fork_id=fork_id, path=fork.location)
+
+    # ----- the pool: read-only forks made in advance ---------------------------------------------------
+    def refill_pool(self) -> None:
+        """Take in what the pool thread made; start making the next spare if the pool is short."""
+        while not self.pool_made.empty():
+            fork_id, made = self.pool_made.get()
+            if isinstance(made, ForkBackendError):
+                self.set_status(fork_id, "destroyed", {"error": str(made)})
+                self.log.error("pool_fork_failed", fork_id=fork_id, error=str(made))
+                continue
+            self.store.execute("UPDATE fork_tracking SET path=?, status=?, results=? WHERE fork_id=?",
+                               (made.location, POOLED, json.dumps(made.details), fork_id))
+            self.log.info("pool_fork_ready", fork_id=fork_id, **made.details)
+        if self.backend is None or (self.pool_maker is not None and self.pool_maker.is_alive()):
+            return
+        spares = self.store.scalar("SELECT COUNT(*) FROM fork_tracking WHERE status=?", (POOLED,))
+        if spares >= self.settings.fork_pool_size:
+            return
+        fork_id = self.new_fork_id()
+        self.store.execute(
+            "INSERT INTO fork_tracking(fork_id, backend, parent, purpose, requester, path, created_at, created_et,"
+            " ttl_s, expires_et, status, writable) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (fork_id, self.backend.name, redact(self.settings.store_location), "pool", self.name, "", time.time(),
+             self.event_time, 0, 0, "creating", 0))
+
+        def make() -> None:
+            try:
+                self.pool_made.put((fork_id, self.backend.create(fork_id, False)))
+            except ForkBackendError as error:
+                self.pool_made.put((fork_id, error))
+
+        self.pool_maker = threading.Thread(target=make, name="fork-pool", daemon=True)
+        self.pool_maker.start()
+
+    def from_pool(self, request: CreateFork) -> ForkReply | None:
+        """The oldest spare, for a read-only request: it becomes the requester's fork, TTL from now."""
+        if request.writable or not self.settings.fork_pool_size:
+            return None
+        rows = self.store.query("SELECT fork_id, path, created_at FROM fork_tracking WHERE status=? "
+                                "ORDER BY created_at LIMIT 1", (POOLED,))
+        if not rows:
+            return None
+        fork_id, ttl = rows[0]["fork_id"], request.ttl_s or self.settings.fork_ttl_s
+        self.store.execute("UPDATE fork_tracking SET purpose=?, requester=?, status='active', ttl_s=?, expires_et=? "
+                           "WHERE fork_id=?", (request.purpose, request.requester, ttl,
+                                               self.event_time + ttl * 1000, fork_id))
+        self.store.merge_fork_results(fork_id, {"from_pool": True,
+                                                "pooled_s": round(time.time() - rows[0]["created_at"], 1)})
+        self.announce("created", fork_id, request.purpose, request.requester, "active", ttl, rows[0]["path"])
+        self.log.info("fork_from_pool", fork_id=fork_id, purpose=request.purpose, requester=request.requester)
+        return ForkReply(fork_id=fork_id, path=rows[0]["path"])
+
+    def new_fork_id(self) -> str:
+        return f"{FORK_PREFIX}{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
 
     # ----- incidents: a breach freezes the store as it was ---------------------------------------------
     def on_risk_state(self, topic: bytes, state: RiskState) -> None:
@@ -189,10 +251,11 @@ class ForkManager(Service):
             return
         for row in self.store.query("SELECT * FROM fork_tracking WHERE status IN ('creating', 'destroying')"):
             self.destroy(row, "orphaned")
-        for row in self.store.query("SELECT * FROM fork_tracking WHERE status = 'active'"):
+        for row in self.store.query("SELECT * FROM fork_tracking WHERE status IN ('active', ?)", (POOLED,)):
             if not self.backend.exists(row["path"]):  # e.g. an exported snapshot dies with its holder
                 self.destroy(row, "lost")
-        known = {r[0] for r in self.store.query("SELECT path FROM fork_tracking WHERE status = 'active'")}
+        known = {r[0] for r in self.store.query("SELECT path FROM fork_tracking WHERE status IN ('active', ?)",
+                                                (POOLED,))}
         try:
             for location in self.backend.orphans(known):
                 self.backend.destroy(location)
