@@ -218,7 +218,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
         if fork is None or fork["status"] != "active":
             print(f"backtest: no active fork {args.fork!r} (mesh forks lists them)", file=sys.stderr)
             return 2
-        args.db = fork["path"]
+        args.db = settings.fork_location(fork["path"])
     symbols = [args.symbol.upper().replace("/", "")] if args.symbol else settings.symbols
     data_dir = args.data.resolve() if args.data else settings.data_dir
     try:
@@ -276,6 +276,8 @@ def fork_rows(settings: Settings) -> list[dict]:
     return [{"id": r["fork_id"], "backend": r["backend"], "purpose": r["purpose"], "requester": r["requester"],
              "status": r["status"], "created": r["created_at"], "age_s": round(now - r["created_at"], 1),
              "ttl_s": r["ttl_s"], "expires_et": r["expires_et"], "path": r["path"],
+             "writable": bool(r["writable"]), "shared": r["shared"], "kept": bool(r["kept"]),
+             "cost_estimate": r["cost_estimate"],
              "results": json.loads(r["results"]) if r["results"] else None} for r in rows]
 
 

@@ -133,6 +133,7 @@ class Settings(BaseSettings):
     tiger_project_id: str | None = None
     tiger_service_id: str | None = Field(None, description="the service forks are taken from")
     tiger_fork_strategy: Literal["NOW", "LAST_SNAPSHOT"] = "LAST_SNAPSHOT"
+    tiger_fork_usd_per_hour: float = Field(0.0, ge=0, description="price of a fork's compute, for cost estimates")
     tiger_poll_s: float = Field(5.0, gt=0, description="how often to ask whether a Tiger fork is READY")
     fork_share_s: float = Field(30.0, ge=0, description="a read-only fork this young (market seconds) is shared "
                                 "with the next read-only request for the same purpose; 0: never share")
@@ -257,6 +258,12 @@ class Settings(BaseSettings):
     def store_location(self) -> str:
         """Where the durable records live: the PostgreSQL URL, or the SQLite file under MESH_HOME."""
         return self.db_url or str(self.db_path)
+
+    def fork_location(self, registered: str) -> str:
+        """A fork's location as registered (passwords redacted) made openable with MESH_DB_URL's password."""
+        from core.store import unredact
+
+        return unredact(registered, self.db_url)
 
     @property
     def forks_via(self) -> str:

@@ -119,6 +119,10 @@ class SqliteForks:
     def exists(self, location: str) -> bool:
         return Path(location).exists()
 
+    def estimate(self, details: dict, ttl_s: int) -> str:
+        shared = "shared blocks (reflink)" if details.get("method") == "reflink" else "disk"
+        return f"{details.get('bytes', 0) / 1e6:.1f} MB of {shared} for {ttl_s / 3600:.1f} h"
+
     def maintain(self) -> None:
         """Nothing to do between requests: the golden snapshot is taken when a fork needs it."""
 
@@ -138,7 +142,8 @@ class TigerForks:
     FAILED = ("FAILED", "ERROR", "DELETED")
 
     def __init__(self, api_url: str, project_id: str, service_id: str, strategy: str = "LAST_SNAPSHOT",
-                 poll_s: float = 5.0, timeout_s: float = 1800.0) -> None:
+                 poll_s: float = 5.0, timeout_s: float = 1800.0, usd_per_hour: float = 0.0) -> None:
+        self.usd_per_hour = usd_per_hour
         public, secret = os.environ.get("TIGER_PUBLIC_KEY"), os.environ.get("TIGER_SECRET_KEY")
         if not public or not secret:
             raise ForkBackendError("tiger forks need TIGER_PUBLIC_KEY and TIGER_SECRET_KEY in the environment")
@@ -192,6 +197,12 @@ class TigerForks:
 
     def exists(self, location: str) -> bool:
         return True  # a Tiger service outlives the manager; a missing one answers 404 to its DELETE
+
+    def estimate(self, details: dict, ttl_s: int) -> str:
+        hours = ttl_s / 3600
+        if self.usd_per_hour:
+            return f"about ${self.usd_per_hour * hours:.2f} ({hours:.1f} h at ${self.usd_per_hour}/h)"
+        return f"a Tiger Cloud service for {hours:.1f} h (set MESH_TIGER_FORK_USD_PER_HOUR for a price)"
 
     def maintain(self) -> None:
         """Nothing between requests."""
@@ -317,15 +328,24 @@ class PostgresForks:
             raise ForkBackendError(f"refusing to drop {name!r}: not a fork database")
         self._sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def estimate(self, details: dict, ttl_s: int) -> str:
+        if details.get("method") == "exported_snapshot":
+            return "no copy: a held snapshot (old row versions wait for it before vacuum); one connection"
+        size = self._sql("SELECT pg_database_size(%s)", details.get("database", ""))
+        return f"{(size[0][0] or 0) / 1e6:.1f} MB of disk for {ttl_s / 3600:.1f} h" if size else "unknown"
+
     def exists(self, location: str) -> bool:
         if self.SNAPSHOT in location:
             return location.partition(self.SNAPSHOT)[2] in self.exporters
         return bool(self._sql("SELECT 1 FROM pg_database WHERE datname = %s", urlsplit(location).path.lstrip("/")))
 
     def orphans(self, known: set[str]) -> list[str]:
-        """Fork databases (by naming convention) the registry does not know."""
+        """Fork databases (by naming convention) the registry does not know (locations as registered:
+        passwords redacted)."""
+        from core.store import redact
+
         names = self._sql("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", self.fork_prefix)
-        return sorted({with_database(self.url, name) for (name,) in names} - known)
+        return sorted({redact(with_database(self.url, name)) for (name,) in names} - {redact(k) for k in known})
 
     def close(self) -> None:
         for exporter in self.exporters.values():
@@ -336,7 +356,8 @@ class PostgresForks:
 def backend_for(settings) -> SqliteForks | PostgresForks | TigerForks:
     if settings.forks_via == "tiger":
         return TigerForks(settings.tiger_api_url, settings.tiger_project_id or "", settings.tiger_service_id or "",
-                          settings.tiger_fork_strategy, settings.tiger_poll_s)
+                          settings.tiger_fork_strategy, settings.tiger_poll_s,
+                          usd_per_hour=settings.tiger_fork_usd_per_hour)
     if settings.forks_via == "postgres":
         return PostgresForks(settings.db_url, settings.pg_golden_refresh_s)
     return SqliteForks(settings.db_path, settings.forks_dir, settings.fork_golden_max_age_s)

@@ -87,6 +87,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE fork_tracking ADD COLUMN writable INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE fork_tracking ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE fork_tracking ADD COLUMN kept INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE fork_tracking ADD COLUMN cost_estimate TEXT;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -103,15 +104,21 @@ def is_postgres(location: str | Path) -> bool:
 
 
 def redact(location: str | Path) -> str:
-    """A store location fit for logs and records: a URL's password replaced by ***."""
+    """A location fit for logs and records: a URL's password replaced by ***."""
     text = str(location)
-    if not is_postgres(text):
+    if "://" not in text:
         return text
     parts = urlsplit(text)
     if parts.password is None:
         return text
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def unredact(location: str, secret_url: str | None) -> str:
+    """A redacted location made usable again with the password of the URL it came from."""
+    password = urlsplit(secret_url).password if secret_url and is_postgres(secret_url) else None
+    return location.replace(":***@", f":{password}@", 1) if password and ":***@" in location else location
 
 
 class Cursorish(Protocol):

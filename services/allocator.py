@@ -178,7 +178,7 @@ class Allocator(Service):
         return reply
 
     def read_fork(self, location: str, since: int) -> dict[str, list[Bar]]:
-        fork = Store(location, read_only=True)
+        fork = Store(self.settings.fork_location(location), read_only=True)
         try:
             return {sym: [b for b in fork.bars(sym, self.settings.timeframe) if b.open_time >= since]
                     for sym in self.settings.symbols}
@@ -313,8 +313,8 @@ class Allocator(Service):
 
         def work() -> None:
             try:
-                result = optimize(strategy, self.live_params.get(strategy), reply.path, s.symbols, s, since, until,
-                                  s.optimize_objective, s.optimize_samples, s.optimize_workers)
+                result = optimize(strategy, self.live_params.get(strategy), s.fork_location(reply.path), s.symbols,
+                                  s, since, until, s.optimize_objective, s.optimize_samples, s.optimize_workers)
             except Exception as error:  # reported on the loop; the allocator carries on
                 result = error
             self.optimized.put((reply.fork_id, strategy, result))

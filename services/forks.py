@@ -130,12 +130,14 @@ class ForkManager(Service):
             self.set_status(fork_id, "destroyed", {"error": str(error)})
             self.log.error("fork_failed", fork_id=fork_id, error=str(error))
             return ForkReply(ok=False, reason=f"backend error: {error}")
-        self.store.execute("UPDATE fork_tracking SET path=? WHERE fork_id=?", (fork.location, fork_id))
+        location = redact(fork.location)  # registry, bus and logs never carry a password
+        self.store.execute("UPDATE fork_tracking SET path=?, cost_estimate=? WHERE fork_id=?",
+                           (location, self.estimate(fork.details, ttl), fork_id))
         self.set_status(fork_id, "active", fork.details)
-        self.announce("created", fork_id, request.purpose, request.requester, "active", ttl, fork.location)
+        self.announce("created", fork_id, request.purpose, request.requester, "active", ttl, location)
         self.log.info("fork_created", fork_id=fork_id, purpose=request.purpose, requester=request.requester,
                       **fork.details)
-        return ForkReply(fork_id=fork_id, path=fork.location)
+        return ForkReply(fork_id=fork_id, path=location)
 
     # ----- the pool: read-only forks made in advance ---------------------------------------------------
     def refill_pool(self) -> None:
@@ -147,7 +149,7 @@ class ForkManager(Service):
                 self.log.error("pool_fork_failed", fork_id=fork_id, error=str(made))
                 continue
             self.store.execute("UPDATE fork_tracking SET path=?, status=?, results=? WHERE fork_id=?",
-                               (made.location, POOLED, json.dumps(made.details), fork_id))
+                               (redact(made.location), POOLED, json.dumps(made.details), fork_id))
             self.log.info("pool_fork_ready", fork_id=fork_id, **made.details)
         if self.backend is None or (self.pool_maker is not None and self.pool_maker.is_alive()):
             return
@@ -179,14 +181,22 @@ class ForkManager(Service):
         if not rows:
             return None
         fork_id, ttl = rows[0]["fork_id"], request.ttl_s or self.settings.fork_ttl_s
-        self.store.execute("UPDATE fork_tracking SET purpose=?, requester=?, status='active', ttl_s=?, expires_et=? "
-                           "WHERE fork_id=?", (request.purpose, request.requester, ttl,
-                                               self.event_time + ttl * 1000, fork_id))
+        details = json.loads(self.store.scalar("SELECT results FROM fork_tracking WHERE fork_id=?", (fork_id,)) or "{}")
+        self.store.execute("UPDATE fork_tracking SET purpose=?, requester=?, status='active', ttl_s=?, expires_et=?, "
+                           "cost_estimate=? WHERE fork_id=?", (request.purpose, request.requester, ttl,
+                                                              self.event_time + ttl * 1000,
+                                                              self.estimate(details, ttl), fork_id))
         self.store.merge_fork_results(fork_id, {"from_pool": True,
                                                 "pooled_s": round(time.time() - rows[0]["created_at"], 1)})
         self.announce("created", fork_id, request.purpose, request.requester, "active", ttl, rows[0]["path"])
         self.log.info("fork_from_pool", fork_id=fork_id, purpose=request.purpose, requester=request.requester)
         return ForkReply(fork_id=fork_id, path=rows[0]["path"])
+
+    def estimate(self, details: dict, ttl_s: int) -> str:
+        try:
+            return self.backend.estimate(details, ttl_s)
+        except ForkBackendError as error:
+            return f"unknown ({error})"
 
     def new_fork_id(self) -> str:
         return f"{FORK_PREFIX}{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
@@ -224,8 +234,8 @@ class ForkManager(Service):
     def sweep(self) -> None:
         if self.backend is None:
             return
-        expired = self.store.query("SELECT * FROM fork_tracking WHERE status = 'active' AND expires_et <= ?",
-                                   (self.event_time,))
+        expired = self.store.query("SELECT * FROM fork_tracking WHERE (status = 'active' AND expires_et <= ?) "
+                                   "OR status = 'destroying'", (self.event_time,))
         for row in expired:
             self.destroy(row, "expired")
         try:
@@ -234,6 +244,8 @@ class ForkManager(Service):
             self.log.error("fork_maintenance_failed", error=str(error))
 
     def destroy(self, row, why: str) -> None:
+        """Marked destroying first: a manager that dies half-way finishes the job at its next start."""
+        self.store.execute("UPDATE fork_tracking SET status='destroying' WHERE fork_id=?", (row["fork_id"],))
         if row["path"]:
             try:
                 self.backend.destroy(row["path"])

@@ -560,3 +560,19 @@ def test_walk_forward_optimisation_same_in_one_or_two_processes(candle_db):
         "live_params"] and (serial["live_out_of_sample"] is None or
                             serial["best_out_of_sample"] > serial["live_out_of_sample"]))
     assert "walk-forward by sharpe" in serial["reason"]
+
+
+def test_store_urls_never_show_a_password(tmp_path, monkeypatch):
+    from core.store import redact, unredact
+
+    url = "postgresql://mesh:s3cret@db.internal:5432/mesh"
+    assert redact(url) == "postgresql://mesh:***@db.internal:5432/mesh" and redact("/var/mesh.db") == "/var/mesh.db"
+    assert unredact(redact(url) + "#snapshot=00000003-1", url) == url + "#snapshot=00000003-1"
+    with pytest.raises(ConfigError) as error:
+        load_settings(db_url="mysql://mesh:s3cret@db/mesh")
+    assert "s3cret" not in str(error.value) and "postgresql://" in str(error.value)
+    config = tmp_path / "mesh.toml"
+    config.write_text(f'db_url = "{url}"\n')
+    monkeypatch.setenv("MESH_CONFIG", str(config))
+    with pytest.raises(ConfigError, match="only from the environment"):
+        load_settings()
