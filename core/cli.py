@@ -281,8 +281,8 @@ def fork_rows(settings: Settings) -> list[dict]:
              "results": json.loads(r["results"]) if r["results"] else None} for r in rows]
 
 
-def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
-    """Ask the allocator to validate the strategies now (and optimise one with --optimize)."""
+def request_validation(settings: Settings, reason: str, optimize: bool, by: str) -> str | None:
+    """Ask the allocator to validate the strategies now (and optimise one); its answer, or None."""
     import zmq
 
     from core.bus import ReqClient
@@ -290,16 +290,21 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     from core.messages import Accepted, AllocatorReplies, RunValidation
 
     ctx = zmq.Context()
-    client = ReqClient(ctx, settings.endpoint("allocator.rep"), AllocatorReplies, 2000, 2, Logger("cli", "ERROR"))
+    client = ReqClient(ctx, settings.endpoint("allocator.rep"), AllocatorReplies, 2000, 2, Logger(by, "ERROR"))
     try:
-        reply = client.request(RunValidation(reason=args.reason, optimize=args.optimize, src="cli"))
+        reply = client.request(RunValidation(reason=reason, optimize=optimize, src=by))
     finally:
         client.close()
         ctx.term()
-    if not isinstance(reply, Accepted):
+    return reply.message if isinstance(reply, Accepted) else None
+
+
+def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
+    message = request_validation(settings, args.reason, args.optimize, "cli")
+    if message is None:
         print("the allocator did not answer (is the mesh up? mesh status)", file=sys.stderr)
         return 1
-    print(f"{reply.message}; results appear in mesh forks and the allocation's reason")
+    print(f"{message}; results appear in mesh forks and the allocation's reason")
     return 0
 
 

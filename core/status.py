@@ -1,6 +1,7 @@
 """The mesh's state in one object, for `mesh status` and the dashboard's /api/state."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -34,7 +35,7 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     positions = [{"strategy": a["strategy"], "symbol": p["symbol"], "qty": float(p["qty"]),
                   "avg_price": float(p["avg_price"]), "last_price": float(p["last_price"])}
                  for a in account.get("accounts", []) for p in a.get("positions", [])]
-    trades, recent, highlights = _from_store(settings, last_trades)
+    trades, recent, highlights, research = _from_store(settings, last_trades)
     state = {
         "mode": settings.mode,
         "services": services,
@@ -53,23 +54,27 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
         state["last_trades"] = recent
         state["highlights"] = highlights
         state["allocation_reason"] = alloc.get("reason")
+        state.update(research)
     return state
 
 
-def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict]]:
-    """Trade count, and with `last`, the latest trades and narrator highlights."""
+def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict], dict]:
+    """Trade count, and with `last`, the latest trades, narrator highlights, forks and the regime table."""
     if not settings.db_url and not settings.db_path.exists():
-        return 0, [], []
+        return 0, [], [], {}
     store = Store(settings.store_location, read_only=True)
     try:
         count = store.trade_count()
         if not last:
-            return count, [], []
+            return count, [], [], {}
         recent = [dict(r) for r in store.query(
             "SELECT trade_id, strategy, symbol, side, qty, price, fee, realized_pnl, event_time FROM trades "
             "ORDER BY created_at DESC, trade_id DESC LIMIT ?", (last,))]
         highlights = [dict(r) for r in store.query(
             "SELECT kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (last,))]
-        return count, recent, highlights
+        forks = [{**dict(r), "results": sorted(json.loads(r["results"] or "{}"))} for r in store.query(
+            "SELECT fork_id, backend, purpose, requester, status, created_et, ttl_s, kept, cost_estimate, results "
+            "FROM fork_tracking ORDER BY created_at DESC LIMIT ?", (last,))]
+        return count, recent, highlights, {"forks": forks, "regime_table": store.regime_table()}
     finally:
         store.close()

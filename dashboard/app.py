@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from core.cli import set_kill_switch
+from core.cli import request_validation, set_kill_switch
 from core.codec import DecodeError, UnknownTopic, decode_event, to_json_ready
 from core.config import Settings
 from core.hotstate import HotState
@@ -30,6 +30,10 @@ CLIENT_QUEUE = 1000
 
 class KillSwitch(BaseModel):
     on: bool
+
+
+class Validate(BaseModel):
+    optimize: bool = False
 
 
 class Relay:
@@ -131,6 +135,14 @@ def create_app(settings: Settings) -> FastAPI:
         answered, message = await asyncio.to_thread(set_kill_switch, settings, body.on, "dashboard")
         if not answered:
             raise HTTPException(status_code=503, detail=message)
+        return {"ok": True, "message": message}
+
+    @app.post("/api/validate")
+    async def validate(body: Validate) -> dict:
+        message = await asyncio.to_thread(request_validation, settings, "asked from the dashboard", body.optimize,
+                                          "dashboard")
+        if message is None:
+            raise HTTPException(status_code=503, detail="the allocator did not answer")
         return {"ok": True, "message": message}
 
     @app.get("/metrics")

@@ -238,6 +238,9 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
     assert page.status_code == 200 and "Meshtrader" in page.text and "http" not in page.text.split("<script>")[0]
     state = httpx.get(f"{base}/api/state").json()
     assert state["mode"] == "paper" and "last_trades" in state and state["services"]["executor"]["healthy"]
+    assert {"forks", "regime_table"} <= set(state)
+    asked = httpx.post(f"{base}/api/validate", json={"optimize": False})
+    assert asked.status_code == 200 and "validation queued" in asked.json()["message"]
     assert "mesh_up" in httpx.get(f"{base}/metrics").text
     for program in ("feed", "executor", "risk", "strategy_macd"):
         assert "mesh_messages_out_total" in mesh.metrics(program)
