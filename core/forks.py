@@ -120,8 +120,8 @@ class SqliteForks:
         return Path(location).exists()
 
     def estimate(self, details: dict, ttl_s: int) -> str:
-        shared = "shared blocks (reflink)" if details.get("method") == "reflink" else "disk"
-        return f"{details.get('bytes', 0) / 1e6:.1f} MB of {shared} for {ttl_s / 3600:.1f} h"
+        shared = "shared (reflink)" if details.get("method") == "reflink" else "disk"
+        return f"{details.get('bytes', 0) / 1e6:.1f} MB {shared}"
 
     def maintain(self) -> None:
         """Nothing to do between requests: the golden snapshot is taken when a fork needs it."""
@@ -202,7 +202,7 @@ class TigerForks:
         hours = ttl_s / 3600
         if self.usd_per_hour:
             return f"about ${self.usd_per_hour * hours:.2f} ({hours:.1f} h at ${self.usd_per_hour}/h)"
-        return f"a Tiger Cloud service for {hours:.1f} h (set MESH_TIGER_FORK_USD_PER_HOUR for a price)"
+        return f"{hours:.1f} service-hours (MESH_TIGER_FORK_USD_PER_HOUR prices them)"
 
     def maintain(self) -> None:
         """Nothing between requests."""
@@ -330,9 +330,9 @@ class PostgresForks:
 
     def estimate(self, details: dict, ttl_s: int) -> str:
         if details.get("method") == "exported_snapshot":
-            return "no copy: a held snapshot (old row versions wait for it before vacuum); one connection"
+            return "no copy: one connection holding a snapshot (delays vacuum)"
         size = self._sql("SELECT pg_database_size(%s)", details.get("database", ""))
-        return f"{(size[0][0] or 0) / 1e6:.1f} MB of disk for {ttl_s / 3600:.1f} h" if size else "unknown"
+        return f"{(size[0][0] or 0) / 1e6:.1f} MB disk" if size else "unknown"
 
     def exists(self, location: str) -> bool:
         if self.SNAPSHOT in location:
