@@ -316,9 +316,32 @@ def cmd_forks(settings: Settings, args: argparse.Namespace) -> int:
     if not forks:
         print("no forks yet")
     for f in forks:
-        print(f"{f['id']:32} {f['backend']:7} {f['purpose']:12} {f['status']:10} by {f['requester']:12} "
-              f"age {f['age_s']:>8.1f}s ttl {f['ttl_s']}s  {json.dumps(f['results']) if f['results'] else ''}")
+        print(f"{f['id']:32} {f['backend']:8} {f['purpose']:12} {f['status']:10} by {f['requester']:10} "
+              f"age {f['age_s']:>8.1f}s ttl {f['ttl_s']:>7}s{' kept' if f['kept'] else ''}  {results_line(f['results'])}")
+    if forks:
+        print("(mesh forks --json has every result in full)")
     return 0
+
+
+def results_line(results: dict | None) -> str:
+    """The gist of a fork's results in one line."""
+    if not results:
+        return ""
+    parts = []
+    if "trigger" in results:
+        parts.append(f"validation ({results['trigger']})")
+    if "whatif" in results:
+        parts.append(f"what-if chose {results['whatif'].get('chosen')}")
+    if "optimization" in results:
+        run = results["optimization"]
+        parts.append(run.get("error") or f"optimised {run['strategy']}: {'adopted' if run['adopt'] else 'kept'} "
+                     f"{run['best_params'] if run['adopt'] else run['live_params']}")
+    for key in ("incident", "interesting", "error"):
+        if key in results:
+            parts.append(f"{key}: {results[key]}")
+    if "method" in results:
+        parts.append(results["method"])
+    return "; ".join(parts)
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
