@@ -110,7 +110,7 @@ class Backtester:
                 for name, step in steps[symbol]:
                     decision = step(candle)
                     if decision is not None:
-                        execute(name, symbol, bar, closes_at, decision.side)
+                        execute(name, symbol, bar, closes_at, decision.side, decision.stop)
             while next_due <= closes_at:
                 _, symbol, rate = settlements[next_settlement]
                 next_settlement += 1
@@ -160,7 +160,7 @@ class _Books:
         self.fees = Decimal(0)
         self.rejected = 0
 
-    def execute(self, name: str, symbol: str, bar: Bar, event_time: int, side: str) -> None:
+    def execute(self, name: str, symbol: str, bar: Bar, event_time: int, side: str, stop: float | None) -> None:
         """A decision becomes an order exactly as the executor makes it, at every symbol's last price."""
         if side == "sell" and (name, symbol) not in self.open_qty:
             return  # nothing to sell: plan_order would say so, without marking the books first
@@ -171,7 +171,7 @@ class _Books:
         if isinstance(planned, str):
             return
         signal_id = f"{name}:{symbol}:{bar.open_time}:{side}"
-        verdict, _ = judge(self.book, approval_request(portfolio, planned, signal_id, event_time), bt.limits)
+        verdict, _ = judge(self.book, approval_request(portfolio, planned, signal_id, event_time, stop), bt.limits)
         if not verdict.approved:
             self.rejected += 1
             return

@@ -117,6 +117,16 @@ class Settings(BaseSettings):
     max_order_pct: Decimal = Field(Decimal("0.20"), gt=0, le=1)
     max_exposure_pct: Decimal = Field(Decimal("0.80"), gt=0, le=10)
     max_positions_per_strategy: int = Field(2, ge=1)
+    max_open_positions: int = Field(10, ge=1, description="open positions across all strategies")
+    max_trades_per_day: int = Field(1000, ge=1, description="new entries per UTC day (exits always pass)")
+    risk_per_trade_pct: Decimal = Field(Decimal("0.01"), gt=0, le=1,
+                                        description="loss at the strategy's stop, as a share of its equity")
+    max_position_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1,
+                                      description="position size cap (share of equity) for strategies with a stop")
+    risk_kelly_multiple: Decimal = Field(Decimal("0"), ge=0, description="cap an entry at this multiple of the "
+                                         "strategy's Kelly fraction of its equity (after 20 closed trades); 0: off")
+    portfolio_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1,
+                                            description="equity this far below its peak turns the kill switch on")
     daily_loss_pct: Decimal = Field(Decimal("0.05"), gt=0, le=1)
     strategy_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1)
     risk_timeout_ms: int = Field(500, ge=10, le=60_000)

@@ -82,16 +82,24 @@ def paper_fee(order: PlannedOrder, rules: PaperRules) -> Decimal:
     return fee(order.qty * order.price, rules.fee_rate(order.liquidity))
 
 
+KELLY_MIN_TRADES = 20  # closed trades before a strategy's Kelly fraction is worth anything
+
+
 def approval_request(portfolio: Portfolio, order: PlannedOrder, request_id: str, event_time: int,
-                     **envelope: Any) -> ApproveOrder:
+                     stop: float | None = None, **envelope: Any) -> ApproveOrder:
     """What the risk rules need to judge an order, from the books that will carry it."""
     account = portfolio.accounts[order.strategy]
+    held = account.positions.get(order.symbol)
     return ApproveOrder(request_id=request_id, strategy=order.strategy, symbol=order.symbol, side=order.side,
                         qty=order.qty, price=order.price, reduces=order.side == "sell",
                         opens_position=order.opens_position, strategy_equity=portfolio.equity(order.strategy),
                         strategy_nav=portfolio.nav(order.strategy),
                         strategy_open_positions=account.open_positions(), portfolio_equity=portfolio.equity(),
-                        portfolio_exposure=portfolio.exposure(), event_time=event_time, **envelope)
+                        portfolio_exposure=portfolio.exposure(), event_time=event_time,
+                        stop_price=Decimal(repr(stop)) if stop else None,
+                        position_qty=held.qty if held else ZERO,
+                        portfolio_open_positions=sum(a.open_positions() for a in portfolio.accounts.values()),
+                        strategy_kelly=account.kelly_fraction(KELLY_MIN_TRADES), **envelope)
 
 
 class MarkHistory:

@@ -99,6 +99,7 @@ class Signal(Event, kw_only=True):
     reason: str
     price: float
     bar_volume: float = 0.0
+    stop: float = 0.0  # the strategy's stop price for an entry; 0: it defines none
     origin_ns: int = 0
 
 
@@ -273,6 +274,10 @@ class ApproveOrder(Request, tag="approve", kw_only=True):
     portfolio_equity: Decimal
     portfolio_exposure: Decimal
     event_time: int
+    stop_price: Decimal | None = None  # the strategy's stop for this entry, if it defines one
+    position_qty: Decimal = Decimal(0)  # what the strategy holds of this symbol already
+    portfolio_open_positions: int = 0
+    strategy_kelly: float | None = None  # from its closed trades; None until there are enough
 
 
 class SetKillSwitch(Request, tag="kill_switch"):

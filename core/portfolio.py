@@ -33,9 +33,24 @@ class SubAccount:
     realized_pnl: Decimal = ZERO
     trades: int = 0
     units: Decimal = ZERO  # fund-style units: transfers buy or sell units at NAV, so NAV tracks performance only
+    wins: int = 0  # closing fills with a profit, and their total: the edge the Kelly rule reads
+    losses: int = 0
+    gross_profit: Decimal = ZERO
+    gross_loss: Decimal = ZERO
 
     def open_positions(self) -> int:
         return sum(1 for p in self.positions.values() if p.qty > 0)
+
+    def kelly_fraction(self, min_trades: int) -> float | None:
+        """p (1 - 1/PF) from the closed trades, once there are enough of them to say anything."""
+        closed = self.wins + self.losses
+        if closed < min_trades:
+            return None
+        if not self.gross_loss:
+            return 1.0
+        if not self.gross_profit:
+            return -1.0
+        return self.wins / closed * (1 - float(self.gross_loss / self.gross_profit))
 
 
 class Portfolio:
@@ -89,6 +104,12 @@ class Portfolio:
         position.cost -= released
         realized = proceeds - released
         account.realized_pnl += realized
+        if realized > 0:
+            account.wins += 1
+            account.gross_profit += realized
+        elif realized < 0:
+            account.losses += 1
+            account.gross_loss -= realized
         return realized
 
     def mark(self, symbol: str, price: Decimal) -> None:

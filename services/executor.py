@@ -196,7 +196,7 @@ class Executor(Service):
         if isinstance(planned, str):
             return self.record_outcome(signal, planned)
         order_id = order_id_for(signal.signal_id)
-        reply = self.risk.request(approval_request(self.portfolio, planned, order_id, signal.et,
+        reply = self.risk.request(approval_request(self.portfolio, planned, order_id, signal.et, signal.stop,
                                                    src=self.name, tid=signal.tid))
         if not isinstance(reply, Approval):
             reason = (f"risk guard unavailable: no answer in {self.settings.risk_retries} x "

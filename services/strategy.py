@@ -116,6 +116,7 @@ class StrategyWorker(Service):
         signal = Signal(signal_id=f"{self.strategy}:{symbol}:{bar_time}:{decision.side}", strategy=self.strategy,
                         symbol=symbol, side=decision.side, confidence=decision.confidence, reason=decision.reason,
                         price=price, bar_volume=origin.volume if isinstance(origin, Candle) else 0.0,
+                        stop=decision.stop or 0.0,
                         origin_ns=origin.st, et=origin.et, tid=origin.tid)
         self.pub.publish(self.topic, signal)
         self.log.debug("signal", trace_id=origin.tid, signal_id=signal.signal_id, reason=decision.reason)

@@ -26,7 +26,7 @@ from core.messages import (
 )
 from core.money import fee, instrument, slipped_price, to_decimal
 from core.portfolio import AccountingError, Portfolio, size_buy
-from core.risk import Limits, RiskBook, evaluate
+from core.risk import Limits, RiskBook, evaluate, judge
 from core.store import SCHEMA_VERSION, Store
 from core.strategies import ParameterError, create
 from core.supervise import default_paths, render
@@ -167,10 +167,36 @@ def test_an_order_within_limits_is_approved():
     ({"qty": D("0.11")}, "max_order_size"),                                  # 11,000 > 20% of 50,000
     ({"strategy_open_positions": 2}, "max_positions"),
     ({"portfolio_exposure": D("76000")}, "max_exposure"),                    # 76,000 + 5,000 > 80,000
+    ({"portfolio_open_positions": 10}, "max_open_positions"),
+    ({"qty": D("0.0505")}, "precision"),                                     # BTCUSDT steps of 0.001
+    ({"price": D("100000.05")}, "precision"),                                # ticks of 0.1
+    ({"qty": D("0.001"), "price": D("90000")}, "min_order_size"),             # 90 < 100 USDT notional
+    ({"stop_price": D("89000")}, "risk_per_trade"),                          # 550 at risk > 1% of 50,000
+    ({"stop_price": D("99500"), "position_qty": D("0.01")}, "max_position_size"),  # 6,000 > 10% of 50,000
+    ({"strategy_kelly": 0.05}, "kelly_cap"),                                 # 5,000 > 1 x 0.05 x 50,000
 ])
 def test_each_limit_trips(changes, rule):
-    verdict = evaluate(order(**changes), RiskBook(), LIMITS)
+    limits = Limits(D("0.20"), D("0.80"), 2, D("0.05"), D("0.10"), kelly_multiple=D("1"))
+    verdict = evaluate(order(**changes), RiskBook(), limits)
     assert not verdict.approved and verdict.rule == rule and verdict.reason
+
+
+def test_entries_per_day_are_counted_and_exits_still_pass():
+    limits = Limits(D("0.20"), D("0.80"), 2, D("0.05"), D("0.10"), max_trades_per_day=2)
+    book = RiskBook()
+    assert [judge(book, order(), limits)[0].rule for _ in range(3)] == ["within_limits"] * 2 + ["max_trades_per_day"]
+    assert judge(book, order(reduces=True, opens_position=False), limits)[0].approved
+    assert judge(book, order(event_time=1_746_372_780_000 + 86_400_000), limits)[0].approved  # a new UTC day
+
+
+def test_portfolio_drawdown_turns_the_kill_switch_on():
+    book = RiskBook()
+    book.observe(1, D("100000"), {}, LIMITS)
+    book.observe(2, D("110000"), {}, LIMITS)
+    assert not book.observe(3, D("99500"), {}, LIMITS)
+    changes = book.observe(4, D("98900"), {}, LIMITS)  # 10.1% under the 110,000 peak
+    assert changes[0][0] == "portfolio_drawdown" and book.kill_switch and book.trading_state == "HALTED"
+    assert "below its peak" in RiskBook.from_json(book.to_json()).state_reason()
 
 
 def test_daily_loss_halts_until_the_next_utc_day():

@@ -39,6 +39,7 @@ class Decision(NamedTuple):
     side: str  # "buy" or "sell"
     confidence: float
     reason: str
+    stop: float | None = None  # an entry's stop price, for strategies that define one (risk per trade)
 
 
 class Strategy:

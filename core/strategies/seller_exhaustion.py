@@ -118,7 +118,8 @@ class SellerExhaustion(Strategy):
         self.trade = {"entry": candle.close, "stop": stop, "fib": target, "bars": 0,
                       "rr": candle.close + p.reward_r * (candle.close - stop)}
         return Decision("buy", min(1.0, 0.5 + vol_z / 10), f"seller exhaustion: volume z {vol_z:.1f}, "
-                        f"range z {tr_z:.1f}, close location {location:.2f}, downtrend")
+                        f"range z {tr_z:.1f}, close location {location:.2f}, downtrend",
+                        stop if p.use_stop_loss else None)
 
     def exit(self, candle: Candle) -> Decision | None:
         p, trade = self.params, self.trade
