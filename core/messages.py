@@ -115,9 +115,12 @@ class OrderEvent(Event, kw_only=True):
 
 
 class OrderUpdate(OrderEvent, kw_only=True):
+    """One transition of an order's state machine (core.orders)."""
+
     status: str
     reason: str = ""
     price: Decimal | None = None
+    filled_qty: Decimal = Decimal(0)
 
 
 class Fill(OrderEvent, kw_only=True):

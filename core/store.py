@@ -89,6 +89,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE fork_tracking ADD COLUMN kept INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE fork_tracking ADD COLUMN cost_estimate TEXT;
     """,
+    # version 4: every order state transition
+    """
+    CREATE TABLE order_events (
+        order_id TEXT NOT NULL, seq INTEGER NOT NULL, from_status TEXT NOT NULL, to_status TEXT NOT NULL,
+        filled_qty TEXT NOT NULL, reason TEXT, event_time INTEGER, created_at REAL NOT NULL,
+        PRIMARY KEY (order_id, seq));
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 UPSERT_STATE = ("INSERT INTO service_state VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, "

@@ -28,6 +28,7 @@ from core.messages import (
     tick_topic,
 )
 from core.money import ZERO, cash, to_decimal
+from core.orders import Order, OrderStatus, Transition
 from core.portfolio import Portfolio, rebalance_transfers
 from core.service import Service, main
 from core.store import UPSERT_STATE
@@ -37,6 +38,11 @@ UNITS_KEY = "executor.units"  # each sub-account's units, for NAV (performance) 
 PERFORMANCE_EVERY_MS = 15 * 60_000  # strategy_performance rows, in event time
 UPSERT_POSITION = ("INSERT INTO positions VALUES (?,?,?,?,?) ON CONFLICT(strategy, symbol) DO UPDATE SET "
                    "qty=excluded.qty, cost=excluded.cost, updated_at=excluded.updated_at")
+
+
+def record_transitions(db, steps: list[Transition], event_time: int, now: float) -> None:
+    db.executemany("INSERT INTO order_events VALUES (?,?,?,?,?,?,?,?)",
+                   [(s.order_id, s.seq, s.before, s.after, str(s.filled_qty), s.reason, event_time, now) for s in steps])
 
 
 def order_id_for(signal_id: str) -> str:
@@ -209,12 +215,17 @@ class Executor(Service):
     def fill(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
         qty, price = planned.qty, planned.price
         paid = paper_fee(planned, self.rules)
+        order = Order(order_id, qty)
+        steps = [order.move(OrderStatus.SUBMITTED, "risk approved: sent to the paper venue"),
+                 order.move(OrderStatus.ACCEPTED, "the paper venue takes market orders"),
+                 order.move(OrderStatus.FILLED, f"filled at {price} ({planned.liquidity})", qty)]
         realized = self.portfolio.apply_fill(signal.strategy, signal.symbol, signal.side, qty, price, paid)
         trade_id = order_id + "-1"
         now = time.time()
         trace = f"{signal.tid:016x}"
         try:
-            self.write_fill(signal, order_id, trade_id, qty, price, paid, realized, planned.liquidity, trace, now)
+            self.write_fill(signal, order_id, trade_id, qty, price, paid, realized, planned.liquidity, trace, now,
+                            steps)
         except Exception:
             self.reload_books()  # the store refused the fill: memory must not keep it either
             raise
@@ -227,20 +238,20 @@ class Executor(Service):
         if signal.origin_ns:
             self.tick_to_fill.observe((time.monotonic_ns() - signal.origin_ns) / 1e9)
         self.unpublished_marked.append(trade_id)
-        self.pub.publish(b"order", OrderUpdate(order_id=order_id, signal_id=signal.signal_id, strategy=signal.strategy,
-                                               symbol=signal.symbol, side=signal.side, qty=qty, status="FILLED",
-                                               price=price, et=signal.et, tid=signal.tid))
+        self.publish_transitions(signal, steps, qty, price)
         self.orders_total.labels(self.name, "FILLED").inc()
         self.log.info("filled", trace_id=signal.tid, order_id=order_id, strategy=signal.strategy, symbol=signal.symbol,
                       side=signal.side, qty=str(qty), price=str(price), fee=str(paid), realized_pnl=str(realized))
 
     def write_fill(self, signal: Signal, order_id: str, trade_id: str, qty: Decimal, price: Decimal,
-                   paid: Decimal, realized: Decimal, liquidity: str, trace: str, now: float) -> None:
-        """The order and its trade, atomically: the only writes on the order path."""
+                   paid: Decimal, realized: Decimal, liquidity: str, trace: str, now: float,
+                   steps: list[Transition]) -> None:
+        """The order, its transitions and its trade, atomically: the only writes on the order path."""
         with self.store.transaction() as db:
             db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty),
-                        str(price), "FILLED", signal.reason, signal.et, trace, now))
+                        str(price), steps[-1].after, signal.reason, signal.et, trace, now))
+            record_transitions(db, steps, signal.et, now)
             db.execute("INSERT INTO trades(trade_id, order_id, strategy, symbol, side, qty, price, fee, realized_pnl,"
                        " event_time, trace_id, created_at, liquidity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (trade_id, order_id, signal.strategy, signal.symbol, signal.side, str(qty), str(price),
@@ -253,15 +264,23 @@ class Executor(Service):
 
     def reject(self, signal: Signal, order_id: str, qty: Decimal, rule: str, reason: str) -> None:
         now = time.time()
+        steps = [Order(order_id, qty).move(OrderStatus.REJECTED, f"{rule}: {reason}")]
         with self.store.transaction() as db:
             db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty), None,
                         "REJECTED", f"{rule}: {reason}", signal.et, f"{signal.tid:016x}", now))
-        self.pub.publish(b"order", OrderUpdate(order_id=order_id, signal_id=signal.signal_id, strategy=signal.strategy,
-                                               symbol=signal.symbol, side=signal.side, qty=qty, status="REJECTED",
-                                               reason=f"{rule}: {reason}", et=signal.et, tid=signal.tid))
+            record_transitions(db, steps, signal.et, now)
+        self.publish_transitions(signal, steps, qty, None)
         self.orders_total.labels(self.name, "REJECTED").inc()
         self.log.info("order_rejected", trace_id=signal.tid, order_id=order_id, rule=rule, reason=reason)
+
+    def publish_transitions(self, signal: Signal, steps: list[Transition], qty: Decimal,
+                            price: Decimal | None) -> None:
+        for step in steps:
+            self.pub.publish(b"order", OrderUpdate(
+                order_id=step.order_id, signal_id=signal.signal_id, strategy=signal.strategy, symbol=signal.symbol,
+                side=signal.side, qty=qty, filled_qty=step.filled_qty, status=step.after, reason=step.reason,
+                price=price if step.after == OrderStatus.FILLED else None, et=signal.et, tid=signal.tid))
 
     def record_outcome(self, signal: Signal, outcome: str) -> None:
         """A signal that makes no order is still recorded, so a restart will not act on it.

@@ -74,6 +74,9 @@ def test_mesh_trades_and_reconciles(mesh):
                                                                                                       "macd"}
     for position in status["positions"]:
         assert set(position) >= {"strategy", "symbol", "qty", "avg_price", "last_price"}
+    [(filled,)] = mesh.query("SELECT order_id FROM orders WHERE status='FILLED' LIMIT 1")
+    steps = mesh.query("SELECT from_status, to_status FROM order_events WHERE order_id=? ORDER BY seq", (filled,))
+    assert steps == [("NEW", "SUBMITTED"), ("SUBMITTED", "ACCEPTED"), ("ACCEPTED", "FILLED")]
     reconcile_after_more_trades(mesh, 5)
 
 
