@@ -299,6 +299,40 @@ def request_validation(settings: Settings, reason: str, optimize: bool, by: str)
     return reply.message if isinstance(reply, Accepted) else None
 
 
+def close_all_positions(settings: Settings, by: str, reason: str) -> str | None:
+    """Ask the executor to sell every open position now; its answer, or None if it does not answer."""
+    import zmq
+
+    from core.bus import ReqClient
+    from core.log import Logger
+    from core.messages import CloseAll, ClosedAll, ExecutorReplies
+
+    ctx = zmq.Context()
+    client = ReqClient(ctx, settings.endpoint("executor.rep"), ExecutorReplies, 10_000, 1, Logger(by, "ERROR"))
+    try:
+        reply = client.request(CloseAll(by=by, reason=reason, src=by))
+    finally:
+        client.close()
+        ctx.term()
+    return reply.message if isinstance(reply, ClosedAll) else None
+
+
+def cmd_close_all(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("close-all sells every open position at market: confirm with --yes", file=sys.stderr)
+            return 2
+        if input("Sell every open position at market now? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing done")
+            return 1
+    message = close_all_positions(settings, "cli", args.reason)
+    if message is None:
+        print("the executor did not answer (is the mesh up? mesh status)", file=sys.stderr)
+        return 1
+    print(message)
+    return 0
+
+
 def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     message = request_validation(settings, args.reason, args.optimize, "cli")
     if message is None:
@@ -403,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--chaos", type=float, default=0.0, metavar="SECONDS",
                      help="drop every websocket every SECONDS (0: never); see also POST /admin/chaos")
     sim.set_defaults(func=cmd_exchange_sim)
+    close = sub.add_parser("close-all", help="sell every open position at market now (allowed even when halted)")
+    close.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    close.add_argument("--reason", default="", help="recorded with the orders")
+    close.set_defaults(func=cmd_close_all)
     validate = sub.add_parser("validate", help="validate the strategies on a fork now (the allocator reweights)")
     validate.add_argument("--optimize", action="store_true", help="and optimise the next strategy's parameters")
     validate.add_argument("--reason", default="on demand", help="recorded with the validation")

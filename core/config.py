@@ -31,6 +31,7 @@ STRATEGY_HTTP_OFFSET = 10
 ZMQ_OFFSETS = {
     "feed.pub": 40, "feed.rep": 41, "allocator.pub": 42, "risk.pub": 43, "risk.rep": 44,
     "executor.pub": 45, "forks.pub": 46, "forks.rep": 47, "narrator.pub": 48, "allocator.rep": 49,
+    "executor.rep": 50,
 }
 STRATEGY_ZMQ_OFFSET = 60
 MAX_STRATEGIES = 20

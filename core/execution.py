@@ -86,7 +86,7 @@ KELLY_MIN_TRADES = 20  # closed trades before a strategy's Kelly fraction is wor
 
 
 def approval_request(portfolio: Portfolio, order: PlannedOrder, request_id: str, event_time: int,
-                     stop: float | None = None, **envelope: Any) -> ApproveOrder:
+                     stop: float | None = None, close_all: bool = False, **envelope: Any) -> ApproveOrder:
     """What the risk rules need to judge an order, from the books that will carry it."""
     account = portfolio.accounts[order.strategy]
     held = account.positions.get(order.symbol)
@@ -99,7 +99,7 @@ def approval_request(portfolio: Portfolio, order: PlannedOrder, request_id: str,
                         stop_price=Decimal(repr(stop)) if stop else None,
                         position_qty=held.qty if held else ZERO,
                         portfolio_open_positions=sum(a.open_positions() for a in portfolio.accounts.values()),
-                        strategy_kelly=account.kelly_fraction(KELLY_MIN_TRADES), **envelope)
+                        strategy_kelly=account.kelly_fraction(KELLY_MIN_TRADES), close_all=close_all, **envelope)
 
 
 class MarkHistory:

@@ -46,7 +46,7 @@ class LocalMesh:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "core.cli", *args], env=self.env, capture_output=True,
-                              text=True, check=check, timeout=180)
+                              stdin=subprocess.DEVNULL, text=True, check=check, timeout=180)
 
     def ctl(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c",

@@ -281,6 +281,7 @@ class ApproveOrder(Request, tag="approve", kw_only=True):
     position_qty: Decimal = Decimal(0)  # what the strategy holds of this symbol already
     portfolio_open_positions: int = 0
     strategy_kelly: float | None = None  # from its closed trades; None until there are enough
+    close_all: bool = False  # an operator's "close all positions now": allowed even when halted
 
 
 class SetKillSwitch(Request, tag="kill_switch"):
@@ -297,6 +298,13 @@ class Reactivate(Request, tag="reactivate"):
 
     strategy: str
     reason: str
+
+
+class CloseAll(Request, tag="close_all"):
+    """Sell every open position now, at market, whatever the trading state."""
+
+    by: str
+    reason: str = ""
 
 
 class RunValidation(Request, tag="validate"):
@@ -371,6 +379,12 @@ class Accepted(Reply, tag="accepted"):
     message: str = ""
 
 
+class ClosedAll(Reply, tag="closed_all"):
+    positions: int = 0
+    filled: int = 0
+    message: str = ""
+
+
 RiskRequests = ApproveOrder | SetKillSwitch | RiskStatus | Reactivate
 RiskReplies = Approval | RiskStatusReply | ErrorReply
 FeedRequests = RecentCandles
@@ -378,4 +392,6 @@ FeedReplies = CandlesReply | ErrorReply
 ForkRequests = CreateFork | ListForks | KeepFork
 ForkReplies = ForkReply | ForkList | ErrorReply
 AllocatorRequests = RunValidation
+ExecutorRequests = CloseAll
+ExecutorReplies = ClosedAll | ErrorReply
 AllocatorReplies = Accepted | ErrorReply

@@ -142,7 +142,10 @@ class RiskBook:
 
 
 def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
-    """Approve or reject one order. Exits (reducing orders) pass every rule but the halts."""
+    """Approve or reject one order. Exits (reducing orders) pass every rule but the halts; an operator's
+    close-all passes the halts too (HALTED means nothing new, not "keep the risk")."""
+    if request.close_all and request.reduces:
+        return Verdict(True, "close_all", "operator closing all positions")
     if book.kill_switch:
         return Verdict(False, "kill_switch", "kill switch is on: no orders")
     if book.daily_halt:

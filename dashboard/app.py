@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from core.cli import request_validation, set_kill_switch
+from core.cli import close_all_positions, request_validation, set_kill_switch
 from core.codec import DecodeError, UnknownTopic, decode_event, to_json_ready
 from core.config import Settings
 from core.hotstate import HotState
@@ -34,6 +34,11 @@ class KillSwitch(BaseModel):
 
 class Validate(BaseModel):
     optimize: bool = False
+
+
+class CloseAllBody(BaseModel):
+    confirm: bool = False
+    reason: str = ""
 
 
 class Relay:
@@ -135,6 +140,15 @@ def create_app(settings: Settings) -> FastAPI:
         answered, message = await asyncio.to_thread(set_kill_switch, settings, body.on, "dashboard")
         if not answered:
             raise HTTPException(status_code=503, detail=message)
+        return {"ok": True, "message": message}
+
+    @app.post("/api/close-all")
+    async def close_all(body: CloseAllBody) -> dict:
+        if not body.confirm:
+            raise HTTPException(status_code=400, detail='closing every position needs {"confirm": true}')
+        message = await asyncio.to_thread(close_all_positions, settings, "dashboard", body.reason)
+        if message is None:
+            raise HTTPException(status_code=503, detail="the executor did not answer")
         return {"ok": True, "message": message}
 
     @app.post("/api/validate")

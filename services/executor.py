@@ -20,6 +20,9 @@ from core.execution import MarkHistory, PaperRules, PlannedOrder, approval_reque
 from core.messages import (
     Allocation,
     Approval,
+    CloseAll,
+    ClosedAll,
+    ExecutorRequests,
     Fill,
     OrderUpdate,
     RiskReplies,
@@ -85,6 +88,7 @@ class Executor(Service):
         self.subscribe([s.endpoint("feed.pub")], [tick_topic(sym) for sym in s.symbols], self.on_tick)
         self.subscribe(strategy_pubs, [b"sig."], self.on_signal)
         self.subscribe([s.endpoint("allocator.pub")], [b"alloc"], self.on_allocation)
+        self.serve("executor.rep", ExecutorRequests, self.on_request)
         self.loop.every(1.0, self.publish_account)
         current = self.hot.get("alloc")
         if current and self.applied_weights is not None:  # a change published while we were down
@@ -173,6 +177,33 @@ class Executor(Service):
         self.log.info("rebalanced", transfers={k: str(v) for k, v in moves.items()})
         self.publish_account()
 
+    # ----- operator commands -----------------------------------------------------------------------
+    def on_request(self, request: CloseAll) -> ClosedAll:
+        return self.close_all(request.by, request.reason)
+
+    def close_all(self, by: str, reason: str) -> ClosedAll:
+        """Sell every open position at market now, through the risk guard (which lets a close-all pass
+        even when trading is halted) and the usual order path: recorded and published like any order."""
+        trades_before = self.portfolio.trades()
+        held = [(a.strategy, symbol, p.qty) for a in self.portfolio.accounts.values()
+                for symbol, p in a.positions.items() if p.qty > 0]
+        stamp = time.time_ns()
+        for n, (strategy, symbol, _) in enumerate(held):
+            price = self.marks.latest(symbol) or self.portfolio.marks.get(symbol)
+            if price is None:
+                continue
+            signal = Signal(signal_id=f"close-all:{stamp}:{n}", strategy=strategy, symbol=symbol, side="sell",
+                            confidence=1.0, reason=f"close all ({by}): {reason or 'operator request'}",
+                            price=float(price), et=self.event_time, st=time.monotonic_ns(), src=self.name)
+            self.seen.add(signal.signal_id)
+            self.execute(signal, close_all=True)
+        filled = self.portfolio.trades() - trades_before
+        message = f"close all by {by}: {filled} of {len(held)} positions sold"
+        self.store.agent_event(self.name, "close_all", {"by": by, "reason": reason, "positions": len(held),
+                                                        "filled": filled})
+        self.log.warning("close_all", by=by, reason=reason, positions=len(held), filled=filled)
+        return ClosedAll(positions=len(held), filled=filled, message=message)
+
     # ----- the order path -----------------------------------------------------------------------
     def on_signal(self, topic: bytes, signal: Signal) -> None:
         if signal.signal_id in self.seen:
@@ -196,14 +227,14 @@ class Executor(Service):
         finally:
             self.portfolio.marks = latest
 
-    def execute(self, signal: Signal) -> None:
+    def execute(self, signal: Signal, close_all: bool = False) -> None:
         """Plan, approve and fill at the marks as of the signal's event time."""
         planned = plan_order(self.portfolio, signal.strategy, signal.symbol, signal.side, self.rules, signal.bar_volume)
         if isinstance(planned, str):
             return self.record_outcome(signal, planned)
         order_id = order_id_for(signal.signal_id)
         reply = self.risk.request(approval_request(self.portfolio, planned, order_id, signal.et, signal.stop,
-                                                   src=self.name, tid=signal.tid))
+                                                   close_all, src=self.name, tid=signal.tid))
         if not isinstance(reply, Approval):
             reason = (f"risk guard unavailable: no answer in {self.settings.risk_retries} x "
                       f"{self.settings.risk_timeout_ms} ms" if reply is None else f"risk guard error: {reply.error}")

@@ -107,6 +107,8 @@ class Mesh(LocalMesh):
 def mesh(tmp_path_factory):
     home = Path(tmp_path_factory.mktemp("mesh"))
     running = Mesh(home, {"MESH_REPLAY_SPEED": "40", "MESH_LOG_LEVEL": "INFO", "MESH_VALIDATION_EVERY_MIN": "240",
+                          # the fork manager's clock moves in heartbeat steps of 40 market minutes here:
+                          "MESH_FORK_SHARE_S": "3600",
                           "MESH_VALIDATION_WINDOWS_MIN": "720,1440", "MESH_VALIDATION_WINDOW_WEIGHTS": "0.6,0.4"})
     running.start()
     yield running

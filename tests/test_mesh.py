@@ -376,12 +376,24 @@ def test_new_parameters_are_swapped_in_without_a_restart(mesh):
     wait_for(lambda: mesh.trade_count() > trades, 60, "trading on")
 
 
-def test_a_risk_breach_freezes_an_incident_fork(mesh):
+def test_a_risk_breach_freezes_an_incident_fork_and_close_all_works_while_halted(mesh):
+    import httpx
+
+    wait_for(lambda: mesh.status()["positions"], 60, "an open position")
     assert "kill switch ON" in mesh.cli("kill-switch", "on").stdout
     try:
         incidents = wait_for(lambda: [f for f in forks_listed(mesh) if f["purpose"] == "incident"
                                       and "incident" in (f["results"] or {})], 30, "an incident fork")
         assert incidents[0]["requester"] == "risk" and incidents[0]["ttl_s"] == 604800
         assert "kill switch" in incidents[0]["results"]["incident"] or "halted" in incidents[0]["results"]["incident"]
+        base = mesh.settings.dashboard_url.rstrip("/")
+        assert httpx.post(f"{base}/api/close-all", json={}).status_code == 400  # needs the confirmation
+        refused = mesh.cli("close-all", check=False)  # no terminal to ask on: refuses without --yes
+        assert refused.returncode == 2 and "--yes" in refused.stderr
+        closed = mesh.cli("close-all", "--yes", "--reason", "test")
+        assert closed.returncode == 0 and "positions sold" in closed.stdout, closed.stdout + closed.stderr
+        assert wait_for(lambda: not mesh.status()["positions"], 10, "every position closed")
+        assert mesh.query("SELECT COUNT(*) FROM risk_events WHERE rule='close_all' AND approved=1")[0][0] > 0
+        assert mesh.status()["trading_state"] == "HALTED"
     finally:
         assert "kill switch OFF" in mesh.cli("kill-switch", "off").stdout
