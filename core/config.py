@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     fork_pool_size: int = Field(0, ge=0, le=16, description="read-only forks kept made in advance, for backends "
                                 "whose forks take minutes (tiger); 0: none")
     fork_golden_max_age_s: float = Field(30.0, ge=0, description="reuse one snapshot for forks this long (seconds)")
+    alert_webhook_url: str | None = Field(None, description="POST each alert here as JSON (environment or .env)")
+    telegram_chat_id: str | None = Field(None, description="alerts to this Telegram chat (token: TELEGRAM_BOT_TOKEN)")
+    telegram_api_url: str = Field("https://api.telegram.org", description="the Telegram Bot API")
+    alert_rate_per_min: int = Field(10, ge=1, description="alerts sent per minute at most (and a title once in 5 min)")
     big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -398,6 +402,9 @@ def refuse_secrets_in_config_file() -> None:
         values = tomllib.loads(Path(config_file).read_text())
     except (OSError, ValueError):
         return  # reported, with the file's name, by the settings source
+    if values.get("alert_webhook_url"):
+        raise ConfigError(f"invalid config file {config_file}: alert_webhook_url may carry a token; set "
+                          "MESH_ALERT_WEBHOOK_URL in the environment or .env")
     for key in ("db_url", "redis_url"):
         value = values.get(key)
         if isinstance(value, str) and "://" in value and urlsplit(value).password:

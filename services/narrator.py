@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+from core.alerts import Alerter
 from core.config import Settings
 from core.messages import (
     Allocation,
+    FeedStatus,
     Fill,
     ForkEvent,
     ForkReplies,
@@ -39,6 +41,9 @@ class Narrator(Service):
         self.subscribe(endpoints, [b"fill", b"risk.state", b"fork.created", b"md.gap.", b"regime", b"alloc",
                                    b"params."], self.on_event)
         self.forks = self.client("forks.rep", ForkReplies, timeout_ms=2000, retries=1)
+        self.alerts = Alerter.from_settings(self.settings, self.log, self.name)
+        self._closables.append(self.alerts)
+        self.subscribe([self.settings.endpoint("feed.pub")], [b"md.status."], self.on_feed_status)
 
     def on_event(self, topic: bytes, event) -> None:
         self.event_time = max(self.event_time, event.et)
@@ -57,6 +62,8 @@ class Narrator(Service):
             if event.purpose == "incident":
                 self.tell("incident", f"Incident snapshot {event.fork_id}",
                           "The risk guard tripped: the store is frozen as of this moment for later analysis.")
+                self.alerts.alert("warning", f"Incident snapshot {event.fork_id}",
+                                  "the store is frozen as of the breach for later analysis", self.event_time)
             else:
                 self.tell("fork_created", f"Fork {event.fork_id} created",
                           f"{event.requester} asked for a {event.purpose} fork (TTL {event.ttl_s}s).")
@@ -99,12 +106,23 @@ class Narrator(Service):
         if self.trading_state is not None and state.trading_state != self.trading_state:
             if state.trading_state == "HALTED":
                 self.tell("risk_halt", "Trading halted", state.reason or "The risk guard halted trading.")
+                self.alerts.alert("critical", "Trading halted", state.reason or "the risk guard halted trading",
+                                  self.event_time)
             else:
                 self.tell("risk_resumed", f"Trading {state.trading_state.lower()}", state.reason or "Trading resumed.")
+                if state.trading_state == "REDUCING":
+                    self.alerts.alert("warning", "Trading reduced to exits", state.reason, self.event_time)
         self.trading_state = state.trading_state
         for strategy in set(state.deactivated) - self.deactivated:
             self.tell("strategy_deactivated", f"{strategy} deactivated", state.reason or "Drawdown limit hit.")
+            self.alerts.alert("warning", f"{strategy} deactivated", state.reason or "drawdown limit hit",
+                              self.event_time)
         self.deactivated = set(state.deactivated)
+
+    def on_feed_status(self, topic: bytes, status: FeedStatus) -> None:
+        if not status.connected or status.stale:
+            what = "disconnected" if not status.connected else "stale"
+            self.alerts.alert("warning", f"Market data {what}: {status.symbol}", status.reason, status.et)
 
     def tell(self, kind: str, title: str, body: str) -> None:
         self.store.insert_many("pr_events", ("kind", "title", "body", "event_time", "created_at"),

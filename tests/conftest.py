@@ -103,10 +103,50 @@ class Mesh(LocalMesh):
         self.collector.close()
 
 
+class AlertSink:
+    """A local HTTP server standing in for a webhook receiver and the Telegram Bot API: records what it is sent."""
+
+    def __init__(self) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((self.path, json.loads(body or b"{}")))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"ok": true}')
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+TELEGRAM_TOKEN = "123456:planted-telegram-token-never-logged"
+
+
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory):
+def alert_sink():
+    sink = AlertSink()
+    yield sink
+    sink.close()
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory, alert_sink):
     home = Path(tmp_path_factory.mktemp("mesh"))
-    running = Mesh(home, {"MESH_REPLAY_SPEED": "40", "MESH_LOG_LEVEL": "INFO", "MESH_VALIDATION_EVERY_MIN": "240",
+    running = Mesh(home, {"MESH_ALERT_WEBHOOK_URL": alert_sink.url + "/hook", "MESH_TELEGRAM_CHAT_ID": "42",
+                          "MESH_TELEGRAM_API_URL": alert_sink.url, "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,"MESH_REPLAY_SPEED": "40", "MESH_LOG_LEVEL": "INFO", "MESH_VALIDATION_EVERY_MIN": "240",
                           # the fork manager's clock moves in heartbeat steps of 40 market minutes here:
                           "MESH_FORK_SHARE_S": "3600",
                           "MESH_VALIDATION_WINDOWS_MIN": "720,1440", "MESH_VALIDATION_WINDOW_WEIGHTS": "0.6,0.4"})

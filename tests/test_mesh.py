@@ -397,3 +397,20 @@ def test_a_risk_breach_freezes_an_incident_fork_and_close_all_works_while_halted
         assert mesh.status()["trading_state"] == "HALTED"
     finally:
         assert "kill switch OFF" in mesh.cli("kill-switch", "off").stdout
+
+
+def test_alerts_reach_telegram_and_the_webhook_and_the_token_stays_secret(mesh, alert_sink):
+    from conftest import TELEGRAM_TOKEN
+
+    assert "kill switch ON" in mesh.cli("kill-switch", "on").stdout
+    try:
+        wait_for(lambda: {p for p, _ in alert_sink.received if "halted" in str(_).lower()} >= {
+            "/hook", f"/bot{TELEGRAM_TOKEN}/sendMessage"}, 20, "the halt alert on both channels")
+    finally:
+        assert "kill switch OFF" in mesh.cli("kill-switch", "off").stdout
+    hook = next(body for path, body in alert_sink.received if path == "/hook" and "halted" in body["title"].lower())
+    assert hook["level"] == "critical" and hook["service"] == "narrator" and "kill switch" in hook["body"]
+    telegram = next(body for path, body in alert_sink.received if path.startswith("/bot"))
+    assert telegram["chat_id"] == "42" and telegram["text"].startswith("[")
+    logs = "".join(p.read_text(errors="replace") for p in mesh.settings.log_dir.glob("*.log"))
+    assert logs and TELEGRAM_TOKEN not in logs and "planted-telegram-token" not in logs
