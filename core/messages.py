@@ -132,6 +132,8 @@ class Fill(OrderEvent, kw_only=True):
     position_after: Decimal
     liquidity: str = "taker"  # "maker" for a resting limit order's fill: the fee differs
     origin_ns: int = 0
+    received_ns: int = 0  # monotonic: the executor got the signal, and the risk guard's approval came back
+    approved_ns: int = 0
 
 
 class PositionView(msgspec.Struct, kw_only=True):

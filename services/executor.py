@@ -62,6 +62,7 @@ class Executor(Service):
         self.unpublished_marked: list[str] = []
         self.touched_positions: set[tuple[str, str]] = set()
         self.last_performance_et = 0
+        self.received_ns = self.approved_ns = 0  # the order path's timestamps, carried on the fill
 
     # ----- start-up: rebuild from the store -----------------------------------------------------
     def setup(self) -> None:
@@ -206,6 +207,7 @@ class Executor(Service):
 
     # ----- the order path -----------------------------------------------------------------------
     def on_signal(self, topic: bytes, signal: Signal) -> None:
+        self.received_ns = time.monotonic_ns()
         if signal.signal_id in self.seen:
             self.duplicates.labels(self.name).inc()
             return
@@ -241,6 +243,7 @@ class Executor(Service):
             return self.reject(signal, order_id, planned.qty, "risk_unavailable", reason)
         if not reply.approved:
             return self.reject(signal, order_id, planned.qty, reply.rule, reply.reason)
+        self.approved_ns = time.monotonic_ns()
         self.fill(signal, order_id, planned)
 
     def fill(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
@@ -265,7 +268,8 @@ class Executor(Service):
                                        strategy=signal.strategy, symbol=signal.symbol, side=signal.side, qty=qty,
                                        price=price, fee=paid, realized_pnl=realized, cash_after=account.cash,
                                        position_after=account.positions[signal.symbol].qty,
-                                       liquidity=planned.liquidity, origin_ns=signal.origin_ns, et=signal.et, tid=signal.tid))
+                                       liquidity=planned.liquidity, received_ns=self.received_ns,
+                                       approved_ns=self.approved_ns, origin_ns=signal.origin_ns, et=signal.et, tid=signal.tid))
         if signal.origin_ns:
             self.tick_to_fill.observe((time.monotonic_ns() - signal.origin_ns) / 1e9)
         self.unpublished_marked.append(trade_id)
