@@ -16,7 +16,7 @@ from itertools import groupby
 from typing import Any
 
 from core.allocation import equal_weights
-from core.execution import PaperRules, approval_request, paper_fee, plan_order
+from core.execution import PaperRules, approval_request, paper_fee, plan_order, slippage_problem
 from core.marketdata import Bar, merged_timeline, timeframe_ms
 from core.messages import Candle, FundingRate
 from core.money import cash, to_decimal
@@ -171,6 +171,9 @@ class _Books:
         if isinstance(planned, str):
             return
         signal_id = f"{name}:{symbol}:{bar.open_time}:{side}"
+        if slippage_problem(planned, bt.rules) is not None:
+            self.rejected += 1
+            return
         verdict, _ = judge(self.book, approval_request(portfolio, planned, signal_id, event_time, stop), bt.limits)
         if not verdict.approved:
             self.rejected += 1

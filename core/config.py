@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     maker_fee_bp: Decimal = Field(Decimal("2"), ge=0, le=100,
                                   description="fee of fills that add liquidity (resting limit orders), bp")
     slippage_bp: Decimal = Field(Decimal("5"), ge=0, le=1000)
+    fill_model: Literal["fixed", "instant"] = Field(
+        "fixed", description="paper fills: fixed = the last price moved by the slippage; instant = the last price")
+    max_slippage_bp: Decimal = Field(Decimal("50"), ge=0, description="entries expected to slip more are rejected")
     slippage_impact_bp: Decimal = Field(Decimal("0"), ge=0, le=10000,
                                         description="volume-aware slippage: + this x sqrt(qty / bar volume)")
     signal_ttl_s: float = Field(30.0, gt=0, description="signals that waited longer than this (seconds) are refused")

@@ -22,16 +22,21 @@ class PaperRules:
     maker_fee: Decimal
     slippage_bp: Decimal
     impact_bp: Decimal = ZERO  # volume-aware slippage: + impact_bp x sqrt(order qty / bar volume)
+    fill_model: str = "fixed"  # "instant": at the last price; "fixed": slippage_bp (+ the volume impact)
+    max_slippage_bp: Decimal = Decimal(50)  # an order expected to slip more is rejected
 
     @classmethod
     def from_settings(cls, settings: Any) -> PaperRules:
         return cls(settings.order_pct, settings.taker_fee_bp * BP, settings.maker_fee_bp * BP, settings.slippage_bp,
-                   settings.slippage_impact_bp)
+                   settings.slippage_impact_bp, settings.fill_model, settings.max_slippage_bp)
 
     def fee_rate(self, liquidity: str) -> Decimal:
         return self.maker_fee if liquidity == MAKER else self.taker_fee
 
     def slippage_for(self, qty: Decimal, bar_volume: float) -> Decimal:
+        """Expected slippage of a market order of `qty` in a bar of `bar_volume`, in bp."""
+        if self.fill_model == "instant":
+            return ZERO
         if not self.impact_bp or bar_volume <= 0:
             return self.slippage_bp
         impact = self.impact_bp * Decimal(repr(round(math.sqrt(float(qty) / bar_volume), 6)))
@@ -47,6 +52,7 @@ class PlannedOrder:
     price: Decimal  # the fill price: last price moved against us by the slippage, on the tick
     opens_position: bool
     liquidity: str = TAKER  # paper orders are market orders
+    slippage_bp: Decimal = ZERO  # what the fill model expects this order to slip
 
 
 def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rules: PaperRules,
@@ -62,20 +68,32 @@ def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rule
         return "no position to sell"
     spec = instrument(symbol)
     mark = portfolio.marks[symbol]
-    price = slipped_price(side, mark, rules.slippage_bp, spec)
+    slippage = rules.slippage_for(ZERO, 0.0)
+    price = slipped_price(side, mark, slippage, spec)
     if side == "buy":
         qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.taker_fee, spec)
         if not qty:
             return why_not
     else:
         qty = held
-    if rules.impact_bp:
-        price = slipped_price(side, mark, rules.slippage_for(qty, bar_volume), spec)
+    if rules.impact_bp and rules.fill_model != "instant":
+        slippage = rules.slippage_for(qty, bar_volume)
+        price = slipped_price(side, mark, slippage, spec)
         while side == "buy" and qty > 0 and qty * price + fee(qty * price, rules.taker_fee) > account.cash:
             qty -= spec.qty_step
         if qty < spec.min_qty:
             return f"order too small after the volume impact: {qty} {symbol}"
-    return PlannedOrder(strategy, symbol, side, qty, price, opens_position=side == "buy" and not held)
+    return PlannedOrder(strategy, symbol, side, qty, price, opens_position=side == "buy" and not held,
+                        slippage_bp=slippage)
+
+
+def slippage_problem(order: PlannedOrder, rules: PaperRules) -> str | None:
+    """Why an order must be refused for its expected slippage, or None. Exits are never refused for it:
+    a position must be closable."""
+    if order.side == "buy" and order.slippage_bp > rules.max_slippage_bp:
+        return (f"expected slippage {order.slippage_bp:.2f} bp exceeds the {rules.max_slippage_bp} bp tolerance "
+                f"({order.qty} {order.symbol})")
+    return None
 
 
 def paper_fee(order: PlannedOrder, rules: PaperRules) -> Decimal:

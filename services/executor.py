@@ -16,7 +16,15 @@ from decimal import Decimal
 
 from core.allocation import equal_weights
 from core.config import Settings
-from core.execution import MarkHistory, PaperRules, PlannedOrder, approval_request, paper_fee, plan_order
+from core.execution import (
+    MarkHistory,
+    PaperRules,
+    PlannedOrder,
+    approval_request,
+    paper_fee,
+    plan_order,
+    slippage_problem,
+)
 from core.messages import (
     Allocation,
     Approval,
@@ -235,6 +243,8 @@ class Executor(Service):
         if isinstance(planned, str):
             return self.record_outcome(signal, planned)
         order_id = order_id_for(signal.signal_id)
+        if (problem := slippage_problem(planned, self.rules)) is not None:
+            return self.reject(signal, order_id, planned.qty, "slippage_tolerance", problem)
         reply = self.risk.request(approval_request(self.portfolio, planned, order_id, signal.et, signal.stop,
                                                    close_all, src=self.name, tid=signal.tid))
         if not isinstance(reply, Approval):

@@ -632,3 +632,22 @@ def test_alerts_are_rate_limited_and_deduplicated():
     assert allowed == [True, True, True, False, False]
     assert limit.allow(Alert("warning", "t9", "", "s"), now=61)  # the window moved on
     assert not limit.allow(Alert("warning", "t9", "", "s"), now=200)  # the same title again: held back
+
+
+def test_fill_models_and_the_slippage_tolerance():
+    from dataclasses import replace
+
+    from core.execution import PaperRules, plan_order, slippage_problem
+
+    book = Portfolio()
+    book.fund("m", D("50000"))
+    book.mark("BTCUSDT", D("95000.0"))
+    fixed = PaperRules(D("0.10"), D("0.0005"), D("0.0002"), D("5"), impact_bp=D("100"))
+    instant = replace(fixed, fill_model="instant")
+    assert plan_order(book, "m", "BTCUSDT", "buy", instant, bar_volume=0.5).price == D("95000.0")
+    thin = plan_order(book, "m", "BTCUSDT", "buy", fixed, bar_volume=0.5)  # ~0.05 BTC of a 0.5 BTC bar
+    assert thin.slippage_bp > 30 and slippage_problem(thin, fixed) is None  # within the default 50 bp
+    strict = replace(fixed, max_slippage_bp=D("10"))
+    assert "tolerance" in slippage_problem(thin, strict)
+    book.apply_fill("m", "BTCUSDT", "buy", D("0.01"), D("95000"), D("0"))
+    assert slippage_problem(plan_order(book, "m", "BTCUSDT", "sell", strict, bar_volume=0.001), strict) is None
