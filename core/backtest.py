@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from itertools import groupby
 from typing import Any
@@ -75,7 +75,8 @@ class Backtester:
         self.names = list(strategies)
         self.weights = weights or equal_weights(self.names)
         self.symbols = list(symbols)
-        self.rules = PaperRules.from_settings(settings)
+        # Entries are market orders here: resting limit orders are modelled by the paper venue only (so far).
+        self.rules = replace(PaperRules.from_settings(settings), order_type="market")
         self.limits = Limits.from_settings(settings)
         self.tf_ms = timeframe_ms(tf)
         self.tf = tf

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     maker_fee_bp: Decimal = Field(Decimal("2"), ge=0, le=100,
                                   description="fee of fills that add liquidity (resting limit orders), bp")
     slippage_bp: Decimal = Field(Decimal("5"), ge=0, le=1000)
+    order_type: Literal["market", "limit"] = Field("market", description="entries: market orders, or limit orders "
+                                                   "resting MESH_LIMIT_OFFSET_BP under the price (exits: market)")
+    limit_offset_bp: Decimal = Field(Decimal("2"), ge=0, le=1000)
+    order_timeout_s: float = Field(300.0, gt=0, description="a resting order unfilled this long (market seconds) "
+                                   "is canceled")
     fill_model: Literal["fixed", "instant"] = Field(
         "fixed", description="paper fills: fixed = the last price moved by the slippage; instant = the last price")
     max_slippage_bp: Decimal = Field(Decimal("50"), ge=0, description="entries expected to slip more are rejected")

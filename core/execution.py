@@ -10,6 +10,7 @@ from typing import Any
 
 from core.messages import ApproveOrder
 from core.money import BP, ZERO, fee, instrument, slipped_price
+from core.orders import Order
 from core.portfolio import Portfolio, size_buy
 
 TAKER, MAKER = "taker", "maker"  # a market order takes liquidity; a resting limit order adds it
@@ -24,11 +25,14 @@ class PaperRules:
     impact_bp: Decimal = ZERO  # volume-aware slippage: + impact_bp x sqrt(order qty / bar volume)
     fill_model: str = "fixed"  # "instant": at the last price; "fixed": slippage_bp (+ the volume impact)
     max_slippage_bp: Decimal = Decimal(50)  # an order expected to slip more is rejected
+    order_type: str = "market"  # entries; exits are always market orders (a position must be closable)
+    limit_offset_bp: Decimal = Decimal(2)  # a limit buy rests this far under the last price
 
     @classmethod
     def from_settings(cls, settings: Any) -> PaperRules:
         return cls(settings.order_pct, settings.taker_fee_bp * BP, settings.maker_fee_bp * BP, settings.slippage_bp,
-                   settings.slippage_impact_bp, settings.fill_model, settings.max_slippage_bp)
+                   settings.slippage_impact_bp, settings.fill_model, settings.max_slippage_bp, settings.order_type,
+                   settings.limit_offset_bp)
 
     def fee_rate(self, liquidity: str) -> Decimal:
         return self.maker_fee if liquidity == MAKER else self.taker_fee
@@ -68,6 +72,8 @@ def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rule
         return "no position to sell"
     spec = instrument(symbol)
     mark = portfolio.marks[symbol]
+    if side == "buy" and rules.order_type == "limit":
+        return plan_limit_buy(portfolio, strategy, symbol, mark, rules)
     slippage = rules.slippage_for(ZERO, 0.0)
     price = slipped_price(side, mark, slippage, spec)
     if side == "buy":
@@ -85,6 +91,26 @@ def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rule
             return f"order too small after the volume impact: {qty} {symbol}"
     return PlannedOrder(strategy, symbol, side, qty, price, opens_position=side == "buy" and not held,
                         slippage_bp=slippage)
+
+
+def plan_limit_buy(portfolio: Portfolio, strategy: str, symbol: str, mark: Decimal,
+                   rules: PaperRules) -> PlannedOrder | str:
+    """A buy resting `limit_offset_bp` under the last price (rounded down to the tick): it adds
+    liquidity, so it is sized with the maker fee, and it fills only if the market trades through it."""
+    spec = instrument(symbol)
+    account = portfolio.accounts[strategy]
+    price = spec.round_price(mark * (1 - rules.limit_offset_bp * BP), "sell")
+    qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.maker_fee, spec)
+    if not qty:
+        return why_not
+    held = account.positions.get(symbol)
+    return PlannedOrder(strategy, symbol, "buy", qty, price, opens_position=not (held and held.qty),
+                        liquidity=MAKER)
+
+
+def trades_through(side: str, limit: Decimal, price: Decimal) -> bool:
+    """A resting order fills when the market trades through its price, not merely at it."""
+    return price < limit if side == "buy" else price > limit
 
 
 def slippage_problem(order: PlannedOrder, rules: PaperRules) -> str | None:
@@ -155,3 +181,48 @@ class MarkHistory:
             marks[other] = chosen
         marks[symbol] = price
         return marks
+
+
+@dataclass
+class Resting:
+    """A limit order waiting in the paper venue, and the cash it holds back from its strategy."""
+
+    order: Order
+    strategy: str
+    symbol: str
+    side: str
+    price: Decimal
+    signal_id: str
+    expires_et: int
+    reserved: Decimal
+    tid: int = 0
+
+
+class RestingOrders:
+    """The paper venue's open orders: which ones the market traded through, which ones timed out."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, Resting] = {}
+
+    def add(self, resting: Resting, portfolio: Portfolio) -> None:
+        portfolio.accounts[resting.strategy].reserved += resting.reserved
+        self.orders[resting.order.order_id] = resting
+
+    def release(self, order_id: str, portfolio: Portfolio) -> Resting:
+        resting = self.orders.pop(order_id)
+        portfolio.accounts[resting.strategy].reserved -= resting.reserved
+        return resting
+
+    def crossed(self, symbol: str, price: Decimal) -> list[Resting]:
+        return [r for r in self.orders.values() if r.symbol == symbol and trades_through(r.side, r.price, price)]
+
+    def expired(self, event_time: int) -> list[Resting]:
+        return [r for r in self.orders.values() if r.expires_et <= event_time]
+
+    def of(self, strategy: str, symbol: str) -> list[Resting]:
+        return [r for r in self.orders.values() if r.strategy == strategy and r.symbol == symbol]
+
+
+def reservation(order: PlannedOrder, rules: PaperRules) -> Decimal:
+    """What a resting buy holds back: its notional and its (maker) fee."""
+    return order.qty * order.price + paper_fee(order, rules) if order.side == "buy" else ZERO

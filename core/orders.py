@@ -56,6 +56,7 @@ class Order:
     status: OrderStatus = OrderStatus.NEW
     filled_qty: Decimal = Decimal(0)
     history: list[Transition] = field(default_factory=list)
+    seq_base: int = 0  # transitions already stored (an order restored after a restart)
 
     def move(self, to: OrderStatus, reason: str = "", filled_qty: Decimal | None = None) -> Transition:
         """Apply one transition, or raise InvalidTransition naming the order, the states and why."""
@@ -68,7 +69,7 @@ class Order:
             raise InvalidTransition(f"order {self.order_id}: FILLED with {filled} of {self.qty}")
         if to == S.PARTIALLY_FILLED and not 0 < filled < self.qty:
             raise InvalidTransition(f"order {self.order_id}: PARTIALLY_FILLED with {filled} of {self.qty}")
-        transition = Transition(self.order_id, len(self.history) + 1, self.status, to, filled, reason)
+        transition = Transition(self.order_id, self.seq_base + len(self.history) + 1, self.status, to, filled, reason)
         self.status, self.filled_qty = to, filled
         self.history.append(transition)
         return transition

@@ -33,6 +33,7 @@ class SubAccount:
     realized_pnl: Decimal = ZERO
     trades: int = 0
     units: Decimal = ZERO  # fund-style units: transfers buy or sell units at NAV, so NAV tracks performance only
+    reserved: Decimal = ZERO  # cash promised to resting buy orders: not free to spend or move
     wins: int = 0  # closing fills with a profit, and their total: the edge the Kelly rule reads
     losses: int = 0
     gross_profit: Decimal = ZERO
@@ -40,6 +41,10 @@ class SubAccount:
 
     def open_positions(self) -> int:
         return sum(1 for p in self.positions.values() if p.qty > 0)
+
+    @property
+    def free_cash(self) -> Decimal:
+        return self.cash - self.reserved
 
     def kelly_fraction(self, min_trades: int) -> float | None:
         """p (1 - 1/PF) from the closed trades, once there are enough of them to say anything."""
@@ -177,9 +182,9 @@ class Portfolio:
 def size_buy(account: SubAccount, equity: Decimal, price: Decimal, order_pct: Decimal,
              fee_rate: Decimal, spec: Instrument) -> tuple[Decimal, str]:
     """Quantity for a buy of `order_pct` of the strategy's equity, within its cash; (0, why) if none."""
-    budget = min(equity * order_pct, account.cash)
+    budget = min(equity * order_pct, account.free_cash)
     qty = spec.floor_qty(budget / (price * (1 + fee_rate)))
-    while qty > 0 and qty * price + fee(qty * price, fee_rate) > account.cash:
+    while qty > 0 and qty * price + fee(qty * price, fee_rate) > account.free_cash:
         qty -= spec.qty_step
     if qty < spec.min_qty or qty * price < spec.min_notional:
         return ZERO, f"order too small: {qty} {spec.symbol} at {price} is under the exchange minimum"
@@ -191,7 +196,7 @@ def rebalance_transfers(portfolio: Portfolio, weights: dict[str, Decimal]) -> di
     cash only. The amounts are exact to the cash quantum and add up to zero."""
     total = portfolio.equity()
     gaps = {s: cash(weights.get(s, ZERO) * total) - portfolio.equity(s) for s in portfolio.accounts}
-    can_give = {s: min(-gap, portfolio.accounts[s].cash) for s, gap in gaps.items() if gap < 0}
+    can_give = {s: min(-gap, portfolio.accounts[s].free_cash) for s, gap in gaps.items() if gap < 0}
     needs = {s: gap for s, gap in gaps.items() if gap > 0}
     pool, wanted = sum(can_give.values(), ZERO), sum(needs.values(), ZERO)
     moved = min(pool, wanted)

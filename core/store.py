@@ -96,8 +96,19 @@ MIGRATIONS: list[str] = [
         filled_qty TEXT NOT NULL, reason TEXT, event_time INTEGER, created_at REAL NOT NULL,
         PRIMARY KEY (order_id, seq));
     """,
+    # version 5: resting (limit) orders and when they time out
+    """
+    ALTER TABLE orders ADD COLUMN order_type TEXT NOT NULL DEFAULT 'market';
+    ALTER TABLE orders ADD COLUMN expires_et INTEGER;
+    CREATE INDEX orders_open ON orders(status) WHERE status IN ('ACCEPTED', 'PARTIALLY_FILLED');
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+ORDER_BASICS = "order_id, signal_id, strategy, symbol, side, qty, price, status, reason, event_time, trace_id, created_at"
+INSERT_TRADE = ("INSERT INTO trades(trade_id, order_id, strategy, symbol, side, qty, price, fee, realized_pnl, "
+                "event_time, trace_id, created_at, liquidity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+INSERT_ORDER = (f"INSERT INTO orders({ORDER_BASICS}, order_type, expires_et) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 UPSERT_STATE = ("INSERT INTO service_state VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, "
                 "updated_at=excluded.updated_at")
 

@@ -17,12 +17,16 @@ from decimal import Decimal
 from core.allocation import equal_weights
 from core.config import Settings
 from core.execution import (
+    MAKER,
     MarkHistory,
     PaperRules,
     PlannedOrder,
+    Resting,
+    RestingOrders,
     approval_request,
     paper_fee,
     plan_order,
+    reservation,
     slippage_problem,
 )
 from core.messages import (
@@ -42,7 +46,7 @@ from core.money import ZERO, cash, to_decimal
 from core.orders import Order, OrderStatus, Transition
 from core.portfolio import Portfolio, rebalance_transfers
 from core.service import Service, main
-from core.store import UPSERT_STATE
+from core.store import INSERT_ORDER, INSERT_TRADE, UPSERT_STATE
 
 WEIGHTS_KEY = "executor.weights"  # the allocation the sub-accounts were last funded or rebalanced to
 UNITS_KEY = "executor.units"  # each sub-account's units, for NAV (performance) across transfers
@@ -83,6 +87,8 @@ class Executor(Service):
         if not self.portfolio.accounts:
             self.fund_accounts()
         self.refresh_positions_table()
+        self.resting = RestingOrders()
+        self.restore_resting_orders()
         self.seen = self.store.seen_signal_ids()
         applied = self.store.get_state(WEIGHTS_KEY)
         self.applied_weights = {k: Decimal(v) for k, v in applied.items()} if applied else None
@@ -103,6 +109,7 @@ class Executor(Service):
         if current and self.applied_weights is not None:  # a change published while we were down
             self.rebalance({k: Decimal(v) for k, v in current["weights"].items()}, current.get("reason", ""))
         self.loop.every(0.1, self.sync_store)
+        self.loop.every(0.25, self.expire_resting_orders)
         self.log.info("books_rebuilt", equity=self.portfolio.equity(), cash=self.portfolio.cash(),
                       trades=self.portfolio.trades(), signals_seen=len(self.seen))
 
@@ -158,6 +165,9 @@ class Executor(Service):
             self.portfolio.mark(tick.symbol, price)
         if tick.et > self.event_time:
             self.event_time = tick.et
+        if self.resting.orders:
+            for resting in self.resting.crossed(tick.symbol, price):
+                self.fill_resting(resting.order.order_id, tick)
 
     def on_allocation(self, topic: bytes, allocation: Allocation) -> None:
         self.rebalance(allocation.weights, allocation.reason)
@@ -194,6 +204,8 @@ class Executor(Service):
         """Sell every open position at market now, through the risk guard (which lets a close-all pass
         even when trading is halted) and the usual order path: recorded and published like any order."""
         trades_before = self.portfolio.trades()
+        for resting in list(self.resting.orders.values()):
+            self.cancel_resting(resting.order.order_id, f"close all ({by})")
         held = [(a.strategy, symbol, p.qty) for a in self.portfolio.accounts.values()
                 for symbol, p in a.positions.items() if p.qty > 0]
         stamp = time.time_ns()
@@ -238,7 +250,10 @@ class Executor(Service):
             self.portfolio.marks = latest
 
     def execute(self, signal: Signal, close_all: bool = False) -> None:
-        """Plan, approve and fill at the marks as of the signal's event time."""
+        """Plan, approve and fill at the marks as of the signal's event time (a limit order rests instead)."""
+        if signal.side == "sell":  # an exit first withdraws the strategy's resting entries in that symbol
+            for resting in self.resting.of(signal.strategy, signal.symbol):
+                self.cancel_resting(resting.order.order_id, f"canceled by the exit signal {signal.signal_id}")
         planned = plan_order(self.portfolio, signal.strategy, signal.symbol, signal.side, self.rules, signal.bar_volume)
         if isinstance(planned, str):
             return self.record_outcome(signal, planned)
@@ -254,6 +269,8 @@ class Executor(Service):
         if not reply.approved:
             return self.reject(signal, order_id, planned.qty, reply.rule, reply.reason)
         self.approved_ns = time.monotonic_ns()
+        if planned.liquidity == MAKER:
+            return self.place(signal, order_id, planned)
         self.fill(signal, order_id, planned)
 
     def fill(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
@@ -283,24 +300,108 @@ class Executor(Service):
         if signal.origin_ns:
             self.tick_to_fill.observe((time.monotonic_ns() - signal.origin_ns) / 1e9)
         self.unpublished_marked.append(trade_id)
-        self.publish_transitions(signal, steps, qty, price)
+        self.publish_transitions(signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.et, signal.tid,
+                                 steps, qty, price)
         self.orders_total.labels(self.name, "FILLED").inc()
         self.log.info("filled", trace_id=signal.tid, order_id=order_id, strategy=signal.strategy, symbol=signal.symbol,
                       side=signal.side, qty=str(qty), price=str(price), fee=str(paid), realized_pnl=str(realized))
+
+    # ----- resting (limit) orders in the paper venue ------------------------------------------------
+    def place(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
+        """A limit order accepted by the paper venue: it rests, holding back its cash, until the market
+        trades through its price or it times out."""
+        order = Order(order_id, planned.qty)
+        steps = [order.move(OrderStatus.SUBMITTED, "risk approved: sent to the paper venue"),
+                 order.move(OrderStatus.ACCEPTED, f"resting: buy limit {planned.price}")]
+        expires = signal.et + int(self.settings.order_timeout_s * 1000)
+        now = time.time()
+        with self.store.transaction() as db:
+            db.execute(INSERT_ORDER, (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side,
+                                      str(planned.qty), str(planned.price), order.status, signal.reason, signal.et,
+                                      f"{signal.tid:016x}", now, "limit", expires))
+            record_transitions(db, steps, signal.et, now)
+        self.resting.add(Resting(order, signal.strategy, signal.symbol, signal.side, planned.price, signal.signal_id,
+                                 expires, reservation(planned, self.rules), signal.tid), self.portfolio)
+        self.publish_transitions(signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.et,
+                                 signal.tid, steps, planned.qty, planned.price)
+        self.log.info("order_resting", order_id=order_id, strategy=signal.strategy, symbol=signal.symbol,
+                      qty=str(planned.qty), price=str(planned.price), expires_et=expires)
+
+    def fill_resting(self, order_id: str, tick: Tick) -> None:
+        """The market traded through the limit: the whole order fills at its price, as a maker."""
+        resting = self.resting.release(order_id, self.portfolio)
+        order, qty, price = resting.order, resting.order.qty, resting.price
+        planned = PlannedOrder(resting.strategy, resting.symbol, resting.side, qty, price, False, MAKER)
+        paid = paper_fee(planned, self.rules)
+        step = order.move(OrderStatus.FILLED, f"the market traded through {price} at {tick.price}", qty)
+        realized = self.portfolio.apply_fill(resting.strategy, resting.symbol, resting.side, qty, price, paid)
+        trade_id, now = order_id + "-1", time.time()
+        try:
+            with self.store.transaction() as db:
+                db.execute("UPDATE orders SET status=? WHERE order_id=?", (order.status, order_id))
+                db.execute(INSERT_TRADE, (trade_id, order_id, resting.strategy, resting.symbol, resting.side, str(qty),
+                                          str(price), str(paid), str(realized), tick.et, f"{resting.tid:016x}", now,
+                                          MAKER))
+                record_transitions(db, [step], tick.et, now)
+        except Exception:
+            self.reload_books()
+            raise
+        self.touched_positions.add((resting.strategy, resting.symbol))
+        account = self.portfolio.accounts[resting.strategy]
+        self.pub.publish(b"fill", Fill(trade_id=trade_id, order_id=order_id, signal_id=resting.signal_id,
+                                       strategy=resting.strategy, symbol=resting.symbol, side=resting.side, qty=qty,
+                                       price=price, fee=paid, realized_pnl=realized, cash_after=account.cash,
+                                       position_after=account.positions[resting.symbol].qty, liquidity=MAKER,
+                                       et=tick.et, tid=resting.tid))
+        self.unpublished_marked.append(trade_id)
+        self.publish_transitions(resting.signal_id, resting.strategy, resting.symbol, resting.side, tick.et,
+                                 resting.tid, [step], qty, price)
+        self.orders_total.labels(self.name, "FILLED").inc()
+        self.log.info("filled", trace_id=resting.tid, order_id=order_id, strategy=resting.strategy,
+                      symbol=resting.symbol, side=resting.side, qty=str(qty), price=str(price), fee=str(paid),
+                      liquidity=MAKER)
+
+    def cancel_resting(self, order_id: str, reason: str) -> None:
+        resting = self.resting.release(order_id, self.portfolio)
+        step = resting.order.move(OrderStatus.CANCELED, reason)
+        now = time.time()
+        with self.store.transaction() as db:
+            db.execute("UPDATE orders SET status=?, reason=? WHERE order_id=?", (step.after, reason, order_id))
+            record_transitions(db, [step], self.event_time, now)
+        self.publish_transitions(resting.signal_id, resting.strategy, resting.symbol, resting.side, self.event_time,
+                                 resting.tid, [step], resting.order.qty, None)
+        self.orders_total.labels(self.name, "CANCELED").inc()
+        self.log.info("order_canceled", order_id=order_id, reason=reason)
+
+    def expire_resting_orders(self) -> None:
+        for resting in self.resting.expired(self.event_time):
+            self.cancel_resting(resting.order.order_id,
+                                f"timeout: unfilled after {self.settings.order_timeout_s:g} s")
+
+    def restore_resting_orders(self) -> None:
+        """After a restart the paper venue holds exactly the orders it held: from the store."""
+        rows = self.store.query("SELECT o.*, (SELECT MAX(seq) FROM order_events e WHERE e.order_id = o.order_id) "
+                                "AS last_seq FROM orders o WHERE status IN ('ACCEPTED', 'PARTIALLY_FILLED')")
+        for row in rows:
+            order = Order(row["order_id"], Decimal(row["qty"]), OrderStatus(row["status"]), seq_base=row["last_seq"] or 0)
+            planned = PlannedOrder(row["strategy"], row["symbol"], row["side"], order.qty, Decimal(row["price"]), False,
+                                   MAKER)
+            self.resting.add(Resting(order, row["strategy"], row["symbol"], row["side"], planned.price,
+                                     row["signal_id"], row["expires_et"] or 0, reservation(planned, self.rules),
+                                     int(row["trace_id"] or "0", 16)), self.portfolio)
+        if rows:
+            self.log.info("resting_orders_restored", count=len(rows))
 
     def write_fill(self, signal: Signal, order_id: str, trade_id: str, qty: Decimal, price: Decimal,
                    paid: Decimal, realized: Decimal, liquidity: str, trace: str, now: float,
                    steps: list[Transition]) -> None:
         """The order, its transitions and its trade, atomically: the only writes on the order path."""
         with self.store.transaction() as db:
-            db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                       (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty),
-                        str(price), steps[-1].after, signal.reason, signal.et, trace, now))
+            db.execute(INSERT_ORDER, (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty),
+                                      str(price), steps[-1].after, signal.reason, signal.et, trace, now, "market", None))
             record_transitions(db, steps, signal.et, now)
-            db.execute("INSERT INTO trades(trade_id, order_id, strategy, symbol, side, qty, price, fee, realized_pnl,"
-                       " event_time, trace_id, created_at, liquidity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                       (trade_id, order_id, signal.strategy, signal.symbol, signal.side, str(qty), str(price),
-                        str(paid), str(realized), signal.et, trace, now, liquidity))
+            db.execute(INSERT_TRADE, (trade_id, order_id, signal.strategy, signal.symbol, signal.side, str(qty),
+                                      str(price), str(paid), str(realized), signal.et, trace, now, liquidity))
         self.touched_positions.add((signal.strategy, signal.symbol))
 
     def reload_books(self) -> None:
@@ -311,21 +412,23 @@ class Executor(Service):
         now = time.time()
         steps = [Order(order_id, qty).move(OrderStatus.REJECTED, f"{rule}: {reason}")]
         with self.store.transaction() as db:
-            db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                       (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty), None,
-                        "REJECTED", f"{rule}: {reason}", signal.et, f"{signal.tid:016x}", now))
+            db.execute(INSERT_ORDER, (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty),
+                                      None, "REJECTED", f"{rule}: {reason}", signal.et, f"{signal.tid:016x}", now,
+                                      self.rules.order_type if signal.side == "buy" else "market", None))
             record_transitions(db, steps, signal.et, now)
-        self.publish_transitions(signal, steps, qty, None)
+        self.publish_transitions(signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.et, signal.tid,
+                                 steps, qty, None)
         self.orders_total.labels(self.name, "REJECTED").inc()
         self.log.info("order_rejected", trace_id=signal.tid, order_id=order_id, rule=rule, reason=reason)
 
-    def publish_transitions(self, signal: Signal, steps: list[Transition], qty: Decimal,
-                            price: Decimal | None) -> None:
+    def publish_transitions(self, signal_id: str, strategy: str, symbol: str, side: str, event_time: int, tid: int,
+                            steps: list[Transition], qty: Decimal, price: Decimal | None) -> None:
         for step in steps:
             self.pub.publish(b"order", OrderUpdate(
-                order_id=step.order_id, signal_id=signal.signal_id, strategy=signal.strategy, symbol=signal.symbol,
-                side=signal.side, qty=qty, filled_qty=step.filled_qty, status=step.after, reason=step.reason,
-                price=price if step.after == OrderStatus.FILLED else None, et=signal.et, tid=signal.tid))
+                order_id=step.order_id, signal_id=signal_id, strategy=strategy, symbol=symbol, side=side, qty=qty,
+                filled_qty=step.filled_qty, status=step.after, reason=step.reason,
+                price=price if step.after in (OrderStatus.FILLED, OrderStatus.ACCEPTED) else None, et=event_time,
+                tid=tid))
 
     def record_outcome(self, signal: Signal, outcome: str) -> None:
         """A signal that makes no order is still recorded, so a restart will not act on it.

@@ -27,7 +27,7 @@ from core.messages import (
 from core.money import fee, instrument, slipped_price, to_decimal
 from core.portfolio import AccountingError, Portfolio, size_buy
 from core.risk import Limits, RiskBook, evaluate, judge
-from core.store import SCHEMA_VERSION, Store
+from core.store import ORDER_BASICS, SCHEMA_VERSION, Store
 from core.strategies import ParameterError, create
 from core.supervise import default_paths, render
 
@@ -237,9 +237,9 @@ def test_schema_is_created_once_and_signal_ids_are_unique(tmp_path):
     assert tables >= {"candles", "signals", "orders", "trades", "positions", "strategy_performance", "allocations",
                       "risk_events", "agent_events", "fork_tracking", "market_regimes", "pr_events"}
     row = ("o1", "sig-1", "m", "BTCUSDT", "buy", "1", "1", "FILLED", "", 0, "", 0.0)
-    store.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+    store.execute("INSERT INTO orders(" + ORDER_BASICS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
     with pytest.raises(Exception, match="UNIQUE"):
-        store.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ("o2", *row[1:]))
+        store.execute("INSERT INTO orders(" + ORDER_BASICS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ("o2", *row[1:]))
     store.close()
 
 

@@ -14,7 +14,7 @@ from test_mesh import reconcile
 from core.forks import PostgresForks
 from core.messages import Candle
 from core.pgserver import LocalPostgres
-from core.store import SCHEMA_VERSION, Store
+from core.store import ORDER_BASICS, SCHEMA_VERSION, Store
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def candle(minute: int, close: float = 100.0) -> Candle:
 
 def add_trade(store: Store, n: int) -> None:
     with store.transaction() as db:
-        db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        db.execute("INSERT INTO orders(" + ORDER_BASICS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                    (f"o{n}", f"sig-{n}", "m", "BTCUSDT", "buy", "0.001", "95545.1", "FILLED", "", 1_746_316_800_000,
                     "", 1.0 + n))
         db.execute("INSERT INTO trades(trade_id, order_id, strategy, symbol, side, qty, price, fee, realized_pnl, "
@@ -47,7 +47,7 @@ def test_the_store_schema_and_queries_run_on_postgres(postgres):
     assert store.dialect == "postgres" and store.scalar("SELECT version FROM schema_version") == SCHEMA_VERSION
     add_trade(store, 1)
     with pytest.raises(psycopg.errors.UniqueViolation):  # one order per signal, as on SQLite
-        store.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        store.execute("INSERT INTO orders(" + ORDER_BASICS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                       ("o9", "sig-1", "m", "BTCUSDT", "buy", "1", "1", "FILLED", "", 0, "", 0.0))
     [trade] = store.trades()
     assert trade["fee"] == "0.04777255" and Decimal(trade["price"]) == Decimal("95545.1") and trade[0] == "t1"
