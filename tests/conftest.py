@@ -148,7 +148,7 @@ def mesh(tmp_path_factory, alert_sink):
     running = Mesh(home, {"MESH_ALERT_WEBHOOK_URL": alert_sink.url + "/hook", "MESH_TELEGRAM_CHAT_ID": "42",
                           "MESH_TELEGRAM_API_URL": alert_sink.url, "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,"MESH_REPLAY_SPEED": "40", "MESH_LOG_LEVEL": "INFO", "MESH_VALIDATION_EVERY_MIN": "240",
                           # the fork manager's clock moves in heartbeat steps of 40 market minutes here:
-                          "MESH_FORK_SHARE_S": "3600",
+                          "MESH_FORK_SHARE_S": "3600", "MESH_MAX_FORKS": "40",
                           "MESH_VALIDATION_WINDOWS_MIN": "720,1440", "MESH_VALIDATION_WINDOW_WEIGHTS": "0.6,0.4"})
     running.start()
     yield running

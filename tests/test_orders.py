@@ -2,6 +2,7 @@
 market trades through them (as makers), time out, and survive a restart of the executor."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ def test_limit_orders_rest_fill_through_time_out_and_survive_a_restart(limit_mes
     resting = None
     for _ in range(20):  # freeze market time with an order resting, then restart the executor under it
         assert "stopped" in mesh.ctl("stop", "feed")
+        time.sleep(1)  # ticks already sent are handled
         resting = mesh.query("SELECT order_id FROM orders WHERE status='ACCEPTED'")
         if resting:
             break
@@ -44,7 +46,7 @@ def test_limit_orders_rest_fill_through_time_out_and_survive_a_restart(limit_mes
     order_id = resting[0][0]
     assert "started" in mesh.ctl("restart", "executor")
     wait_for(lambda: '"event": "resting_orders_restored"' in (mesh.settings.log_dir / "executor.log").read_text(),
-             20, "the executor to restore its resting orders")
+             60, "the executor to restore its resting orders")
     assert "started" in mesh.ctl("start", "feed")
     wait_for(lambda: mesh.query("SELECT status FROM orders WHERE order_id=? AND status IN ('FILLED', 'CANCELED')",
                                 (order_id,)), 60, "the restored order to fill or time out")
