@@ -15,7 +15,8 @@ Chaos, by `POST /admin/chaos {"action": ..., ...}` or `--chaos`:
 - gap: keep the connection but send nothing for the next `minutes` candles;
 - malformed: send each client a frame that is not valid JSON, and a kline with missing fields;
 - bad_candle: the next final kline of each symbol has its high below its low;
-- rate_limit: answer the next `count` REST requests with 429 and Retry-After.
+- rate_limit: answer the next `count` REST requests with 429 and Retry-After;
+- reject_orders / partial: see core.sim_account (the signed order, account and trade endpoints).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -33,6 +35,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core.marketdata import Bar, find_candle_file, intrabar_path, load_bars
+from core.sim_account import BinanceError, SimAccount, SimAccounts
 
 MINUTE_MS = 60_000
 REST = "/api.binance.com/api/v3"
@@ -119,8 +122,10 @@ def rest_kline(bar: Bar) -> list:
 
 
 class ExchangeSim:
-    def __init__(self, data_dir: Path, symbols: list[str], speed: float, chaos_every_s: float = 0.0) -> None:
+    def __init__(self, data_dir: Path, symbols: list[str], speed: float, chaos_every_s: float = 0.0,
+                 credentials: dict[str, str] | None = None, balance: Decimal = Decimal("100000")) -> None:
         self.market = Market(data_dir, symbols, speed)
+        self.accounts = SimAccounts(credentials or {}, {"USDT": balance})
         self.symbols = symbols
         self.chaos = Chaos()
         self.chaos_every_s = chaos_every_s
@@ -130,7 +135,11 @@ class ExchangeSim:
             Route(f"{REST}/ping", self.ping), Route(f"{REST}/time", self.server_time),
             Route(f"{REST}/exchangeInfo", self.exchange_info), Route(f"{REST}/klines", self.klines),
             Route(f"{REST}/trades", self.trades), Route(f"{REST}/ticker/24hr", self.ticker),
+            Route(f"{REST}/order", self.order, methods=["GET", "POST", "DELETE"]),
+            Route(f"{REST}/openOrders", self.open_orders), Route(f"{REST}/account", self.account),
+            Route(f"{REST}/myTrades", self.my_trades),
             Route("/admin/chaos", self.admin_chaos, methods=["POST"]), Route("/admin/state", self.admin_state),
+            Route("/admin/accounts", self.admin_accounts),
             WebSocketRoute(WS + "/{stream}", self.stream),
         ], lifespan=self.lifespan)
 
@@ -311,6 +320,69 @@ class ExchangeSim:
     def silenced(self, open_time: int) -> bool:
         return self.chaos.silent_from_open <= open_time <= self.chaos.silent_until_open
 
+    # ----- signed endpoints: orders, account, trades --------------------------------------------------
+    async def signed(self, request: Request) -> tuple[SimAccount, dict[str, str]]:
+        raw = request.url.query if request.method in ("GET", "DELETE") else (await request.body()).decode()
+        account, params = self.accounts.authenticate(request.headers.get("X-MBX-APIKEY"), raw)
+        now = self.market.now_ms()
+        for symbol in self.symbols:  # resting orders the market traded through since the last request
+            if (price := self.price(symbol, now)) is not None:
+                self.accounts.cross(symbol, price, now)
+        return account, params
+
+    def price(self, symbol: str, at_ms: int) -> Decimal | None:
+        traded = self.market.partial(symbol, at_ms)
+        return Decimal(repr(traded[1])) if traded else None
+
+    async def private(self, request: Request, action) -> Response:
+        if (limited := self.limited()) is not None:
+            return limited
+        try:
+            account, params = await self.signed(request)
+            return JSONResponse(action(account, params))
+        except BinanceError as error:
+            return JSONResponse({"code": error.code, "msg": error.msg}, status_code=error.status)
+
+    async def order(self, request: Request) -> Response:
+        def act(account: SimAccount, params: dict[str, str]):
+            if params.get("symbol") not in self.market.bars:
+                raise BinanceError(400, -1121, "Invalid symbol.")
+            now = self.market.now_ms()
+            if request.method == "GET":
+                return self.accounts.view(self.accounts.find(account, params))
+            if request.method == "DELETE":
+                return self.accounts.view(self.accounts.cancel(account, params, now))
+            tick, step = SPOT_FILTERS.get(params["symbol"], ("0.01", "0.0001"))
+            return self.accounts.place(account, params, self.price(params["symbol"], now), now,
+                                       (Decimal(tick), Decimal(step)))
+
+        return await self.private(request, act)
+
+    async def open_orders(self, request: Request) -> Response:
+        return await self.private(request, lambda account, params: [
+            self.accounts.view(o) for o in account.orders.values() if o["status"] in ("NEW", "PARTIALLY_FILLED")
+            and o["symbol"] == params.get("symbol", o["symbol"])])
+
+    async def account(self, request: Request) -> Response:
+        return await self.private(request, lambda account, params: {
+            "makerCommission": 2, "takerCommission": 5, "canTrade": True, "canWithdraw": False, "canDeposit": False,
+            "updateTime": self.market.now_ms(), "accountType": "SPOT", "balances": self.accounts.balances(account),
+            "permissions": ["SPOT"]})
+
+    async def my_trades(self, request: Request) -> Response:
+        def act(account: SimAccount, params: dict[str, str]):
+            trades = [t for t in account.trades if t["symbol"] == params.get("symbol")
+                      and ("orderId" not in params or t["orderId"] == int(params["orderId"]))
+                      and t["time"] >= int(params.get("startTime", 0))]
+            return trades[-int(params.get("limit", 500)):]
+
+        return await self.private(request, act)
+
+    async def admin_accounts(self, request: Request) -> Response:
+        """Balances per API key (by the key's first characters only): for tests and rehearsals."""
+        return JSONResponse({key[:4] + "...": {a: str(v) for a, v in acc.balances.items()}
+                             for key, acc in self.accounts.accounts.items()})
+
     async def admin_chaos(self, request: Request) -> Response:
         body = await request.json()
         action = body.get("action")
@@ -327,9 +399,13 @@ class ExchangeSim:
             self.chaos.bad_candle_symbols = set(self.symbols)
         elif action == "rate_limit":
             self.chaos.rate_limited = int(body.get("count", 3))
+        elif action == "reject_orders":
+            self.accounts.reject_next = int(body.get("count", 1))
+        elif action == "partial":
+            self.accounts.partial_next = int(body.get("count", 1))
         else:
             return JSONResponse({"error": f"unknown action {action!r}; use drop, gap, malformed, bad_candle, "
-                                          "rate_limit"}, status_code=400)
+                                          "rate_limit, reject_orders, partial"}, status_code=400)
         return JSONResponse({"ok": True, "action": action, "market_time": self.market.now_ms()})
 
     async def admin_state(self, request: Request) -> Response:
@@ -347,9 +423,14 @@ class ExchangeSim:
 
 def serve(port: int, data_dir: Path, symbols: list[str], speed: float, chaos_every_s: float = 0.0,
           host: str = "127.0.0.1") -> None:
+    import os
+
     import uvicorn
 
-    sim = ExchangeSim(data_dir, symbols, speed, chaos_every_s)
+    # The simulator's account: the same variables the executor reads its credentials from, so a mesh and
+    # its simulator started in one environment agree. Not real keys: nothing leaves 127.0.0.1.
+    key, secret = os.environ.get("BINANCE_API_KEY"), os.environ.get("BINANCE_API_SECRET")
+    sim = ExchangeSim(data_dir, symbols, speed, chaos_every_s, {key: secret} if key and secret else None)
     chaos = f"  chaos: connections dropped every {chaos_every_s}s" if chaos_every_s else ""
     print(f"exchange simulator (Binance spot wire format) on http://{host}:{port}  symbols {', '.join(symbols)}  "
           f"speed {speed} candles/s{chaos}", flush=True)

@@ -3,6 +3,7 @@ speaking Binance's wire formats on 127.0.0.1, with the whole mesh trading on it.
 simulator can inject is repaired: the strategies see a continuous series equal to the bundled data."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -17,14 +18,16 @@ from core.harness import free_port_base
 from core.marketdata import find_candle_file, load_bars
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
+SIM_KEY, SIM_SECRET = "planted-sim-key-0001", "planted-sim-secret-0002"  # must never appear in a log
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     port = free_port_base() + 99
     log = open(tmp_path_factory.mktemp("sim") / "sim.log", "w")
+    env = {**os.environ, "BINANCE_API_KEY": SIM_KEY, "BINANCE_API_SECRET": SIM_SECRET}
     process = subprocess.Popen([sys.executable, "-m", "core.cli", "exchange-sim", "--port", str(port),
-                                "--speed", "20"], stdout=log, stderr=subprocess.STDOUT)
+                                "--speed", "20"], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: _answers(url), 30, "the exchange simulator")
     yield url
@@ -155,3 +158,42 @@ def test_rest_polling_fallback_gives_the_same_series(sim):
     bars = {b.open_time: b for b in load_bars(find_candle_file(BUNDLED_DATA, "BTCUSDT"))[0]}
     assert all(b.open_time - a.open_time == 60_000 for a, b in zip(candles, candles[1:], strict=False))
     assert all((c.open, c.high, c.low, c.close, c.volume) == tuple(bars[c.open_time])[1:] for c in candles)
+
+
+def signed_client(sim: str, secret: str = SIM_SECRET):
+    import ccxt
+
+    from core.livefeed import point_at
+
+    exchange = ccxt.binance({"apiKey": SIM_KEY, "secret": secret, "options": {
+        "defaultType": "spot", "fetchCurrencies": False, "fetchMargins": False, "fetchMarkets": {"types": ["spot"]}}})
+    point_at(exchange.urls["api"], sim)
+    return exchange
+
+
+def test_the_simulator_checks_signatures_and_trades_like_binance(sim):
+    import ccxt
+
+    with pytest.raises(ccxt.AuthenticationError, match="-1022"):  # signed with the wrong secret
+        signed_client(sim, "not-the-secret").fetch_balance()
+    exchange = signed_client(sim)
+    exchange.load_markets()
+    before = exchange.fetch_balance()["total"]
+    order = exchange.create_order("ETH/USDT", "market", "buy", 0.5, params={"newClientOrderId": "mt-sim-test-1"})
+    assert order["status"] == "closed" and order["filled"] == 0.5 and order["fee"]["currency"] == "USDT"
+    after = exchange.fetch_balance()["total"]
+    assert after["ETH"] == before.get("ETH", 0) + 0.5
+    assert after["USDT"] == pytest.approx(before["USDT"] - order["cost"] - order["fee"]["cost"])
+    with pytest.raises(ccxt.InvalidOrder, match="Duplicate"):  # a client order id is used once
+        exchange.create_order("ETH/USDT", "market", "buy", 0.5, params={"newClientOrderId": "mt-sim-test-1"})
+    assert exchange.fetch_order(None, "ETH/USDT", params={"origClientOrderId": "mt-sim-test-1"})["status"] == "closed"
+    chaos(sim, action="reject_orders", count=1)
+    with pytest.raises(ccxt.InsufficientFunds):
+        exchange.create_order("ETH/USDT", "market", "sell", 0.2)
+    chaos(sim, action="partial", count=1)
+    half = exchange.create_order("ETH/USDT", "market", "sell", 0.2)
+    assert half["status"] == "expired" and half["filled"] == 0.1
+    resting = exchange.create_order("ETH/USDT", "limit", "buy", 0.1, 100.0)  # far under the market: rests
+    assert [o["id"] for o in exchange.fetch_open_orders("ETH/USDT")] == [resting["id"]]
+    assert exchange.cancel_order(resting["id"], "ETH/USDT")["status"] == "canceled"
+    assert len(exchange.fetch_my_trades("ETH/USDT")) == 2

@@ -1,0 +1,167 @@
+"""The exchange simulator's accounts: Binance spot's signed order, account and trade endpoints.
+
+Requests are authenticated the way Binance does it: the `X-MBX-APIKEY` header names the key, and the
+`signature` parameter must be the HMAC-SHA256 (hex) of everything before it (the query string for GET and
+DELETE, the form body for POST) under the key's secret, with a `timestamp` within `recvWindow` of the
+server's clock. Errors carry Binance's codes and messages.
+
+Market orders fill at the simulated market's current price (taker fee, charged in the quote asset);
+limit orders rest and fill when the market trades through them, as makers. Chaos for orders, by
+`POST /admin/chaos`: `reject_orders` (the next N orders are refused for insufficient balance) and
+`partial` (the next N market orders fill half and expire).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import time
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
+from urllib.parse import parse_qsl
+
+TAKER_FEE = Decimal("0.0005")
+MAKER_FEE = Decimal("0.0002")
+FEE_QUANTUM = Decimal("0.00000001")
+
+
+class BinanceError(Exception):
+    def __init__(self, status: int, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.status, self.code, self.msg = status, code, msg
+
+
+@dataclass
+class SimAccount:
+    secret: str
+    balances: dict[str, Decimal]
+    orders: dict[int, dict] = field(default_factory=dict)
+    trades: list[dict] = field(default_factory=list)
+
+
+class SimAccounts:
+    def __init__(self, credentials: dict[str, str], balances: dict[str, Decimal]) -> None:
+        self.accounts = {key: SimAccount(secret, dict(balances)) for key, secret in credentials.items()}
+        self.order_ids = itertools.count(1_000_001)
+        self.trade_ids = itertools.count(5_000_001)
+        self.reject_next = 0
+        self.partial_next = 0
+
+    # ----- authentication ---------------------------------------------------------------------------
+    def authenticate(self, api_key: str | None, signed: str) -> tuple[SimAccount, dict[str, str]]:
+        """The account and the request's parameters, or BinanceError as Binance would answer."""
+        account = self.accounts.get(api_key or "")
+        if account is None:
+            raise BinanceError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        payload, marker, signature = signed.rpartition("&signature=")
+        if not marker:
+            raise BinanceError(400, -1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        expected = hmac.new(account.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            raise BinanceError(400, -1022, "Signature for this request is not valid.")
+        params = dict(parse_qsl(payload, keep_blank_values=True))
+        window = int(params.get("recvWindow", 5000))
+        if abs(time.time() * 1000 - int(params.get("timestamp", 0))) > window:
+            raise BinanceError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+        return account, params
+
+    # ----- orders -----------------------------------------------------------------------------------
+    def place(self, account: SimAccount, params: dict[str, str], price: Decimal, now_ms: int,
+              filters: tuple[Decimal, Decimal]) -> dict:
+        symbol, side, kind = params.get("symbol", ""), params.get("side", ""), params.get("type", "")
+        if side not in ("BUY", "SELL") or kind not in ("MARKET", "LIMIT"):
+            raise BinanceError(400, -1100, "Illegal characters found in parameter 'side' or 'type'.")
+        qty = Decimal(params.get("quantity", "0"))
+        tick, step = filters
+        if qty <= 0 or qty % step:
+            raise BinanceError(400, -1013, "Filter failure: LOT_SIZE")
+        client_id = params.get("newClientOrderId") or f"sim-{next(self.order_ids)}"
+        if any(o["clientOrderId"] == client_id for o in account.orders.values()):
+            raise BinanceError(400, -2010, "Duplicate order sent.")
+        if self.reject_next > 0:
+            self.reject_next -= 1
+            raise BinanceError(400, -2010, "Account has insufficient balance for requested action.")
+        limit = Decimal(params["price"]) if kind == "LIMIT" else None
+        if limit is not None and limit % tick:
+            raise BinanceError(400, -1013, "Filter failure: PRICE_FILTER")
+        base, quote = symbol.removesuffix("USDT"), "USDT"
+        need = qty * (limit or price) * (1 + TAKER_FEE) if side == "BUY" else qty
+        have = account.balances.get(quote if side == "BUY" else base, Decimal(0))
+        if need > have:
+            raise BinanceError(400, -2010, "Account has insufficient balance for requested action.")
+        order = {"symbol": symbol, "orderId": next(self.order_ids), "orderListId": -1, "clientOrderId": client_id,
+                 "price": str(limit or Decimal(0)), "origQty": str(qty), "executedQty": "0", "cummulativeQuoteQty": "0",
+                 "status": "NEW", "timeInForce": params.get("timeInForce", "GTC"), "type": kind, "side": side,
+                 "time": now_ms, "updateTime": now_ms, "workingTime": now_ms, "fills": []}
+        account.orders[order["orderId"]] = order
+        if kind == "MARKET":
+            partial = self.partial_next > 0
+            self.partial_next -= partial
+            filled = (qty / 2).quantize(step, rounding=ROUND_DOWN) if partial else qty
+            self.execute(account, order, filled, price, TAKER_FEE, False, now_ms)
+            if partial:
+                order["status"] = "EXPIRED"
+        return order
+
+    def execute(self, account: SimAccount, order: dict, qty: Decimal, price: Decimal, fee_rate: Decimal,
+                maker: bool, now_ms: int) -> None:
+        if qty <= 0:
+            order["status"] = "EXPIRED"
+            return
+        base = order["symbol"].removesuffix("USDT")
+        notional = qty * price
+        commission = (notional * fee_rate).quantize(FEE_QUANTUM)
+        buying = order["side"] == "BUY"
+        balances = account.balances
+        balances["USDT"] = balances.get("USDT", Decimal(0)) + (-notional if buying else notional) - commission
+        balances[base] = balances.get(base, Decimal(0)) + (qty if buying else -qty)
+        trade = {"symbol": order["symbol"], "id": next(self.trade_ids), "orderId": order["orderId"], "orderListId": -1,
+                 "price": str(price), "qty": str(qty), "quoteQty": str(notional), "commission": str(commission),
+                 "commissionAsset": "USDT", "time": now_ms, "isBuyer": buying, "isMaker": maker, "isBestMatch": True}
+        account.trades.append(trade)
+        executed = Decimal(order["executedQty"]) + qty
+        order["executedQty"] = str(executed)
+        order["cummulativeQuoteQty"] = str(Decimal(order["cummulativeQuoteQty"]) + notional)
+        order["status"] = "FILLED" if executed == Decimal(order["origQty"]) else "PARTIALLY_FILLED"
+        order["updateTime"] = now_ms
+        order["fills"].append({"price": str(price), "qty": str(qty), "commission": str(commission),
+                               "commissionAsset": "USDT", "tradeId": trade["id"]})
+
+    def cross(self, symbol: str, price: Decimal, now_ms: int) -> None:
+        """Resting limit orders the market traded through fill, at their price, as makers."""
+        for account in self.accounts.values():
+            for order in account.orders.values():
+                if order["symbol"] != symbol or order["type"] != "LIMIT" or order["status"] not in (
+                        "NEW", "PARTIALLY_FILLED"):
+                    continue
+                limit = Decimal(order["price"])
+                if (price < limit) if order["side"] == "BUY" else (price > limit):
+                    left = Decimal(order["origQty"]) - Decimal(order["executedQty"])
+                    self.execute(account, order, left, limit, MAKER_FEE, True, now_ms)
+
+    def find(self, account: SimAccount, params: dict[str, str]) -> dict:
+        if "orderId" in params:
+            order = account.orders.get(int(params["orderId"]))
+        else:
+            order = next((o for o in account.orders.values()
+                          if o["clientOrderId"] == params.get("origClientOrderId")), None)
+        if order is None or order["symbol"] != params.get("symbol"):
+            raise BinanceError(400, -2013, "Order does not exist.")
+        return order
+
+    def cancel(self, account: SimAccount, params: dict[str, str], now_ms: int) -> dict:
+        order = self.find(account, params)
+        if order["status"] not in ("NEW", "PARTIALLY_FILLED"):
+            raise BinanceError(400, -2011, "Unknown order sent.")
+        order["status"], order["updateTime"] = "CANCELED", now_ms
+        return order
+
+    @staticmethod
+    def view(order: dict) -> dict:
+        """An order as GET /order shows it (no fills)."""
+        return {k: v for k, v in order.items() if k != "fills"}
+
+    @staticmethod
+    def balances(account: SimAccount) -> list[dict]:
+        return [{"asset": asset, "free": str(amount), "locked": "0.00000000"}
+                for asset, amount in sorted(account.balances.items())]
