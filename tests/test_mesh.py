@@ -193,7 +193,7 @@ def test_malformed_frames_are_counted_and_survived(mesh):
             pub.bind(mesh.settings.endpoint(f"{publisher}.pub"))
             bad_tick = encode(Tick(symbol="BTCUSDT", price=1.0))[:-3]
 
-            def garbage_counted() -> bool:  # send until every subscriber has reconnected and counted some
+            def garbage_counted(pub=pub, bad_tick=bad_tick, subscribers=subscribers) -> bool:  # until all counted some
                 pub.send_multipart([b"md.tick.BTCUSDT", b"\x00garbage"])
                 pub.send_multipart([b"md.candle.1m.BTCUSDT", bad_tick])
                 pub.send_multipart([b"acct", b"\x93\x01\x02\x03"])
