@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from core.config import REPO_ROOT, ConfigError, Settings, load_settings
+from core.config import LIVE_CONFIRMATION, REPO_ROOT, ConfigError, Settings, load_settings
 from core.hotstate import HotState
 from core.messages import RiskReplies, RiskStatusReply, SetKillSwitch
 from core.status import mesh_state
@@ -30,7 +30,16 @@ def _healthy(url: str) -> bool:
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("MESH_FEED", args.feed), ("MESH_EXCHANGE", args.exchange),
-                                   ("MESH_EXCHANGE_URL", args.exchange_url)) if v}
+                                   ("MESH_EXCHANGE_URL", args.exchange_url), ("MESH_MODE", args.mode)) if v}
+    if args.mode == "live" and os.environ.get("MESH_LIVE_CONFIRM") != LIVE_CONFIRMATION:
+        if not sys.stdin.isatty():
+            print(f"live trading sends real orders: set MESH_LIVE_CONFIRM={LIVE_CONFIRMATION}", file=sys.stderr)
+            return 2
+        answer = input(f"Live trading sends real orders with real money. Type {LIVE_CONFIRMATION} to go on: ")
+        if answer.strip() != LIVE_CONFIRMATION:
+            print("not confirmed: nothing started")
+            return 1
+        overrides["MESH_LIVE_CONFIRM"] = LIVE_CONFIRMATION
     if overrides:  # flags are settings too: validate them, and hand them to every program
         os.environ.update(overrides)
         try:
@@ -49,8 +58,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     env = {**os.environ, "MESH_HOME": str(settings.home_dir), "MESH_PORT_BASE": str(settings.port_base)}
     source = (f"live {settings.exchange}" + (f" at {settings.exchange_url}" if settings.exchange_url else "")
               if settings.feed == "live" else "replay of the bundled data")
-    print(f"starting the mesh in {settings.home_dir} (mode: {settings.mode}, paper trading, no real money; "
-          f"market data: {source})")
+    trading = ("paper trading, no real money" if settings.mode == "paper" else
+               f"LIVE TRADING on {settings.exchange}" + (" (sandbox)" if settings.live_sandbox and
+                                                         not settings.exchange_url else ""))
+    print(f"starting the mesh in {settings.home_dir} (mode: {settings.mode}, {trading}; market data: {source})")
     started = subprocess.run(command, env=env, cwd=REPO_ROOT)  # supervisord daemonizes itself
     if started.returncode != 0:
         print(f"supervisord failed to start (exit {started.returncode}); see {settings.log_dir}/supervisord.log")
@@ -413,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-d", "--detach", action="store_true", help="return once the mesh is up")
     up.add_argument("--feed", choices=["replay", "live"], help="market data source (MESH_FEED)")
     up.add_argument("--exchange", help="ccxt exchange id for live data (MESH_EXCHANGE)")
+    up.add_argument("--mode", choices=["paper", "live"], help="live: real orders through ccxt, after a confirmation")
     up.add_argument("--exchange-url", help="point ccxt at this base URL, e.g. mesh exchange-sim (MESH_EXCHANGE_URL)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop the mesh").set_defaults(func=cmd_down)

@@ -37,6 +37,9 @@ STRATEGY_ZMQ_OFFSET = 60
 MAX_STRATEGIES = 20
 
 
+LIVE_CONFIRMATION = "I-ACCEPT-REAL-MONEY-RISK"
+
+
 class ConfigError(Exception):
     """An invalid setting: the message is one line naming the setting and the problem."""
 
@@ -58,7 +61,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address services bind and connect to with tcp")
     redis_url: str | None = Field(None, description="external Redis; unset starts the bundled redis-server")
     db_url: str | None = Field(None, description="PostgreSQL store, postgresql://...; unset: SQLite in MESH_HOME")
-    mode: Literal["paper"] = "paper"
+    mode: Literal["paper", "live"] = Field("paper", description="paper trading, or live orders through ccxt")
+    live_confirm: str | None = Field(None, description=f"live mode needs exactly {LIVE_CONFIRMATION}")
+    live_sandbox: bool = Field(True, description="live orders go to the exchange's sandbox/testnet")
+    reconcile_tolerance: Decimal = Field(Decimal("0.01"), ge=0, description="USDT the exchange may differ by")
 
     # market data: replay of files, or live through ccxt
     feed: Literal["replay", "live"] = Field("replay", description="replay the bundled data, or stream live")
@@ -226,6 +232,18 @@ class Settings(BaseSettings):
         if value and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
         return value or None
+
+    @model_validator(mode="after")
+    def _live_needs_consent(self) -> Settings:
+        if self.mode == "live":
+            if self.live_confirm != LIVE_CONFIRMATION:
+                raise ValueError(f"MESH_MODE=live sends real orders: set MESH_LIVE_CONFIRM={LIVE_CONFIRMATION} "
+                                 "(or answer the prompt of `mesh up --mode live`)")
+            if self.feed != "live":
+                raise ValueError("MESH_MODE=live needs live market data: MESH_FEED=live")
+            if self.order_type != "market":
+                raise ValueError("MESH_MODE=live sends market orders only so far: MESH_ORDER_TYPE=market")
+        return self
 
     @model_validator(mode="after")
     def _fork_backend_fits_the_store(self) -> Settings:
@@ -418,3 +436,16 @@ def refuse_secrets_in_config_file() -> None:
         if isinstance(value, str) and "://" in value and urlsplit(value).password:
             raise ConfigError(f"invalid config file {config_file}: {key} carries a password; credentials come only "
                               f"from the environment or .env (MESH_{key.upper()}, or PGPASSWORD)")
+
+
+def credential(name: str) -> str | None:
+    """A secret from the environment, or from .env in the working directory: never from the config file."""
+    if os.environ.get(name):
+        return os.environ[name]
+    dotenv = Path(".env")
+    if dotenv.is_file():
+        for line in dotenv.read_text().splitlines():
+            key, sep, value = line.strip().partition("=")
+            if sep and key.strip().removeprefix("export ").strip() == name:
+                return value.strip().strip("'\"") or None
+    return None

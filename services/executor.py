@@ -18,6 +18,7 @@ from core.allocation import equal_weights
 from core.config import Settings
 from core.execution import (
     MAKER,
+    TAKER,
     MarkHistory,
     PaperRules,
     PlannedOrder,
@@ -29,6 +30,7 @@ from core.execution import (
     reservation,
     slippage_problem,
 )
+from core.live import LiveVenue, VenueRejected, VenueUnavailable, reconcile
 from core.messages import (
     Allocation,
     Approval,
@@ -84,9 +86,15 @@ class Executor(Service):
         self.rules = PaperRules.from_settings(s)
         self.portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades())
         self.portfolio.restore_units(self.store.get_state(UNITS_KEY))
+        self.venue: LiveVenue | None = None
+        self.live_blocked = ""  # why live orders are refused (the exchange unreachable, books that disagree)
+        balances = self.connect_venue() if s.mode == "live" else None
         if not self.portfolio.accounts:
-            self.fund_accounts()
+            self.fund_accounts(min(s.capital, balances.get("USDT", Decimal(0))) if balances is not None
+                               else s.capital)
         self.refresh_positions_table()
+        if self.venue is not None and balances is not None:
+            self.reconcile_with_exchange(balances)
         self.resting = RestingOrders()
         self.restore_resting_orders()
         self.seen = self.store.seen_signal_ids()
@@ -113,14 +121,14 @@ class Executor(Service):
         self.log.info("books_rebuilt", equity=self.portfolio.equity(), cash=self.portfolio.cash(),
                       trades=self.portfolio.trades(), signals_seen=len(self.seen))
 
-    def fund_accounts(self) -> None:
+    def fund_accounts(self, capital: Decimal) -> None:
         """First start: split the capital into sub-accounts by the current allocation."""
         current = self.hot.get("alloc")
         weights = ({k: Decimal(v) for k, v in current["weights"].items()} if current
                    else equal_weights(self.settings.strategies))
         rows = []
         for strategy, weight in weights.items():
-            amount = cash(self.settings.capital * weight)
+            amount = cash(capital * weight)
             self.portfolio.fund(strategy, amount)
             rows.append((strategy, str(amount), f"initial allocation {weight}", self.event_time, time.time()))
         self.store.insert_many("ledger", ("strategy", "amount", "reason", "event_time", "created_at"), rows)
@@ -196,6 +204,101 @@ class Executor(Service):
         self.log.info("rebalanced", transfers={k: str(v) for k, v in moves.items()})
         self.publish_account()
 
+    # ----- live orders ---------------------------------------------------------------------------------
+    def connect_venue(self) -> dict[str, Decimal] | None:
+        """The exchange and its balances; when unreachable the executor stays up and refuses orders."""
+        try:
+            self.venue = LiveVenue(self.settings)
+            return self.venue.balances()
+        except (VenueRejected, VenueUnavailable) as error:
+            self.live_blocked = f"exchange unavailable: {error}"
+            self.log.error("live_venue_unavailable", error=str(error))
+            return None
+
+    def reconcile_with_exchange(self, balances: dict[str, Decimal]) -> None:
+        """Books against the exchange at start-up: trading is refused, saying where, if they disagree."""
+        held: dict[str, Decimal] = {}
+        for account in self.portfolio.accounts.values():
+            for symbol, position in account.positions.items():
+                asset = symbol.removesuffix("USDT")
+                held[asset] = held.get(asset, ZERO) + position.qty
+        known = {r[0] for r in self.store.query("SELECT order_id FROM orders WHERE status IN "
+                                                "('SUBMITTED', 'ACCEPTED', 'PARTIALLY_FILLED')")}
+        try:
+            open_orders = self.venue.open_orders(self.settings.symbols)
+        except (VenueRejected, VenueUnavailable) as error:
+            self.live_blocked = f"cannot list the exchange's open orders: {error}"
+            return
+        problems, notes = reconcile(self.portfolio.cash(), held, balances, open_orders, known,
+                                    self.settings.reconcile_tolerance)
+        if problems:
+            self.live_blocked = "books and exchange disagree: " + "; ".join(problems)
+            self.log.error("reconciliation_failed", problems=problems, notes=notes)
+        else:
+            self.log.info("reconciled", cash=str(self.portfolio.cash()), positions={k: str(v) for k, v in held.items()},
+                          notes=notes)
+
+    def fill_live(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
+        """A market order at the exchange: recorded as SUBMITTED before it leaves, then booked from the
+        exchange's own fills (price, quantity, fee), each its own trade."""
+        order, now, trace = Order(order_id, planned.qty), time.time(), f"{signal.tid:016x}"
+        submitted = order.move(OrderStatus.SUBMITTED, f"sent to {self.settings.exchange} as a market order")
+        with self.store.transaction() as db:
+            db.execute(INSERT_ORDER, (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side,
+                                      str(planned.qty), None, order.status, signal.reason, signal.et, trace, now,
+                                      "market", None))
+            record_transitions(db, [submitted], signal.et, now)
+        try:
+            result = self.venue.market_order(signal.symbol, signal.side, planned.qty, order_id)
+        except VenueRejected as error:
+            step = order.move(OrderStatus.REJECTED, f"the exchange refused: {error}")
+            with self.store.transaction() as db:
+                db.execute("UPDATE orders SET status=?, reason=? WHERE order_id=?", (step.after, step.reason, order_id))
+                record_transitions(db, [step], signal.et, time.time())
+            self.publish_transitions(signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.et,
+                                     signal.tid, [submitted, step], planned.qty, None)
+            self.orders_total.labels(self.name, "REJECTED").inc()
+            self.log.warning("live_order_rejected", order_id=order_id, reason=step.reason)
+            return
+        except VenueUnavailable as error:  # its fate is checked at the next start-up's reconciliation
+            self.publish_transitions(signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.et,
+                                     signal.tid, [submitted], planned.qty, None)
+            self.log.error("live_order_unknown", order_id=order_id, error=str(error))
+            return
+        steps = [order.move(OrderStatus.ACCEPTED, "the exchange took it")]
+        done = ZERO
+        for fill in result.fills:
+            done += fill.qty
+            status = OrderStatus.FILLED if done == planned.qty else OrderStatus.PARTIALLY_FILLED
+            steps.append(order.move(status, f"{fill.qty} at {fill.price} (exchange trade {fill.trade_id})", done))
+        if not order.done:
+            steps.append(order.move(OrderStatus.EXPIRED, f"the exchange filled {done} of {planned.qty} and "
+                                    f"expired the rest ({result.status})"))
+        rows, now = [], time.time()
+        for fill in result.fills:
+            realized = self.portfolio.apply_fill(signal.strategy, signal.symbol, signal.side, fill.qty, fill.price,
+                                                 fill.fee)
+            rows.append((f"{order_id}-{fill.trade_id}", order_id, signal.strategy, signal.symbol, signal.side,
+                         str(fill.qty), str(fill.price), str(fill.fee), str(realized), signal.et, trace, now, TAKER))
+        with self.store.transaction() as db:
+            db.execute("UPDATE orders SET status=? WHERE order_id=?", (order.status, order_id))
+            db.executemany(INSERT_TRADE, rows)
+            record_transitions(db, steps, signal.et, now)
+        self.touched_positions.add((signal.strategy, signal.symbol))
+        account = self.portfolio.accounts[signal.strategy]
+        for row in rows:
+            self.pub.publish(b"fill", Fill(
+                trade_id=row[0], order_id=order_id, signal_id=signal.signal_id, strategy=signal.strategy,
+                symbol=signal.symbol, side=signal.side, qty=Decimal(row[5]), price=Decimal(row[6]), fee=Decimal(row[7]),
+                realized_pnl=Decimal(row[8]), cash_after=account.cash, position_after=account.positions[signal.symbol].qty,
+                et=signal.et, tid=signal.tid))
+            self.unpublished_marked.append(row[0])
+        self.publish_transitions(signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.et, signal.tid,
+                                 [submitted, *steps], planned.qty, None)
+        self.orders_total.labels(self.name, order.status).inc()
+        self.log.info("live_order", order_id=order_id, status=order.status, filled=str(done),
+                      fills=[f.trade_id for f in result.fills])
+
     # ----- operator commands -----------------------------------------------------------------------
     def on_request(self, request: CloseAll) -> ClosedAll:
         return self.close_all(request.by, request.reason)
@@ -260,6 +363,8 @@ class Executor(Service):
         order_id = order_id_for(signal.signal_id)
         if (problem := slippage_problem(planned, self.rules)) is not None:
             return self.reject(signal, order_id, planned.qty, "slippage_tolerance", problem)
+        if self.live_blocked:
+            return self.reject(signal, order_id, planned.qty, "live_blocked", self.live_blocked)
         reply = self.risk.request(approval_request(self.portfolio, planned, order_id, signal.et, signal.stop,
                                                    close_all, src=self.name, tid=signal.tid))
         if not isinstance(reply, Approval):
@@ -269,6 +374,8 @@ class Executor(Service):
         if not reply.approved:
             return self.reject(signal, order_id, planned.qty, reply.rule, reply.reason)
         self.approved_ns = time.monotonic_ns()
+        if self.venue is not None:
+            return self.fill_live(signal, order_id, planned)
         if planned.liquidity == MAKER:
             return self.place(signal, order_id, planned)
         self.fill(signal, order_id, planned)

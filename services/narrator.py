@@ -17,6 +17,7 @@ from core.messages import (
     MarketGap,
     MarketRegime,
     Narrative,
+    OrderUpdate,
     ParamsUpdate,
     RiskState,
 )
@@ -44,6 +45,8 @@ class Narrator(Service):
         self.alerts = Alerter.from_settings(self.settings, self.log, self.name)
         self._closables.append(self.alerts)
         self.subscribe([self.settings.endpoint("feed.pub")], [b"md.status."], self.on_feed_status)
+        if self.settings.mode == "live":
+            self.subscribe([self.settings.endpoint("executor.pub")], [b"order"], self.on_live_order)
 
     def on_event(self, topic: bytes, event) -> None:
         self.event_time = max(self.event_time, event.et)
@@ -118,6 +121,11 @@ class Narrator(Service):
             self.alerts.alert("warning", f"{strategy} deactivated", state.reason or "drawdown limit hit",
                               self.event_time)
         self.deactivated = set(state.deactivated)
+
+    def on_live_order(self, topic: bytes, update: OrderUpdate) -> None:
+        if update.status == "REJECTED":
+            self.alerts.alert("warning", f"Live order rejected: {update.strategy} {update.side} {update.symbol}",
+                              update.reason, update.et)
 
     def on_feed_status(self, topic: bytes, status: FeedStatus) -> None:
         if not status.connected or status.stale:

@@ -3,17 +3,20 @@ MESH_HOME on free ports, so tests never touch a developer's own mesh."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 import zmq
 
 from core.codec import DecodeError, UnknownTopic, decode_event
-from core.harness import LocalMesh
+from core.harness import LocalMesh, free_port_base
 from core.store import Store
 
 # Tests describe their meshes completely; a developer's own MESH_* settings must not leak in.
@@ -153,3 +156,35 @@ def mesh(tmp_path_factory, alert_sink):
     running.start()
     yield running
     running.stop()
+
+
+# ----- the exchange simulator (Binance's wire formats on 127.0.0.1) --------------------------------------
+SIM_KEY, SIM_SECRET = "planted-sim-key-0001", "planted-sim-secret-0002"  # must never appear in a log
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    port = free_port_base() + 99
+    log = open(tmp_path_factory.mktemp("sim") / "sim.log", "w")
+    env = {**os.environ, "BINANCE_API_KEY": SIM_KEY, "BINANCE_API_SECRET": SIM_SECRET}
+    process = subprocess.Popen([sys.executable, "-m", "core.cli", "exchange-sim", "--port", str(port),
+                                "--speed", "20"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _answers(url), 30, "the exchange simulator")
+    yield url
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/admin/state", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def chaos(sim: str, **body) -> int:
+    answer = httpx.post(f"{sim}/admin/chaos", json=body, timeout=5).json()
+    assert answer["ok"], answer
+    return answer["market_time"]

@@ -651,3 +651,16 @@ def test_fill_models_and_the_slippage_tolerance():
     assert "tolerance" in slippage_problem(thin, strict)
     book.apply_fill("m", "BTCUSDT", "buy", D("0.01"), D("95000"), D("0"))
     assert slippage_problem(plan_order(book, "m", "BTCUSDT", "sell", strict, bar_volume=0.001), strict) is None
+
+
+def test_reconciliation_says_where_books_and_exchange_disagree():
+    from core.live import reconcile
+
+    problems, notes = reconcile(D("1000.00"), {"BTC": D("0.010")}, {"USDT": D("1000.005"), "BTC": D("0.010"),
+                                                                   "ETH": D("1")}, [], set(), D("0.01"))
+    assert problems == [] and notes == []  # within tolerance; an asset the books do not trade is not theirs
+    problems, notes = reconcile(D("1000.00"), {"BTC": D("0.010"), "ETH": D("0")},
+                                {"USDT": D("990"), "BTC": D("0.012")}, ["mt1", "mt9"], {"mt1"}, D("0.01"))
+    assert problems == ["USDT: the exchange holds 990, the books 1000.00",
+                        "open orders at the exchange the store does not know: mt9"]
+    assert notes == ["BTC: the exchange holds 0.012, 0.002 more than the books manage"]

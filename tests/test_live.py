@@ -3,44 +3,16 @@ speaking Binance's wire formats on 127.0.0.1, with the whole mesh trading on it.
 simulator can inject is repaired: the strategies see a continuous series equal to the bundled data."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import Mesh, wait_for
+from conftest import SIM_KEY, SIM_SECRET, Mesh, chaos, wait_for
 
 from core.config import BUNDLED_DATA
-from core.harness import free_port_base
 from core.marketdata import find_candle_file, load_bars
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
-SIM_KEY, SIM_SECRET = "planted-sim-key-0001", "planted-sim-secret-0002"  # must never appear in a log
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    port = free_port_base() + 99
-    log = open(tmp_path_factory.mktemp("sim") / "sim.log", "w")
-    env = {**os.environ, "BINANCE_API_KEY": SIM_KEY, "BINANCE_API_SECRET": SIM_SECRET}
-    process = subprocess.Popen([sys.executable, "-m", "core.cli", "exchange-sim", "--port", str(port),
-                                "--speed", "20"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(url), 30, "the exchange simulator")
-    yield url
-    process.terminate()
-    process.wait(10)
-    log.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/admin/state", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +22,6 @@ def live(sim, tmp_path_factory):
     mesh.start()
     yield mesh
     mesh.stop()
-
-
-def chaos(sim: str, **body) -> int:
-    answer = httpx.post(f"{sim}/admin/chaos", json=body, timeout=5).json()
-    assert answer["ok"], answer
-    return answer["market_time"]
 
 
 def feed_events(mesh, kind: str) -> float:
