@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from core.config import LIVE_CONFIRMATION, REPO_ROOT, ConfigError, Settings, load_settings
 from core.hotstate import HotState
@@ -133,19 +134,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def set_kill_switch(settings: Settings, on: bool, by: str) -> tuple[bool, str]:
     """Ask the risk guard; if it does not answer, persist the switch where it will read it at start."""
-    import zmq
-
-    from core.bus import ReqClient
-    from core.log import Logger
     from core.store import Store
 
-    ctx = zmq.Context()
-    client = ReqClient(ctx, settings.endpoint("risk.rep"), RiskReplies, 1000, 2, Logger("cli", "ERROR"))
-    try:
-        reply = client.request(SetKillSwitch(on=on, by=by, src="cli"))
-    finally:
-        client.close()
-        ctx.term()
+    reply = ask(settings, "risk.rep", RiskReplies, SetKillSwitch(on=on, by=by, src="cli"), "cli", 1000, 2)
     if isinstance(reply, RiskStatusReply):
         return True, f"kill switch {'ON' if reply.kill_switch else 'OFF'}; trading state {reply.trading_state}"
     store = Store(settings.store_location)
@@ -292,39 +283,37 @@ def fork_rows(settings: Settings) -> list[dict]:
              "results": json.loads(r["results"]) if r["results"] else None} for r in rows]
 
 
-def request_validation(settings: Settings, reason: str, optimize: bool, by: str) -> str | None:
-    """Ask the allocator to validate the strategies now (and optimise one); its answer, or None."""
+def ask(settings: Settings, endpoint: str, replies: Any, request: Any, by: str, timeout_ms: int,
+        retries: int) -> Any:
+    """One question to a service's REP socket (Lazy Pirate); its answer, or None if it does not answer."""
     import zmq
 
     from core.bus import ReqClient
     from core.log import Logger
-    from core.messages import Accepted, AllocatorReplies, RunValidation
 
     ctx = zmq.Context()
-    client = ReqClient(ctx, settings.endpoint("allocator.rep"), AllocatorReplies, 2000, 2, Logger(by, "ERROR"))
+    client = ReqClient(ctx, settings.endpoint(endpoint), replies, timeout_ms, retries, Logger(by, "ERROR"))
     try:
-        reply = client.request(RunValidation(reason=reason, optimize=optimize, src=by))
+        return client.request(request)
     finally:
         client.close()
         ctx.term()
+
+
+def request_validation(settings: Settings, reason: str, optimize: bool, by: str) -> str | None:
+    """Ask the allocator to validate the strategies now (and optimise one); its answer, or None."""
+    from core.messages import Accepted, AllocatorReplies, RunValidation
+
+    reply = ask(settings, "allocator.rep", AllocatorReplies, RunValidation(reason=reason, optimize=optimize, src=by),
+                by, 2000, 2)
     return reply.message if isinstance(reply, Accepted) else None
 
 
 def close_all_positions(settings: Settings, by: str, reason: str) -> str | None:
     """Ask the executor to sell every open position now; its answer, or None if it does not answer."""
-    import zmq
-
-    from core.bus import ReqClient
-    from core.log import Logger
     from core.messages import CloseAll, ClosedAll, ExecutorReplies
 
-    ctx = zmq.Context()
-    client = ReqClient(ctx, settings.endpoint("executor.rep"), ExecutorReplies, 10_000, 1, Logger(by, "ERROR"))
-    try:
-        reply = client.request(CloseAll(by=by, reason=reason, src=by))
-    finally:
-        client.close()
-        ctx.term()
+    reply = ask(settings, "executor.rep", ExecutorReplies, CloseAll(by=by, reason=reason, src=by), by, 10_000, 1)
     return reply.message if isinstance(reply, ClosedAll) else None
 
 
