@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     live_confirm: str | None = Field(None, description=f"live mode needs exactly {LIVE_CONFIRMATION}")
     live_sandbox: bool = Field(True, description="live orders go to the exchange's sandbox/testnet")
     reconcile_tolerance: Decimal = Field(Decimal("0.01"), ge=0, description="USDT the exchange may differ by")
+    live_timeout_s: float = Field(10.0, gt=0, le=60, description="an exchange request unanswered this long is "
+                                  "a lost answer: the order is then looked up by its client id")
+    live_check_s: float = Field(1.0, gt=0, description="how often open and unanswered live orders are checked")
 
     # market data: replay of files, or live through ccxt
     feed: Literal["replay", "live"] = Field("replay", description="replay the bundled data, or stream live")
@@ -241,8 +244,6 @@ class Settings(BaseSettings):
                                  "(or answer the prompt of `mesh up --mode live`)")
             if self.feed != "live":
                 raise ValueError("MESH_MODE=live needs live market data: MESH_FEED=live")
-            if self.order_type != "market":
-                raise ValueError("MESH_MODE=live sends market orders only so far: MESH_ORDER_TYPE=market")
         return self
 
     @model_validator(mode="after")

@@ -16,7 +16,11 @@ Chaos, by `POST /admin/chaos {"action": ..., ...}` or `--chaos`:
 - malformed: send each client a frame that is not valid JSON, and a kline with missing fields;
 - bad_candle: the next final kline of each symbol has its high below its low;
 - rate_limit: answer the next `count` REST requests with 429 and Retry-After;
-- reject_orders / partial: see core.sim_account (the signed order, account and trade endpoints).
+- reject_orders / partial: see core.sim_account (the signed order, account and trade endpoints);
+- order_timeout: the next `count` orders execute but are answered 503 with Binance's -1007 ("execution
+  status unknown");
+- vanish: at the next order the exchange goes away for `seconds` (websockets closed, signed requests held
+  unanswered, then 503): after the order executed, or with `"before": true` before it arrived.
 """
 from __future__ import annotations
 
@@ -59,6 +63,10 @@ class Chaos:
     malformed_pending: set = field(default_factory=set)
     bad_candle_symbols: set = field(default_factory=set)
     rate_limited: int = 0
+    order_timeouts: int = 0  # the next N orders execute but are answered -1007 (execution status unknown)
+    vanish_s: float = 0.0  # at the next order the exchange goes away this long without answering
+    vanish_before: bool = False  # ... before the order reaches the matching engine (else after it executed)
+    away_until: float = 0.0
 
 
 class Market:
@@ -152,6 +160,9 @@ class ExchangeSim:
 
     # ----- REST ----------------------------------------------------------------------------------
     def limited(self) -> Response | None:
+        if self.chaos.away_until > time.monotonic():
+            return JSONResponse({"code": -1001, "msg": "Internal error; unable to process your request. "
+                                 "Please try again."}, status_code=503)
         if self.chaos.rate_limited > 0:
             self.chaos.rate_limited -= 1
             return JSONResponse({"code": -1003, "msg": "Too many requests; current limit is 6000 request weight "
@@ -335,6 +346,10 @@ class ExchangeSim:
         return Decimal(repr(traded[1])) if traded else None
 
     async def private(self, request: Request, action) -> Response:
+        if (away := self.chaos.away_until - time.monotonic()) > 0:  # gone: hold the request, then fail it
+            await asyncio.sleep(away)
+            return JSONResponse({"code": -1001, "msg": "Internal error; unable to process your request. "
+                                 "Please try again."}, status_code=503)
         if (limited := self.limited()) is not None:
             return limited
         try:
@@ -356,7 +371,21 @@ class ExchangeSim:
             return self.accounts.place(account, params, self.price(params["symbol"], now), now,
                                        (Decimal(tick), Decimal(step)))
 
-        return await self.private(request, act)
+        if request.method == "POST" and self.chaos.vanish_s and self.chaos.vanish_before:
+            seconds, self.chaos.vanish_s = self.chaos.vanish_s, 0.0
+            await self.go_away(seconds)  # the order is lost on the way in
+        response = await self.private(request, act)
+        if request.method != "POST" or response.status_code != 200:
+            return response
+        if self.chaos.order_timeouts > 0:  # Binance's own answer when its matching engine is slow
+            self.chaos.order_timeouts -= 1
+            return JSONResponse({"code": -1007, "msg": "Timeout waiting for response from backend server. Send "
+                                 "status unknown; execution status unknown."}, status_code=503)
+        if self.chaos.vanish_s:  # the order is in; its answer never comes, and nothing answers for a while
+            seconds, self.chaos.vanish_s = self.chaos.vanish_s, 0.0
+            await self.go_away(seconds)
+            await asyncio.sleep(seconds)
+        return response
 
     async def open_orders(self, request: Request) -> Response:
         return await self.private(request, lambda account, params: [
@@ -387,10 +416,7 @@ class ExchangeSim:
         body = await request.json()
         action = body.get("action")
         if action == "drop":
-            self.chaos.refuse_until = time.monotonic() + float(body.get("seconds", 3))
-            for socket in list(self.clients):
-                with contextlib.suppress(Exception):
-                    await socket.close(code=1012)
+            await self.drop_sockets(float(body.get("seconds", 3)))
         elif action == "gap":
             self.chaos.silent_minutes = int(body.get("minutes", 3))
         elif action == "malformed":
@@ -403,9 +429,15 @@ class ExchangeSim:
             self.accounts.reject_next = int(body.get("count", 1))
         elif action == "partial":
             self.accounts.partial_next = int(body.get("count", 1))
+        elif action == "order_timeout":
+            self.chaos.order_timeouts = int(body.get("count", 1))
+        elif action == "vanish":
+            self.chaos.vanish_s = float(body.get("seconds", 5))
+            self.chaos.vanish_before = bool(body.get("before", False))
         else:
             return JSONResponse({"error": f"unknown action {action!r}; use drop, gap, malformed, bad_candle, "
-                                          "rate_limit, reject_orders, partial"}, status_code=400)
+                                          "rate_limit, reject_orders, partial, order_timeout, vanish"},
+                                status_code=400)
         return JSONResponse({"ok": True, "action": action, "market_time": self.market.now_ms()})
 
     async def admin_state(self, request: Request) -> Response:
@@ -415,10 +447,19 @@ class ExchangeSim:
     async def periodic_chaos(self) -> None:
         while True:
             await asyncio.sleep(self.chaos_every_s)
-            self.chaos.refuse_until = time.monotonic() + 3
-            for socket in list(self.clients):
-                with contextlib.suppress(Exception):
-                    await socket.close(code=1012)
+            await self.drop_sockets(3)
+
+    async def drop_sockets(self, seconds: float) -> None:
+        """Close every websocket and refuse new ones for `seconds`."""
+        self.chaos.refuse_until = time.monotonic() + seconds
+        for socket in list(self.clients):
+            with contextlib.suppress(Exception):
+                await socket.close(code=1012)
+
+    async def go_away(self, seconds: float) -> None:
+        """The whole exchange down for `seconds`: sockets closed, signed requests unanswered until then."""
+        self.chaos.away_until = time.monotonic() + seconds
+        await self.drop_sockets(seconds)
 
 
 def serve(port: int, data_dir: Path, symbols: list[str], speed: float, chaos_every_s: float = 0.0,

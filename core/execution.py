@@ -80,8 +80,10 @@ def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rule
         qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.taker_fee, spec)
         if not qty:
             return why_not
-    else:
-        qty = held
+    else:  # whole lots only: after a fee taken in the asset bought, the dust under one step stays
+        qty = spec.floor_qty(held)
+        if qty < spec.min_qty:
+            return f"position of {held} {symbol} is under the minimum order size {spec.min_qty}"
     if rules.impact_bp and rules.fill_model != "instant":
         slippage = rules.slippage_for(qty, bar_volume)
         price = slipped_price(side, mark, slippage, spec)
@@ -212,6 +214,13 @@ class RestingOrders:
         resting = self.orders.pop(order_id)
         portfolio.accounts[resting.strategy].reserved -= resting.reserved
         return resting
+
+    def consume(self, order_id: str, spent: Decimal, portfolio: Portfolio) -> None:
+        """A part fill spent some of what the order held back: hold back only the rest."""
+        resting = self.orders[order_id]
+        used = min(spent, resting.reserved)
+        resting.reserved -= used
+        portfolio.accounts[resting.strategy].reserved -= used
 
     def crossed(self, symbol: str, price: Decimal) -> list[Resting]:
         return [r for r in self.orders.values() if r.symbol == symbol and trades_through(r.side, r.price, price)]

@@ -1,18 +1,22 @@
 """Live orders through ccxt: the executor's venue when MESH_MODE=live.
 
 Credentials come from the environment or .env only (`<EXCHANGE>_API_KEY`, `<EXCHANGE>_API_SECRET`),
-and no log line carries them. Orders use the executor's client order id, so a retry after a lost
-answer finds the order instead of placing a second one. Fills, prices and fees are the exchange's own
-reports, not the paper rules' estimate.
+and no log line carries them. Orders use the executor's client order id, so an order whose answer was
+lost is found again by that id instead of being placed twice. Fills, prices and fees are the exchange's
+own reports, not the paper rules' estimate.
+
+Requests are signed with a `recvWindow` of RECV_WINDOW_MS: the exchange refuses a request older than
+that, so an order it still does not know a little after that long will never arrive (LOST_AFTER_S).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from core.config import credential
 from core.livefeed import point_at
+from core.orders import Order, OrderStatus
 
 
 class VenueRejected(Exception):
@@ -23,12 +27,33 @@ class VenueUnavailable(Exception):
     """No clear answer (network, timeout, exchange down): the order's fate is unknown until checked."""
 
 
+RECV_WINDOW_MS = 5000
+LOST_AFTER_S = RECV_WINDOW_MS / 1000 + 2  # + clock skew: an order still unknown this long after sending never arrived
+
+
 @dataclass(frozen=True)
 class ExchangeFill:
+    """One exchange trade as the books take it: `qty` is what the position moves by and `fee` is in
+    the quote currency, so cash moves by exactly what the exchange moved it by (see `as_booked`)."""
+
     trade_id: str
     price: Decimal
     qty: Decimal
-    fee: Decimal  # in the quote currency
+    fee: Decimal
+    note: str = ""  # a fee the books cannot carry (paid in a third asset, e.g. BNB)
+
+
+def as_booked(trade_id: str, side: str, amount: Decimal, price: Decimal, fee: Decimal, fee_asset: str,
+              base: str, quote: str) -> ExchangeFill:
+    """An exchange trade in the books' terms. Binance charges a buy's commission in the asset bought:
+    the position grows by `amount - fee` while cash pays `amount x price`, which is the books' fill of
+    `amount - fee` at `price` with a quote fee of `fee x price` (a sell's base fee mirrors it)."""
+    if fee and fee_asset == base:
+        qty = amount - fee if side == "buy" else amount + fee
+        return ExchangeFill(trade_id, price, qty, fee * price)
+    if fee and fee_asset != quote:
+        return ExchangeFill(trade_id, price, amount, Decimal(0), f"fee {fee} {fee_asset} paid outside the books")
+    return ExchangeFill(trade_id, price, amount, fee)
 
 
 @dataclass(frozen=True)
@@ -36,6 +61,40 @@ class ExchangeOrder:
     status: str  # the ccxt status: open, closed, canceled, expired, rejected
     filled: Decimal
     fills: list[ExchangeFill]
+
+    @property
+    def open(self) -> bool:
+        return self.status == "open"
+
+
+@dataclass
+class LiveOrder:
+    """An order at the exchange that is not finished: resting, or sent without an answer yet."""
+
+    order: Order
+    strategy: str
+    symbol: str
+    side: str
+    signal_id: str
+    tid: int
+    sent_at: float  # wall clock: when an order the exchange does not know can be called lost
+    limit: Decimal | None = None
+    booked: set[str] = field(default_factory=set)  # exchange trade ids already in the books
+    cancel_reason: str = ""  # why a cancel was asked for, until the exchange confirms it
+
+    @property
+    def unanswered(self) -> bool:
+        return self.order.status == OrderStatus.SUBMITTED
+
+
+END_STATES = {"canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}
+
+
+def end_state(order: Order, exchange_status: str) -> OrderStatus:
+    """The state an order the exchange closed unfilled (or part-filled) ends in: the exchange's own
+    word where the state machine allows it from here, else EXPIRED."""
+    wanted = END_STATES.get(exchange_status, OrderStatus.EXPIRED)
+    return wanted if order.can_move(wanted) else OrderStatus.EXPIRED
 
 
 class LiveVenue:
@@ -49,8 +108,9 @@ class LiveVenue:
             raise VenueUnavailable(f"live trading needs {name}_API_KEY and {name}_API_SECRET in the environment "
                                    "or .env")
         self.exchange = getattr(ccxt, settings.exchange)({
-            "apiKey": key, "secret": secret, "enableRateLimit": True, "timeout": 10_000,
-            "options": {"defaultType": "spot", "fetchCurrencies": False, "fetchMargins": False,
+            "apiKey": key, "secret": secret, "enableRateLimit": True,
+            "timeout": int(settings.live_timeout_s * 1000),
+            "options": {"defaultType": "spot", "recvWindow": RECV_WINDOW_MS, "fetchCurrencies": False, "fetchMargins": False,
                         "fetchMarkets": {"types": ["spot"]}}})
         if settings.exchange_url:
             point_at(self.exchange.urls["api"], settings.exchange_url)
@@ -72,16 +132,53 @@ class LiveVenue:
     def market_symbol(self, symbol: str) -> str:
         return self.exchange.markets_by_id[symbol][0]["symbol"]
 
-    def market_order(self, symbol: str, side: str, qty: Decimal, client_id: str) -> ExchangeOrder:
+    def place(self, symbol: str, side: str, qty: Decimal, client_id: str,
+              limit: Decimal | None = None) -> ExchangeOrder:
+        """A market order, or a good-till-canceled limit order at `limit`."""
         unified = self.market_symbol(symbol)
-        order = self.call(self.exchange.create_order, unified, "market", side, float(qty), None,
-                          {"newClientOrderId": client_id})
+        kind = "market" if limit is None else "limit"
+        order = self.call(self.exchange.create_order, unified, kind, side, float(qty),
+                          None if limit is None else float(limit), {"newClientOrderId": client_id})
+        return self.report(unified, order)
+
+    def order(self, symbol: str, client_id: str) -> ExchangeOrder | None:
+        """The order as the exchange knows it now, or None if it has no such order."""
+        unified = self.market_symbol(symbol)
+        try:
+            order = self.exchange.fetch_order(None, unified, {"origClientOrderId": client_id})
+        except self.ccxt.OrderNotFound:
+            return None
+        except self.ccxt.BaseError:
+            order = self.call(self.exchange.fetch_order, None, unified, {"origClientOrderId": client_id})
+        return self.report(unified, order)
+
+    def cancel(self, symbol: str, client_id: str) -> ExchangeOrder | None:
+        """Cancel an open order; its final state either way (an order that filled first cannot be
+        canceled), or None if the exchange has no such order."""
+        unified = self.market_symbol(symbol)
+        try:
+            self.exchange.cancel_order(None, unified, {"origClientOrderId": client_id})
+        except self.ccxt.OrderNotFound:
+            pass  # filled (or canceled) before the cancel got there: its final state says which
+        except self.ccxt.BaseError:
+            self.call(self.exchange.cancel_order, None, unified, {"origClientOrderId": client_id})
+        return self.order(symbol, client_id)
+
+    def report(self, unified: str, order: dict) -> ExchangeOrder:
+        """The order's status and every fill it has had, from the exchange's trade reports."""
         trades = order.get("trades") or []
         if not trades and order.get("filled"):
             trades = self.call(self.exchange.fetch_my_trades, unified, None, None, {"orderId": order["id"]})
-        fills = [ExchangeFill(str(t["id"]), _dec(t["price"]), _dec(t["amount"]),
-                              _dec((t.get("fee") or {}).get("cost") or 0)) for t in trades]
+        market = self.exchange.markets[unified]
+        fills = [as_booked(str(t["id"]), order["side"], _dec(t["amount"]), _dec(t["price"]),
+                           _dec((t.get("fee") or {}).get("cost") or 0),
+                           (t.get("fee") or {}).get("currency") or market["quote"], market["base"], market["quote"])
+                 for t in trades]
         return ExchangeOrder(order.get("status") or "open", _dec(order.get("filled") or 0), fills)
+
+    def ping(self) -> None:
+        """Raises VenueUnavailable while the exchange does not answer."""
+        self.call(self.exchange.fetch_time)
 
     def balances(self) -> dict[str, Decimal]:
         balance = self.call(self.exchange.fetch_balance)

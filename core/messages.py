@@ -86,6 +86,13 @@ class FeedStatus(Event, kw_only=True):
     reason: str
 
 
+class VenueStatus(Event, kw_only=True):
+    """Whether the live exchange answers the executor (orders are refused while it does not)."""
+
+    connected: bool
+    reason: str
+
+
 # ----- trading -----------------------------------------------------------------------------------
 class Signal(Event, kw_only=True):
     """A strategy's wish. `signal_id` is deterministic (strategy, symbol, bar, side): a worker that
@@ -225,6 +232,7 @@ TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
     (b"md.gap.", MarketGap),
     (b"md.funding.", FundingRate),
     (b"md.status.", FeedStatus),
+    (b"venue.status", VenueStatus),
     (b"sig.", Signal),
     (b"order", OrderUpdate),
     (b"fill", Fill),

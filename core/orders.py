@@ -74,6 +74,9 @@ class Order:
         self.history.append(transition)
         return transition
 
+    def can_move(self, to: OrderStatus) -> bool:
+        return to in ALLOWED[self.status]
+
     @property
     def done(self) -> bool:
         return self.status in TERMINAL

@@ -30,7 +30,16 @@ from core.execution import (
     reservation,
     slippage_problem,
 )
-from core.live import LiveVenue, VenueRejected, VenueUnavailable, reconcile
+from core.live import (
+    LOST_AFTER_S,
+    ExchangeOrder,
+    LiveOrder,
+    LiveVenue,
+    VenueRejected,
+    VenueUnavailable,
+    end_state,
+    reconcile,
+)
 from core.messages import (
     Allocation,
     Approval,
@@ -42,6 +51,7 @@ from core.messages import (
     RiskReplies,
     Signal,
     Tick,
+    VenueStatus,
     tick_topic,
 )
 from core.money import ZERO, cash, to_decimal
@@ -87,22 +97,28 @@ class Executor(Service):
         self.portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades())
         self.portfolio.restore_units(self.store.get_state(UNITS_KEY))
         self.venue: LiveVenue | None = None
-        self.live_blocked = ""  # why live orders are refused (the exchange unreachable, books that disagree)
-        balances = self.connect_venue() if s.mode == "live" else None
+        self.live_orders: dict[str, LiveOrder] = {}
+        self.live_started = False
+        self.live_blocked = ""  # why live orders are refused (not yet reconciled, books that disagree)
+        self.venue_down = ""  # the error while the exchange does not answer
+        balances = self.first_balances() if s.mode == "live" else None
         if not self.portfolio.accounts:
             self.fund_accounts(min(s.capital, balances.get("USDT", Decimal(0))) if balances is not None
                                else s.capital)
         self.refresh_positions_table()
-        if self.venue is not None and balances is not None:
-            self.reconcile_with_exchange(balances)
         self.resting = RestingOrders()
-        self.restore_resting_orders()
         self.seen = self.store.seen_signal_ids()
         applied = self.store.get_state(WEIGHTS_KEY)
         self.applied_weights = {k: Decimal(v) for k, v in applied.items()} if applied else None
         self.tick_to_fill = self.metrics.histogram("mesh_tick_to_fill_seconds",
                                                    "tick sent to fill published").labels(self.name)
         self.orders_total = self.metrics.counter("mesh_orders_total", "orders by final status", ("status",))
+        if s.mode == "live":
+            self.restore_live_orders()
+            self.start_live()
+            self.loop.every(s.live_check_s, self.check_live_orders)
+        else:
+            self.restore_resting_orders()
         self.duplicates = self.metrics.counter("mesh_duplicate_signals_total", "signals dropped as already seen")
         self.equity_gauge = self.metrics.gauge("mesh_equity", "portfolio equity (quote currency)")
         self.last_prices()
@@ -120,6 +136,15 @@ class Executor(Service):
         self.loop.every(0.25, self.expire_resting_orders)
         self.log.info("books_rebuilt", equity=self.portfolio.equity(), cash=self.portfolio.cash(),
                       trades=self.portfolio.trades(), signals_seen=len(self.seen))
+
+    def first_balances(self) -> dict[str, Decimal] | None:
+        """The exchange's balances, to fund a first start with no more than the account holds."""
+        try:
+            self.venue = LiveVenue(self.settings)
+            return self.venue.balances()
+        except (VenueRejected, VenueUnavailable) as error:
+            self.log.error("live_venue_unavailable", error=str(error))
+            return None
 
     def fund_accounts(self, capital: Decimal) -> None:
         """First start: split the capital into sub-accounts by the current allocation."""
@@ -173,7 +198,7 @@ class Executor(Service):
             self.portfolio.mark(tick.symbol, price)
         if tick.et > self.event_time:
             self.event_time = tick.et
-        if self.resting.orders:
+        if self.resting.orders and self.settings.mode == "paper":  # live: the exchange fills them
             for resting in self.resting.crossed(tick.symbol, price):
                 self.fill_resting(resting.order.order_id, tick)
 
@@ -205,99 +230,224 @@ class Executor(Service):
         self.publish_account()
 
     # ----- live orders ---------------------------------------------------------------------------------
-    def connect_venue(self) -> dict[str, Decimal] | None:
-        """The exchange and its balances; when unreachable the executor stays up and refuses orders."""
+    def start_live(self) -> None:
+        """Connect, settle every order that was in flight when the executor last stopped, then reconcile
+        the books with the exchange. Until this succeeds no order is sent (retried every check)."""
         try:
-            self.venue = LiveVenue(self.settings)
-            return self.venue.balances()
+            if self.venue is None:
+                self.venue = LiveVenue(self.settings)
+            for live in list(self.live_orders.values()):
+                self.apply_report(live, self.venue.order(live.symbol, live.order.order_id))
+            balances = self.venue.balances()
+            open_orders = self.venue.open_orders(self.settings.symbols)
         except (VenueRejected, VenueUnavailable) as error:
-            self.live_blocked = f"exchange unavailable: {error}"
-            self.log.error("live_venue_unavailable", error=str(error))
-            return None
-
-    def reconcile_with_exchange(self, balances: dict[str, Decimal]) -> None:
-        """Books against the exchange at start-up: trading is refused, saying where, if they disagree."""
+            blocked = f"exchange unavailable: {error}"
+            if blocked != self.live_blocked:
+                self.log.error("live_venue_unavailable", error=str(error))
+            self.live_blocked = blocked
+            return
+        self.live_started = True
         held: dict[str, Decimal] = {}
         for account in self.portfolio.accounts.values():
             for symbol, position in account.positions.items():
                 asset = symbol.removesuffix("USDT")
                 held[asset] = held.get(asset, ZERO) + position.qty
-        known = {r[0] for r in self.store.query("SELECT order_id FROM orders WHERE status IN "
-                                                "('SUBMITTED', 'ACCEPTED', 'PARTIALLY_FILLED')")}
-        try:
-            open_orders = self.venue.open_orders(self.settings.symbols)
-        except (VenueRejected, VenueUnavailable) as error:
-            self.live_blocked = f"cannot list the exchange's open orders: {error}"
-            return
-        problems, notes = reconcile(self.portfolio.cash(), held, balances, open_orders, known,
+        problems, notes = reconcile(self.portfolio.cash(), held, balances, open_orders, set(self.live_orders),
                                     self.settings.reconcile_tolerance)
-        if problems:
+        if problems:  # a human has to look: this is not retried
             self.live_blocked = "books and exchange disagree: " + "; ".join(problems)
             self.log.error("reconciliation_failed", problems=problems, notes=notes)
         else:
+            self.live_blocked = ""
             self.log.info("reconciled", cash=str(self.portfolio.cash()), positions={k: str(v) for k, v in held.items()},
-                          notes=notes)
+                          open_orders=len(self.live_orders), notes=notes)
 
-    def fill_live(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
-        """A market order at the exchange: recorded as SUBMITTED before it leaves, then booked from the
-        exchange's own fills (price, quantity, fee), each its own trade."""
-        order, now, trace = Order(order_id, planned.qty), time.time(), f"{signal.tid:016x}"
-        submitted = order.move(OrderStatus.SUBMITTED, f"sent to {self.settings.exchange} as a market order")
+    def send_live(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
+        """An order to the exchange: stored as SUBMITTED before it leaves, then followed by its client id
+        until it ends. A refusal ends it REJECTED; no answer leaves it SUBMITTED and looked up again."""
+        limit = planned.price if planned.liquidity == MAKER else None
+        kind = "market" if limit is None else f"limit {limit}"
+        live = LiveOrder(Order(order_id, planned.qty), signal.strategy, signal.symbol, signal.side, signal.signal_id,
+                         signal.tid, time.time(), limit)
+        submitted = live.order.move(OrderStatus.SUBMITTED, f"sent to {self.settings.exchange} as a {kind} order")
+        expires = signal.et + int(self.settings.order_timeout_s * 1000) if limit is not None else None
         with self.store.transaction() as db:
             db.execute(INSERT_ORDER, (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side,
-                                      str(planned.qty), None, order.status, signal.reason, signal.et, trace, now,
-                                      "market", None))
-            record_transitions(db, [submitted], signal.et, now)
+                                      str(planned.qty), None if limit is None else str(limit), live.order.status,
+                                      signal.reason, signal.et, f"{signal.tid:016x}", live.sent_at,
+                                      "market" if limit is None else "limit", expires))
+            record_transitions(db, [submitted], signal.et, live.sent_at)
+        self.publish_live(live, [submitted], signal.et)
+        self.live_orders[order_id] = live
+        if limit is not None:
+            self.resting.add(Resting(live.order, signal.strategy, signal.symbol, signal.side, limit, signal.signal_id,
+                                     expires, reservation(planned, self.rules), signal.tid), self.portfolio)
         try:
-            result = self.venue.market_order(signal.symbol, signal.side, planned.qty, order_id)
+            report = self.venue.place(signal.symbol, signal.side, planned.qty, order_id, limit)
         except VenueRejected as error:
-            step = order.move(OrderStatus.REJECTED, f"the exchange refused: {error}")
-            with self.store.transaction() as db:
-                db.execute("UPDATE orders SET status=?, reason=? WHERE order_id=?", (step.after, step.reason, order_id))
-                record_transitions(db, [step], signal.et, time.time())
-            self.publish_transitions(signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.et,
-                                     signal.tid, [submitted, step], planned.qty, None)
-            self.orders_total.labels(self.name, "REJECTED").inc()
-            self.log.warning("live_order_rejected", order_id=order_id, reason=step.reason)
+            return self.end_live(live, OrderStatus.REJECTED, f"the exchange refused: {error}", signal.et)
+        except VenueUnavailable as error:
+            self.venue_unreachable(error)
+            self.log.error("live_order_unanswered", order_id=order_id, error=str(error),
+                           next_step="looked up by its client id until the exchange answers")
             return
-        except VenueUnavailable as error:  # its fate is checked at the next start-up's reconciliation
-            self.publish_transitions(signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.et,
-                                     signal.tid, [submitted], planned.qty, None)
-            self.log.error("live_order_unknown", order_id=order_id, error=str(error))
+        self.apply_report(live, report, signal.et)
+
+    def apply_report(self, live: LiveOrder, report: ExchangeOrder | None, event_time: int | None = None) -> None:
+        """Book what the exchange says of an order: its new fills (each its own trade, exactly as the
+        exchange reported it) and its state; an order it never received is REJECTED once it cannot
+        arrive any more (the request's recvWindow has passed)."""
+        event_time = self.event_time if event_time is None else event_time
+        order = live.order
+        if report is None:
+            waited = time.time() - live.sent_at
+            if live.unanswered and waited > LOST_AFTER_S:
+                self.end_live(live, OrderStatus.REJECTED, f"the exchange never received it (unknown {waited:.0f} s "
+                              "after sending)", event_time)
             return
-        steps = [order.move(OrderStatus.ACCEPTED, "the exchange took it")]
-        done = ZERO
-        for fill in result.fills:
-            done += fill.qty
-            status = OrderStatus.FILLED if done == planned.qty else OrderStatus.PARTIALLY_FILLED
-            steps.append(order.move(status, f"{fill.qty} at {fill.price} (exchange trade {fill.trade_id})", done))
-        if not order.done:
-            steps.append(order.move(OrderStatus.EXPIRED, f"the exchange filled {done} of {planned.qty} and "
-                                    f"expired the rest ({result.status})"))
-        rows, now = [], time.time()
-        for fill in result.fills:
-            realized = self.portfolio.apply_fill(signal.strategy, signal.symbol, signal.side, fill.qty, fill.price,
-                                                 fill.fee)
-            rows.append((f"{order_id}-{fill.trade_id}", order_id, signal.strategy, signal.symbol, signal.side,
-                         str(fill.qty), str(fill.price), str(fill.fee), str(realized), signal.et, trace, now, TAKER))
+        steps = [order.move(OrderStatus.ACCEPTED, "the exchange took it")] if live.unanswered else []
+        new = [f for f in report.fills if f.trade_id not in live.booked]
+        rows, trace, now = [], f"{live.tid:016x}", time.time()
+        liquidity = MAKER if live.limit is not None else TAKER
+        for fill in new:
+            done = order.filled_qty + fill.qty
+            status = OrderStatus.FILLED if done >= order.qty else OrderStatus.PARTIALLY_FILLED
+            steps.append(order.move(status, f"{fill.qty} at {fill.price} (exchange trade {fill.trade_id})",
+                                    min(done, order.qty)))
+            if fill.note:
+                self.log.warning("fee_outside_books", order_id=order.order_id, note=fill.note)
+            if live.limit is not None and order.order_id in self.resting.orders:
+                self.resting.consume(order.order_id, fill.qty * fill.price + fill.fee, self.portfolio)
+            realized = self.portfolio.apply_fill(live.strategy, live.symbol, live.side, fill.qty, fill.price, fill.fee)
+            live.booked.add(fill.trade_id)
+            rows.append((f"{order.order_id}-{fill.trade_id}", order.order_id, live.strategy, live.symbol, live.side,
+                         str(fill.qty), str(fill.price), str(fill.fee), str(realized), event_time, trace, now,
+                         liquidity))
+        ended = None
+        if not order.done and not report.open:
+            ended = order.move(end_state(order, report.status), live.cancel_reason or f"the exchange ended it "
+                               f"{report.status} with {order.filled_qty} of {order.qty} filled")
+            steps.append(ended)
+        if not steps:
+            return
         with self.store.transaction() as db:
-            db.execute("UPDATE orders SET status=? WHERE order_id=?", (order.status, order_id))
+            if ended is not None:
+                db.execute("UPDATE orders SET status=?, reason=? WHERE order_id=?",
+                           (order.status, ended.reason, order.order_id))
+            else:
+                db.execute("UPDATE orders SET status=? WHERE order_id=?", (order.status, order.order_id))
             db.executemany(INSERT_TRADE, rows)
-            record_transitions(db, steps, signal.et, now)
-        self.touched_positions.add((signal.strategy, signal.symbol))
-        account = self.portfolio.accounts[signal.strategy]
+            record_transitions(db, steps, event_time, now)
+        self.touched_positions.add((live.strategy, live.symbol))
+        account = self.portfolio.accounts[live.strategy]
         for row in rows:
             self.pub.publish(b"fill", Fill(
-                trade_id=row[0], order_id=order_id, signal_id=signal.signal_id, strategy=signal.strategy,
-                symbol=signal.symbol, side=signal.side, qty=Decimal(row[5]), price=Decimal(row[6]), fee=Decimal(row[7]),
-                realized_pnl=Decimal(row[8]), cash_after=account.cash, position_after=account.positions[signal.symbol].qty,
-                et=signal.et, tid=signal.tid))
+                trade_id=row[0], order_id=order.order_id, signal_id=live.signal_id, strategy=live.strategy,
+                symbol=live.symbol, side=live.side, qty=Decimal(row[5]), price=Decimal(row[6]), fee=Decimal(row[7]),
+                realized_pnl=Decimal(row[8]), cash_after=account.cash, position_after=account.positions[live.symbol].qty,
+                liquidity=liquidity, et=event_time, tid=live.tid))
             self.unpublished_marked.append(row[0])
-        self.publish_transitions(signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.et, signal.tid,
-                                 [submitted, *steps], planned.qty, None)
-        self.orders_total.labels(self.name, order.status).inc()
-        self.log.info("live_order", order_id=order_id, status=order.status, filled=str(done),
-                      fills=[f.trade_id for f in result.fills])
+        self.publish_live(live, steps, event_time)
+        if order.done:
+            self.forget_live(live)
+        self.log.info("live_order", order_id=order.order_id, status=order.status, filled=str(order.filled_qty),
+                      fills=[f.trade_id for f in new])
+
+    def end_live(self, live: LiveOrder, status: OrderStatus, reason: str, event_time: int) -> None:
+        step = live.order.move(status, reason)
+        with self.store.transaction() as db:
+            db.execute("UPDATE orders SET status=?, reason=? WHERE order_id=?", (step.after, reason, step.order_id))
+            record_transitions(db, [step], event_time, time.time())
+        self.publish_live(live, [step], event_time)
+        self.forget_live(live)
+        self.log.warning("live_order_ended", order_id=step.order_id, status=status, reason=reason)
+
+    def publish_live(self, live: LiveOrder, steps: list[Transition], event_time: int) -> None:
+        self.publish_transitions(live.signal_id, live.strategy, live.symbol, live.side, event_time, live.tid, steps,
+                                 live.order.qty, live.limit)
+
+    def forget_live(self, live: LiveOrder) -> None:
+        self.live_orders.pop(live.order.order_id, None)
+        if live.order.order_id in self.resting.orders:
+            self.resting.release(live.order.order_id, self.portfolio)
+        self.orders_total.labels(self.name, live.order.status).inc()
+
+    def cancel_live(self, live: LiveOrder, reason: str) -> None:
+        """Ask the exchange to cancel; whatever filled first is booked. Unanswered, it is asked again."""
+        live.cancel_reason = reason
+        try:
+            self.apply_report(live, self.venue.cancel(live.symbol, live.order.order_id))
+        except VenueUnavailable as error:
+            self.venue_unreachable(error)
+        except VenueRejected as error:
+            self.log.warning("live_cancel_refused", order_id=live.order.order_id, error=str(error))
+
+    def check_live_orders(self) -> None:
+        """Every MESH_LIVE_CHECK_S: resting orders' fills, unanswered orders' fate, pending cancels."""
+        if not self.live_started:
+            return self.start_live()
+        try:
+            if self.venue_down:
+                self.venue.ping()
+            for live in list(self.live_orders.values()):
+                if live.cancel_reason:
+                    self.cancel_live(live, live.cancel_reason)
+                    continue
+                try:
+                    self.apply_report(live, self.venue.order(live.symbol, live.order.order_id))
+                except VenueRejected as error:
+                    self.log.warning("live_order_check_refused", order_id=live.order.order_id, error=str(error))
+        except VenueUnavailable as error:
+            return self.venue_unreachable(error)
+        if self.venue_down:
+            self.log.info("live_venue_back", was=self.venue_down)
+            self.venue_down = ""
+            self.pub.publish(b"venue.status", VenueStatus(connected=True, reason="the exchange answers again",
+                                                          et=self.event_time))
+
+    def venue_unreachable(self, error: Exception) -> None:
+        if not self.venue_down:
+            self.venue_down = str(error)
+            self.log.error("live_venue_unreachable", error=str(error))
+            self.pub.publish(b"venue.status", VenueStatus(connected=False, reason=f"the exchange does not answer: "
+                                                          f"{error}", et=self.event_time))
+
+    def live_refusal(self, signal: Signal) -> str | None:
+        """Why no live order may be sent for this signal now, or None."""
+        if self.live_blocked:
+            return self.live_blocked
+        if self.venue_down:
+            return f"the exchange does not answer: {self.venue_down}"
+        unanswered = [o.order.order_id for o in self.live_orders.values()
+                      if o.unanswered and (o.strategy, o.symbol) == (signal.strategy, signal.symbol)]
+        if unanswered:
+            return f"order {unanswered[0]} for {signal.symbol} has no answer from the exchange yet"
+        return None
+
+    def restore_live_orders(self) -> None:
+        """Orders in flight when the executor stopped: followed again, with the trades already booked."""
+        rows = self.store.query("SELECT o.*, (SELECT MAX(seq) FROM order_events e WHERE e.order_id = o.order_id) "
+                                "AS last_seq FROM orders o WHERE status IN ('SUBMITTED', 'ACCEPTED', 'PARTIALLY_FILLED')")
+        for row in rows:
+            order_id = row["order_id"]
+            booked = {r[0].removeprefix(order_id + "-")
+                      for r in self.store.query("SELECT trade_id FROM trades WHERE order_id = ?", (order_id,))}
+            filled = sum((Decimal(r[0]) for r in self.store.query("SELECT qty FROM trades WHERE order_id = ?",
+                                                                  (order_id,))), ZERO)
+            order = Order(order_id, Decimal(row["qty"]), OrderStatus(row["status"]), min(filled, Decimal(row["qty"])),
+                          seq_base=row["last_seq"] or 0)
+            limit = Decimal(row["price"]) if row["order_type"] == "limit" else None
+            live = LiveOrder(order, row["strategy"], row["symbol"], row["side"], row["signal_id"],
+                             int(row["trace_id"] or "0", 16), row["created_at"], limit, booked)
+            self.live_orders[order_id] = live
+            if limit is not None:
+                left = PlannedOrder(live.strategy, live.symbol, live.side, order.qty - order.filled_qty, limit, False,
+                                    MAKER)
+                self.resting.add(Resting(order, live.strategy, live.symbol, live.side, limit, live.signal_id,
+                                         row["expires_et"] or 0, reservation(left, self.rules), live.tid),
+                                 self.portfolio)
+        if rows:
+            self.log.info("live_orders_restored", count=len(rows))
 
     # ----- operator commands -----------------------------------------------------------------------
     def on_request(self, request: CloseAll) -> ClosedAll:
@@ -363,8 +513,8 @@ class Executor(Service):
         order_id = order_id_for(signal.signal_id)
         if (problem := slippage_problem(planned, self.rules)) is not None:
             return self.reject(signal, order_id, planned.qty, "slippage_tolerance", problem)
-        if self.live_blocked:
-            return self.reject(signal, order_id, planned.qty, "live_blocked", self.live_blocked)
+        if self.settings.mode == "live" and (refusal := self.live_refusal(signal)) is not None:
+            return self.reject(signal, order_id, planned.qty, "live_blocked", refusal)
         reply = self.risk.request(approval_request(self.portfolio, planned, order_id, signal.et, signal.stop,
                                                    close_all, src=self.name, tid=signal.tid))
         if not isinstance(reply, Approval):
@@ -374,8 +524,8 @@ class Executor(Service):
         if not reply.approved:
             return self.reject(signal, order_id, planned.qty, reply.rule, reply.reason)
         self.approved_ns = time.monotonic_ns()
-        if self.venue is not None:
-            return self.fill_live(signal, order_id, planned)
+        if self.settings.mode == "live":
+            return self.send_live(signal, order_id, planned)
         if planned.liquidity == MAKER:
             return self.place(signal, order_id, planned)
         self.fill(signal, order_id, planned)
@@ -469,6 +619,8 @@ class Executor(Service):
                       liquidity=MAKER)
 
     def cancel_resting(self, order_id: str, reason: str) -> None:
+        if order_id in self.live_orders:
+            return self.cancel_live(self.live_orders[order_id], reason)
         resting = self.resting.release(order_id, self.portfolio)
         step = resting.order.move(OrderStatus.CANCELED, reason)
         now = time.time()
@@ -482,6 +634,8 @@ class Executor(Service):
 
     def expire_resting_orders(self) -> None:
         for resting in self.resting.expired(self.event_time):
+            if (live := self.live_orders.get(resting.order.order_id)) is not None and live.cancel_reason:
+                continue  # its cancel is on its way
             self.cancel_resting(resting.order.order_id,
                                 f"timeout: unfilled after {self.settings.order_timeout_s:g} s")
 

@@ -20,6 +20,7 @@ from core.messages import (
     OrderUpdate,
     ParamsUpdate,
     RiskState,
+    VenueStatus,
 )
 from core.service import Service, main
 
@@ -46,7 +47,7 @@ class Narrator(Service):
         self._closables.append(self.alerts)
         self.subscribe([self.settings.endpoint("feed.pub")], [b"md.status."], self.on_feed_status)
         if self.settings.mode == "live":
-            self.subscribe([self.settings.endpoint("executor.pub")], [b"order"], self.on_live_order)
+            self.subscribe([self.settings.endpoint("executor.pub")], [b"order", b"venue.status"], self.on_live_order)
 
     def on_event(self, topic: bytes, event) -> None:
         self.event_time = max(self.event_time, event.et)
@@ -122,8 +123,11 @@ class Narrator(Service):
                               self.event_time)
         self.deactivated = set(state.deactivated)
 
-    def on_live_order(self, topic: bytes, update: OrderUpdate) -> None:
-        if update.status == "REJECTED":
+    def on_live_order(self, topic: bytes, update: OrderUpdate | VenueStatus) -> None:
+        if isinstance(update, VenueStatus):
+            if not update.connected:
+                self.alerts.alert("warning", "Exchange not answering: live orders refused", update.reason, update.et)
+        elif update.status == "REJECTED":
             self.alerts.alert("warning", f"Live order rejected: {update.strategy} {update.side} {update.symbol}",
                               update.reason, update.et)
 

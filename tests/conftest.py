@@ -2,6 +2,7 @@
 MESH_HOME on free ports, so tests never touch a developer's own mesh."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -16,7 +18,9 @@ import pytest
 import zmq
 
 from core.codec import DecodeError, UnknownTopic, decode_event
+from core.config import LIVE_CONFIRMATION
 from core.harness import LocalMesh, free_port_base
+from core.portfolio import Portfolio
 from core.store import Store
 
 # Tests describe their meshes completely; a developer's own MESH_* settings must not leak in.
@@ -188,3 +192,38 @@ def chaos(sim: str, **body) -> int:
     answer = httpx.post(f"{sim}/admin/chaos", json=body, timeout=5).json()
     assert answer["ok"], answer
     return answer["market_time"]
+
+
+# ----- live trading against the simulator ------------------------------------------------------------
+LIVE_ENV = {"MESH_MODE": "live", "MESH_LIVE_CONFIRM": LIVE_CONFIRMATION, "MESH_FEED": "live",
+            "BINANCE_API_KEY": SIM_KEY, "BINANCE_API_SECRET": SIM_SECRET, "MESH_FEED_BACKOFF_S": "0.2",
+            "MESH_VALIDATION_EVERY_MIN": "100000000", "MESH_LIVE_TIMEOUT_S": "2", "MESH_LIVE_CHECK_S": "0.5"}
+
+
+def exchange_balances(sim: str) -> dict[str, Decimal]:
+    [balances] = httpx.get(f"{sim}/admin/accounts", timeout=5).json().values()
+    return {asset: Decimal(amount) for asset, amount in balances.items()}
+
+
+def assert_books_are_the_exchanges(mesh: Mesh, sim: str) -> None:
+    """With the feed stopped: cash and every position in the books equal the exchange's balances exactly."""
+    store = mesh.store()
+    try:
+        books = Portfolio.rebuild(store.ledger(), store.trades())
+    finally:
+        store.close()
+    held = exchange_balances(sim)
+    assert held["USDT"] == books.cash()  # fees and prices as the exchange reported them: exact
+    for asset in ("BTC", "ETH"):
+        booked = sum((a.positions[f"{asset}USDT"].qty for a in books.accounts.values()
+                      if f"{asset}USDT" in a.positions), Decimal(0))
+        assert held.get(asset, Decimal(0)) == booked, asset
+
+
+def log_events(mesh: Mesh, event: str, service: str = "executor") -> list[dict]:
+    lines = (mesh.settings.log_dir / f"{service}.log").read_text(errors="replace").splitlines()
+    return [json.loads(line) for line in lines if f'"event": "{event}"' in line]
+
+
+def order_history(mesh: Mesh, order_id: str) -> list[str]:
+    return [r[0] for r in mesh.query("SELECT to_status FROM order_events WHERE order_id = ? ORDER BY seq", (order_id,))]

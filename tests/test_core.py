@@ -624,6 +624,36 @@ def test_the_order_state_machine_refuses_what_it_does_not_allow():
     assert Order("mt5", D("1")).history == []
 
 
+def test_exchange_fills_book_exactly_whatever_asset_the_fee_is_in():
+    """Binance charges a buy's commission in the asset bought: the books hold what arrived, and cash
+    moves by exactly what the exchange moved it by."""
+    from core.live import as_booked, end_state
+    from core.orders import Order, OrderStatus
+
+    price, amount = D("60000.00"), D("0.00200")
+    for side, charged, asset in (("buy", D("0.000002"), "BTC"), ("sell", D("0.000002"), "BTC"),
+                             ("buy", D("0.06"), "USDT")):
+        fill = as_booked("7", side, amount, price, charged, asset, "BTC", "USDT")
+        book = Portfolio()
+        book.fund("s", D("1000"))
+        if side == "sell":
+            book.apply_fill("s", "BTCUSDT", "buy", D("0.01"), price, D(0))
+        position = book.accounts["s"].positions.get("BTCUSDT")
+        cash_before, held_before = book.accounts["s"].cash, position.qty if position else D(0)
+        book.apply_fill("s", "BTCUSDT", side, fill.qty, fill.price, fill.fee)
+        sign = -1 if side == "buy" else 1
+        quote_fee = charged if asset == "USDT" else D(0)
+        base_fee = charged if asset == "BTC" else D(0)
+        assert book.accounts["s"].cash - cash_before == sign * amount * price - quote_fee
+        held = book.accounts["s"].positions["BTCUSDT"].qty - held_before
+        assert held == -sign * amount - base_fee
+    third = as_booked("8", "buy", amount, price, D("0.0001"), "BNB", "BTC", "USDT")
+    assert third.fee == 0 and third.qty == amount and "BNB" in third.note
+    accepted = Order("mt1", D("1"), OrderStatus.ACCEPTED)
+    assert end_state(accepted, "canceled") == OrderStatus.CANCELED
+    assert end_state(accepted, "rejected") == OrderStatus.EXPIRED  # not allowed from ACCEPTED: never forced
+
+
 def test_alerts_are_rate_limited_and_deduplicated():
     from core.alerts import Alert, RateLimit
 

@@ -3,15 +3,22 @@ simulator (Binance's signed endpoints on 127.0.0.1), books the exchange's own fi
 reconcile with the exchange's balances to the last digit. Credentials never reach a log."""
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import SIM_KEY, SIM_SECRET, Mesh, chaos, wait_for
+from conftest import (
+    LIVE_ENV,
+    SIM_KEY,
+    SIM_SECRET,
+    Mesh,
+    assert_books_are_the_exchanges,
+    chaos,
+    log_events,
+    order_history,
+    wait_for,
+)
 
 from core.config import LIVE_CONFIRMATION, ConfigError, load_settings
-from core.portfolio import Portfolio
 
 
 def test_live_mode_needs_consent_and_live_data():
@@ -23,19 +30,12 @@ def test_live_mode_needs_consent_and_live_data():
 
 
 @pytest.fixture(scope="module")
-def live_trading(sim, tmp_path_factory):
+def live_trading(sim, alert_sink, tmp_path_factory):
     mesh = Mesh(Path(tmp_path_factory.mktemp("livetrading")), {
-        "MESH_MODE": "live", "MESH_LIVE_CONFIRM": LIVE_CONFIRMATION, "MESH_FEED": "live", "MESH_EXCHANGE_URL": sim,
-        "BINANCE_API_KEY": SIM_KEY, "BINANCE_API_SECRET": SIM_SECRET, "MESH_FEED_BACKOFF_S": "0.2",
-        "MESH_VALIDATION_EVERY_MIN": "100000000"})
+        **LIVE_ENV, "MESH_EXCHANGE_URL": sim, "MESH_ALERT_WEBHOOK_URL": alert_sink.url + "/hook"})
     mesh.start()
     yield mesh
     mesh.stop()
-
-
-def exchange_balances(sim: str) -> dict[str, Decimal]:
-    [balances] = httpx.get(f"{sim}/admin/accounts", timeout=5).json().values()
-    return {asset: Decimal(amount) for asset, amount in balances.items()}
 
 
 def test_live_orders_are_the_exchanges_fills_and_reconcile(live_trading, sim):
@@ -48,20 +48,61 @@ def test_live_orders_are_the_exchanges_fills_and_reconcile(live_trading, sim):
                         "an order the exchange refused")
     assert "insufficient balance" in rejected[0][0]
     mesh.quiesce()
-    store = mesh.store()
-    try:
-        books = Portfolio.rebuild(store.ledger(), store.trades())
-    finally:
-        store.close()
-    held = exchange_balances(sim)
-    assert held["USDT"] == books.cash()  # fees and prices as the exchange reported them: exact
-    for asset in ("BTC", "ETH"):
-        booked = sum((a.positions[f"{asset}USDT"].qty for a in books.accounts.values()
-                      if f"{asset}USDT" in a.positions), Decimal(0))
-        assert held.get(asset, Decimal(0)) == booked, asset
+    assert_books_are_the_exchanges(mesh, sim)
     logs = "".join(p.read_text(errors="replace") for p in mesh.settings.log_dir.glob("*.log"))
     assert SIM_KEY not in logs and SIM_SECRET not in logs
     mesh.ctl("restart", "executor")
-    wait_for(lambda: (mesh.settings.log_dir / "executor.log").read_text().count('"event": "reconciled"') >= 2, 30,
+    wait_for(lambda: len(log_events(mesh, "reconciled")) >= 2, 30,
              "the restarted executor to reconcile with the exchange again")
+    assert mesh.ctl("start", "feed")
+
+
+def next_unanswered(mesh: Mesh, seen: int) -> str:
+    """The id of the next order whose answer the executor did not get."""
+    events = wait_for(lambda: log_events(mesh, "live_order_unanswered")[seen:], 120, "an order without an answer")
+    return events[0]["order_id"]
+
+
+def test_an_order_whose_answer_is_lost_is_found_by_its_client_id(live_trading, sim):
+    """Binance's -1007 (execution status unknown): the order is looked up by its client id and booked
+    from the exchange's own report, once."""
+    mesh = live_trading
+    seen = len(log_events(mesh, "live_order_unanswered"))
+    chaos(sim, action="order_timeout", count=1)
+    order_id = next_unanswered(mesh, seen)
+    wait_for(lambda: order_history(mesh, order_id)[-1:] == ["FILLED"], 30, "the lost answer found")
+    assert order_history(mesh, order_id) == ["SUBMITTED", "ACCEPTED", "FILLED"]
+    trades = mesh.query("SELECT trade_id FROM trades WHERE order_id = ?", (order_id,))
+    assert len(trades) == 1 and trades[0][0].split("-")[-1].isdigit()
+
+
+def test_the_exchange_going_away_mid_order(live_trading, sim, alert_sink):
+    """The exchange takes an order and then answers nothing for 6 s, across an executor restart: the
+    executor refuses new orders meanwhile, alerts, and ends with the order booked once."""
+    mesh = live_trading
+    seen = len(log_events(mesh, "live_order_unanswered"))
+    chaos(sim, action="vanish", seconds=6)
+    order_id = next_unanswered(mesh, seen)
+    mesh.ctl("restart", "executor")
+    wait_for(lambda: order_history(mesh, order_id)[-1:] == ["FILLED"], 60, "the order found after the outage")
+    assert order_history(mesh, order_id) == ["SUBMITTED", "ACCEPTED", "FILLED"]
+    assert len(mesh.query("SELECT trade_id FROM trades WHERE order_id = ?", (order_id,))) == 1
+    assert log_events(mesh, "live_orders_restored")
+    wait_for(lambda: any("Exchange not answering" in body.get("title", "") for _, body in alert_sink.received),
+             10, "an alert that the exchange does not answer")
+
+
+def test_an_order_lost_on_the_way_in_is_rejected(live_trading, sim):
+    """The exchange goes away before the order reaches it: once its recvWindow has passed the order can
+    never arrive, so it ends REJECTED, and nothing was booked."""
+    mesh = live_trading
+    seen = len(log_events(mesh, "live_order_unanswered"))
+    chaos(sim, action="vanish", seconds=3, before=True)
+    order_id = next_unanswered(mesh, seen)
+    wait_for(lambda: order_history(mesh, order_id)[-1:] == ["REJECTED"], 60, "the lost order given up")
+    [(reason,)] = mesh.query("SELECT reason FROM orders WHERE order_id = ?", (order_id,))
+    assert "never received" in reason
+    assert not mesh.query("SELECT trade_id FROM trades WHERE order_id = ?", (order_id,))
+    mesh.quiesce()
+    assert_books_are_the_exchanges(mesh, sim)
     assert mesh.ctl("start", "feed")
