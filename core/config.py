@@ -104,8 +104,9 @@ class Settings(BaseSettings):
     limit_offset_bp: Decimal = Field(Decimal("2"), ge=0, le=1000)
     order_timeout_s: float = Field(300.0, gt=0, description="a resting order unfilled this long (market seconds) "
                                    "is canceled")
-    fill_model: Literal["fixed", "instant"] = Field(
-        "fixed", description="paper fills: fixed = the last price moved by the slippage; instant = the last price")
+    fill_model: Literal["fixed", "instant", "book"] = Field(
+        "fixed", description="paper fills: fixed = the last price moved by the slippage; instant = the last price; "
+        "book = walk the live order book's depth (part fills), fixed where there is no book")
     max_slippage_bp: Decimal = Field(Decimal("50"), ge=0, description="entries expected to slip more are rejected")
     slippage_impact_bp: Decimal = Field(Decimal("0"), ge=0, le=10000,
                                         description="volume-aware slippage: + this x sqrt(qty / bar volume)")

@@ -9,6 +9,8 @@ Addresses: ccxt's API URLs are pointed at this server as http://HOST:PORT/<origi
 Market time runs from the data's first candle at `speed` candles per second. Each candle trades along
 open, nearer extreme, farther extreme, close; the websocket sends a kline update (and a trade) at each
 of those points and the final kline (`"x": true`) at the close, so closed candles equal the data exactly.
+The order book (`/api/v3/depth` and the `<symbol>@depth@100ms` diff stream, one update id per point) is
+synthetic: 20 levels a side, 1 bp apart around the last price, sized from the candle's volume.
 
 Chaos, by `POST /admin/chaos {"action": ..., ...}` or `--chaos`:
 - drop: close every websocket and refuse new ones for `seconds`;
@@ -19,6 +21,7 @@ Chaos, by `POST /admin/chaos {"action": ..., ...}` or `--chaos`:
 - reject_orders / partial: see core.sim_account (the signed order, account and trade endpoints);
 - order_timeout: the next `count` orders execute but are answered 503 with Binance's -1007 ("execution
   status unknown");
+- thin_book: the order book's sizes times `factor` (1 restores them);
 - vanish: at the next order the exchange goes away for `seconds` (websockets closed, signed requests held
   unanswered, then 503): after the order executed, or with `"before": true` before it arrived.
 """
@@ -29,7 +32,7 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -67,6 +70,7 @@ class Chaos:
     vanish_s: float = 0.0  # at the next order the exchange goes away this long without answering
     vanish_before: bool = False  # ... before the order reaches the matching engine (else after it executed)
     away_until: float = 0.0
+    book_factor: float = 1.0  # thin_book: the order book's sizes times this
 
 
 class Market:
@@ -117,6 +121,36 @@ class Market:
         return part, seen[-1]
 
 
+BOOK_LEVELS = 20
+BOOK_SPACING = Decimal("0.0001")  # 1 bp between levels
+BOOK_SHARE = 0.1  # each side holds a tenth of the candle's volume, more of it further from the price
+POINT_MS = MINUTE_MS // 3  # market time between the stream's points (kline updates, trades, book updates)
+
+
+def book_at(market: Market, symbol: str, point_ms: int, factor: float) -> tuple[list, list] | None:
+    """The simulated order book at a point: BOOK_LEVELS levels a side, 1 bp apart around the last traded
+    price, sized from the candle's volume. Synthetic: the bundled data has no depth."""
+    traded = market.partial(symbol, point_ms)
+    if traded is None:
+        return None
+    bar, price = traded[0], Decimal(repr(traded[1]))
+    full = market.bar_at(symbol, bar.open_time) or bar
+    tick, step = (Decimal(x) for x in SPOT_FILTERS.get(symbol, ("0.01", "0.0001")))
+    bids, asks = [], []
+    for k in range(1, BOOK_LEVELS + 1):
+        size = Decimal(repr(full.volume * BOOK_SHARE * factor * k / 210))
+        qty = str(max(step, (size // step) * step).quantize(step))
+        asks.append([str(((price * (1 + k * BOOK_SPACING)) / tick).to_integral_value(ROUND_CEILING) * tick), qty])
+        bids.append([str(((price * (1 - k * BOOK_SPACING)) / tick).to_integral_value(ROUND_FLOOR) * tick), qty])
+    return bids, asks
+
+
+def book_diff(before: list, after: list) -> list:
+    """Binance's diff-depth levels: every level of the new book, and the old ones gone at quantity 0."""
+    gone = {p for p, _ in before} - {p for p, _ in after}
+    return after + [[p, "0"] for p in sorted(gone)]
+
+
 def kline_json(symbol: str, bar: Bar, closed: bool, event_ms: int) -> dict:
     return {"e": "kline", "E": event_ms, "s": symbol, "k": {
         "t": bar.open_time, "T": bar.open_time + MINUTE_MS - 1, "s": symbol, "i": "1m", "f": 0, "L": 0,
@@ -143,6 +177,7 @@ class ExchangeSim:
             Route(f"{REST}/ping", self.ping), Route(f"{REST}/time", self.server_time),
             Route(f"{REST}/exchangeInfo", self.exchange_info), Route(f"{REST}/klines", self.klines),
             Route(f"{REST}/trades", self.trades), Route(f"{REST}/ticker/24hr", self.ticker),
+            Route(f"{REST}/depth", self.depth),
             Route(f"{REST}/order", self.order, methods=["GET", "POST", "DELETE"]),
             Route(f"{REST}/openOrders", self.open_orders), Route(f"{REST}/account", self.account),
             Route(f"{REST}/myTrades", self.my_trades),
@@ -237,6 +272,16 @@ class ExchangeSim:
         return JSONResponse([{"id": self.trade_ids, "price": _num(price), "qty": "0.001", "quoteQty": _num(price / 1000),
                               "time": self.market.now_ms(), "isBuyerMaker": False, "isBestMatch": True}])
 
+    async def depth(self, request: Request) -> Response:
+        """The book snapshot a diff-depth subscriber starts from: `lastUpdateId` is the stream's id."""
+        if (refused := self.refusal(request)) is not None:
+            return refused
+        point = self.market.now_ms() // POINT_MS
+        book = book_at(self.market, request.query_params["symbol"], point * POINT_MS, self.chaos.book_factor)
+        bids, asks = book or ([], [])
+        limit = int(request.query_params.get("limit", 100))
+        return JSONResponse({"lastUpdateId": point, "bids": bids[:limit], "asks": asks[:limit]})
+
     async def ticker(self, request: Request) -> Response:
         if (refused := self.refusal(request)) is not None:
             return refused
@@ -274,8 +319,8 @@ class ExchangeSim:
             self.clients.discard(socket)
 
     async def push(self, socket: WebSocket, subscriptions: set[str]) -> None:
-        """Send kline and trade events as market time crosses each traded point of each candle."""
-        step_ms = MINUTE_MS / 3
+        """Send kline, trade and depth events as market time crosses each traded point of each candle."""
+        step_ms = POINT_MS
         cursor = self.market.now_ms()
         try:
             while True:
@@ -295,6 +340,8 @@ class ExchangeSim:
 
     async def send_point(self, socket: WebSocket, subscriptions: set[str], symbol: str, at: int) -> None:
         lower = symbol.lower()
+        if f"{lower}@depth@100ms" in subscriptions or f"{lower}@depth" in subscriptions:
+            await self.send_depth(socket, symbol, at)
         open_time = at - at % MINUTE_MS
         if at % MINUTE_MS == 0:  # a candle closes: its final kline, then the new one opens
             closed_open = open_time - MINUTE_MS
@@ -326,6 +373,18 @@ class ExchangeSim:
             self.trade_ids += 1
             await socket.send_text(json.dumps({"e": "trade", "E": at, "s": symbol, "t": self.trade_ids,
                                                "p": _num(price), "q": "0.001", "T": at, "m": False, "M": True}))
+
+    async def send_depth(self, socket: WebSocket, symbol: str, at: int) -> None:
+        """One diff-depth event per point, its update id the point's number, so every subscriber and the
+        REST snapshot agree on the sequence."""
+        point = at // POINT_MS
+        before = book_at(self.market, symbol, (point - 1) * POINT_MS, self.chaos.book_factor)
+        after = book_at(self.market, symbol, point * POINT_MS, self.chaos.book_factor)
+        if after is None:
+            return
+        before = before or ([], [])
+        await socket.send_text(json.dumps({"e": "depthUpdate", "E": at, "s": symbol, "U": point, "u": point,
+                                           "b": book_diff(before[0], after[0]), "a": book_diff(before[1], after[1])}))
 
     # ----- chaos ---------------------------------------------------------------------------------
     def silenced(self, open_time: int) -> bool:
@@ -429,6 +488,8 @@ class ExchangeSim:
             self.accounts.reject_next = int(body.get("count", 1))
         elif action == "partial":
             self.accounts.partial_next = int(body.get("count", 1))
+        elif action == "thin_book":
+            self.chaos.book_factor = float(body.get("factor", 0.01))
         elif action == "order_timeout":
             self.chaos.order_timeouts = int(body.get("count", 1))
         elif action == "vanish":
@@ -436,7 +497,7 @@ class ExchangeSim:
             self.chaos.vanish_before = bool(body.get("before", False))
         else:
             return JSONResponse({"error": f"unknown action {action!r}; use drop, gap, malformed, bad_candle, "
-                                          "rate_limit, reject_orders, partial, order_timeout, vanish"},
+                                          "rate_limit, reject_orders, partial, order_timeout, vanish, thin_book"},
                                 status_code=400)
         return JSONResponse({"ok": True, "action": action, "market_time": self.market.now_ms()})
 

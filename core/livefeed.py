@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import zmq
@@ -28,9 +28,10 @@ import zmq
 from core.codec import encode
 from core.log import Logger
 from core.marketdata import Bar, candle_problem, timeframe_ms
-from core.messages import Candle, FeedStatus, MarketGap, Tick, candle_topic, tick_topic
+from core.messages import Candle, FeedStatus, MarketGap, OrderBook, Tick, book_topic, candle_topic, tick_topic
 
 BACKFILL_LIMIT = 1000
+BOOK_LEVELS = 20  # order book levels a side the feed publishes (MESH_FILL_MODEL=book)
 STATUS_EVERY_S = 5.0
 
 
@@ -72,6 +73,9 @@ class SymbolState:
     last_data: float = 0.0
     stale: bool = False
     connected: bool = False
+    finals: set[int] = field(default_factory=set)  # open times whose closing kline the stream carried
+
+
 
 
 class LiveMarketData:
@@ -79,7 +83,7 @@ class LiveMarketData:
                  push_endpoint: str, ctx: zmq.Context, log: Logger, counters: Callable[[str, str, float], None],
                  backoff_s: float = 1.0, backoff_cap_s: float = 16.0, stale_s: float | None = None,
                  resume_from: dict[str, int] | None = None, transport: str = "auto",
-                 poll_s: float | None = None) -> None:
+                 poll_s: float | None = None, book_levels: int = 0) -> None:
         self.exchange_id = exchange_id
         self.exchange_url = exchange_url
         self.tf = tf
@@ -92,6 +96,8 @@ class LiveMarketData:
         self.stale_s = stale_s or 2 * self.tf_ms / 1000
         self.transport = transport
         self.poll_s = poll_s or min(10.0, self.tf_ms / 6000)
+        self.book_levels = book_levels  # 0: no order book
+        self.finals_marked = False  # the exchange flags closing klines (Binance's "x"): only those are final
         self.received_ns: dict[str, int] = {}
         self.thread = threading.Thread(target=self._thread_main, name="livefeed", daemon=True)
         self._stopping = False
@@ -132,6 +138,14 @@ class LiveMarketData:
         def stamped(client, message):  # when each websocket message arrived, for the feed's added latency
             if isinstance(message, dict) and message.get("s") in self.states:
                 self.received_ns[message["s"]] = time.monotonic_ns()
+                kline = message.get("k")
+                if isinstance(kline, dict) and "x" in kline:  # Binance says which kline closes its candle
+                    self.finals_marked = True
+                    if kline["x"] is True and isinstance(kline.get("t"), int):
+                        finals = self.states[message["s"]].finals
+                        finals.add(kline["t"])
+                        if len(finals) > 64:
+                            finals.discard(min(finals))
             return handle(client, message)
 
         exchange.handle_message = stamped
@@ -164,6 +178,8 @@ class LiveMarketData:
                           why="asked for" if self.transport == "rest" else "no websocket klines in ccxt for it")
         source = self.watch if streaming else self.poll
         tasks = [asyncio.create_task(source(exchange, s)) for s in self.states.values() if s.unified]
+        if self.book_levels and exchange.has.get("watchOrderBook"):
+            tasks += [asyncio.create_task(self.watch_book(exchange, s)) for s in self.states.values() if s.unified]
         tasks.append(asyncio.create_task(self.watchdog(exchange)))
         try:
             while not self._stopping:
@@ -196,6 +212,30 @@ class LiveMarketData:
             backoff.reset()
             state.last_data = time.monotonic()
             await self.on_update(exchange, state, list(cache))
+
+    async def watch_book(self, exchange, state: SymbolState) -> None:
+        """The top `book_levels` of the order book, as `md.book.<SYM>` on every update ccxt assembles
+        (its snapshot + diff-depth sequence checks included). A broken sequence resubscribes."""
+        topic = book_topic(state.symbol)
+        backoff = Backoff(self.backoff_s, self.backoff_cap_s)
+        while not self._stopping:
+            try:
+                book = await exchange.watch_order_book(state.unified)
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():
+                    raise
+                continue
+            except Exception as error:  # a bad book message or a broken sequence must not end the task
+                if _error_kind(error) == "rate_limited":  # its REST snapshot met a 429
+                    self.count("rate_limited", state.symbol, 1)
+                self.log.warning("book_stream_down", symbol=state.symbol, error=str(error)[:200])
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            levels = self.book_levels
+            self.emit(topic, OrderBook(symbol=state.symbol, bids=[tuple(b[:2]) for b in book["bids"][:levels]],
+                                       asks=[tuple(a[:2]) for a in book["asks"][:levels]],
+                                       et=book.get("timestamp") or 0))
 
     async def poll(self, exchange, state: SymbolState) -> None:
         """REST fallback: the last few klines every `poll_s`, through the same rules as the stream."""
@@ -242,12 +282,14 @@ class LiveMarketData:
 
     async def close_candles(self, exchange, state: SymbolState, streamed: dict[int, list], first: int,
                             until_open: int) -> None:
-        """Candles [first, until_open) have closed. Those the stream carried whole, one after another
-        on a connection open since before they began, are published as streamed (ccxt may hand over
-        several updates at once); from the first hole or doubt on, REST fills in."""
+        """Candles [first, until_open) have closed. Those the stream carried whole (to their closing
+        kline, where the exchange marks it), one after another on a connection open since before they
+        began, are published as streamed (ccxt may hand over several updates at once); from the first
+        hole or doubt on, REST fills in."""
         clean = state.connected_since is not None and state.connected_since < first
         at = first
-        while clean and at < until_open and at in streamed and state.last_published == at - self.tf_ms:
+        while (clean and at < until_open and at in streamed and state.last_published == at - self.tf_ms
+               and (at in state.finals or not self.finals_marked)):
             await self.publish_candle(exchange, state, _bar(streamed[at]), source="stream")
             at += self.tf_ms
         if at < until_open:
@@ -291,7 +333,7 @@ class LiveMarketData:
                                                   limit=min(BACKFILL_LIMIT, (until_open - since) // self.tf_ms))
             except ccxt.BaseError as error:
                 delay = backoff.next_delay()
-                kind = "rate_limited" if isinstance(error, ccxt.DDoSProtection | ccxt.RateLimitExceeded) else "rest_error"
+                kind = _error_kind(error)
                 self.count(kind, state.symbol, 1)
                 self.log.warning("backfill_retry", symbol=state.symbol, error=str(error)[:200], kind=kind,
                                  retry_in_s=round(delay, 2))
@@ -356,6 +398,12 @@ class LiveMarketData:
         self.count("stalls", state.symbol, 1)
         for client in list(exchange.clients.values()):
             client.on_error(ccxt.NetworkError(f"no data for {self.stale_s}s: reconnecting"))
+
+
+def _error_kind(error: Exception) -> str:
+    import ccxt
+
+    return "rate_limited" if isinstance(error, ccxt.DDoSProtection | ccxt.RateLimitExceeded) else "rest_error"
 
 
 def _bar(row: list) -> Bar:

@@ -47,6 +47,14 @@ class Tick(Event, kw_only=True):
     qty: float = 0.0
 
 
+class OrderBook(Event, kw_only=True):
+    """The top of an exchange's order book, best level first: [price, qty] pairs."""
+
+    symbol: str
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+
+
 class Candle(Event, kw_only=True):
     """A closed candle; `et` is its close time, `open_time` its open time (ms)."""
 
@@ -232,6 +240,7 @@ TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
     (b"md.gap.", MarketGap),
     (b"md.funding.", FundingRate),
     (b"md.status.", FeedStatus),
+    (b"md.book.", OrderBook),
     (b"venue.status", VenueStatus),
     (b"sig.", Signal),
     (b"order", OrderUpdate),
@@ -250,6 +259,10 @@ TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
 
 def tick_topic(symbol: str) -> bytes:
     return b"md.tick." + symbol.encode()
+
+
+def book_topic(symbol: str) -> bytes:
+    return b"md.book." + symbol.encode()
 
 
 def funding_topic(symbol: str) -> bytes:

@@ -102,6 +102,21 @@ MIGRATIONS: list[str] = [
     ALTER TABLE orders ADD COLUMN expires_et INTEGER;
     CREATE INDEX orders_open ON orders(status) WHERE status IN ('ACCEPTED', 'PARTIALLY_FILLED');
     """,
+    # version 6: an order may have several trades (part fills, levels of the book): order_id not unique
+    """
+    CREATE TABLE trades_v6 (
+        trade_id TEXT PRIMARY KEY, order_id TEXT NOT NULL REFERENCES orders(order_id),
+        strategy TEXT NOT NULL, symbol TEXT NOT NULL, side TEXT NOT NULL, qty TEXT NOT NULL,
+        price TEXT NOT NULL, fee TEXT NOT NULL, realized_pnl TEXT NOT NULL, event_time INTEGER,
+        trace_id TEXT, published INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+        liquidity TEXT NOT NULL DEFAULT 'taker');
+    INSERT INTO trades_v6 SELECT trade_id, order_id, strategy, symbol, side, qty, price, fee, realized_pnl,
+        event_time, trace_id, published, created_at, liquidity FROM trades;
+    DROP TABLE trades;
+    ALTER TABLE trades_v6 RENAME TO trades;
+    CREATE INDEX trades_unpublished ON trades(published) WHERE published = 0;
+    CREATE INDEX trades_by_order ON trades(order_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 ORDER_BASICS = "order_id, signal_id, strategy, symbol, side, qty, price, status, reason, event_time, trace_id, created_at"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from decimal import Decimal
 
 from core.allocation import equal_weights
@@ -19,6 +20,7 @@ from core.config import Settings
 from core.execution import (
     MAKER,
     TAKER,
+    BookWalk,
     MarkHistory,
     PaperRules,
     PlannedOrder,
@@ -29,6 +31,7 @@ from core.execution import (
     plan_order,
     reservation,
     slippage_problem,
+    walk_book,
 )
 from core.live import (
     LOST_AFTER_S,
@@ -47,14 +50,16 @@ from core.messages import (
     ClosedAll,
     ExecutorRequests,
     Fill,
+    OrderBook,
     OrderUpdate,
     RiskReplies,
     Signal,
     Tick,
     VenueStatus,
+    book_topic,
     tick_topic,
 )
-from core.money import ZERO, cash, to_decimal
+from core.money import ZERO, cash, fee, instrument, to_decimal
 from core.orders import Order, OrderStatus, Transition
 from core.portfolio import Portfolio, rebalance_transfers
 from core.service import Service, main
@@ -63,6 +68,7 @@ from core.store import INSERT_ORDER, INSERT_TRADE, UPSERT_STATE
 WEIGHTS_KEY = "executor.weights"  # the allocation the sub-accounts were last funded or rebalanced to
 UNITS_KEY = "executor.units"  # each sub-account's units, for NAV (performance) across transfers
 PERFORMANCE_EVERY_MS = 15 * 60_000  # strategy_performance rows, in event time
+BOOK_STALE_S = 5.0  # an order book older than this is not walked (wall clock)
 UPSERT_POSITION = ("INSERT INTO positions VALUES (?,?,?,?,?) ON CONFLICT(strategy, symbol) DO UPDATE SET "
                    "qty=excluded.qty, cost=excluded.cost, updated_at=excluded.updated_at")
 
@@ -125,6 +131,10 @@ class Executor(Service):
         self.republish_unpublished()
         strategy_pubs = [s.endpoint(f"strategy.{name}.pub") for name in s.strategies]
         self.subscribe([s.endpoint("feed.pub")], [tick_topic(sym) for sym in s.symbols], self.on_tick)
+        self.books: dict[str, tuple[OrderBook, float]] = {}  # symbol -> (latest book, monotonic time received)
+        self.bookless: set[str] = set()  # symbols already logged as filled without a book
+        if s.fill_model == "book":
+            self.subscribe([s.endpoint("feed.pub")], [book_topic(sym) for sym in s.symbols], self.on_book)
         self.subscribe(strategy_pubs, [b"sig."], self.on_signal)
         self.subscribe([s.endpoint("allocator.pub")], [b"alloc"], self.on_allocation)
         self.serve("executor.rep", ExecutorRequests, self.on_request)
@@ -201,6 +211,23 @@ class Executor(Service):
         if self.resting.orders and self.settings.mode == "paper":  # live: the exchange fills them
             for resting in self.resting.crossed(tick.symbol, price):
                 self.fill_resting(resting.order.order_id, tick)
+
+    def on_book(self, topic: bytes, book: OrderBook) -> None:
+        self.books[book.symbol] = (book, time.monotonic())
+
+    def book_walk(self, planned: PlannedOrder) -> BookWalk | None:
+        """The book fill model's walk for a market order, or None (fixed slippage) without a fresh book."""
+        book, received = self.books.get(planned.symbol, (None, 0.0))
+        if book is None or time.monotonic() - received > BOOK_STALE_S:
+            if planned.symbol not in self.bookless:
+                self.bookless.add(planned.symbol)
+                self.log.warning("no_order_book", symbol=planned.symbol, fallback="fixed slippage",
+                                 why="no book received" if book is None else f"book older than {BOOK_STALE_S} s")
+            return None
+        self.bookless.discard(planned.symbol)
+        account = self.portfolio.accounts[planned.strategy]
+        return walk_book(book.asks if planned.side == "buy" else book.bids, planned.qty, instrument(planned.symbol),
+                         account.free_cash if planned.side == "buy" else None, self.rules.taker_fee)
 
     def on_allocation(self, topic: bytes, allocation: Allocation) -> None:
         self.rebalance(allocation.weights, allocation.reason)
@@ -511,6 +538,11 @@ class Executor(Service):
         if isinstance(planned, str):
             return self.record_outcome(signal, planned)
         order_id = order_id_for(signal.signal_id)
+        walk = None
+        if self.rules.fill_model == "book" and planned.liquidity == TAKER and self.settings.mode == "paper":
+            walk = self.book_walk(planned)
+            if walk is not None:
+                planned = replace(planned, slippage_bp=walk.slippage_bp(planned.side, self.portfolio.marks[planned.symbol]))
         if (problem := slippage_problem(planned, self.rules)) is not None:
             return self.reject(signal, order_id, planned.qty, "slippage_tolerance", problem)
         if self.settings.mode == "live" and (refusal := self.live_refusal(signal)) is not None:
@@ -528,40 +560,51 @@ class Executor(Service):
             return self.send_live(signal, order_id, planned)
         if planned.liquidity == MAKER:
             return self.place(signal, order_id, planned)
-        self.fill(signal, order_id, planned)
+        self.fill(signal, order_id, planned, walk)
 
-    def fill(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
-        qty, price = planned.qty, planned.price
-        paid = paper_fee(planned, self.rules)
-        order = Order(order_id, qty)
+    def fill(self, signal: Signal, order_id: str, planned: PlannedOrder, walk: BookWalk | None = None) -> None:
+        """A paper market order: one fill at the planned price, or (book fill model) one per level of
+        the order book it walked, the rest of the order EXPIRED if the book did not hold it."""
+        levels = walk.fills if walk is not None else [(planned.qty, planned.price)]
+        order = Order(order_id, planned.qty)
         steps = [order.move(OrderStatus.SUBMITTED, "risk approved: sent to the paper venue"),
-                 order.move(OrderStatus.ACCEPTED, "the paper venue takes market orders"),
-                 order.move(OrderStatus.FILLED, f"filled at {price} ({planned.liquidity})", qty)]
-        realized = self.portfolio.apply_fill(signal.strategy, signal.symbol, signal.side, qty, price, paid)
-        trade_id = order_id + "-1"
+                 order.move(OrderStatus.ACCEPTED, "the paper venue takes market orders")]
+        trades, trace = [], f"{signal.tid:016x}"
+        for n, (qty, price) in enumerate(levels, 1):
+            paid = fee(qty * price, self.rules.fee_rate(planned.liquidity))
+            done = order.filled_qty + qty
+            status = OrderStatus.FILLED if done == order.qty else OrderStatus.PARTIALLY_FILLED
+            where = f"book level {n}" if walk is not None else planned.liquidity
+            steps.append(order.move(status, f"{qty} at {price} ({where})", done))
+            realized = self.portfolio.apply_fill(signal.strategy, signal.symbol, signal.side, qty, price, paid)
+            trades.append((f"{order_id}-{n}", qty, price, paid, realized))
+        if not order.done:
+            steps.append(order.move(OrderStatus.EXPIRED, f"the order book held {order.filled_qty} of {order.qty} "
+                                    f"within its {walk.levels} levels: the rest expired"))
         now = time.time()
-        trace = f"{signal.tid:016x}"
         try:
-            self.write_fill(signal, order_id, trade_id, qty, price, paid, realized, planned.liquidity, trace, now,
-                            steps)
+            self.write_fill(signal, order, trades, planned.liquidity, trace, now, steps)
         except Exception:
             self.reload_books()  # the store refused the fill: memory must not keep it either
             raise
         account = self.portfolio.accounts[signal.strategy]
-        self.pub.publish(b"fill", Fill(trade_id=trade_id, order_id=order_id, signal_id=signal.signal_id,
-                                       strategy=signal.strategy, symbol=signal.symbol, side=signal.side, qty=qty,
-                                       price=price, fee=paid, realized_pnl=realized, cash_after=account.cash,
-                                       position_after=account.positions[signal.symbol].qty,
-                                       liquidity=planned.liquidity, received_ns=self.received_ns,
-                                       approved_ns=self.approved_ns, origin_ns=signal.origin_ns, et=signal.et, tid=signal.tid))
-        if signal.origin_ns:
+        for trade_id, qty, price, paid, realized in trades:
+            self.pub.publish(b"fill", Fill(trade_id=trade_id, order_id=order_id, signal_id=signal.signal_id,
+                                           strategy=signal.strategy, symbol=signal.symbol, side=signal.side, qty=qty,
+                                           price=price, fee=paid, realized_pnl=realized, cash_after=account.cash,
+                                           position_after=account.positions[signal.symbol].qty,
+                                           liquidity=planned.liquidity, received_ns=self.received_ns,
+                                           approved_ns=self.approved_ns, origin_ns=signal.origin_ns, et=signal.et,
+                                           tid=signal.tid))
+            self.unpublished_marked.append(trade_id)
+        if signal.origin_ns and trades:
             self.tick_to_fill.observe((time.monotonic_ns() - signal.origin_ns) / 1e9)
-        self.unpublished_marked.append(trade_id)
         self.publish_transitions(signal.signal_id, signal.strategy, signal.symbol, signal.side, signal.et, signal.tid,
-                                 steps, qty, price)
-        self.orders_total.labels(self.name, "FILLED").inc()
+                                 steps, order.qty, levels[-1][1] if levels else None)
+        self.orders_total.labels(self.name, order.status).inc()
         self.log.info("filled", trace_id=signal.tid, order_id=order_id, strategy=signal.strategy, symbol=signal.symbol,
-                      side=signal.side, qty=str(qty), price=str(price), fee=str(paid), realized_pnl=str(realized))
+                      side=signal.side, qty=str(order.filled_qty), of=str(order.qty),
+                      fills=[[str(q), str(p), str(f)] for _, q, p, f, _ in trades], status=order.status)
 
     # ----- resting (limit) orders in the paper venue ------------------------------------------------
     def place(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
@@ -653,16 +696,19 @@ class Executor(Service):
         if rows:
             self.log.info("resting_orders_restored", count=len(rows))
 
-    def write_fill(self, signal: Signal, order_id: str, trade_id: str, qty: Decimal, price: Decimal,
-                   paid: Decimal, realized: Decimal, liquidity: str, trace: str, now: float,
+    def write_fill(self, signal: Signal, order: Order, trades: list[tuple], liquidity: str, trace: str, now: float,
                    steps: list[Transition]) -> None:
-        """The order, its transitions and its trade, atomically: the only writes on the order path."""
+        """The order, its transitions and its trades, atomically: the only writes on the order path."""
+        average = (sum((q * p for _, q, p, _, _ in trades), ZERO) / order.filled_qty).quantize(Decimal("1e-8")) \
+            if len(trades) > 1 else trades[0][2] if trades else None
         with self.store.transaction() as db:
-            db.execute(INSERT_ORDER, (order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, str(qty),
-                                      str(price), steps[-1].after, signal.reason, signal.et, trace, now, "market", None))
+            db.execute(INSERT_ORDER, (order.order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side,
+                                      str(order.qty), None if average is None else str(average), order.status,
+                                      signal.reason, signal.et, trace, now, "market", None))
             record_transitions(db, steps, signal.et, now)
-            db.execute(INSERT_TRADE, (trade_id, order_id, signal.strategy, signal.symbol, signal.side, str(qty),
-                                      str(price), str(paid), str(realized), signal.et, trace, now, liquidity))
+            db.executemany(INSERT_TRADE, [(trade_id, order.order_id, signal.strategy, signal.symbol, signal.side,
+                                           str(qty), str(price), str(paid), str(realized), signal.et, trace, now,
+                                           liquidity) for trade_id, qty, price, paid, realized in trades])
         self.touched_positions.add((signal.strategy, signal.symbol))
 
     def reload_books(self) -> None:

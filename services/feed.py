@@ -12,7 +12,7 @@ import zmq
 
 from core.codec import decode_event
 from core.config import Settings
-from core.livefeed import LiveMarketData
+from core.livefeed import BOOK_LEVELS, LiveMarketData
 from core.marketdata import (
     Bar,
     CandleBuilder,
@@ -126,7 +126,8 @@ class Feed(Service):
         resume = {sym: h[-1].open_time for sym, h in self.history.items() if h}
         self.live = LiveMarketData(s.exchange, s.exchange_url, s.symbols, self.tf, endpoint, self.ctx, self.log, count,
                                    backoff_s=s.feed_backoff_s, stale_s=s.feed_stale_s, resume_from=resume,
-                                   transport=s.feed_transport, poll_s=s.feed_poll_s)
+                                   transport=s.feed_transport, poll_s=s.feed_poll_s,
+                                   book_levels=BOOK_LEVELS if s.fill_model == "book" else 0)
         self.live.start()
         self.log.info("live_feed_started", exchange=s.exchange, url=s.exchange_url, symbols=s.symbols)
 
