@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from core.sim_account import BinanceError, SimAccount, SimAccounts
 MINUTE_MS = 60_000
 REST = "/api.binance.com/api/v3"
 WS = "/stream.binance.com:9443/ws"
+WS_API = "/ws-api.binance.com:443/ws-api/v3"  # Binance's WebSocket API (the spot user-data stream)
+MATCH_EVERY_S = 0.1  # how often resting orders meet the market and user-data events go out
 PATH_FRACTIONS = (0.0, 1 / 3, 2 / 3)  # when the open, first and second extremes trade within a candle
 SPOT_FILTERS = {
     "BTCUSDT": ("0.01", "0.00001"), "ETHUSDT": ("0.01", "0.0001"),
@@ -172,6 +175,8 @@ class ExchangeSim:
         self.chaos = Chaos()
         self.chaos_every_s = chaos_every_s
         self.clients: set[WebSocket] = set()
+        self.user_streams: list[tuple[WebSocket, int, SimAccount]] = []  # (socket, subscription id, account)
+        self.subscription_ids = itertools.count()
         self.trade_ids = 0
         self.app = Starlette(routes=[
             Route(f"{REST}/ping", self.ping), Route(f"{REST}/time", self.server_time),
@@ -183,14 +188,16 @@ class ExchangeSim:
             Route(f"{REST}/myTrades", self.my_trades),
             Route("/admin/chaos", self.admin_chaos, methods=["POST"]), Route("/admin/state", self.admin_state),
             Route("/admin/accounts", self.admin_accounts),
-            WebSocketRoute(WS + "/{stream}", self.stream),
+            WebSocketRoute(WS + "/{stream}", self.stream), WebSocketRoute(WS_API, self.ws_api),
         ], lifespan=self.lifespan)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
-        task = asyncio.create_task(self.periodic_chaos()) if self.chaos_every_s else None
+        tasks = [asyncio.create_task(self.match())]
+        if self.chaos_every_s:
+            tasks.append(asyncio.create_task(self.periodic_chaos()))
         yield
-        if task:
+        for task in tasks:
             task.cancel()
 
     # ----- REST ----------------------------------------------------------------------------------
@@ -394,11 +401,72 @@ class ExchangeSim:
     async def signed(self, request: Request) -> tuple[SimAccount, dict[str, str]]:
         raw = request.url.query if request.method in ("GET", "DELETE") else (await request.body()).decode()
         account, params = self.accounts.authenticate(request.headers.get("X-MBX-APIKEY"), raw)
+        self.cross_resting()
+        return account, params
+
+    def cross_resting(self) -> None:
+        """Resting orders the market traded through fill now."""
         now = self.market.now_ms()
-        for symbol in self.symbols:  # resting orders the market traded through since the last request
+        for symbol in self.symbols:
             if (price := self.price(symbol, now)) is not None:
                 self.accounts.cross(symbol, price, now)
-        return account, params
+
+    async def match(self) -> None:
+        """The matching engine's clock: resting orders meet the market, user-data events go out."""
+        while True:
+            await asyncio.sleep(MATCH_EVERY_S)
+            if self.chaos.away_until > time.monotonic():
+                continue
+            self.cross_resting()
+            await self.send_user_events()
+
+    async def send_user_events(self) -> None:
+        for account in self.accounts.accounts.values():
+            events, account.events = account.events, []
+            for socket, subscription, owner in list(self.user_streams):
+                if owner is not account:
+                    continue
+                try:
+                    for event in events:
+                        await socket.send_text(json.dumps({"subscriptionId": subscription, "event": event}))
+                except (WebSocketDisconnect, RuntimeError):
+                    self.user_streams.remove((socket, subscription, owner))
+
+    async def ws_api(self, socket: WebSocket) -> None:
+        """Binance's WebSocket API, the part a trader's user-data stream needs:
+        `userDataStream.subscribe.signature`, then every executionReport of the account."""
+        if time.monotonic() < self.chaos.refuse_until:
+            await socket.close(code=1013)
+            return
+        await socket.accept()
+        self.clients.add(socket)
+        try:
+            while True:
+                request = json.loads(await socket.receive_text())
+                answer = self.ws_api_call(socket, request.get("method"), request.get("params") or {})
+                await socket.send_text(json.dumps({"id": request.get("id"), **answer}))
+        except (WebSocketDisconnect, RuntimeError, json.JSONDecodeError):
+            pass
+        finally:
+            self.clients.discard(socket)
+            self.user_streams = [s for s in self.user_streams if s[0] is not socket]
+
+    def ws_api_call(self, socket: WebSocket, method: str | None, params: dict) -> dict:
+        if method == "userDataStream.subscribe.signature":
+            try:
+                account = self.accounts.authenticate_ws(params)
+            except BinanceError as error:
+                return {"status": error.status, "error": {"code": error.code, "msg": error.msg}}
+            subscription = next(self.subscription_ids)
+            self.user_streams.append((socket, subscription, account))
+            return {"status": 200, "result": {"subscriptionId": subscription}}
+        if method == "userDataStream.unsubscribe":
+            self.user_streams = [s for s in self.user_streams
+                                 if s[0] is not socket or s[1] != params.get("subscriptionId", s[1])]
+            return {"status": 200, "result": {}}
+        if method == "ping":
+            return {"status": 200, "result": {}}
+        return {"status": 400, "error": {"code": -1100, "msg": f"Unknown method {method!r}."}}
 
     def price(self, symbol: str, at_ms: int) -> Decimal | None:
         traded = self.market.partial(symbol, at_ms)
@@ -413,7 +481,9 @@ class ExchangeSim:
             return limited
         try:
             account, params = await self.signed(request)
-            return JSONResponse(action(account, params))
+            answer = JSONResponse(action(account, params))
+            await self.send_user_events()
+            return answer
         except BinanceError as error:
             return JSONResponse({"code": error.code, "msg": error.msg}, status_code=error.status)
 

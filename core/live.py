@@ -10,12 +10,16 @@ that, so an order it still does not know a little after that long will never arr
 """
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import zmq
+
 from core.config import credential
-from core.livefeed import point_at
+from core.livefeed import Backoff, point_at
 from core.orders import Order, OrderStatus
 
 
@@ -97,25 +101,31 @@ def end_state(order: Order, exchange_status: str) -> OrderStatus:
     return wanted if order.can_move(wanted) else OrderStatus.EXPIRED
 
 
+def trading_exchange(module: Any, settings: Any) -> Any:
+    """A ccxt exchange (sync `ccxt` or async `ccxt.pro`) with the trading credentials, pointed at
+    MESH_EXCHANGE_URL or the sandbox. Raises VenueUnavailable when the credentials are missing."""
+    name = settings.exchange.upper()
+    key, secret = credential(f"{name}_API_KEY"), credential(f"{name}_API_SECRET")
+    if not key or not secret:
+        raise VenueUnavailable(f"live trading needs {name}_API_KEY and {name}_API_SECRET in the environment or .env")
+    exchange = getattr(module, settings.exchange)({
+        "apiKey": key, "secret": secret, "enableRateLimit": True, "timeout": int(settings.live_timeout_s * 1000),
+        "newUpdates": True,
+        "options": {"defaultType": "spot", "recvWindow": RECV_WINDOW_MS, "fetchCurrencies": False,
+                    "fetchMargins": False, "fetchMarkets": {"types": ["spot"]}}})
+    if settings.exchange_url:
+        point_at(exchange.urls["api"], settings.exchange_url)
+    elif settings.live_sandbox:
+        exchange.set_sandbox_mode(True)
+    return exchange
+
+
 class LiveVenue:
     def __init__(self, settings: Any) -> None:
         import ccxt
 
         self.ccxt = ccxt
-        name = settings.exchange.upper()
-        key, secret = credential(f"{name}_API_KEY"), credential(f"{name}_API_SECRET")
-        if not key or not secret:
-            raise VenueUnavailable(f"live trading needs {name}_API_KEY and {name}_API_SECRET in the environment "
-                                   "or .env")
-        self.exchange = getattr(ccxt, settings.exchange)({
-            "apiKey": key, "secret": secret, "enableRateLimit": True,
-            "timeout": int(settings.live_timeout_s * 1000),
-            "options": {"defaultType": "spot", "recvWindow": RECV_WINDOW_MS, "fetchCurrencies": False, "fetchMargins": False,
-                        "fetchMarkets": {"types": ["spot"]}}})
-        if settings.exchange_url:
-            point_at(self.exchange.urls["api"], settings.exchange_url)
-        elif settings.live_sandbox:
-            self.exchange.set_sandbox_mode(True)
+        self.exchange = trading_exchange(ccxt, settings)
         self.call(self.exchange.load_markets)
 
     def call(self, method, *args, **kwargs):
@@ -188,6 +198,73 @@ class LiveVenue:
         """Client order ids of the orders open at the exchange."""
         return [o.get("clientOrderId") or o["id"] for symbol in symbols
                 for o in self.call(self.exchange.fetch_open_orders, self.market_symbol(symbol))]
+
+
+class UserStream:
+    """The exchange's user-data stream (ccxt `watch_orders`) in a thread of its own. Each order update's
+    client order id goes to the executor's loop over an inproc PUSH socket; the executor then looks the
+    order up through REST, which stays the record. The stream makes fills prompt; the executor's own
+    checks every MESH_LIVE_CHECK_S cover the stream being down."""
+
+    def __init__(self, settings: Any, push_endpoint: str, ctx: zmq.Context, log: Any) -> None:
+        self.settings, self.push_endpoint, self.ctx, self.log = settings, push_endpoint, ctx, log
+        self.thread = threading.Thread(target=self._thread_main, name="userstream", daemon=True)
+        self._stopping = False
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.thread.join(timeout=5)
+
+    def _thread_main(self) -> None:
+        push = self.ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(self.push_endpoint)
+        try:
+            asyncio.run(self._main(push))
+        finally:
+            push.close()
+
+    async def _main(self, push: zmq.Socket) -> None:
+        import ccxt.pro
+
+        try:
+            exchange = trading_exchange(ccxt.pro, self.settings)
+        except VenueUnavailable as error:
+            self.log.error("user_stream_unavailable", error=str(error))
+            return
+        watcher = asyncio.create_task(self._watch(exchange, push))
+        try:
+            while not self._stopping:
+                await asyncio.sleep(0.2)
+        finally:
+            watcher.cancel()
+            await exchange.close()
+
+    async def _watch(self, exchange: Any, push: zmq.Socket) -> None:
+        backoff, up = Backoff(0.5, 16.0), False
+        while True:
+            try:
+                orders = await exchange.watch_orders()
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():
+                    raise
+                continue
+            except Exception as error:  # down, refused, a message ccxt cannot parse: retry, never die
+                up = False
+                delay = backoff.next_delay()
+                self.log.warning("user_stream_down", error=_short(error), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+                continue
+            if not up:
+                up = True
+                self.log.info("user_stream_up")
+            backoff.reset()
+            for order in orders:
+                if order.get("clientOrderId"):
+                    push.send(order["clientOrderId"].encode())
 
 
 def reconcile(cash: Decimal, positions: dict[str, Decimal], balances: dict[str, Decimal], open_at_exchange: list[str],

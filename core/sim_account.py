@@ -9,6 +9,9 @@ Market orders fill at the simulated market's current price (taker fee, charged i
 limit orders rest and fill when the market trades through them, as makers. Chaos for orders, by
 `POST /admin/chaos`: `reject_orders` (the next N orders are refused for insufficient balance) and
 `partial` (the next N market orders fill half and expire).
+
+Every change to an order is also a user-data event (`executionReport`, and `outboundAccountPosition`
+after a trade), queued per account for the WebSocket API's `userDataStream.subscribe.signature`.
 """
 from __future__ import annotations
 
@@ -37,6 +40,28 @@ class SimAccount:
     balances: dict[str, Decimal]
     orders: dict[int, dict] = field(default_factory=dict)
     trades: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # user-data stream events not yet sent
+
+
+def execution_report(order: dict, execution: str, now_ms: int, trade: dict | None = None) -> dict:
+    """Binance's `executionReport` user-data event for an order that changed."""
+    return {"e": "executionReport", "E": now_ms, "s": order["symbol"], "c": order["clientOrderId"],
+            "S": order["side"], "o": order["type"], "f": order["timeInForce"], "q": order["origQty"],
+            "p": order["price"], "P": "0.00000000", "F": "0.00000000", "g": -1, "C": "", "x": execution,
+            "X": order["status"], "r": "NONE", "i": order["orderId"],
+            "l": trade["qty"] if trade else "0.00000000", "z": order["executedQty"],
+            "L": trade["price"] if trade else "0.00000000", "n": trade["commission"] if trade else "0",
+            "N": trade["commissionAsset"] if trade else None, "T": now_ms, "t": trade["id"] if trade else -1,
+            "I": 0, "w": order["status"] in ("NEW", "PARTIALLY_FILLED"), "m": trade["isMaker"] if trade else False,
+            "M": False, "O": order["time"], "Z": order["cummulativeQuoteQty"],
+            "Y": trade["quoteQty"] if trade else "0.00000000", "Q": "0.00000000", "W": order["workingTime"],
+            "V": "EXPIRE_MAKER"}
+
+
+def account_position(account: SimAccount, now_ms: int) -> dict:
+    """Binance's `outboundAccountPosition` event: the balances after a change."""
+    return {"e": "outboundAccountPosition", "E": now_ms, "u": now_ms,
+            "B": [{"a": b["asset"], "f": b["free"], "l": b["locked"]} for b in SimAccounts.balances(account)]}
 
 
 class SimAccounts:
@@ -64,6 +89,20 @@ class SimAccounts:
         if abs(time.time() * 1000 - int(params.get("timestamp", 0))) > window:
             raise BinanceError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
         return account, params
+
+    def authenticate_ws(self, params: dict) -> SimAccount:
+        """A WebSocket API request signed the Binance way: HMAC-SHA256 over its parameters (all but the
+        signature) sorted by name, as name=value joined by &."""
+        account = self.accounts.get(str(params.get("apiKey", "")))
+        if account is None:
+            raise BinanceError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        signed = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "signature")
+        expected = hmac.new(account.secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, str(params.get("signature", ""))):
+            raise BinanceError(400, -1022, "Signature for this request is not valid.")
+        if abs(time.time() * 1000 - int(params.get("timestamp", 0))) > int(params.get("recvWindow", 5000)):
+            raise BinanceError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+        return account
 
     # ----- orders -----------------------------------------------------------------------------------
     def place(self, account: SimAccount, params: dict[str, str], price: Decimal, now_ms: int,
@@ -94,6 +133,7 @@ class SimAccounts:
                  "status": "NEW", "timeInForce": params.get("timeInForce", "GTC"), "type": kind, "side": side,
                  "time": now_ms, "updateTime": now_ms, "workingTime": now_ms, "fills": []}
         account.orders[order["orderId"]] = order
+        account.events.append(execution_report(order, "NEW", now_ms))
         if kind == "MARKET":
             partial = self.partial_next > 0
             self.partial_next -= partial
@@ -101,12 +141,14 @@ class SimAccounts:
             self.execute(account, order, filled, price, TAKER_FEE, False, now_ms)
             if partial:
                 order["status"] = "EXPIRED"
+                account.events.append(execution_report(order, "EXPIRED", now_ms))
         return order
 
     def execute(self, account: SimAccount, order: dict, qty: Decimal, price: Decimal, fee_rate: Decimal,
                 maker: bool, now_ms: int) -> None:
         if qty <= 0:
             order["status"] = "EXPIRED"
+            account.events.append(execution_report(order, "EXPIRED", now_ms))
             return
         base = order["symbol"].removesuffix("USDT")
         notional = qty * price
@@ -126,6 +168,7 @@ class SimAccounts:
         order["updateTime"] = now_ms
         order["fills"].append({"price": str(price), "qty": str(qty), "commission": str(commission),
                                "commissionAsset": "USDT", "tradeId": trade["id"]})
+        account.events += [execution_report(order, "TRADE", now_ms, trade), account_position(account, now_ms)]
 
     def cross(self, symbol: str, price: Decimal, now_ms: int) -> None:
         """Resting limit orders the market traded through fill, at their price, as makers."""
@@ -154,6 +197,7 @@ class SimAccounts:
         if order["status"] not in ("NEW", "PARTIALLY_FILLED"):
             raise BinanceError(400, -2011, "Unknown order sent.")
         order["status"], order["updateTime"] = "CANCELED", now_ms
+        account.events.append(execution_report(order, "CANCELED", now_ms))
         return order
 
     @staticmethod

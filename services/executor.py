@@ -15,6 +15,8 @@ import time
 from dataclasses import replace
 from decimal import Decimal
 
+import zmq
+
 from core.allocation import equal_weights
 from core.config import Settings
 from core.execution import (
@@ -38,6 +40,7 @@ from core.live import (
     ExchangeOrder,
     LiveOrder,
     LiveVenue,
+    UserStream,
     VenueRejected,
     VenueUnavailable,
     end_state,
@@ -123,6 +126,7 @@ class Executor(Service):
             self.restore_live_orders()
             self.start_live()
             self.loop.every(s.live_check_s, self.check_live_orders)
+            self.listen_to_user_stream()
         else:
             self.restore_resting_orders()
         self.duplicates = self.metrics.counter("mesh_duplicate_signals_total", "signals dropped as already seen")
@@ -417,13 +421,7 @@ class Executor(Service):
             if self.venue_down:
                 self.venue.ping()
             for live in list(self.live_orders.values()):
-                if live.cancel_reason:
-                    self.cancel_live(live, live.cancel_reason)
-                    continue
-                try:
-                    self.apply_report(live, self.venue.order(live.symbol, live.order.order_id))
-                except VenueRejected as error:
-                    self.log.warning("live_order_check_refused", order_id=live.order.order_id, error=str(error))
+                self.refresh_live(live)
         except VenueUnavailable as error:
             return self.venue_unreachable(error)
         if self.venue_down:
@@ -431,6 +429,41 @@ class Executor(Service):
             self.venue_down = ""
             self.pub.publish(b"venue.status", VenueStatus(connected=True, reason="the exchange answers again",
                                                           et=self.event_time))
+
+    def refresh_live(self, live: LiveOrder) -> None:
+        """The order as the exchange knows it now, booked (a pending cancel is asked again). Raises
+        VenueUnavailable for the caller to note."""
+        if live.cancel_reason:
+            return self.cancel_live(live, live.cancel_reason)
+        try:
+            self.apply_report(live, self.venue.order(live.symbol, live.order.order_id))
+        except VenueRejected as error:
+            self.log.warning("live_order_check_refused", order_id=live.order.order_id, error=str(error))
+
+    def listen_to_user_stream(self) -> None:
+        """Order updates pushed by the exchange: the order is looked up at once instead of at the next check."""
+        endpoint = f"inproc://userstream-{id(self)}"
+        self.user_inbox = self.ctx.socket(zmq.PULL)
+        self.user_inbox.bind(endpoint)
+        self.loop.add_reader(self.user_inbox, self.on_user_event)
+        self._closables.append(self.user_inbox)
+        self.user_stream = UserStream(self.settings, endpoint, self.ctx, self.log)
+        self.user_stream.start()
+
+    def on_user_event(self) -> None:
+        updated = set()
+        while True:
+            try:
+                updated.add(self.user_inbox.recv(zmq.NOBLOCK).decode())
+            except zmq.Again:
+                break
+        if not self.live_started:
+            return
+        for order_id in updated & set(self.live_orders):
+            try:
+                self.refresh_live(self.live_orders[order_id])
+            except VenueUnavailable as error:
+                return self.venue_unreachable(error)
 
     def venue_unreachable(self, error: Exception) -> None:
         if not self.venue_down:
@@ -794,6 +827,8 @@ class Executor(Service):
                                      self.portfolio.accounts[a.strategy].trades, now) for a in snapshot.accounts])
 
     def teardown(self) -> None:
+        if getattr(self, "user_stream", None) is not None:
+            self.user_stream.stop()
         self.sync_store()
 
 

@@ -163,3 +163,48 @@ def test_the_simulator_checks_signatures_and_trades_like_binance(sim):
     assert [o["id"] for o in exchange.fetch_open_orders("ETH/USDT")] == [resting["id"]]
     assert exchange.cancel_order(resting["id"], "ETH/USDT")["status"] == "canceled"
     assert len(exchange.fetch_my_trades("ETH/USDT")) == 2
+
+
+def test_the_simulators_user_data_stream_is_binances_websocket_api(sim):
+    """`userDataStream.subscribe.signature` checks the signature like Binance, then sends the account's
+    executionReports: the real ccxt.pro `watch_orders` follows an order placed through REST."""
+    import asyncio
+    import hashlib
+    import hmac
+
+    import aiohttp
+    import ccxt.pro
+
+    from core.livefeed import point_at
+
+    async def refused_with_a_bad_signature() -> dict:
+        params = {"apiKey": SIM_KEY, "timestamp": int(time.time() * 1000)}
+        payload = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+        params["signature"] = hmac.new(b"not-the-secret", payload.encode(), hashlib.sha256).hexdigest()
+        url = sim.replace("http", "ws") + "/ws-api.binance.com:443/ws-api/v3"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as socket:
+            await socket.send_json({"id": "1", "method": "userDataStream.subscribe.signature", "params": params})
+            return await socket.receive_json(timeout=10)
+
+    async def followed_by_ccxt() -> list[tuple]:
+        exchange = ccxt.pro.binance({"apiKey": SIM_KEY, "secret": SIM_SECRET, "options": {
+            "defaultType": "spot", "fetchCurrencies": False, "fetchMargins": False,
+            "fetchMarkets": {"types": ["spot"]}}})
+        point_at(exchange.urls["api"], sim)
+        try:
+            await exchange.load_markets()
+            watching = asyncio.create_task(exchange.watch_orders())
+            await asyncio.sleep(1)  # subscribed before the order
+            await exchange.create_order("ETH/USDT", "market", "buy", 0.1, params={"newClientOrderId": "mt-uds-1"})
+            seen = []
+            while not any(o["status"] == "closed" for o in seen):
+                seen += await asyncio.wait_for(watching, 10)
+                watching = asyncio.create_task(exchange.watch_orders())
+            watching.cancel()
+            return [(o["clientOrderId"], o["status"], o["filled"]) for o in seen]
+        finally:
+            await exchange.close()
+
+    refused = asyncio.run(refused_with_a_bad_signature())
+    assert refused["status"] == 400 and refused["error"]["code"] == -1022
+    assert ("mt-uds-1", "closed", 0.1) in asyncio.run(followed_by_ccxt())

@@ -77,11 +77,11 @@ def test_an_order_whose_answer_is_lost_is_found_by_its_client_id(live_trading, s
 
 
 def test_the_exchange_going_away_mid_order(live_trading, sim, alert_sink):
-    """The exchange takes an order and then answers nothing for 6 s, across an executor restart: the
+    """The exchange takes an order and then answers nothing for 12 s, across an executor restart: the
     executor refuses new orders meanwhile, alerts, and ends with the order booked once."""
     mesh = live_trading
     seen = len(log_events(mesh, "live_order_unanswered"))
-    chaos(sim, action="vanish", seconds=6)
+    chaos(sim, action="vanish", seconds=12)
     order_id = next_unanswered(mesh, seen)
     mesh.ctl("restart", "executor")
     wait_for(lambda: order_history(mesh, order_id)[-1:] == ["FILLED"], 60, "the order found after the outage")
