@@ -61,6 +61,21 @@ def as_booked(trade_id: str, side: str, amount: Decimal, price: Decimal, fee: De
 
 
 @dataclass(frozen=True)
+class UnbookedFill:
+    """A trade at the exchange the store does not have."""
+
+    client_id: str
+    trade_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal
+
+    def __str__(self) -> str:
+        return f"trade {self.trade_id} of order {self.client_id} ({self.symbol} {self.side} {self.qty} at {self.price})"
+
+
+@dataclass(frozen=True)
 class ExchangeOrder:
     status: str  # the ccxt status: open, closed, canceled, expired, rejected
     filled: Decimal
@@ -194,6 +209,21 @@ class LiveVenue:
         balance = self.call(self.exchange.fetch_balance)
         return {asset: _dec(amount) for asset, amount in (balance.get("total") or {}).items() if amount is not None}
 
+    def unbooked_fills(self, symbols: list[str], booked: set[str]) -> list[UnbookedFill]:
+        """The exchange's latest trades (500 a symbol) whose ids are not in `booked`, each with the
+        client id of its order."""
+        found = []
+        for symbol in symbols:
+            unified = self.market_symbol(symbol)
+            trades = [t for t in self.call(self.exchange.fetch_my_trades, unified) if str(t["id"]) not in booked]
+            client_ids = {}
+            for order_id in {t["order"] for t in trades}:
+                order = self.call(self.exchange.fetch_order, order_id, unified)
+                client_ids[order_id] = order.get("clientOrderId") or str(order_id)
+            found += [UnbookedFill(client_ids[t["order"]], str(t["id"]), symbol, t["side"], _dec(t["amount"]),
+                                   _dec(t["price"])) for t in trades]
+        return found
+
     def open_orders(self, symbols: list[str]) -> list[str]:
         """Client order ids of the orders open at the exchange."""
         return [o.get("clientOrderId") or o["id"] for symbol in symbols
@@ -268,11 +298,19 @@ class UserStream:
 
 
 def reconcile(cash: Decimal, positions: dict[str, Decimal], balances: dict[str, Decimal], open_at_exchange: list[str],
-              known_open: set[str], tolerance: Decimal) -> tuple[list[str], list[str]]:
+              known_open: set[str], tolerance: Decimal, unbooked: list[UnbookedFill] = (),
+              ours: set[str] = frozenset()) -> tuple[list[str], list[str]]:
     """Books against the exchange: (problems that forbid trading, notes). The mesh may manage part of an
-    account, so the exchange holding more than the books is a note; holding less, or an open order the
-    store does not know, is a problem, named with both figures."""
+    account, so the exchange holding more than the books, or fills of orders the mesh never placed, are
+    notes; holding less, an open order the store does not know, or a fill of one of the mesh's own orders
+    (`ours`) missing from the store, is a problem, named with both figures."""
     problems, notes = [], []
+    missing = [fill for fill in unbooked if fill.client_id in ours]
+    if missing:
+        problems.append("fills at the exchange missing from the store: " + "; ".join(map(str, missing)))
+    foreign = [fill for fill in unbooked if fill.client_id not in ours]
+    if foreign:
+        notes.append(f"{len(foreign)} recent fills of orders the mesh did not place, e.g. {foreign[0]}")
     checks = [("USDT", cash, tolerance)] + [(asset, qty, Decimal(0)) for asset, qty in sorted(positions.items())]
     for asset, books, slack in checks:
         held = balances.get(asset, Decimal(0))

@@ -271,6 +271,8 @@ class Executor(Service):
                 self.apply_report(live, self.venue.order(live.symbol, live.order.order_id))
             balances = self.venue.balances()
             open_orders = self.venue.open_orders(self.settings.symbols)
+            booked = {r[0].rsplit("-", 1)[-1] for r in self.store.query("SELECT trade_id FROM trades")}
+            unbooked = self.venue.unbooked_fills(self.settings.symbols, booked)
         except (VenueRejected, VenueUnavailable) as error:
             blocked = f"exchange unavailable: {error}"
             if blocked != self.live_blocked:
@@ -283,8 +285,12 @@ class Executor(Service):
             for symbol, position in account.positions.items():
                 asset = symbol.removesuffix("USDT")
                 held[asset] = held.get(asset, ZERO) + position.qty
+        client_ids = sorted({fill.client_id for fill in unbooked})
+        ours = {r[0] for r in self.store.query(
+            f"SELECT order_id FROM orders WHERE order_id IN ({','.join('?' * len(client_ids))})", tuple(client_ids))
+        } if client_ids else set()
         problems, notes = reconcile(self.portfolio.cash(), held, balances, open_orders, set(self.live_orders),
-                                    self.settings.reconcile_tolerance)
+                                    self.settings.reconcile_tolerance, unbooked, ours)
         if problems:  # a human has to look: this is not retried
             self.live_blocked = "books and exchange disagree: " + "; ".join(problems)
             self.log.error("reconciliation_failed", problems=problems, notes=notes)
