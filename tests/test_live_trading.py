@@ -3,6 +3,7 @@ simulator (Binance's signed endpoints on 127.0.0.1), books the exchange's own fi
 reconcile with the exchange's balances to the last digit. Credentials never reach a log."""
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,12 @@ def test_live_orders_are_the_exchanges_fills_and_reconcile(live_trading, sim):
     rejected = wait_for(lambda: mesh.query("SELECT reason FROM orders WHERE status='REJECTED'"), 60,
                         "an order the exchange refused")
     assert "insufficient balance" in rejected[0][0]
+    chaos(sim, action="partial", count=1)  # the next market order fills half, the rest expires
+    [(order_id, qty)] = wait_for(lambda: mesh.query("SELECT order_id, qty FROM orders WHERE status='EXPIRED'"), 60,
+                                 "an order the exchange filled in part")
+    assert order_history(mesh, order_id) == ["SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED", "EXPIRED"]
+    [(filled,)] = mesh.query("SELECT qty FROM trades WHERE order_id = ?", (order_id,))
+    assert 0 < Decimal(filled) < Decimal(qty)
     mesh.quiesce()
     assert_books_are_the_exchanges(mesh, sim)
     logs = "".join(p.read_text(errors="replace") for p in mesh.settings.log_dir.glob("*.log"))
