@@ -11,13 +11,13 @@ that, so an order it still does not know a little after that long will never arr
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import zmq
 
+from core.bus import AsyncioThread
 from core.config import credential
 from core.livefeed import Backoff, point_at
 from core.orders import Order, OrderStatus
@@ -230,34 +230,17 @@ class LiveVenue:
                 for o in self.call(self.exchange.fetch_open_orders, self.market_symbol(symbol))]
 
 
-class UserStream:
+class UserStream(AsyncioThread):
     """The exchange's user-data stream (ccxt `watch_orders`) in a thread of its own. Each order update's
     client order id goes to the executor's loop over an inproc PUSH socket; the executor then looks the
     order up through REST, which stays the record. The stream makes fills prompt; the executor's own
     checks every MESH_LIVE_CHECK_S cover the stream being down."""
 
     def __init__(self, settings: Any, push_endpoint: str, ctx: zmq.Context, log: Any) -> None:
-        self.settings, self.push_endpoint, self.ctx, self.log = settings, push_endpoint, ctx, log
-        self.thread = threading.Thread(target=self._thread_main, name="userstream", daemon=True)
-        self._stopping = False
+        super().__init__("userstream", ctx, push_endpoint)
+        self.settings, self.log = settings, log
 
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.thread.join(timeout=5)
-
-    def _thread_main(self) -> None:
-        push = self.ctx.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.connect(self.push_endpoint)
-        try:
-            asyncio.run(self._main(push))
-        finally:
-            push.close()
-
-    async def _main(self, push: zmq.Socket) -> None:
+    async def run_async(self) -> None:
         import ccxt.pro
 
         try:
@@ -265,15 +248,14 @@ class UserStream:
         except VenueUnavailable as error:
             self.log.error("user_stream_unavailable", error=str(error))
             return
-        watcher = asyncio.create_task(self._watch(exchange, push))
+        watcher = asyncio.create_task(self._watch(exchange))
         try:
-            while not self._stopping:
-                await asyncio.sleep(0.2)
+            await self.until_stopped()
         finally:
             watcher.cancel()
             await exchange.close()
 
-    async def _watch(self, exchange: Any, push: zmq.Socket) -> None:
+    async def _watch(self, exchange: Any) -> None:
         backoff, up = Backoff(0.5, 16.0), False
         while True:
             try:
@@ -294,7 +276,7 @@ class UserStream:
             backoff.reset()
             for order in orders:
                 if order.get("clientOrderId"):
-                    push.send(order["clientOrderId"].encode())
+                    self.push.send(order["clientOrderId"].encode())
 
 
 def reconcile(cash: Decimal, positions: dict[str, Decimal], balances: dict[str, Decimal], open_at_exchange: list[str],

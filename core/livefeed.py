@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 
 import zmq
 
+from core.bus import AsyncioThread
 from core.codec import encode
 from core.log import Logger
 from core.marketdata import Bar, candle_problem, timeframe_ms
@@ -78,7 +78,7 @@ class SymbolState:
 
 
 
-class LiveMarketData:
+class LiveMarketData(AsyncioThread):
     def __init__(self, exchange_id: str, exchange_url: str | None, symbols: list[str], tf: str,
                  push_endpoint: str, ctx: zmq.Context, log: Logger, counters: Callable[[str, str, float], None],
                  backoff_s: float = 1.0, backoff_cap_s: float = 16.0, stale_s: float | None = None,
@@ -89,7 +89,7 @@ class LiveMarketData:
         self.tf = tf
         self.tf_ms = timeframe_ms(tf)
         self.states = {s: SymbolState(s, last_published=(resume_from or {}).get(s, -1)) for s in symbols}
-        self.push_endpoint, self.ctx = push_endpoint, ctx
+        super().__init__("livefeed", ctx, push_endpoint)
         self.log = log
         self.count = counters  # count(metric, symbol, amount)
         self.backoff_s, self.backoff_cap_s = backoff_s, backoff_cap_s
@@ -99,25 +99,6 @@ class LiveMarketData:
         self.book_levels = book_levels  # 0: no order book
         self.finals_marked = False  # the exchange flags closing klines (Binance's "x"): only those are final
         self.received_ns: dict[str, int] = {}
-        self.thread = threading.Thread(target=self._thread_main, name="livefeed", daemon=True)
-        self._stopping = False
-
-    # ----- plumbing ------------------------------------------------------------------------------
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.thread.join(timeout=5)
-
-    def _thread_main(self) -> None:
-        self.push = self.ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(self.push_endpoint)
-        try:
-            asyncio.run(self._main())
-        finally:
-            self.push.close()
 
     def emit(self, topic: bytes, message, received_ns: int = 0) -> None:
         """To the feed's loop: [topic, payload, monotonic ns the websocket message was received]."""
@@ -151,12 +132,12 @@ class LiveMarketData:
         exchange.handle_message = stamped
         return exchange
 
-    async def _main(self) -> None:
+    async def run_async(self) -> None:
         import ccxt
 
         exchange = self.exchange()
         backoff = Backoff(self.backoff_s, self.backoff_cap_s)
-        while not self._stopping:
+        while not self.stopping:
             try:
                 await exchange.load_markets()
                 break
@@ -182,8 +163,7 @@ class LiveMarketData:
             tasks += [asyncio.create_task(self.watch_book(exchange, s)) for s in self.states.values() if s.unified]
         tasks.append(asyncio.create_task(self.watchdog(exchange)))
         try:
-            while not self._stopping:
-                await asyncio.sleep(0.2)
+            await self.until_stopped()
         finally:
             for task in tasks:
                 task.cancel()
@@ -194,7 +174,7 @@ class LiveMarketData:
         import ccxt
 
         backoff = Backoff(self.backoff_s, self.backoff_cap_s)
-        while not self._stopping:
+        while not self.stopping:
             try:
                 cache = await exchange.watch_ohlcv(state.unified, self.tf)
             except asyncio.CancelledError as error:
@@ -218,7 +198,7 @@ class LiveMarketData:
         (its snapshot + diff-depth sequence checks included). A broken sequence resubscribes."""
         topic = book_topic(state.symbol)
         backoff = Backoff(self.backoff_s, self.backoff_cap_s)
-        while not self._stopping:
+        while not self.stopping:
             try:
                 book = await exchange.watch_order_book(state.unified)
             except asyncio.CancelledError:
@@ -242,7 +222,7 @@ class LiveMarketData:
         import ccxt
 
         backoff = Backoff(self.backoff_s, self.backoff_cap_s)
-        while not self._stopping:
+        while not self.stopping:
             try:
                 rows = await exchange.fetch_ohlcv(state.unified, self.tf, limit=3)
             except ccxt.BaseError as error:
@@ -327,7 +307,7 @@ class LiveMarketData:
         backoff = Backoff(self.backoff_s, self.backoff_cap_s)
         fetched: list[list] = []
         since = start
-        while since < until_open and not self._stopping:
+        while since < until_open and not self.stopping:
             try:
                 rows = await exchange.fetch_ohlcv(state.unified, self.tf, since=since,
                                                   limit=min(BACKFILL_LIMIT, (until_open - since) // self.tf_ms))
@@ -373,7 +353,7 @@ class LiveMarketData:
         silently (ccxt's receive loop ends on a frame it cannot parse, the socket stays open), so a stale
         stream is also closed, which makes the watchers reconnect and repair the gap."""
         started = last_report = time.monotonic()
-        while not self._stopping:
+        while not self.stopping:
             await asyncio.sleep(min(1.0, self.stale_s / 4))
             now = time.monotonic()
             if now - last_report >= STATUS_EVERY_S:  # for subscribers that (re)joined since the last change
