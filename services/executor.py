@@ -496,10 +496,9 @@ class Executor(Service):
                                 "AS last_seq FROM orders o WHERE status IN ('SUBMITTED', 'ACCEPTED', 'PARTIALLY_FILLED')")
         for row in rows:
             order_id = row["order_id"]
-            booked = {r[0].removeprefix(order_id + "-")
-                      for r in self.store.query("SELECT trade_id FROM trades WHERE order_id = ?", (order_id,))}
-            filled = sum((Decimal(r[0]) for r in self.store.query("SELECT qty FROM trades WHERE order_id = ?",
-                                                                  (order_id,))), ZERO)
+            trades = self.store.query("SELECT trade_id, qty FROM trades WHERE order_id = ?", (order_id,))
+            booked = {r[0].removeprefix(order_id + "-") for r in trades}
+            filled = sum((Decimal(r[1]) for r in trades), ZERO)
             order = Order(order_id, Decimal(row["qty"]), OrderStatus(row["status"]), min(filled, Decimal(row["qty"])),
                           seq_base=row["last_seq"] or 0)
             limit = Decimal(row["price"]) if row["order_type"] == "limit" else None
