@@ -12,11 +12,12 @@ import time
 
 import numpy as np
 
-from core.backtest import Backtester
-from core.config import BUNDLED_DATA, load_settings
-from core.marketdata import Bar, find_candle_file, load_bars
-from core.strategies import REGISTRY
-from core.sweep import sweep_sma_cross
+from meshtrader.domain.candles import Bar
+from meshtrader.marketdata.files import find_candle_file, load_bars
+from meshtrader.research.backtest import Backtester
+from meshtrader.research.sweep import sweep_sma_cross
+from meshtrader.runtime.config import BUNDLED_DATA, load_settings
+from meshtrader.strategies import REGISTRY
 
 FAST, SLOW = 10, 30
 REPEATS = 5

@@ -16,19 +16,19 @@ import httpx
 import zmq
 
 from bench.stats import percentiles_us
-from core.bus import Publisher
-from core.codec import decode_event
-from core.config import load_settings
-from core.harness import free_port_base
-from core.livefeed import LiveMarketData
-from core.log import Logger
-from core.messages import Candle, Tick
-from core.metrics import ServiceMetrics
+from meshtrader.bus import Publisher
+from meshtrader.marketdata.live import LiveMarketData
+from meshtrader.runtime.config import load_settings
+from meshtrader.runtime.log import Logger
+from meshtrader.runtime.metrics import ServiceMetrics
+from meshtrader.wire.codec import decode_event
+from meshtrader.wire.messages import Candle, Tick
+from tools.localmesh import free_port_base
 
 
 def run_feed_suite(seconds: float = 10.0, speed: float = 200.0, progress: bool = True) -> dict:
     port = free_port_base() + 99
-    sim = subprocess.Popen([sys.executable, "-m", "core.cli", "exchange-sim", "--port", str(port), "--speed",
+    sim = subprocess.Popen([sys.executable, "-m", "meshtrader", "exchange-sim", "--port", str(port), "--speed",
                             str(speed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     ctx = zmq.Context()

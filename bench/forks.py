@@ -14,11 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.config import BUNDLED_DATA, load_settings
-from core.forks import PostgresForks, SqliteForks
-from core.marketdata import find_candle_file, load_bars
-from core.messages import Candle
-from core.store import Store
+from meshtrader.forks.backends import PostgresForks, SqliteForks
+from meshtrader.marketdata.files import find_candle_file, load_bars
+from meshtrader.persistence.store import Store
+from meshtrader.runtime.config import BUNDLED_DATA, load_settings
+from meshtrader.wire.messages import Candle
 
 FORKS = 10
 
@@ -58,7 +58,7 @@ def run_forks_suite() -> dict:
 
 
 def postgres_forks() -> dict:
-    from core.pgserver import LocalPostgres, PostgresUnavailable
+    from tools.pgserver import LocalPostgres, PostgresUnavailable
 
     try:
         server = LocalPostgres().start()

@@ -19,8 +19,8 @@ import zmq
 
 from bench.bare_chain import run_bare_chain
 from bench.stats import percentiles_us
-from core.codec import decode_event
-from core.harness import LocalMesh
+from meshtrader.wire.codec import decode_event
+from tools.localmesh import LocalMesh
 
 WARMUP = 200
 

@@ -1,5 +1,5 @@
 """Parameter-sweep throughput, serial vs parallel, in one run: the walk-forward optimisation the
-allocator runs (core.optimize), over a SQLite copy of the bundled candles, once in this process and
+allocator runs (meshtrader.research.optimize), over a SQLite copy of the bundled candles, once in this process and
 once in worker processes. Prints configurations x bars per second for each and the ratio.
 
 The parallel figure includes starting the workers (spawned processes import the code and load the
@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 from bench.forks import bundled_store
-from core.config import load_settings
-from core.optimize import optimize
-from core.store import Store
+from meshtrader.persistence.store import Store
+from meshtrader.research.optimize import optimize
+from meshtrader.runtime.config import load_settings
 
 STRATEGY = "macd"  # its whole grid: 27 parameter sets
 DAYS = 14

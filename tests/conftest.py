@@ -17,11 +17,11 @@ import httpx
 import pytest
 import zmq
 
-from core.codec import DecodeError, UnknownTopic, decode_event
-from core.config import LIVE_CONFIRMATION
-from core.harness import LocalMesh, free_port_base
-from core.portfolio import Portfolio
-from core.store import Store
+from meshtrader.domain.portfolio import Portfolio
+from meshtrader.persistence.store import Store
+from meshtrader.runtime.config import LIVE_CONFIRMATION
+from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_event
+from tools.localmesh import LocalMesh, free_port_base
 
 # Tests describe their meshes completely; a developer's own MESH_* settings must not leak in.
 for _name in [n for n in os.environ if n.startswith("MESH_")]:
@@ -171,7 +171,7 @@ def sim(tmp_path_factory):
     port = free_port_base() + 99
     log = open(tmp_path_factory.mktemp("sim") / "sim.log", "w")
     env = {**os.environ, "BINANCE_API_KEY": SIM_KEY, "BINANCE_API_SECRET": SIM_SECRET}
-    process = subprocess.Popen([sys.executable, "-m", "core.cli", "exchange-sim", "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "meshtrader", "exchange-sim", "--port", str(port),
                                 "--speed", "20"], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: _answers(url), 30, "the exchange simulator")

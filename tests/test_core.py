@@ -10,11 +10,18 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.allocation import equal_weights
-from core.codec import DecodeError, UnknownTopic, decode_event, decoder_for, encode
-from core.config import REPO_ROOT, ConfigError, load_settings
-from core.marketdata import Bar, candle_problem, find_candle_file, load_bars
-from core.messages import (
+from meshtrader.domain.allocation import equal_weights
+from meshtrader.domain.candles import Bar, candle_problem
+from meshtrader.domain.money import fee, instrument, slipped_price, to_decimal
+from meshtrader.domain.portfolio import AccountingError, Portfolio, size_buy
+from meshtrader.domain.risk import Limits, RiskBook, evaluate, judge
+from meshtrader.marketdata.files import find_candle_file, load_bars
+from meshtrader.persistence.store import ORDER_BASICS, SCHEMA_VERSION, Store
+from meshtrader.runtime.config import REPO_ROOT, ConfigError, load_settings
+from meshtrader.runtime.supervise import default_paths, render
+from meshtrader.strategies import ParameterError, create
+from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_event, decoder_for, encode
+from meshtrader.wire.messages import (
     ApproveOrder,
     Candle,
     Fill,
@@ -24,12 +31,6 @@ from core.messages import (
     candle_topic,
     tick_topic,
 )
-from core.money import fee, instrument, slipped_price, to_decimal
-from core.portfolio import AccountingError, Portfolio, size_buy
-from core.risk import Limits, RiskBook, evaluate, judge
-from core.store import ORDER_BASICS, SCHEMA_VERSION, Store
-from core.strategies import ParameterError, create
-from core.supervise import default_paths, render
 
 D = Decimal
 
@@ -84,7 +85,7 @@ def test_settings_precedence_defaults_file_env(tmp_path, monkeypatch):
 
 def test_service_exits_with_config_error(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "MESH_HOME": str(tmp_path), "MESH_ORDER_PCT": "0.5"}
-    result = subprocess.run([sys.executable, "-m", "services.feed"], env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "meshtrader.services.feed"], env=env, capture_output=True, text=True,
                             cwd=REPO_ROOT, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "MESH_ORDER_PCT 0.5 exceeds MESH_MAX_ORDER_PCT" in result.stderr
@@ -290,7 +291,7 @@ def test_bundled_data_ships_with_provenance():
 
 
 def test_readme_documents_every_setting_and_both_commands():
-    from core.config import Settings
+    from meshtrader.runtime.config import Settings
 
     readme = (REPO_ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
@@ -299,7 +300,7 @@ def test_readme_documents_every_setting_and_both_commands():
 
 
 def test_candles_built_from_trades_have_no_holes():
-    from core.marketdata import CandleBuilder, Trade
+    from meshtrader.domain.candles import CandleBuilder, Trade
 
     builder = CandleBuilder(60_000)
     closed = []
@@ -314,8 +315,8 @@ def test_candles_built_from_trades_have_no_holes():
 def test_any_ccxt_exchange_can_be_pointed_at_a_local_url(exchange_id):
     import zmq
 
-    from core.livefeed import LiveMarketData
-    from core.log import Logger
+    from meshtrader.marketdata.live import LiveMarketData
+    from meshtrader.runtime.log import Logger
 
     live = LiveMarketData(exchange_id, "http://127.0.0.1:9", ["BTCUSDT"], "1m", "inproc://x", zmq.Context.instance(),
                           Logger("t", "ERROR"), lambda *_: None)
@@ -337,8 +338,8 @@ def test_any_ccxt_exchange_can_be_pointed_at_a_local_url(exchange_id):
 def test_vectorized_sweep_finds_the_event_paths_trades():
     import numpy as np
 
-    from core.backtest import Backtester
-    from core.sweep import sweep_sma_cross
+    from meshtrader.research.backtest import Backtester
+    from meshtrader.research.sweep import sweep_sma_cross
 
     bars = load_bars(find_candle_file(REPO_ROOT / "data", "BTCUSDT"))[0][:6000]
     settings = load_settings(max_order_pct=1, daily_loss_pct=1, strategy_drawdown_pct=1)
@@ -354,7 +355,7 @@ def test_vectorized_sweep_finds_the_event_paths_trades():
 def test_backtest_cli_is_deterministic_and_plots(tmp_path):
     import json as json_module
 
-    command = [sys.executable, "-m", "core.cli", "backtest", "--strategy", "breakout", "--symbol", "ETHUSDT",
+    command = [sys.executable, "-m", "meshtrader", "backtest", "--strategy", "breakout", "--symbol", "ETHUSDT",
                "--from", "2025-05-10", "--to", "2025-05-11", "--json"]
     first = subprocess.run(command + ["--plot", str(tmp_path / "eq.png")], capture_output=True, text=True,
                            cwd=REPO_ROOT, timeout=120)
@@ -367,20 +368,20 @@ def test_backtest_cli_is_deterministic_and_plots(tmp_path):
         two.pop(volatile, None)
     assert one == two, "same input, same output"
     assert (tmp_path / "eq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = subprocess.run([sys.executable, "-m", "core.cli", "backtest", "--strategy", "macd", "--params",
+    bad = subprocess.run([sys.executable, "-m", "meshtrader", "backtest", "--strategy", "macd", "--params",
                           '{"fast": 0}'], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert bad.returncode == 2 and "fast" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_readme_lists_every_strategy():
-    from core.strategies import REGISTRY
+    from meshtrader.strategies import REGISTRY
 
     readme = (REPO_ROOT / "README.md").read_text()
     assert not [name for name in REGISTRY if name != "bench" and f"| `{name}` |" not in readme]
 
 
 def test_volume_aware_slippage_grows_with_the_share_of_the_bar():
-    from core.execution import PaperRules, plan_order
+    from meshtrader.execution.planning import PaperRules, plan_order
 
     book = Portfolio()
     book.fund("m", D("50000"))
@@ -397,7 +398,7 @@ def test_volume_aware_slippage_grows_with_the_share_of_the_bar():
 def test_takers_and_makers_pay_their_own_fee():
     from dataclasses import replace
 
-    from core.execution import MAKER, TAKER, PaperRules, paper_fee, plan_order
+    from meshtrader.execution.planning import MAKER, TAKER, PaperRules, paper_fee, plan_order
 
     book = Portfolio()
     book.fund("m", D("50000"))
@@ -412,7 +413,7 @@ def test_takers_and_makers_pay_their_own_fee():
 def test_a_version_1_store_is_upgraded_in_place(tmp_path):
     import sqlite3
 
-    from core.store import MIGRATIONS
+    from meshtrader.persistence.store import MIGRATIONS
 
     old = sqlite3.connect(tmp_path / "v1.db")
     old.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
@@ -428,7 +429,7 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path):
 
 
 def test_resampling_keeps_only_whole_periods():
-    from core.marketdata import resample
+    from meshtrader.domain.candles import resample
 
     minutes = [Bar(t * 60_000, 10 + t, 20 + t, 5 + t, 11 + t, 1.0) for t in range(2, 13)]  # 00:02 .. 00:12
     five = resample(minutes, 300_000)
@@ -437,7 +438,7 @@ def test_resampling_keeps_only_whole_periods():
 
 
 def test_sqlite_fork_is_a_consistent_clone_of_one_snapshot(tmp_path):
-    from core.forks import SqliteForks
+    from meshtrader.forks.backends import SqliteForks
 
     live = Store(tmp_path / "mesh.db")
     live.insert_many("pr_events", ("kind", "title", "created_at"), [("k", "t", 1.0)])
@@ -461,7 +462,7 @@ def test_regimes_from_synthetic_markets():
     import math
     import random
 
-    from core.regime import (
+    from meshtrader.domain.regime import (
         HIGH_VOL_RANGE,
         LOW_VOL_CONSOLIDATION,
         TRENDING_BEAR,
@@ -489,7 +490,7 @@ def test_regimes_from_synthetic_markets():
 
 
 def test_performance_weights_are_bounded_and_exact():
-    from core.allocation import meaningful_change, performance_weights
+    from meshtrader.domain.allocation import meaningful_change, performance_weights
 
     weights = performance_weights({"a": 3.0, "b": 1.0, "c": -2.0}, D("0.05"), D("0.6"))
     assert sum(weights.values()) == 1 and weights["a"] <= D("0.6") and weights["c"] >= D("0.05")
@@ -504,7 +505,7 @@ def test_performance_weights_are_bounded_and_exact():
 
 
 def test_rebalance_moves_free_cash_only_and_nets_to_zero():
-    from core.portfolio import rebalance_transfers
+    from meshtrader.domain.portfolio import rebalance_transfers
 
     book = Portfolio()
     book.fund("a", D("50000"))
@@ -521,7 +522,7 @@ def test_rebalance_moves_free_cash_only_and_nets_to_zero():
 
 
 def test_meta_allocator_inputs():
-    from core.allocation import (
+    from meshtrader.domain.allocation import (
         blend_windows,
         correlation_penalties,
         exposure_correlations,
@@ -565,7 +566,7 @@ def candle_db(tmp_path_factory):
 
 
 def test_walk_forward_optimisation_same_in_one_or_two_processes(candle_db):
-    from core.optimize import optimize, parameter_sets, split_in_time
+    from meshtrader.research.optimize import optimize, parameter_sets, split_in_time
 
     sets = parameter_sets("macd", samples=10, seed=3)
     assert len(sets) == 10 and sets == parameter_sets("macd", samples=10, seed=3)
@@ -589,7 +590,7 @@ def test_walk_forward_optimisation_same_in_one_or_two_processes(candle_db):
 
 
 def test_store_urls_never_show_a_password(tmp_path, monkeypatch):
-    from core.store import redact, unredact
+    from meshtrader.runtime.redaction import redact, unredact
 
     url = "postgresql://mesh:s3cret@db.internal:5432/mesh"
     assert redact(url) == "postgresql://mesh:***@db.internal:5432/mesh" and redact("/var/mesh.db") == "/var/mesh.db"
@@ -605,7 +606,7 @@ def test_store_urls_never_show_a_password(tmp_path, monkeypatch):
 
 
 def test_the_order_state_machine_refuses_what_it_does_not_allow():
-    from core.orders import InvalidTransition, Order, OrderStatus
+    from meshtrader.domain.orders import InvalidTransition, Order, OrderStatus
 
     order = Order("mt1", D("0.3"))
     order.move(OrderStatus.SUBMITTED)
@@ -627,8 +628,8 @@ def test_the_order_state_machine_refuses_what_it_does_not_allow():
 def test_exchange_fills_book_exactly_whatever_asset_the_fee_is_in():
     """Binance charges a buy's commission in the asset bought: the books hold what arrived, and cash
     moves by exactly what the exchange moved it by."""
-    from core.live import as_booked, end_state
-    from core.orders import Order, OrderStatus
+    from meshtrader.domain.orders import Order, OrderStatus
+    from meshtrader.venues.ccxt_venue import as_booked, end_state
 
     price, amount = D("60000.00"), D("0.00200")
     for side, charged, asset in (("buy", D("0.000002"), "BTC"), ("sell", D("0.000002"), "BTC"),
@@ -655,7 +656,7 @@ def test_exchange_fills_book_exactly_whatever_asset_the_fee_is_in():
 
 
 def test_walking_the_book_takes_levels_in_order_within_cash_and_lots():
-    from core.execution import walk_book
+    from meshtrader.execution.planning import walk_book
 
     spec = instrument("BTCUSDT")  # step 0.001
     asks = [(100000.0, 0.0105), (100010.0, 0.02), (100020.0, 1.0)]
@@ -672,7 +673,7 @@ def test_walking_the_book_takes_levels_in_order_within_cash_and_lots():
 
 
 def test_alerts_are_rate_limited_and_deduplicated():
-    from core.alerts import Alert, RateLimit
+    from meshtrader.runtime.alerts import Alert, RateLimit
 
     limit = RateLimit(per_minute=3, repeat_s=300)
     allowed = [limit.allow(Alert("warning", f"t{i}", "", "s"), now=i) for i in range(5)]
@@ -684,7 +685,7 @@ def test_alerts_are_rate_limited_and_deduplicated():
 def test_fill_models_and_the_slippage_tolerance():
     from dataclasses import replace
 
-    from core.execution import PaperRules, plan_order, slippage_problem
+    from meshtrader.execution.planning import PaperRules, plan_order, slippage_problem
 
     book = Portfolio()
     book.fund("m", D("50000"))
@@ -701,7 +702,7 @@ def test_fill_models_and_the_slippage_tolerance():
 
 
 def test_reconciliation_says_where_books_and_exchange_disagree():
-    from core.live import reconcile
+    from meshtrader.venues.ccxt_venue import reconcile
 
     problems, notes = reconcile(D("1000.00"), {"BTC": D("0.010")}, {"USDT": D("1000.005"), "BTC": D("0.010"),
                                                                    "ETH": D("1")}, [], set(), D("0.01"))
@@ -711,7 +712,7 @@ def test_reconciliation_says_where_books_and_exchange_disagree():
     assert problems == ["USDT: the exchange holds 990, the books 1000.00",
                         "open orders at the exchange the store does not know: mt9"]
     assert notes == ["BTC: the exchange holds 0.012, 0.002 more than the books manage"]
-    from core.live import UnbookedFill
+    from meshtrader.venues.ccxt_venue import UnbookedFill
 
     ours = UnbookedFill("mt7", "5000009", "BTCUSDT", "buy", D("0.001"), D("95000"))
     manual = UnbookedFill("web_1", "5000010", "BTCUSDT", "sell", D("0.002"), D("95010"))

@@ -9,11 +9,12 @@ import time
 
 import zmq
 
-from core.codec import decode_event
-from core.config import BUNDLED_DATA, REPO_ROOT, load_settings
-from core.harness import free_port_base
-from core.marketdata import CandleBuilder, find_series_file, load_funding, load_trades
-from core.messages import Candle, FundingRate, Tick
+from meshtrader.domain.candles import CandleBuilder
+from meshtrader.marketdata.files import find_series_file, load_funding, load_trades
+from meshtrader.runtime.config import BUNDLED_DATA, REPO_ROOT, load_settings
+from meshtrader.wire.codec import decode_event
+from meshtrader.wire.messages import Candle, FundingRate, Tick
+from tools.localmesh import free_port_base
 
 
 def run_feed(tmp_path, env: dict[str, str], seconds: float, prefixes: list[bytes]) -> list:
@@ -26,7 +27,7 @@ def run_feed(tmp_path, env: dict[str, str], seconds: float, prefixes: list[bytes
     for prefix in prefixes:
         sub.setsockopt(zmq.SUBSCRIBE, prefix)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
-    feed = subprocess.Popen([sys.executable, "-m", "services.feed"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+    feed = subprocess.Popen([sys.executable, "-m", "meshtrader.services.feed"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                             env={**clean, "MESH_HOME": str(tmp_path), "MESH_PORT_BASE": str(base),
                                  "MESH_REPLAY_WAIT_S": "0", **env})
     events = []
@@ -71,7 +72,8 @@ def test_funding_rates_are_replayed_in_market_time(tmp_path):
 
 
 def test_longer_timeframes_are_resampled_from_the_minute_candles(tmp_path):
-    from core.marketdata import find_candle_file, load_bars, resample
+    from meshtrader.domain.candles import resample
+    from meshtrader.marketdata.files import find_candle_file, load_bars
 
     events = run_feed(tmp_path, {"MESH_TIMEFRAME": "5m", "MESH_REPLAY_SPEED": "50"}, 4, [b"md.candle.5m.BTCUSDT"])
     candles = [e for e in events if isinstance(e, Candle)]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import SIM_KEY, SIM_SECRET, Mesh, chaos, wait_for
 
-from core.config import BUNDLED_DATA
-from core.marketdata import find_candle_file, load_bars
+from meshtrader.marketdata.files import find_candle_file, load_bars
+from meshtrader.runtime.config import BUNDLED_DATA
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
@@ -96,10 +96,10 @@ def test_rest_polling_fallback_gives_the_same_series(sim):
     """Exchanges without websocket klines in ccxt are polled through REST, under the same rules."""
     import zmq
 
-    from core.codec import decode_event
-    from core.livefeed import LiveMarketData
-    from core.log import Logger
-    from core.messages import Candle
+    from meshtrader.marketdata.live import LiveMarketData
+    from meshtrader.runtime.log import Logger
+    from meshtrader.wire.codec import decode_event
+    from meshtrader.wire.messages import Candle
 
     ctx = zmq.Context()
     inbox = ctx.socket(zmq.PULL)
@@ -129,7 +129,7 @@ def test_rest_polling_fallback_gives_the_same_series(sim):
 def signed_client(sim: str, secret: str = SIM_SECRET):
     import ccxt
 
-    from core.livefeed import point_at
+    from meshtrader.marketdata.live import point_at
 
     exchange = ccxt.binance({"apiKey": SIM_KEY, "secret": secret, "options": {
         "defaultType": "spot", "fetchCurrencies": False, "fetchMargins": False, "fetchMarkets": {"types": ["spot"]}}})
@@ -175,7 +175,7 @@ def test_the_simulators_user_data_stream_is_binances_websocket_api(sim):
     import aiohttp
     import ccxt.pro
 
-    from core.livefeed import point_at
+    from meshtrader.marketdata.live import point_at
 
     async def refused_with_a_bad_signature() -> dict:
         params = {"apiKey": SIM_KEY, "timestamp": int(time.time() * 1000)}

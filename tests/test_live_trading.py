@@ -19,7 +19,7 @@ from conftest import (
     wait_for,
 )
 
-from core.config import LIVE_CONFIRMATION, ConfigError, load_settings
+from meshtrader.runtime.config import LIVE_CONFIRMATION, ConfigError, load_settings
 
 
 def test_live_mode_needs_consent_and_live_data():

@@ -12,10 +12,12 @@ import pytest
 import zmq
 from conftest import wait_for
 
-from core.bus import ReqClient
-from core.codec import encode
-from core.log import Logger
-from core.messages import (
+from meshtrader.bus import ReqClient
+from meshtrader.domain.portfolio import Portfolio
+from meshtrader.domain.regime import REGIMES
+from meshtrader.runtime.log import Logger
+from meshtrader.wire.codec import encode
+from meshtrader.wire.messages import (
     Approval,
     ApproveOrder,
     CandlesReply,
@@ -29,8 +31,6 @@ from core.messages import (
     RiskStatusReply,
     Tick,
 )
-from core.portfolio import Portfolio
-from core.regime import REGIMES
 
 SERVICES = {"feed", "strategy_momentum", "strategy_macd", "allocator", "risk", "executor", "forks", "narrator",
             "dashboard", "redis"}
@@ -272,7 +272,7 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
 def test_forks_are_consistent_copies_that_expire_and_orphans_go(mesh):
     import sqlite3
 
-    from core.messages import CreateFork, ForkReply
+    from meshtrader.wire.messages import CreateFork, ForkReply
 
     ctx = zmq.Context()
     client = ReqClient(ctx, mesh.settings.endpoint("forks.rep"), ForkReplies, 5000, 2, Logger("t", "ERROR"))
@@ -352,7 +352,7 @@ def test_optimisation_and_what_if_run_on_forks(mesh):
 
 
 def test_new_parameters_are_swapped_in_without_a_restart(mesh):
-    from core.messages import ParamsUpdate
+    from meshtrader.wire.messages import ParamsUpdate
 
     log = mesh.settings.log_dir / "strategy_momentum.log"
     pid = mesh.pid("strategy_momentum")

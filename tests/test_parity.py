@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import Mesh, wait_for
 
-from core.backtest import Backtester
-from core.config import BUNDLED_DATA, load_settings
-from core.marketdata import find_candle_file, find_series_file, load_bars, load_funding
+from meshtrader.marketdata.files import find_candle_file, find_series_file, load_bars, load_funding
+from meshtrader.research.backtest import Backtester
+from meshtrader.runtime.config import BUNDLED_DATA, load_settings
 
 STRATEGIES = ["momentum", "macd", "bollinger", "breakout", "mean_reversion", "stochastic", "seller_exhaustion",
               "funding_drift", "ensemble"]

@@ -11,10 +11,10 @@ import pytest
 from conftest import Mesh, wait_for
 from test_mesh import reconcile
 
-from core.forks import PostgresForks
-from core.messages import Candle
-from core.pgserver import LocalPostgres
-from core.store import ORDER_BASICS, SCHEMA_VERSION, Store
+from meshtrader.forks.backends import PostgresForks
+from meshtrader.persistence.store import ORDER_BASICS, SCHEMA_VERSION, Store
+from meshtrader.wire.messages import Candle
+from tools.pgserver import LocalPostgres
 
 
 @pytest.fixture(scope="module")

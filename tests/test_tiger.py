@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from tiger_contract import TigerContract
+from support.tiger_contract import TigerContract
 
-from core.forks import ForkBackendError, TigerForks
-from core.harness import free_port_base
+from meshtrader.forks.backends import ForkBackendError, TigerForks
+from tools.localmesh import free_port_base
 
 
 @pytest.fixture
@@ -65,11 +65,11 @@ def test_the_fork_manager_pools_slow_forks_and_hands_them_out_at_once(tiger, tmp
     import zmq
     from conftest import wait_for
 
-    from core.bus import ReqClient
-    from core.config import REPO_ROOT, load_settings
-    from core.log import Logger
-    from core.messages import CreateFork, ForkReplies, ForkReply
-    from core.store import Store
+    from meshtrader.bus import ReqClient
+    from meshtrader.persistence.store import Store
+    from meshtrader.runtime.config import REPO_ROOT, load_settings
+    from meshtrader.runtime.log import Logger
+    from meshtrader.wire.messages import CreateFork, ForkReplies, ForkReply
 
     contract, url = tiger
     base = free_port_base()
@@ -78,7 +78,7 @@ def test_the_fork_manager_pools_slow_forks_and_hands_them_out_at_once(tiger, tmp
            "MESH_TIGER_PROJECT_ID": "proj1", "MESH_TIGER_SERVICE_ID": "svc-parent", "MESH_TIGER_POLL_S": "0.05",
            "MESH_FORK_POOL_SIZE": "1", "MESH_REDIS_URL": "redis://127.0.0.1:1"}
     settings = load_settings(home=tmp_path, port_base=base)
-    manager = subprocess.Popen([sys.executable, "-m", "services.forks"], cwd=REPO_ROOT, env=env,
+    manager = subprocess.Popen([sys.executable, "-m", "meshtrader.services.forks"], cwd=REPO_ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ctx = zmq.Context()
     client = ReqClient(ctx, settings.endpoint("forks.rep"), ForkReplies, 5000, 2, Logger("t", "ERROR"))

@@ -1,0 +1,49 @@
+"""REQ with the ZeroMQ Guide's Lazy Pirate pattern: timeout, retry, socket reset; None means "no answer"."""
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+
+from meshtrader.runtime.log import Logger
+from meshtrader.wire.codec import DecodeError, decoder_for, encode
+from meshtrader.wire.messages import ErrorReply, Reply, Request
+
+
+class ReqClient:
+    """Lazy Pirate: send, wait `timeout_ms`, on silence close the socket, reconnect and retry."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, reply_schema: Any, timeout_ms: int,
+                 retries: int, log: Logger) -> None:
+        self.ctx = ctx
+        self.endpoint = endpoint
+        self.decoder = decoder_for(reply_schema)
+        self.timeout_ms = timeout_ms
+        self.retries = retries
+        self.log = log
+        self.socket = self._connect()
+
+    def _connect(self) -> zmq.Socket:
+        socket = self.ctx.socket(zmq.REQ)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(self.endpoint)
+        return socket
+
+    def request(self, message: Request) -> Reply | None:
+        payload = encode(message)
+        for attempt in range(1, self.retries + 1):
+            self.socket.send(payload)
+            if self.socket.poll(self.timeout_ms, zmq.POLLIN):
+                data = self.socket.recv()
+                try:
+                    return self.decoder.decode(data)
+                except DecodeError as error:
+                    return ErrorReply(error=f"malformed reply: {error}")
+            self.log.warning("request_timeout", endpoint=self.endpoint, attempt=attempt,
+                             timeout_ms=self.timeout_ms, trace_id=message.tid)
+            self.socket.close()
+            self.socket = self._connect()
+        return None
+
+    def close(self) -> None:
+        self.socket.close()

@@ -1,0 +1,5 @@
+"""The bus's back-pressure policy in one place: high-water marks and how much one socket may drain
+before the others get a turn."""
+
+DRAIN_LIMIT = 1000  # messages taken from one socket before giving the others a turn
+HWM = 100_000  # messages queued per peer before ZeroMQ drops (PUB) or blocks (REQ)

@@ -1,0 +1,179 @@
+"""The dashboard: FastAPI over the mesh's hot state, with a WebSocket relaying the bus to browsers."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from meshtrader.ops.cli import close_all_positions, request_validation, set_kill_switch
+from meshtrader.ops.status import mesh_state
+from meshtrader.persistence.hotstate import HotState
+from meshtrader.runtime.config import Settings
+from meshtrader.runtime.log import Logger
+from meshtrader.runtime.metrics import ServiceMetrics, topic_kind
+from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_event, to_json_ready
+
+STATIC = Path(__file__).parent / "static"
+RELAYED = (b"fill", b"order", b"risk.", b"alloc", b"narr", b"fork.", b"acct", b"md.gap", b"regime")
+CLIENT_QUEUE = 1000
+
+
+class KillSwitch(BaseModel):
+    on: bool
+
+
+class Validate(BaseModel):
+    optimize: bool = False
+
+
+class CloseAllBody(BaseModel):
+    confirm: bool = False
+    reason: str = ""
+
+
+class Relay:
+    """One SUB socket to every publisher; each browser gets a bounded queue (slow ones lose old events)."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics, log: Logger) -> None:
+        self.settings, self.metrics, self.log = settings, metrics, log
+        self.clients: set[asyncio.Queue] = set()
+        self.watched = asyncio.Event()
+
+    async def run(self) -> None:
+        """Subscribed only while a browser watches: an idle dashboard costs the mesh nothing."""
+        ctx = zmq.asyncio.Context()
+        try:
+            while True:
+                await self.watched.wait()
+                sock = ctx.socket(zmq.SUB)
+                sock.setsockopt(zmq.LINGER, 0)
+                for endpoint in self.settings.publisher_endpoints().values():
+                    sock.connect(endpoint)
+                for prefix in RELAYED:
+                    sock.setsockopt(zmq.SUBSCRIBE, prefix)
+                try:
+                    while self.clients:
+                        if await sock.poll(1000):
+                            self.relay(await sock.recv_multipart())
+                finally:
+                    sock.close()
+        finally:
+            ctx.term()
+
+    def relay(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self.metrics.decode_error("?")
+            return
+        try:
+            event = decode_event(frames[0], frames[1])
+        except (UnknownTopic, *DecodeError):
+            self.metrics.decode_error(topic_kind(frames[0]))
+            return
+        self.metrics.message_in(topic_kind(frames[0]))
+        text = json.dumps({"topic": frames[0].decode(), "event": to_json_ready(event)})
+        for queue in list(self.clients):
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(text)
+
+    def join(self, queue: asyncio.Queue) -> None:
+        self.clients.add(queue)
+        self.watched.set()
+
+    def leave(self, queue: asyncio.Queue) -> None:
+        self.clients.discard(queue)
+        if not self.clients:
+            self.watched.clear()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    log = Logger("dashboard", settings.log_level)
+    metrics = ServiceMetrics("dashboard")
+    hot = HotState(settings.effective_redis_url, settings.redis_prefix, log)
+    relay = Relay(settings, metrics, log)
+    started = time.time()
+
+    async def heartbeat() -> None:
+        while True:
+            hot.put("hb:dashboard", {"service": "dashboard", "pid": os.getpid(), "ts": time.time(),
+                                     "started": started}, ttl_s=max(5, int(settings.heartbeat_s * 5)))
+            await asyncio.sleep(settings.heartbeat_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        tasks = [asyncio.create_task(relay.run()), asyncio.create_task(heartbeat())]
+        metrics.up.set(1)
+        log.info("service_started", pid=os.getpid(), url=settings.dashboard_url)
+        yield
+        for task in tasks:
+            task.cancel()
+        hot.close()
+        log.info("service_stopped")
+
+    app = FastAPI(title="Meshtrader", lifespan=lifespan)
+
+    @app.get("/")
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"ok": True, "redis": await asyncio.to_thread(hot.ping)}
+
+    @app.get("/api/state")
+    async def state() -> dict:
+        return await asyncio.to_thread(mesh_state, settings, hot, True, 20)
+
+    @app.post("/api/kill-switch")
+    async def kill_switch(body: KillSwitch) -> dict:
+        answered, message = await asyncio.to_thread(set_kill_switch, settings, body.on, "dashboard")
+        if not answered:
+            raise HTTPException(status_code=503, detail=message)
+        return {"ok": True, "message": message}
+
+    @app.post("/api/close-all")
+    async def close_all(body: CloseAllBody) -> dict:
+        if not body.confirm:
+            raise HTTPException(status_code=400, detail='closing every position needs {"confirm": true}')
+        message = await asyncio.to_thread(close_all_positions, settings, "dashboard", body.reason)
+        if message is None:
+            raise HTTPException(status_code=503, detail="the executor did not answer")
+        return {"ok": True, "message": message}
+
+    @app.post("/api/validate")
+    async def validate(body: Validate) -> dict:
+        message = await asyncio.to_thread(request_validation, settings, "asked from the dashboard", body.optimize,
+                                          "dashboard")
+        if message is None:
+            raise HTTPException(status_code=503, detail="the allocator did not answer")
+        return {"ok": True, "message": message}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/ws")
+    async def events(socket: WebSocket) -> None:
+        await socket.accept()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=CLIENT_QUEUE)
+        relay.join(queue)
+        try:
+            while True:
+                await socket.send_text(await queue.get())
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            relay.leave(queue)
+
+    return app

@@ -1,0 +1,215 @@
+"""Pre-trade risk rules and the trading state they drive (ACTIVE, REDUCING, HALTED).
+
+Pure: the risk guard service feeds it requests and account observations and persists the book; tests
+trip every rule with crafted numbers. Every verdict names its rule and the numbers behind it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from meshtrader.domain.money import instrument
+from meshtrader.wire.messages import ApproveOrder
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_order_pct: Decimal
+    max_exposure_pct: Decimal
+    max_positions_per_strategy: int
+    daily_loss_pct: Decimal
+    strategy_drawdown_pct: Decimal
+    max_open_positions: int = 10
+    max_trades_per_day: int = 1000
+    risk_per_trade_pct: Decimal = Decimal("0.01")
+    max_position_pct: Decimal = Decimal("0.10")
+    kelly_multiple: Decimal = Decimal(0)
+    portfolio_drawdown_pct: Decimal = Decimal("0.10")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(settings.max_order_pct, settings.max_exposure_pct, settings.max_positions_per_strategy,
+                   settings.daily_loss_pct, settings.strategy_drawdown_pct, settings.max_open_positions,
+                   settings.max_trades_per_day, settings.risk_per_trade_pct, settings.max_position_pct,
+                   settings.risk_kelly_multiple, settings.portfolio_drawdown_pct)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    approved: bool
+    rule: str
+    reason: str
+
+
+@dataclass
+class RiskBook:
+    """What the guard remembers across requests and restarts."""
+
+    kill_switch: bool = False
+    day: int = -1
+    day_start_equity: Decimal | None = None
+    daily_halt: bool = False
+    peaks: dict[str, Decimal] = field(default_factory=dict)
+    deactivated: dict[str, str] = field(default_factory=dict)  # strategy -> why
+    portfolio_peak: Decimal | None = None
+    kill_reason: str = ""
+    entries_today: int = 0
+    stale: dict[str, str] = field(default_factory=dict)  # symbol -> why; live state, never persisted
+
+    @property
+    def trading_state(self) -> str:
+        if self.kill_switch or self.daily_halt:
+            return "HALTED"
+        return "REDUCING" if self.stale else "ACTIVE"
+
+    def state_reason(self) -> str:
+        if self.kill_switch:
+            return f"kill switch on: {self.kill_reason}" if self.kill_reason else "kill switch on"
+        if self.daily_halt:
+            return "daily loss limit hit: halted until 00:00 UTC"
+        if self.stale:
+            return "stale market data (" + "; ".join(f"{s}: {why}" for s, why in sorted(self.stale.items())) + \
+                "): only exposure-reducing orders"
+        return ""
+
+    def observe(self, event_time: int, portfolio_equity: Decimal, strategy_nav: dict[str, Decimal],
+                limits: Limits) -> list[tuple[str, str]]:
+        """Update day baseline, peaks and halts from marked equity and each strategy's NAV (its equity per
+        unit, so capital moved in or out by the allocator is no drawdown); returns the (rule, reason) changes."""
+        changes: list[tuple[str, str]] = []
+        day = event_time // DAY_MS
+        if day > self.day:
+            self.day = day
+            self.day_start_equity = portfolio_equity
+            self.entries_today = 0
+            if self.daily_halt:
+                self.daily_halt = False
+                changes.append(("daily_loss", "new UTC day: daily loss halt lifted"))
+        start = self.day_start_equity
+        if not self.daily_halt and start and portfolio_equity <= start * (1 - limits.daily_loss_pct):
+            self.daily_halt = True
+            changes.append(("daily_loss", f"equity {portfolio_equity:.2f} is down "
+                            f"{(1 - portfolio_equity / start) * 100:.2f}% from the day's start {start:.2f} "
+                            f"(limit {limits.daily_loss_pct * 100}%): new orders halted until 00:00 UTC"))
+        self.portfolio_peak = max(self.portfolio_peak or portfolio_equity, portfolio_equity)
+        drawdown_floor = self.portfolio_peak * (1 - limits.portfolio_drawdown_pct)
+        if not self.kill_switch and portfolio_equity <= drawdown_floor:
+            self.kill_switch = True
+            self.kill_reason = (f"portfolio equity {portfolio_equity:.2f} is "
+                                f"{(1 - portfolio_equity / self.portfolio_peak) * 100:.2f}% below its peak "
+                                f"{self.portfolio_peak:.2f} (limit {limits.portfolio_drawdown_pct * 100}%)")
+            changes.append(("portfolio_drawdown", f"{self.kill_reason}: kill switch turned on"))
+        for strategy, nav in strategy_nav.items():
+            peak = max(self.peaks.get(strategy, nav), nav)
+            self.peaks[strategy] = peak
+            if strategy not in self.deactivated and nav <= peak * (1 - limits.strategy_drawdown_pct):
+                why = (f"NAV {nav:.4f} is {(1 - nav / peak) * 100:.2f}% below its peak {peak:.4f} "
+                       f"(limit {limits.strategy_drawdown_pct * 100}%): strategy deactivated")
+                self.deactivated[strategy] = why
+                changes.append(("strategy_drawdown", f"{strategy}: {why}"))
+        return changes
+
+    def reactivate(self, strategy: str, reason: str) -> list[tuple[str, str]]:
+        """Lift a drawdown deactivation (after a successful validation): its drawdown counts afresh."""
+        if strategy not in self.deactivated:
+            return []
+        del self.deactivated[strategy]
+        self.peaks.pop(strategy, None)  # the next NAV seen is the new peak
+        return [("strategy_reactivated", f"{strategy}: {reason}")]
+
+    def to_json(self) -> dict:
+        return {"kill_switch": self.kill_switch, "day": self.day,
+                "day_start_equity": str(self.day_start_equity) if self.day_start_equity is not None else None,
+                "daily_halt": self.daily_halt, "peaks": {k: str(v) for k, v in self.peaks.items()},
+                "deactivated": self.deactivated, "kill_reason": self.kill_reason, "entries_today": self.entries_today,
+                "portfolio_peak": str(self.portfolio_peak) if self.portfolio_peak is not None else None}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> RiskBook:
+        if not data:
+            return cls()
+        start = data.get("day_start_equity")
+        return cls(kill_switch=bool(data.get("kill_switch")), day=int(data.get("day", -1)),
+                   day_start_equity=Decimal(start) if start is not None else None,
+                   daily_halt=bool(data.get("daily_halt")),
+                   peaks={k: Decimal(v) for k, v in data.get("peaks", {}).items()},
+                   deactivated=dict(data.get("deactivated", {})), kill_reason=data.get("kill_reason", ""),
+                   entries_today=int(data.get("entries_today", 0)),
+                   portfolio_peak=Decimal(data["portfolio_peak"]) if data.get("portfolio_peak") else None)
+
+
+def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
+    """Approve or reject one order. Exits (reducing orders) pass every rule but the halts; an operator's
+    close-all passes the halts too (HALTED means nothing new, not "keep the risk")."""
+    if request.close_all and request.reduces:
+        return Verdict(True, "close_all", "operator closing all positions")
+    if book.kill_switch:
+        return Verdict(False, "kill_switch", "kill switch is on: no orders")
+    if book.daily_halt:
+        return Verdict(False, "daily_loss", book.state_reason())
+    spec = instrument(request.symbol)
+    if request.qty % spec.qty_step or request.price % spec.price_tick:
+        return Verdict(False, "precision", f"{request.symbol} trades in steps of {spec.qty_step} at ticks of "
+                       f"{spec.price_tick}: got {request.qty} at {request.price}")
+    if request.qty < spec.min_qty or (not request.reduces and request.qty * request.price < spec.min_notional):
+        return Verdict(False, "min_order_size", f"{request.qty} {request.symbol} (notional "
+                       f"{request.qty * request.price:.2f}) is under the exchange minimum {spec.min_qty} / "
+                       f"{spec.min_notional} notional")
+    if request.reduces:
+        return Verdict(True, "reduce_only", "exposure-reducing order")
+    if book.stale:
+        return Verdict(False, "stale_data", book.state_reason())
+    if request.strategy in book.deactivated:
+        return Verdict(False, "strategy_drawdown", f"{request.strategy} is deactivated: "
+                       f"{book.deactivated[request.strategy]}")
+    notional = request.qty * request.price
+    max_order = request.strategy_equity * limits.max_order_pct
+    if notional > max_order:
+        return Verdict(False, "max_order_size", f"order notional {notional:.2f} exceeds "
+                       f"{limits.max_order_pct * 100}% of {request.strategy}'s capital "
+                       f"{request.strategy_equity:.2f} (max {max_order:.2f})")
+    if request.opens_position and request.strategy_open_positions >= limits.max_positions_per_strategy:
+        return Verdict(False, "max_positions", f"{request.strategy} already holds "
+                       f"{request.strategy_open_positions} positions (max {limits.max_positions_per_strategy})")
+    if request.opens_position and request.portfolio_open_positions >= limits.max_open_positions:
+        return Verdict(False, "max_open_positions", f"{request.portfolio_open_positions} positions open across "
+                       f"strategies (max {limits.max_open_positions})")
+    max_exposure = request.portfolio_equity * limits.max_exposure_pct
+    if request.portfolio_exposure + notional > max_exposure:
+        return Verdict(False, "max_exposure", f"exposure would be {request.portfolio_exposure + notional:.2f}, "
+                       f"over {limits.max_exposure_pct * 100}% of equity {request.portfolio_equity:.2f} "
+                       f"(max {max_exposure:.2f})")
+    if book.entries_today >= limits.max_trades_per_day:
+        return Verdict(False, "max_trades_per_day", f"{book.entries_today} entries today "
+                       f"(max {limits.max_trades_per_day} per UTC day)")
+    if request.stop_price is not None:
+        at_risk = (request.price - request.stop_price) * request.qty
+        allowed = request.strategy_equity * limits.risk_per_trade_pct
+        if at_risk > allowed:
+            return Verdict(False, "risk_per_trade", f"{at_risk:.2f} at risk to the stop {request.stop_price} is over "
+                           f"{limits.risk_per_trade_pct * 100}% of {request.strategy}'s equity (max {allowed:.2f})")
+        position = (request.position_qty + request.qty) * request.price
+        cap = request.strategy_equity * limits.max_position_pct
+        if position > cap:
+            return Verdict(False, "max_position_size", f"position would be {position:.2f}, over "
+                           f"{limits.max_position_pct * 100}% of {request.strategy}'s equity (max {cap:.2f})")
+    if limits.kelly_multiple and request.strategy_kelly is not None:
+        cap = request.strategy_equity * limits.kelly_multiple * Decimal(repr(max(request.strategy_kelly, 0.0)))
+        if notional > cap:
+            return Verdict(False, "kelly_cap", f"notional {notional:.2f} over {limits.kelly_multiple} x "
+                           f"{request.strategy}'s Kelly fraction {request.strategy_kelly:.3f} of its equity "
+                           f"(max {cap:.2f})")
+    return Verdict(True, "within_limits", f"notional {notional:.2f} within all limits")
+
+
+def judge(book: RiskBook, request: ApproveOrder, limits: Limits) -> tuple[Verdict, list[tuple[str, str]]]:
+    """What the risk guard does for each order: update the book from the request's numbers, then rule."""
+    changes = book.observe(request.event_time, request.portfolio_equity, {request.strategy: request.strategy_nav},
+                           limits)
+    verdict = evaluate(request, book, limits)
+    if verdict.approved and not request.reduces:
+        book.entries_today += 1
+    return verdict, changes

@@ -1,0 +1,288 @@
+"""Paper execution rules, shared by the executor and the backtester so both size, price and check
+every order the same way: one code path, no "backtest vs dry-run" discrepancy."""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from meshtrader.domain.money import BP, ZERO, fee, instrument, slipped_price
+from meshtrader.domain.orders import Order
+from meshtrader.domain.portfolio import Portfolio, size_buy
+from meshtrader.wire.messages import ApproveOrder
+
+TAKER, MAKER = "taker", "maker"  # a market order takes liquidity; a resting limit order adds it
+
+
+@dataclass(frozen=True)
+class PaperRules:
+    order_pct: Decimal
+    taker_fee: Decimal  # fractions of notional
+    maker_fee: Decimal
+    slippage_bp: Decimal
+    impact_bp: Decimal = ZERO  # volume-aware slippage: + impact_bp x sqrt(order qty / bar volume)
+    fill_model: str = "fixed"  # "instant": at the last price; "fixed": slippage_bp (+ the volume impact)
+    max_slippage_bp: Decimal = Decimal(50)  # an order expected to slip more is rejected
+    order_type: str = "market"  # entries; exits are always market orders (a position must be closable)
+    limit_offset_bp: Decimal = Decimal(2)  # a limit buy rests this far under the last price
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PaperRules:
+        return cls(settings.order_pct, settings.taker_fee_bp * BP, settings.maker_fee_bp * BP, settings.slippage_bp,
+                   settings.slippage_impact_bp, settings.fill_model, settings.max_slippage_bp, settings.order_type,
+                   settings.limit_offset_bp)
+
+    def fee_rate(self, liquidity: str) -> Decimal:
+        return self.maker_fee if liquidity == MAKER else self.taker_fee
+
+    def slippage_for(self, qty: Decimal, bar_volume: float) -> Decimal:
+        """Expected slippage of a market order of `qty` in a bar of `bar_volume`, in bp."""
+        if self.fill_model == "instant":
+            return ZERO
+        if not self.impact_bp or bar_volume <= 0:
+            return self.slippage_bp
+        impact = self.impact_bp * Decimal(repr(round(math.sqrt(float(qty) / bar_volume), 6)))
+        return self.slippage_bp + impact
+
+
+@dataclass(frozen=True)
+class PlannedOrder:
+    strategy: str
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal  # the fill price: last price moved against us by the slippage, on the tick
+    opens_position: bool
+    liquidity: str = TAKER  # paper orders are market orders
+    slippage_bp: Decimal = ZERO  # what the fill model expects this order to slip
+
+
+def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rules: PaperRules,
+               bar_volume: float = 0.0) -> PlannedOrder | str:
+    """The order a signal makes at the current marks, or why it makes none. A buy spends `order_pct`
+    of the strategy's equity within its cash; a sell closes the whole position. The price is the
+    mark moved against us by the slippage (plus the volume impact of this quantity, if configured).
+    Market orders take liquidity, so they are sized with the taker fee."""
+    account = portfolio.accounts[strategy]
+    position = account.positions.get(symbol)
+    held = position.qty if position else ZERO
+    if side == "sell" and not held:
+        return "no position to sell"
+    spec = instrument(symbol)
+    mark = portfolio.marks[symbol]
+    if side == "buy" and rules.order_type == "limit":
+        return plan_limit_buy(portfolio, strategy, symbol, mark, rules)
+    slippage = rules.slippage_for(ZERO, 0.0)
+    price = slipped_price(side, mark, slippage, spec)
+    if side == "buy":
+        qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.taker_fee, spec)
+        if not qty:
+            return why_not
+    else:  # whole lots only: after a fee taken in the asset bought, the dust under one step stays
+        qty = spec.floor_qty(held)
+        if qty < spec.min_qty:
+            return f"position of {held} {symbol} is under the minimum order size {spec.min_qty}"
+    if rules.impact_bp and rules.fill_model != "instant":
+        slippage = rules.slippage_for(qty, bar_volume)
+        price = slipped_price(side, mark, slippage, spec)
+        while side == "buy" and qty > 0 and qty * price + fee(qty * price, rules.taker_fee) > account.cash:
+            qty -= spec.qty_step
+        if qty < spec.min_qty:
+            return f"order too small after the volume impact: {qty} {symbol}"
+    return PlannedOrder(strategy, symbol, side, qty, price, opens_position=side == "buy" and not held,
+                        slippage_bp=slippage)
+
+
+def plan_limit_buy(portfolio: Portfolio, strategy: str, symbol: str, mark: Decimal,
+                   rules: PaperRules) -> PlannedOrder | str:
+    """A buy resting `limit_offset_bp` under the last price (rounded down to the tick): it adds
+    liquidity, so it is sized with the maker fee, and it fills only if the market trades through it."""
+    spec = instrument(symbol)
+    account = portfolio.accounts[strategy]
+    price = spec.round_price(mark * (1 - rules.limit_offset_bp * BP), "sell")
+    qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.maker_fee, spec)
+    if not qty:
+        return why_not
+    held = account.positions.get(symbol)
+    return PlannedOrder(strategy, symbol, "buy", qty, price, opens_position=not (held and held.qty),
+                        liquidity=MAKER)
+
+
+@dataclass(frozen=True)
+class BookWalk:
+    """What a market order takes from an order book: one fill per level, best first, in whole lots."""
+
+    fills: list[tuple[Decimal, Decimal]]  # (qty, price)
+    wanted: Decimal
+    levels: int  # levels the book offered
+
+    @property
+    def filled(self) -> Decimal:
+        return sum((qty for qty, _ in self.fills), ZERO)
+
+    def slippage_bp(self, side: str, mark: Decimal) -> Decimal:
+        """How far the average fill is from the mark, against us, in bp."""
+        if not self.fills:
+            return ZERO
+        average = sum((q * p for q, p in self.fills), ZERO) / self.filled
+        return (average - mark if side == "buy" else mark - average) / mark / BP
+
+
+def walk_book(levels: list[tuple[float, float]], qty: Decimal, spec: Any, budget: Decimal | None = None,
+              fee_rate: Decimal = ZERO) -> BookWalk:
+    """Take `qty` from the book's levels (the asks for a buy, the bids for a sell), best first. A buy
+    stops where its fills and fees would spend more than `budget`; what the book cannot give is left
+    unfilled; the total is whole lots of the instrument's step."""
+    fills, left, spent = [], qty, ZERO
+    for raw_price, raw_size in levels:
+        if left <= 0:
+            break
+        price = Decimal(repr(raw_price))
+        take = min(Decimal(repr(raw_size)), left)
+        if budget is not None:
+            while take > 0 and spent + take * price + fee(take * price, fee_rate) > budget:
+                take = spec.floor_qty(min(take - spec.qty_step, (budget - spent) / (price * (1 + fee_rate))))
+            if take <= 0:
+                break
+        fills.append((take, price))
+        left -= take
+        spent += take * price + fee(take * price, fee_rate)
+    excess = sum((q for q, _ in fills), ZERO) - spec.floor_qty(sum((q for q, _ in fills), ZERO))
+    while excess > 0 and fills:
+        last_qty, last_price = fills[-1]
+        if last_qty <= excess:
+            fills.pop()
+            excess -= last_qty
+        else:
+            fills[-1] = (last_qty - excess, last_price)
+            excess = ZERO
+    return BookWalk(fills, qty, len(levels))
+
+
+def trades_through(side: str, limit: Decimal, price: Decimal) -> bool:
+    """A resting order fills when the market trades through its price, not merely at it."""
+    return price < limit if side == "buy" else price > limit
+
+
+def slippage_problem(order: PlannedOrder, rules: PaperRules) -> str | None:
+    """Why an order must be refused for its expected slippage, or None. Exits are never refused for it:
+    a position must be closable."""
+    if order.side == "buy" and order.slippage_bp > rules.max_slippage_bp:
+        return (f"expected slippage {order.slippage_bp:.2f} bp exceeds the {rules.max_slippage_bp} bp tolerance "
+                f"({order.qty} {order.symbol})")
+    return None
+
+
+def paper_fee(order: PlannedOrder, rules: PaperRules) -> Decimal:
+    return fee(order.qty * order.price, rules.fee_rate(order.liquidity))
+
+
+KELLY_MIN_TRADES = 20  # closed trades before a strategy's Kelly fraction is worth anything
+
+
+def approval_request(portfolio: Portfolio, order: PlannedOrder, request_id: str, event_time: int,
+                     stop: float | None = None, close_all: bool = False, **envelope: Any) -> ApproveOrder:
+    """What the risk rules need to judge an order, from the books that will carry it."""
+    account = portfolio.accounts[order.strategy]
+    held = account.positions.get(order.symbol)
+    return ApproveOrder(request_id=request_id, strategy=order.strategy, symbol=order.symbol, side=order.side,
+                        qty=order.qty, price=order.price, reduces=order.side == "sell",
+                        opens_position=order.opens_position, strategy_equity=portfolio.equity(order.strategy),
+                        strategy_nav=portfolio.nav(order.strategy),
+                        strategy_open_positions=account.open_positions(), portfolio_equity=portfolio.equity(),
+                        portfolio_exposure=portfolio.exposure(), event_time=event_time,
+                        stop_price=Decimal(repr(stop)) if stop else None,
+                        position_qty=held.qty if held else ZERO,
+                        portfolio_open_positions=sum(a.open_positions() for a in portfolio.accounts.values()),
+                        strategy_kelly=account.kelly_fraction(KELLY_MIN_TRADES), close_all=close_all, **envelope)
+
+
+class MarkHistory:
+    """Recent prices per symbol. An order is sized and priced as of its signal's event time, however
+    late the executor gets to it, so the mesh and the backtester agree bar for bar."""
+
+    def __init__(self, depth: int = 256) -> None:
+        self.depth = depth
+        self._history: dict[str, deque[tuple[int, Decimal]]] = {}
+
+    def record(self, symbol: str, event_time: int, price: Decimal) -> bool:
+        """Keep a price; one older than the newest known is ignored. True if it is the newest."""
+        history = self._history.get(symbol)
+        if history is None:
+            history = self._history[symbol] = deque(maxlen=self.depth)
+        if history and event_time < history[-1][0]:
+            return False
+        history.append((event_time, price))
+        return True
+
+    def latest(self, symbol: str) -> Decimal | None:
+        history = self._history.get(symbol)
+        return history[-1][1] if history else None
+
+    def as_of(self, event_time: int, symbol: str, price: Decimal) -> dict[str, Decimal]:
+        """Every symbol's last price strictly before `event_time` (a bar closing then shares its
+        timestamp with the next bar's first tick), and `price` for `symbol` itself."""
+        marks = {}
+        for other, history in self._history.items():
+            chosen = history[0][1]
+            for when, value in reversed(history):
+                if when < event_time:
+                    chosen = value
+                    break
+            marks[other] = chosen
+        marks[symbol] = price
+        return marks
+
+
+@dataclass
+class Resting:
+    """A limit order waiting in the paper venue, and the cash it holds back from its strategy."""
+
+    order: Order
+    strategy: str
+    symbol: str
+    side: str
+    price: Decimal
+    signal_id: str
+    expires_et: int
+    reserved: Decimal
+    tid: int = 0
+
+
+class RestingOrders:
+    """The paper venue's open orders: which ones the market traded through, which ones timed out."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, Resting] = {}
+
+    def add(self, resting: Resting, portfolio: Portfolio) -> None:
+        portfolio.accounts[resting.strategy].reserved += resting.reserved
+        self.orders[resting.order.order_id] = resting
+
+    def release(self, order_id: str, portfolio: Portfolio) -> Resting:
+        resting = self.orders.pop(order_id)
+        portfolio.accounts[resting.strategy].reserved -= resting.reserved
+        return resting
+
+    def consume(self, order_id: str, spent: Decimal, portfolio: Portfolio) -> None:
+        """A part fill spent some of what the order held back: hold back only the rest."""
+        resting = self.orders[order_id]
+        used = min(spent, resting.reserved)
+        resting.reserved -= used
+        portfolio.accounts[resting.strategy].reserved -= used
+
+    def crossed(self, symbol: str, price: Decimal) -> list[Resting]:
+        return [r for r in self.orders.values() if r.symbol == symbol and trades_through(r.side, r.price, price)]
+
+    def expired(self, event_time: int) -> list[Resting]:
+        return [r for r in self.orders.values() if r.expires_et <= event_time]
+
+    def of(self, strategy: str, symbol: str) -> list[Resting]:
+        return [r for r in self.orders.values() if r.strategy == strategy and r.symbol == symbol]
+
+
+def reservation(order: PlannedOrder, rules: PaperRules) -> Decimal:
+    """What a resting buy holds back: its notional and its (maker) fee."""
+    return order.qty * order.price + paper_fee(order, rules) if order.side == "buy" else ZERO

@@ -1,0 +1,447 @@
+"""`mesh`: start, stop, inspect and steer a mesh. Every command honours MESH_HOME and MESH_PORT_BASE."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from meshtrader.ops.status import mesh_state
+from meshtrader.persistence.hotstate import HotState
+from meshtrader.runtime.config import LIVE_CONFIRMATION, REPO_ROOT, ConfigError, Settings, load_settings
+from meshtrader.runtime.supervise import Supervisor, default_paths, local_paths, render
+from meshtrader.wire.messages import RiskReplies, RiskStatusReply, SetKillSwitch
+
+START_TIMEOUT_S = 90
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("MESH_FEED", args.feed), ("MESH_EXCHANGE", args.exchange),
+                                   ("MESH_EXCHANGE_URL", args.exchange_url), ("MESH_MODE", args.mode)) if v}
+    if args.mode == "live" and os.environ.get("MESH_LIVE_CONFIRM") != LIVE_CONFIRMATION:
+        if not sys.stdin.isatty():
+            print(f"live trading sends real orders: set MESH_LIVE_CONFIRM={LIVE_CONFIRMATION}", file=sys.stderr)
+            return 2
+        answer = input(f"Live trading sends real orders with real money. Type {LIVE_CONFIRMATION} to go on: ")
+        if answer.strip() != LIVE_CONFIRMATION:
+            print("not confirmed: nothing started")
+            return 1
+        overrides["MESH_LIVE_CONFIRM"] = LIVE_CONFIRMATION
+    if overrides:  # flags are settings too: validate them, and hand them to every program
+        os.environ.update(overrides)
+        try:
+            settings = load_settings()
+        except ConfigError as error:
+            print(f"config error: {error}", file=sys.stderr)
+            return 2
+    supervisor = Supervisor(settings)
+    if supervisor.running():
+        print(f"a mesh is already running in {settings.home_dir} (mesh status; mesh down to stop it)")
+        return 1
+    settings.prepare_home()
+    conf = settings.home_dir / "supervisord.conf"
+    conf.write_text(render(settings, local_paths(settings), with_redis=settings.redis_url is None))
+    command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+    env = {**os.environ, "MESH_HOME": str(settings.home_dir), "MESH_PORT_BASE": str(settings.port_base)}
+    source = (f"live {settings.exchange}" + (f" at {settings.exchange_url}" if settings.exchange_url else "")
+              if settings.feed == "live" else "replay of the bundled data")
+    trading = ("paper trading, no real money" if settings.mode == "paper" else
+               f"LIVE TRADING on {settings.exchange}" + (" (sandbox)" if settings.live_sandbox and
+                                                         not settings.exchange_url else ""))
+    print(f"starting the mesh in {settings.home_dir} (mode: {settings.mode}, {trading}; market data: {source})")
+    started = subprocess.run(command, env=env, cwd=REPO_ROOT)  # supervisord daemonizes itself
+    if started.returncode != 0:
+        print(f"supervisord failed to start (exit {started.returncode}); see {settings.log_dir}/supervisord.log")
+        return 1
+    if not _wait_until_up(settings, supervisor):
+        print("what did start is still running, for inspection: mesh status; mesh down stops it")
+        return 1
+    if args.detach:
+        return 0
+    print("Ctrl-C stops everything.")
+    try:
+        while supervisor.running():
+            time.sleep(1)
+        print("supervisord has stopped")
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping the mesh...")
+        return cmd_down(settings, args)
+
+
+def _wait_until_up(settings: Settings, supervisor: Supervisor) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    last_report = ""
+    while time.monotonic() < deadline:
+        states = {name: info["statename"] for name, info in supervisor.processes().items()}
+        waiting = sorted(name for name, state in states.items() if state != "RUNNING")
+        if states and not waiting and _healthy(settings.dashboard_url + "healthz"):
+            print(f"mesh up: {len(states)} programs RUNNING\ndashboard: {settings.dashboard_url}")
+            return True
+        report = "waiting for: " + (", ".join(f"{n} ({states[n]})" for n in waiting) if waiting else "dashboard")
+        if report != last_report:
+            print(report)
+            last_report = report
+        time.sleep(0.5)
+    print(f"the mesh did not come up within {START_TIMEOUT_S}s; logs are in {settings.log_dir}")
+    return False
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    supervisor = Supervisor(settings)
+    if not supervisor.running():
+        print(f"no mesh is running in {settings.home_dir}")
+        return 0
+    supervisor.shutdown()
+    for _ in range(300):
+        if not supervisor.running() and not settings.supervisor_socket.exists():
+            break
+        time.sleep(0.1)
+    print("mesh stopped")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    state = mesh_state(settings, HotState(settings.effective_redis_url, settings.redis_prefix))
+    if args.json:
+        print(json.dumps(state))
+        return 0
+    print(f"mode {state['mode']}  trading {state['trading_state']}  equity {state['equity']}  "
+          f"cash {state['cash']}  trades {state['trades']}")
+    for name, service in state["services"].items():
+        age = service["heartbeat_age_s"]
+        print(f"  {name:22} {service['state']:10} {'healthy' if service['healthy'] else 'UNHEALTHY':10} "
+              f"heartbeat {'-' if age is None else f'{age:.1f}s ago'}")
+    for p in state["positions"]:
+        print(f"  position {p['strategy']:12} {p['symbol']:9} qty {p['qty']} avg {p['avg_price']} last {p['last_price']}")
+    print("  allocations: " + ", ".join(f"{k} {v:.2f}%" for k, v in state["allocations"].items()))
+    return 0
+
+
+def set_kill_switch(settings: Settings, on: bool, by: str) -> tuple[bool, str]:
+    """Ask the risk guard; if it does not answer, persist the switch where it will read it at start."""
+    from meshtrader.persistence.store import Store
+
+    reply = ask(settings, "risk.rep", RiskReplies, SetKillSwitch(on=on, by=by, src="cli"), "cli", 1000, 2)
+    if isinstance(reply, RiskStatusReply):
+        return True, f"kill switch {'ON' if reply.kill_switch else 'OFF'}; trading state {reply.trading_state}"
+    store = Store(settings.store_location)
+    try:
+        book = store.get_state("risk.book") or {}
+        book["kill_switch"] = on
+        store.put_state("risk.book", book)
+        store.insert_many("risk_events", ("rule", "reason", "created_at"),
+                          [("kill_switch", f"kill switch turned {'on' if on else 'off'} by {by} "
+                                           "while the risk guard was not answering", time.time())])
+    finally:
+        store.close()
+    return False, (f"the risk guard did not answer; kill switch {'ON' if on else 'OFF'} is saved and applies when "
+                   "it starts (no orders are approved while it is down)")
+
+
+def cmd_kill_switch(settings: Settings, args: argparse.Namespace) -> int:
+    answered, message = set_kill_switch(settings, args.state == "on", "cli")
+    print(message)
+    return 0 if answered else 3
+
+
+def cmd_supervisord_conf(settings: Settings, args: argparse.Namespace) -> int:
+    paths = default_paths() if args.default else local_paths(settings)
+    print(render(settings, paths, with_redis=args.default or settings.redis_url is None), end="")
+    return 0
+
+
+def cmd_prometheus_targets(settings: Settings, args: argparse.Namespace) -> int:
+    """Prometheus file_sd targets for this mesh's /metrics ports, one group per service."""
+    host = args.host or settings.host
+    groups = [{"targets": [f"{host}:{settings.http_port(name)}"], "labels": {"mesh_service": name}}
+              for name in settings.service_names()]
+    print(json.dumps(groups, indent=2))
+    return 0
+
+
+def _market_time(text: str | None) -> int | None:
+    """Epoch milliseconds, or an ISO date / datetime read as UTC."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(text)
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    from meshtrader.domain.candles import resample, timeframe_ms
+    from meshtrader.marketdata.files import DataError, find_candle_file, find_series_file, load_bars, load_funding
+    from meshtrader.persistence.store import Store
+    from meshtrader.research.backtest import Backtester
+    from meshtrader.strategies import ParameterError
+
+    try:
+        params = json.loads(args.params) if args.params else settings.strategy_params.get(args.strategy)
+        start, end = _market_time(args.start), _market_time(args.end)
+    except ValueError as error:
+        print(f"invalid --params, --from or --to: {error}", file=sys.stderr)
+        return 2
+    if args.fork:
+        fork = next((f for f in fork_rows(settings) if f["id"] == args.fork), None)
+        if fork is None or fork["status"] != "active":
+            print(f"backtest: no active fork {args.fork!r} (mesh forks lists them)", file=sys.stderr)
+            return 2
+        args.db = settings.fork_location(fork["path"])
+    symbols = [args.symbol.upper().replace("/", "")] if args.symbol else settings.symbols
+    data_dir = args.data.resolve() if args.data else settings.data_dir
+    try:
+        backtester = Backtester({args.strategy: params}, symbols, settings, settings.timeframe)
+        series, funding = {}, {}
+        store = Store(args.db, read_only=True) if args.db else None
+        for symbol in symbols:
+            bars = store.bars(symbol, settings.timeframe) if store else load_bars(find_candle_file(data_dir, symbol))[0]
+            if not store and settings.timeframe != "1m":
+                bars = resample(bars, timeframe_ms(settings.timeframe))
+            series[symbol] = [b for b in bars if (start is None or b.open_time >= start) and
+                              (end is None or b.open_time < end)]
+            funding_file = find_series_file(data_dir, symbol, "funding")
+            funding[symbol] = load_funding(funding_file) if funding_file else []
+    except (ParameterError, DataError, sqlite3.Error, OSError) as error:
+        print(f"backtest: {error}", file=sys.stderr)
+        return 2
+    if not any(series.values()):
+        print("backtest: no candles in that window", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    report = backtester.run(series, funding)
+    seconds = time.perf_counter() - started
+    summary = {**report.summary(), "seconds": round(seconds, 3), "bars_per_s": round(report.bars / seconds)}
+    if args.plot:
+        from meshtrader.research.plot import plot_equity
+
+        plot_equity(report, args.plot)
+        summary["plot"] = str(args.plot)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{args.strategy} on {', '.join(symbols)}: {report.bars} bars in {seconds:.2f}s "
+          f"({summary['bars_per_s']:,} bars/s)")
+    for key in ("trades", "roi", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "exposure",
+                "fees", "final_equity", "rejected"):
+        print(f"  {key:14} {summary[key]}")
+    if args.plot:
+        print(f"  equity curve and drawdown: {args.plot}")
+    return 0
+
+
+def fork_rows(settings: Settings) -> list[dict]:
+    """The fork registry, newest first, destroyed forks included."""
+    from meshtrader.persistence.store import Store
+
+    if not settings.db_url and not settings.db_path.exists():
+        return []
+    store = Store(settings.store_location, read_only=True)
+    try:
+        rows = store.query("SELECT * FROM fork_tracking ORDER BY created_at DESC")
+    finally:
+        store.close()
+    now = time.time()
+    return [{"id": r["fork_id"], "backend": r["backend"], "purpose": r["purpose"], "requester": r["requester"],
+             "status": r["status"], "created": r["created_at"], "age_s": round(now - r["created_at"], 1),
+             "ttl_s": r["ttl_s"], "expires_et": r["expires_et"], "path": r["path"],
+             "writable": bool(r["writable"]), "shared": r["shared"], "kept": bool(r["kept"]),
+             "cost_estimate": r["cost_estimate"],
+             "results": json.loads(r["results"]) if r["results"] else None} for r in rows]
+
+
+def ask(settings: Settings, endpoint: str, replies: Any, request: Any, by: str, timeout_ms: int,
+        retries: int) -> Any:
+    """One question to a service's REP socket (Lazy Pirate); its answer, or None if it does not answer."""
+    import zmq
+
+    from meshtrader.bus import ReqClient
+    from meshtrader.runtime.log import Logger
+
+    ctx = zmq.Context()
+    client = ReqClient(ctx, settings.endpoint(endpoint), replies, timeout_ms, retries, Logger(by, "ERROR"))
+    try:
+        return client.request(request)
+    finally:
+        client.close()
+        ctx.term()
+
+
+def request_validation(settings: Settings, reason: str, optimize: bool, by: str) -> str | None:
+    """Ask the allocator to validate the strategies now (and optimise one); its answer, or None."""
+    from meshtrader.wire.messages import Accepted, AllocatorReplies, RunValidation
+
+    reply = ask(settings, "allocator.rep", AllocatorReplies, RunValidation(reason=reason, optimize=optimize, src=by),
+                by, 2000, 2)
+    return reply.message if isinstance(reply, Accepted) else None
+
+
+def close_all_positions(settings: Settings, by: str, reason: str) -> str | None:
+    """Ask the executor to sell every open position now; its answer, or None if it does not answer."""
+    from meshtrader.wire.messages import CloseAll, ClosedAll, ExecutorReplies
+
+    reply = ask(settings, "executor.rep", ExecutorReplies, CloseAll(by=by, reason=reason, src=by), by, 10_000, 1)
+    return reply.message if isinstance(reply, ClosedAll) else None
+
+
+def cmd_close_all(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("close-all sells every open position at market: confirm with --yes", file=sys.stderr)
+            return 2
+        if input("Sell every open position at market now? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing done")
+            return 1
+    message = close_all_positions(settings, "cli", args.reason)
+    if message is None:
+        print("the executor did not answer (is the mesh up? mesh status)", file=sys.stderr)
+        return 1
+    print(message)
+    return 0
+
+
+def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
+    message = request_validation(settings, args.reason, args.optimize, "cli")
+    if message is None:
+        print("the allocator did not answer (is the mesh up? mesh status)", file=sys.stderr)
+        return 1
+    print(f"{message}; results appear in mesh forks and the allocation's reason")
+    return 0
+
+
+def cmd_forks(settings: Settings, args: argparse.Namespace) -> int:
+    forks = fork_rows(settings)
+    if args.json:
+        print(json.dumps(forks))
+        return 0
+    if not forks:
+        print("no forks yet")
+    for f in forks:
+        print(f"{f['id']:32} {f['backend']:8} {f['purpose']:12} {f['status']:10} by {f['requester']:10} "
+              f"age {f['age_s']:>8.1f}s ttl {f['ttl_s']:>7}s{' kept' if f['kept'] else ''}  {results_line(f['results'])}")
+    if forks:
+        print("(mesh forks --json has every result in full)")
+    return 0
+
+
+def results_line(results: dict | None) -> str:
+    """The gist of a fork's results in one line."""
+    if not results:
+        return ""
+    parts = []
+    if "trigger" in results:
+        parts.append(f"validation ({results['trigger']})")
+    if "whatif" in results:
+        parts.append(f"what-if chose {results['whatif'].get('chosen')}")
+    if "optimization" in results:
+        run = results["optimization"]
+        parts.append(run.get("error") or f"optimised {run['strategy']}: {'adopted' if run['adopt'] else 'kept'} "
+                     f"{run['best_params'] if run['adopt'] else run['live_params']}")
+    for key in ("incident", "interesting", "error"):
+        if key in results:
+            parts.append(f"{key}: {results[key]}")
+    if "method" in results:
+        parts.append(results["method"])
+    return "; ".join(parts)
+
+
+# Developer tools that live in the repository beside the package (not installed with it): `mesh TOOL ...`
+# runs `python -m MODULE ...` with the repository on the path. `mesh TOOL --help` lists their options.
+REPO_TOOLS = (("exchange-sim", "tools.exchange_sim", "a local exchange speaking Binance's wire formats over the data"),
+              ("bench", "bench", "run a benchmark suite (--suite latency|feed|backtest|sweep|forks, --json)"))
+
+
+def run_repo_tool(module: str, argv: list[str]) -> int:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+    return 0  # not reached: the tool replaces this process
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesh", description="Meshtrader: a paper-trading mesh of processes")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the whole mesh under supervisord and print the dashboard URL")
+    up.add_argument("-d", "--detach", action="store_true", help="return once the mesh is up")
+    up.add_argument("--feed", choices=["replay", "live"], help="market data source (MESH_FEED)")
+    up.add_argument("--exchange", help="ccxt exchange id for live data (MESH_EXCHANGE)")
+    up.add_argument("--mode", choices=["paper", "live"], help="live: real orders through ccxt, after a confirmation")
+    up.add_argument("--exchange-url", help="point ccxt at this base URL, e.g. mesh exchange-sim (MESH_EXCHANGE_URL)")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the mesh").set_defaults(func=cmd_down)
+    status = sub.add_parser("status", help="services, equity, positions, trades")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(func=cmd_status)
+    kill = sub.add_parser("kill-switch", help="halt (on) or allow (off) all trading")
+    kill.add_argument("state", choices=["on", "off"])
+    kill.set_defaults(func=cmd_kill_switch)
+    conf = sub.add_parser("supervisord-conf", help="print the supervisord config for these settings")
+    conf.add_argument("--default", action="store_true", help="the repo's own supervisord.conf (./var)")
+    conf.set_defaults(func=cmd_supervisord_conf)
+    targets = sub.add_parser("prometheus-targets", help="print Prometheus file_sd targets for /metrics")
+    targets.add_argument("--host", help="address Prometheus reaches the mesh at (default MESH_HOST)")
+    targets.set_defaults(func=cmd_prometheus_targets)
+    for tool, module, what in REPO_TOOLS:
+        sub.add_parser(tool, help=what, add_help=False)  # listed here; `main` hands it its arguments
+    close = sub.add_parser("close-all", help="sell every open position at market now (allowed even when halted)")
+    close.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    close.add_argument("--reason", default="", help="recorded with the orders")
+    close.set_defaults(func=cmd_close_all)
+    validate = sub.add_parser("validate", help="validate the strategies on a fork now (the allocator reweights)")
+    validate.add_argument("--optimize", action="store_true", help="and optimise the next strategy's parameters")
+    validate.add_argument("--reason", default="on demand", help="recorded with the validation")
+    validate.set_defaults(func=cmd_validate)
+    forks = sub.add_parser("forks", help="forks with purpose, age, TTL and results (destroyed ones too)")
+    forks.add_argument("--json", action="store_true")
+    forks.set_defaults(func=cmd_forks)
+    backtest = sub.add_parser("backtest", help="backtest a strategy through the executor's and risk guard's rules")
+    backtest.add_argument("--strategy", required=True)
+    backtest.add_argument("--params", help='strategy parameters as JSON, e.g. \'{"fast": 8, "slow": 30}\'')
+    backtest.add_argument("--symbol", help="one symbol (default: MESH_SYMBOLS)")
+    backtest.add_argument("--from", dest="start", help="first candle: ISO date/time (UTC) or epoch ms")
+    backtest.add_argument("--to", dest="end", help="end, exclusive: ISO date/time (UTC) or epoch ms")
+    backtest.add_argument("--data", type=Path, help="directory of candle files (default: MESH_DATA)")
+    backtest.add_argument("--db", help="candles from a store instead: a mesh.db, a fork of it, or a postgresql:// URL")
+    backtest.add_argument("--fork", help="candles from a fork, by id (mesh forks)")
+    backtest.add_argument("--json", action="store_true", help="one JSON object")
+    backtest.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the equity curve and drawdown")
+    backtest.set_defaults(func=cmd_backtest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    for tool, module, _ in REPO_TOOLS:
+        if argv[:1] == [tool]:  # everything after the tool's name is the tool's own
+            return run_repo_tool(module, argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(settings, args)
+    except BrokenPipeError:  # e.g. `mesh status | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

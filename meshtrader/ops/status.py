@@ -1,0 +1,80 @@
+"""The mesh's state in one object, for `mesh status` and the dashboard's /api/state."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from meshtrader.persistence.hotstate import HotState
+from meshtrader.persistence.store import Store
+from meshtrader.runtime.config import Settings
+from meshtrader.runtime.supervise import Supervisor
+
+STALE_HEARTBEATS = 3  # a service is unhealthy after this many missed heartbeats
+
+
+def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = True,
+               last_trades: int = 0) -> dict[str, Any]:
+    processes = Supervisor(settings).processes() if include_supervisor else {}
+    beats = hot.get_many("hb:*")
+    now = time.time()
+    services: dict[str, dict] = {}
+    for name in settings.service_names():
+        beat = beats.get(f"hb:{name}")
+        age = round(now - beat["ts"], 3) if beat else None
+        state = processes.get(name, {}).get("statename", "UNKNOWN" if include_supervisor else "n/a")
+        healthy = age is not None and age < STALE_HEARTBEATS * settings.heartbeat_s + 1 and \
+            (not include_supervisor or state == "RUNNING")
+        services[name] = {"state": state, "healthy": healthy, "heartbeat_age_s": age}
+    if "redis" in processes:
+        services["redis"] = {"state": processes["redis"]["statename"], "healthy": hot.ping(),
+                             "heartbeat_age_s": None}
+    account = hot.get("account") or {}
+    alloc = hot.get("alloc") or {}
+    risk = hot.get("risk") or {}
+    positions = [{"strategy": a["strategy"], "symbol": p["symbol"], "qty": float(p["qty"]),
+                  "avg_price": float(p["avg_price"]), "last_price": float(p["last_price"])}
+                 for a in account.get("accounts", []) for p in a.get("positions", [])]
+    trades, recent, highlights, research = _from_store(settings, last_trades)
+    state = {
+        "mode": settings.mode,
+        "services": services,
+        "equity": float(account["equity"]) if account else None,
+        "cash": float(account["cash"]) if account else None,
+        "positions": positions,
+        "trades": trades,
+        "allocations": {k: float(v) * 100 for k, v in alloc.get("weights", {}).items()},
+        "trading_state": risk.get("trading_state", "UNKNOWN"),
+        "regime": (hot.get("regime") or {}).get("regime"),
+        "kill_switch": risk.get("kill_switch"),
+        "event_time": account.get("event_time"),
+        "accounts": account.get("accounts", []),
+    }
+    if last_trades:
+        state["last_trades"] = recent
+        state["highlights"] = highlights
+        state["allocation_reason"] = alloc.get("reason")
+        state.update(research)
+    return state
+
+
+def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict], dict]:
+    """Trade count, and with `last`, the latest trades, narrator highlights, forks and the regime table."""
+    if not settings.db_url and not settings.db_path.exists():
+        return 0, [], [], {}
+    store = Store(settings.store_location, read_only=True)
+    try:
+        count = store.trade_count()
+        if not last:
+            return count, [], [], {}
+        recent = [dict(r) for r in store.query(
+            "SELECT trade_id, strategy, symbol, side, qty, price, fee, realized_pnl, event_time FROM trades "
+            "ORDER BY created_at DESC, trade_id DESC LIMIT ?", (last,))]
+        highlights = [dict(r) for r in store.query(
+            "SELECT kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (last,))]
+        forks = [{**dict(r), "results": sorted(json.loads(r["results"] or "{}"))} for r in store.query(
+            "SELECT fork_id, backend, purpose, requester, status, created_et, ttl_s, kept, cost_estimate, results "
+            "FROM fork_tracking ORDER BY created_at DESC LIMIT ?", (last,))]
+        return count, recent, highlights, {"forks": forks, "regime_table": store.regime_table()}
+    finally:
+        store.close()

@@ -1,0 +1,206 @@
+"""Parameter optimisation with a walk-forward check, in parallel worker processes reading a fork.
+
+The window of candles is split in time: the first part (in sample) ranks every parameter set of the
+strategy's search space (a grid, or a seeded random sample of it) by the objective; the best set and
+the live set are then both run on the rest (out of sample), which neither has seen while being chosen.
+The best is proposed for adoption only if it beats the live set out of sample: a set that merely fits
+the past better is not enough.
+
+Each worker process opens the fork itself (read-only) and keeps the candles for all of its trials;
+the work is the same event-driven backtester the mesh's validation uses.
+"""
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from meshtrader.domain.candles import Bar
+from meshtrader.research.backtest import Backtester
+from meshtrader.strategies import REGISTRY, ParameterError, create
+
+OBJECTIVES = ("sharpe", "sortino", "roi", "profit_factor")
+MIN_TRADES = 2  # fewer trades than this say nothing about a parameter set
+
+
+@dataclass(frozen=True)
+class Trial:
+    params: dict
+    score: float | None  # None: too few trades to judge
+    trades: int
+    roi: float
+
+
+@dataclass
+class Optimization:
+    strategy: str
+    objective: str
+    trials: int
+    bars_in_sample: int
+    bars_out_of_sample: int
+    best_params: dict
+    best_in_sample: float | None
+    best_out_of_sample: float | None
+    live_params: dict
+    live_out_of_sample: float | None
+    adopt: bool
+    reason: str
+    seconds: float
+    workers: int
+    top: list[dict]
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parameter_sets(strategy: str, samples: int = 0, seed: int = 0) -> list[dict]:
+    """The strategy's search space as a grid, or `samples` distinct random points of it (seeded: the
+    same run twice tries the same sets). Combinations the strategy rejects are left out."""
+    space = REGISTRY[strategy].search_space
+    if not space:
+        return []
+    names = list(space)
+    grid = [dict(zip(names, values, strict=True)) for values in itertools.product(*(space[n] for n in names))]
+    if samples and samples < len(grid):
+        grid = random.Random(seed).sample(grid, samples)
+    valid = []
+    for params in grid:
+        try:
+            create(strategy, "BTCUSDT", params)
+        except ParameterError:
+            continue
+        valid.append(params)
+    return valid
+
+
+def split_in_time(series: dict[str, list[Bar]], in_sample_share: float) -> tuple[dict, dict]:
+    """In sample: every bar before the cut; out of sample: the rest (the cut is one instant for all symbols)."""
+    times = sorted(b.open_time for bars in series.values() for b in bars)
+    if not times:
+        return series, {s: [] for s in series}
+    cut = times[min(len(times) - 1, int(len(times) * in_sample_share))]
+    return ({s: [b for b in bars if b.open_time < cut] for s, bars in series.items()},
+            {s: [b for b in bars if b.open_time >= cut] for s, bars in series.items()})
+
+
+def score(report: Any, objective: str) -> float | None:
+    if report.trades < MIN_TRADES:
+        return None
+    value = getattr(report, objective)
+    return float(value) if value is not None else 0.0
+
+
+def rank_key(trial: Trial) -> tuple:
+    """Best first: judged before unjudged, then by score, then by the parameters (a stable tie-break)."""
+    return (trial.score is None, -(trial.score or 0.0), repr(sorted(trial.params.items())))
+
+
+# ----- worker processes ------------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _load_segments(location: str, symbols: list[str], tf: str, since: int, until: int,
+                   in_sample_share: float) -> tuple[dict, dict]:
+    from meshtrader.persistence.store import Store
+
+    store = Store(location, read_only=True)
+    try:
+        series = {s: [b for b in store.bars(s, tf) if since <= b.open_time < until] for s in symbols}
+    finally:
+        store.close()
+    return split_in_time(series, in_sample_share)
+
+
+def _init_worker(location: str, symbols: list[str], tf: str, since: int, until: int, in_sample_share: float,
+                 settings: Any) -> None:
+    _WORKER["segments"] = _load_segments(location, symbols, tf, since, until, in_sample_share)
+    _WORKER["settings"] = settings
+
+
+def _trial(job: tuple[str, dict, int]) -> tuple[dict, float | None, int, float]:
+    strategy, params, segment = job
+    settings = _WORKER["settings"]
+    series = _WORKER["segments"][segment]
+    report = Backtester({strategy: params}, list(series), settings, settings.timeframe).run(series)
+    return params, score(report, _WORKER["objective"]), report.trades, report.roi
+
+
+class Runner:
+    """Runs trials in `workers` processes (spawned: the caller may hold sockets and threads), or in
+    this process when workers is 1."""
+
+    def __init__(self, location: str, symbols: list[str], settings: Any, since: int, until: int, objective: str,
+                 workers: int, in_sample_share: float) -> None:
+        args = (location, symbols, settings.timeframe, since, until, in_sample_share, settings)
+        self.workers = workers
+        if workers > 1:
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_start_worker, initargs=(objective, *args))
+        else:
+            self.pool = None
+            _start_worker(objective, *args)
+
+    def bar_counts(self) -> tuple[int, int]:
+        """Bars in sample and out of sample, as the workers loaded them."""
+        return _segment_sizes() if self.pool is None else self.pool.submit(_segment_sizes).result()
+
+    def run(self, jobs: list[tuple[str, dict, int]]) -> list[Trial]:
+        if self.pool is None:
+            results = map(_trial, jobs)
+        else:
+            results = self.pool.map(_trial, jobs)  # one trial per task: few, heavy, uneven tasks balance best
+        return [Trial(params, value, trades, roi) for params, value, trades, roi in results]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def _start_worker(objective: str, *args: Any) -> None:
+    _init_worker(*args)
+    _WORKER["objective"] = objective
+
+
+def _segment_sizes() -> tuple[int, int]:
+    return tuple(sum(len(b) for b in seg.values()) for seg in _WORKER["segments"])
+
+
+def optimize(strategy: str, live_params: dict | None, location: str, symbols: list[str], settings: Any,
+             since: int, until: int, objective: str = "sharpe", samples: int = 0, workers: int = 2,
+             in_sample_share: float = 0.7, progress: Callable[[str], None] | None = None) -> Optimization:
+    """Search the strategy's parameters in sample, check the best against the live set out of sample."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
+    started = time.perf_counter()
+    candidates = parameter_sets(strategy, samples, seed=until)
+    live = dict(create(strategy, symbols[0], live_params).params.model_dump())
+    runner = Runner(location, symbols, settings, since, until, objective, workers, in_sample_share)
+    try:
+        bars_in, bars_out = runner.bar_counts()
+        if progress:
+            progress(f"{strategy}: {len(candidates)} parameter sets x {bars_in} bars in sample, {workers} workers")
+        ranked = sorted(runner.run([(strategy, p, 0) for p in candidates]), key=rank_key)
+        best = ranked[0] if ranked else Trial(live, None, 0, 0.0)
+        best_out, live_out = runner.run([(strategy, best.params, 1), (strategy, live_params or {}, 1)])
+    finally:
+        runner.close()
+    best_params = dict(create(strategy, symbols[0], best.params).params.model_dump())
+    adopt = (best_params != live and best_out.score is not None
+             and (live_out.score is None or best_out.score > live_out.score))
+    verdict = "adopt" if adopt else "keep the live set"
+    reason = (f"{strategy} walk-forward by {objective}: best of {len(candidates)} sets in sample "
+              f"{_fmt(best.score)}, out of sample {_fmt(best_out.score)} vs live {_fmt(live_out.score)}: {verdict}")
+    return Optimization(strategy=strategy, objective=objective, trials=len(candidates), bars_in_sample=bars_in,
+                        bars_out_of_sample=bars_out, best_params=best_params, best_in_sample=best.score,
+                        best_out_of_sample=best_out.score, live_params=live, live_out_of_sample=live_out.score,
+                        adopt=adopt, reason=reason, seconds=round(time.perf_counter() - started, 3), workers=workers,
+                        top=[{"params": t.params, "score": t.score, "trades": t.trades} for t in ranked[:5]])
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a (too few trades)" if value is None else f"{value:.3f}"

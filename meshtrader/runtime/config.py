@@ -1,0 +1,453 @@
+"""Configuration: defaults < config file (TOML, MESH_CONFIG) < MESH_* environment / .env.
+
+Everything that locates a piece of the mesh (runtime directory, ports, socket endpoints) is derived
+here, so two meshes with different MESH_HOME and MESH_PORT_BASE never clash.
+"""
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_DATA = REPO_ROOT / "data"
+KNOWN_STRATEGIES = ("momentum", "macd", "bollinger", "breakout", "mean_reversion", "stochastic", "seller_exhaustion",
+                    "funding_drift", "ensemble", "sma_cross", "bench")
+
+# Port offsets from MESH_PORT_BASE: HTTP (dashboard, /metrics) and, with MESH_TRANSPORT=tcp, ZeroMQ.
+HTTP_OFFSETS = {"dashboard": 0, "feed": 1, "allocator": 2, "risk": 3, "executor": 4, "forks": 5, "narrator": 6}
+STRATEGY_HTTP_OFFSET = 10
+ZMQ_OFFSETS = {
+    "feed.pub": 40, "feed.rep": 41, "allocator.pub": 42, "risk.pub": 43, "risk.rep": 44,
+    "executor.pub": 45, "forks.pub": 46, "forks.rep": 47, "narrator.pub": 48, "allocator.rep": 49,
+    "executor.rep": 50,
+}
+STRATEGY_ZMQ_OFFSET = 60
+MAX_STRATEGIES = 20
+
+
+LIVE_CONFIRMATION = "I-ACCEPT-REAL-MONEY-RISK"
+
+
+class ConfigError(Exception):
+    """An invalid setting: the message is one line naming the setting and the problem."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All of the mesh's settings. Field `x` is set by the environment variable `MESH_X`."""
+
+    model_config = SettingsConfigDict(env_prefix="MESH_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("var"), description="runtime directory: sockets, SQLite, logs, pids")
+    port_base: int = Field(7100, ge=1024, le=65000, description="first port of this mesh's port range")
+    transport: Literal["ipc", "tcp"] = "ipc"
+    host: str = Field("127.0.0.1", description="address services bind and connect to with tcp")
+    redis_url: str | None = Field(None, description="external Redis; unset starts the bundled redis-server")
+    db_url: str | None = Field(None, description="PostgreSQL store, postgresql://...; unset: SQLite in MESH_HOME")
+    mode: Literal["paper", "live"] = Field("paper", description="paper trading, or live orders through ccxt")
+    live_confirm: str | None = Field(None, description=f"live mode needs exactly {LIVE_CONFIRMATION}")
+    live_sandbox: bool = Field(True, description="live orders go to the exchange's sandbox/testnet")
+    reconcile_tolerance: Decimal = Field(Decimal("0.01"), ge=0, description="USDT the exchange may differ by")
+    live_timeout_s: float = Field(10.0, gt=0, le=60, description="an exchange request unanswered this long is "
+                                  "a lost answer: the order is then looked up by its client id")
+    live_check_s: float = Field(1.0, gt=0, description="how often open and unanswered live orders are checked")
+
+    # market data: replay of files, or live through ccxt
+    feed: Literal["replay", "live"] = Field("replay", description="replay the bundled data, or stream live")
+    exchange: str = Field("binance", description="ccxt exchange id for live data")
+    exchange_url: str | None = Field(None, description="point ccxt at this base URL (e.g. mesh exchange-sim)")
+    feed_transport: Literal["auto", "websocket", "rest"] = Field(
+        "auto", description="websocket klines where ccxt has them, else REST polling")
+    feed_poll_s: float | None = Field(None, gt=0, description="REST polling interval (default 10 s)")
+    feed_backoff_s: float = Field(1.0, gt=0, le=60, description="first reconnect delay; doubles up to 16x")
+    feed_stale_s: float | None = Field(None, gt=0, description="stale-data alarm after this silence (2 candles)")
+    data: Path | None = Field(None, description="directory of candle CSVs (plain or .gz), one per symbol")
+    timeframe: str = Field("1m", description="candle timeframe the mesh trades on (1m, 5m, 15m, 1h, 4h, 1d)")
+    replay: Literal["candles", "trades"] = Field("candles", description="replay candle files, or the raw trade tape")
+    symbols: Annotated[list[str], NoDecode] = ["BTCUSDT", "ETHUSDT"]
+    replay_speed: float = Field(10.0, gt=0, le=1_000_000, description="candles per second per symbol")
+    ticks_per_candle: int = Field(4, ge=1, le=4)
+    replay_start: int = Field(0, ge=0, description="skip this many candles of the data at the start")
+    replay_wait_s: float = Field(60.0, ge=0, description="wait this long at most for workers, risk and executor")
+    feed_history: int = Field(2000, ge=10, description="candles per symbol kept for snapshot requests")
+
+    # strategies and capital
+    strategies: Annotated[list[str], NoDecode] = ["momentum", "macd"]
+    strategy_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='per-strategy parameters, JSON: {"macd": {"fast": 8}}')
+    capital: Decimal = Field(Decimal("100000"), gt=0)
+    order_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1, description="order notional / strategy equity")
+    taker_fee_bp: Decimal = Field(Decimal("5"), ge=0, le=100,
+                                  description="fee of fills that take liquidity (market orders), bp of notional")
+    maker_fee_bp: Decimal = Field(Decimal("2"), ge=0, le=100,
+                                  description="fee of fills that add liquidity (resting limit orders), bp")
+    slippage_bp: Decimal = Field(Decimal("5"), ge=0, le=1000)
+    order_type: Literal["market", "limit"] = Field("market", description="entries: market orders, or limit orders "
+                                                   "resting MESH_LIMIT_OFFSET_BP under the price (exits: market)")
+    limit_offset_bp: Decimal = Field(Decimal("2"), ge=0, le=1000)
+    order_timeout_s: float = Field(300.0, gt=0, description="a resting order unfilled this long (market seconds) "
+                                   "is canceled")
+    fill_model: Literal["fixed", "instant", "book"] = Field(
+        "fixed", description="paper fills: fixed = the last price moved by the slippage; instant = the last price; "
+        "book = walk the live order book's depth (part fills), fixed where there is no book")
+    max_slippage_bp: Decimal = Field(Decimal("50"), ge=0, description="entries expected to slip more are rejected")
+    slippage_impact_bp: Decimal = Field(Decimal("0"), ge=0, le=10000,
+                                        description="volume-aware slippage: + this x sqrt(qty / bar volume)")
+    signal_ttl_s: float = Field(30.0, gt=0, description="signals that waited longer than this (seconds) are refused")
+
+    # allocation
+    validation_every_min: float = Field(360.0, gt=0, description="market minutes between strategy validations")
+    validation_windows_min: Annotated[list[float], NoDecode] = Field(
+        [10080.0, 43200.0, 129600.0], description="lookback windows each validation backtests (7, 30, 90 days)")
+    validation_window_weights: Annotated[list[float], NoDecode] = Field(
+        [0.5, 0.3, 0.2], description="how much each window counts: the recent more")
+    validation_loss_pct: Decimal = Field(Decimal("0.05"), gt=0, le=1,
+                                         description="validate early when a strategy lost this much since the last")
+    optimize_every: int = Field(2, ge=0, description="optimise one strategy's parameters every Nth validation; 0: never")
+    optimize_objective: Literal["sharpe", "sortino", "roi", "profit_factor"] = "sharpe"
+    optimize_samples: int = Field(24, ge=0, description="parameter sets tried (random from the grid); 0: the whole grid")
+    optimize_workers: int = Field(2, ge=1, le=64, description="worker processes of a parameter optimisation")
+    optimize_window_min: float = Field(10080.0, gt=0, description="market minutes an optimisation walks forward over")
+    kelly_cap: Decimal = Field(Decimal("1"), ge=0, description="cap a weight at this multiple of its Kelly fraction; 0: off")
+    correlation_max: float = Field(0.7, gt=0, le=1, description="strategies holding together above this are penalised")
+    regime_weight: float = Field(0.5, ge=0, description="how much the learned regime x strategy table counts")
+    alloc_min_pct: Decimal = Field(Decimal("0.05"), ge=0, le=1)
+    alloc_max_pct: Decimal = Field(Decimal("0.60"), gt=0, le=1)
+    alloc_change_pct: Decimal = Field(Decimal("0.02"), ge=0, le=1, description="smaller moves are not republished")
+
+    # risk limits
+    max_order_pct: Decimal = Field(Decimal("0.20"), gt=0, le=1)
+    max_exposure_pct: Decimal = Field(Decimal("0.80"), gt=0, le=10)
+    max_positions_per_strategy: int = Field(2, ge=1)
+    max_open_positions: int = Field(10, ge=1, description="open positions across all strategies")
+    max_trades_per_day: int = Field(1000, ge=1, description="new entries per UTC day (exits always pass)")
+    risk_per_trade_pct: Decimal = Field(Decimal("0.01"), gt=0, le=1,
+                                        description="loss at the strategy's stop, as a share of its equity")
+    max_position_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1,
+                                      description="position size cap (share of equity) for strategies with a stop")
+    risk_kelly_multiple: Decimal = Field(Decimal("0"), ge=0, description="cap an entry at this multiple of the "
+                                         "strategy's Kelly fraction of its equity (after 20 closed trades); 0: off")
+    portfolio_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1,
+                                            description="equity this far below its peak turns the kill switch on")
+    daily_loss_pct: Decimal = Field(Decimal("0.05"), gt=0, le=1)
+    strategy_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1)
+    risk_timeout_ms: int = Field(500, ge=10, le=60_000)
+    risk_retries: int = Field(2, ge=1, le=10)
+
+    # housekeeping
+    heartbeat_s: float = Field(1.0, gt=0, le=60)
+    fork_ttl_s: int = Field(3600, ge=1)
+    max_forks: int = Field(8, ge=1)
+    fork_backend: Literal["auto", "sqlite", "postgres", "tiger"] = Field(
+        "auto", description="auto: the store's own database (sqlite, or postgres with MESH_DB_URL)")
+    pg_golden_refresh_s: float = Field(60.0, ge=0, description="rebuild the postgres golden template this often")
+    tiger_api_url: str = Field("https://console.cloud.tigerdata.com/public/api/v1", description="Tiger Cloud REST API")
+    tiger_project_id: str | None = None
+    tiger_service_id: str | None = Field(None, description="the service forks are taken from")
+    tiger_fork_strategy: Literal["NOW", "LAST_SNAPSHOT"] = "LAST_SNAPSHOT"
+    tiger_fork_usd_per_hour: float = Field(0.0, ge=0, description="price of a fork's compute, for cost estimates")
+    tiger_poll_s: float = Field(5.0, gt=0, description="how often to ask whether a Tiger fork is READY")
+    fork_share_s: float = Field(30.0, ge=0, description="a read-only fork this young (market seconds) is shared "
+                                "with the next read-only request for the same purpose; 0: never share")
+    fork_keep_ttl_s: int = Field(604800, ge=1, description="TTL of incident forks and of forks found interesting")
+    fork_keep_max: int = Field(20, ge=1, description="kept forks beyond this many: the oldest go")
+    fork_pool_size: int = Field(0, ge=0, le=16, description="read-only forks kept made in advance, for backends "
+                                "whose forks take minutes (tiger); 0: none")
+    fork_golden_max_age_s: float = Field(30.0, ge=0, description="reuse one snapshot for forks this long (seconds)")
+    alert_webhook_url: str | None = Field(None, description="POST each alert here as JSON (environment or .env)")
+    telegram_chat_id: str | None = Field(None, description="alerts to this Telegram chat (token: TELEGRAM_BOT_TOKEN)")
+    telegram_api_url: str = Field("https://api.telegram.org", description="the Telegram Bot API")
+    alert_rate_per_min: int = Field(10, ge=1, description="alerts sent per minute at most (and a title once in 5 min)")
+    big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("symbols", "strategies", "validation_windows_min", "validation_window_weights", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("strategy_params", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except ValueError as error:
+                raise ValueError(f"not valid JSON: {error}") from None
+        return value
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, value: str) -> str:
+        from meshtrader.domain.candles import TIMEFRAMES_MS
+
+        if value not in TIMEFRAMES_MS:
+            raise ValueError(f"unknown timeframe {value!r}; use one of {', '.join(TIMEFRAMES_MS)}")
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one symbol is needed")
+        return [s.upper().replace("/", "") for s in value]
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in KNOWN_STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(KNOWN_STRATEGIES)}")
+        if not value or len(value) > MAX_STRATEGIES or len(set(value)) != len(value):
+            raise ValueError(f"give 1 to {MAX_STRATEGIES} distinct strategies")
+        return value
+
+    @model_validator(mode="after")
+    def _strategy_params_valid(self) -> Settings:
+        from meshtrader.strategies import ParameterError, create
+
+        for name, params in self.strategy_params.items():
+            try:
+                create(name, self.symbols[0], params)
+            except ParameterError as error:
+                raise ValueError(f"MESH_STRATEGY_PARAMS: {error}") from None
+        return self
+
+    @field_validator("db_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value or None
+
+    @model_validator(mode="after")
+    def _live_needs_consent(self) -> Settings:
+        if self.mode == "live":
+            if self.live_confirm != LIVE_CONFIRMATION:
+                raise ValueError(f"MESH_MODE=live sends real orders: set MESH_LIVE_CONFIRM={LIVE_CONFIRMATION} "
+                                 "(or answer the prompt of `mesh up --mode live`)")
+            if self.feed != "live":
+                raise ValueError("MESH_MODE=live needs live market data: MESH_FEED=live")
+        return self
+
+    @model_validator(mode="after")
+    def _fork_backend_fits_the_store(self) -> Settings:
+        if self.fork_backend == "sqlite" and self.db_url:
+            raise ValueError("MESH_FORK_BACKEND sqlite forks the SQLite store, but MESH_DB_URL points at PostgreSQL")
+        if self.fork_backend == "postgres" and not self.db_url:
+            raise ValueError("MESH_FORK_BACKEND postgres needs MESH_DB_URL")
+        return self
+
+    @model_validator(mode="after")
+    def _windows_weighted(self) -> Settings:
+        if not self.validation_windows_min or len(self.validation_window_weights) != len(self.validation_windows_min):
+            raise ValueError("MESH_VALIDATION_WINDOW_WEIGHTS needs one weight per MESH_VALIDATION_WINDOWS_MIN window")
+        if any(w <= 0 for w in self.validation_windows_min) or any(w < 0 for w in self.validation_window_weights):
+            raise ValueError("validation windows must be positive and their weights not negative")
+        return self
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> Settings:
+        n = len([name for name in self.strategies if name != "bench"]) or 1
+        if n > 1 and (self.alloc_min_pct * n > 1 or self.alloc_max_pct * n < 1):
+            raise ValueError(f"MESH_ALLOC_MIN_PCT {self.alloc_min_pct} and MESH_ALLOC_MAX_PCT {self.alloc_max_pct} "
+                             f"cannot split capital across {n} strategies")
+        if self.order_pct > self.max_order_pct:
+            raise ValueError(f"MESH_ORDER_PCT {self.order_pct} exceeds MESH_MAX_ORDER_PCT {self.max_order_pct}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        config_file = os.environ.get("MESH_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    # ----- derived locations -------------------------------------------------------------------
+    @property
+    def home_dir(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def db_path(self) -> Path:
+        return self.home_dir / "mesh.db"
+
+    @property
+    def store_location(self) -> str:
+        """Where the durable records live: the PostgreSQL URL, or the SQLite file under MESH_HOME."""
+        return self.db_url or str(self.db_path)
+
+    def fork_location(self, registered: str) -> str:
+        """A fork's location as registered (passwords redacted) made openable with MESH_DB_URL's password."""
+        from meshtrader.runtime.redaction import unredact
+
+        return unredact(registered, self.db_url)
+
+    @property
+    def forks_via(self) -> str:
+        """The fork backend in force (`auto` resolved)."""
+        if self.fork_backend != "auto":
+            return self.fork_backend
+        return "postgres" if self.db_url else "sqlite"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home_dir / "logs"
+
+    @property
+    def forks_dir(self) -> Path:
+        return self.home_dir / "forks"
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.data or BUNDLED_DATA).resolve()
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.home_dir / "supervisor.sock"
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.home_dir / "redis.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"unix://{self.redis_socket}"
+
+    @property
+    def redis_prefix(self) -> str:
+        """Key namespace, so meshes sharing one external Redis keep apart."""
+        return f"mesh:{self.port_base}:"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.http_port('dashboard')}/"
+
+    def strategy_index(self, strategy: str) -> int:
+        return self.strategies.index(strategy)
+
+    def http_port(self, service: str) -> int:
+        """Port of a service's HTTP server (dashboard) or Prometheus /metrics."""
+        if service.startswith("strategy_"):
+            return self.port_base + STRATEGY_HTTP_OFFSET + self.strategy_index(service[len("strategy_"):])
+        return self.port_base + HTTP_OFFSETS[service]
+
+    def endpoint(self, name: str) -> str:
+        """ZeroMQ endpoint of a publisher or REP socket, e.g. 'feed.pub', 'risk.rep', 'strategy.macd.pub'."""
+        if self.transport == "tcp":
+            if name.startswith("strategy."):
+                port = self.port_base + STRATEGY_ZMQ_OFFSET + self.strategy_index(name.split(".")[1])
+            else:
+                port = self.port_base + ZMQ_OFFSETS[name]
+            return f"tcp://{self.host}:{port}"
+        path = self.home_dir / "sock" / name
+        if len(str(path)) > 100:
+            raise ConfigError(f"MESH_HOME: path too long for ipc sockets ({path}); use a shorter MESH_HOME")
+        return f"ipc://{path}"
+
+    def publisher_endpoints(self) -> dict[str, str]:
+        """Every publisher of the mesh, by service name: what a subscriber to 'everything' connects to."""
+        names = ["feed", "allocator", "risk", "executor", "forks", "narrator"]
+        endpoints = {n: self.endpoint(f"{n}.pub") for n in names}
+        for strategy in self.strategies:
+            endpoints[f"strategy_{strategy}"] = self.endpoint(f"strategy.{strategy}.pub")
+        return endpoints
+
+    def service_names(self) -> list[str]:
+        """The mesh's programs, in start order (Redis excluded)."""
+        return ["feed", *[f"strategy_{s}" for s in self.strategies],
+                "allocator", "risk", "executor", "forks", "narrator", "dashboard"]
+
+    def prepare_home(self) -> None:
+        for directory in (self.home_dir, self.log_dir, self.forks_dir, self.home_dir / "sock"):
+            directory.mkdir(parents=True, exist_ok=True)
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line per problem: the MESH_* name, what is wrong, and the value given."""
+    lines = []
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:  # a check across settings names them itself
+            lines.append(f"invalid settings: {message}")
+            continue
+        setting = "MESH_" + ".".join(str(p) for p in problem["loc"]).upper()
+        given = problem.get("input")
+        if isinstance(given, str) and "://" in given:
+            from meshtrader.runtime.redaction import redact
+
+            given = redact(given)
+        shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+        lines.append(f"invalid setting {setting}: {message}{shown}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load and validate settings; raise ConfigError with a one-line message when invalid."""
+    refuse_secrets_in_config_file()
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(describe_error(error)) from None
+    except (OSError, ValueError) as error:  # unreadable or malformed config file
+        raise ConfigError(f"invalid config file {os.environ.get('MESH_CONFIG')}: {error}") from None
+
+
+def refuse_secrets_in_config_file() -> None:
+    """Credentials come from the environment or .env only: a password in the config file is refused."""
+    config_file = os.environ.get("MESH_CONFIG")
+    if not config_file:
+        return
+    import tomllib
+    from urllib.parse import urlsplit
+
+    try:
+        values = tomllib.loads(Path(config_file).read_text())
+    except (OSError, ValueError):
+        return  # reported, with the file's name, by the settings source
+    if values.get("alert_webhook_url"):
+        raise ConfigError(f"invalid config file {config_file}: alert_webhook_url may carry a token; set "
+                          "MESH_ALERT_WEBHOOK_URL in the environment or .env")
+    for key in ("db_url", "redis_url"):
+        value = values.get(key)
+        if isinstance(value, str) and "://" in value and urlsplit(value).password:
+            raise ConfigError(f"invalid config file {config_file}: {key} carries a password; credentials come only "
+                              f"from the environment or .env (MESH_{key.upper()}, or PGPASSWORD)")
+
+
+def credential(name: str) -> str | None:
+    """A secret from the environment, or from .env in the working directory: never from the config file."""
+    if os.environ.get(name):
+        return os.environ[name]
+    dotenv = Path(".env")
+    if dotenv.is_file():
+        for line in dotenv.read_text().splitlines():
+            key, sep, value = line.strip().partition("=")
+            if sep and key.strip().removeprefix("export ").strip() == name:
+                return value.strip().strip("'\"") or None
+    return None

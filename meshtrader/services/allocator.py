@@ -1,0 +1,380 @@
+"""Allocator (the meta-allocator): splits capital across strategies from fork-based backtests and the
+market regime. Equal weights to start; after the first validation, performance-based weights.
+
+- Regime: classifies the market from the feed's candles (meshtrader.domain.regime), stores each change in
+  market_regimes and publishes it on `regime`.
+- Validation (workflow 1): on the schedule, when a strategy has lost `MESH_VALIDATION_LOSS_PCT` since
+  the last one, when the regime changes, and on demand (`mesh validate`): every strategy is backtested
+  on a read-only fork over several lookback windows. Its score blends the windows (recent first), the
+  learned regime x strategy table, and a penalty for strategies holding the same positions; weights are
+  a softmax of the scores within bounds, capped by each strategy's Kelly fraction. Deactivated
+  strategies get 0%, and come back only after a successful validation.
+- What-if (workflow 3): before moving money, the current, proposed and equal allocations are simulated
+  together on a fork; the best by the objective is the one published, with the comparison as reason.
+- Optimisation (workflow 2): every `MESH_OPTIMIZE_EVERY`th validation one strategy (in turn) gets a
+  walk-forward parameter search in worker processes over a fork (meshtrader.research.optimize), in a background
+  thread; a set that beats the live one out of sample is published on `params.<strategy>` and its
+  worker swaps it in without a restart.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from decimal import Decimal
+
+from meshtrader.domain.allocation import (
+    blend_windows,
+    correlation_penalties,
+    equal_weights,
+    exposure_correlations,
+    kelly_capped,
+    kelly_fraction,
+    meaningful_change,
+    performance_weights,
+    standardized,
+)
+from meshtrader.domain.candles import Bar
+from meshtrader.domain.regime import RegimeDetector
+from meshtrader.persistence.store import Store
+from meshtrader.research.backtest import Backtester, Report, simulate_allocations
+from meshtrader.research.optimize import optimize
+from meshtrader.runtime.config import Settings
+from meshtrader.services.base import Service, main
+from meshtrader.wire.messages import (
+    Accepted,
+    AccountSnapshot,
+    Allocation,
+    AllocatorRequests,
+    Candle,
+    CreateFork,
+    ForkReplies,
+    ForkReply,
+    MarketRegime,
+    ParamsUpdate,
+    Reactivate,
+    RiskReplies,
+    RiskStatus,
+    RiskStatusReply,
+    RunValidation,
+    candle_topic,
+)
+
+MIN_TRADES = 2  # a validation with fewer trades says nothing: score 0
+REVALIDATE_GAP_MS = 60 * 60_000  # loss and regime triggers: at most one validation per market hour
+
+
+class Allocator(Service):
+    background = True
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("allocator", settings)
+
+    def setup(self) -> None:
+        s = self.settings
+        self.publisher("allocator.pub")
+        last = self.store.query("SELECT weights, reason FROM allocations ORDER BY id DESC LIMIT 1")
+        if last:
+            self.weights = {k: Decimal(v) for k, v in json.loads(last[0]["weights"]).items()}
+            self.reason, self.based_on = last[0]["reason"], []
+        if not last or set(self.weights) != set(s.strategies):
+            self.set_weights(equal_weights(s.strategies), "equal weights until the first validation cycle")
+        else:
+            self.publish()
+        self.live_params = {name: self.store.get_state(f"params.{name}") or s.strategy_params.get(name)
+                            for name in s.strategies}
+        self.forks = self.client("forks.rep", ForkReplies, timeout_ms=15_000, retries=1)
+        self.risk = self.client("risk.rep", RiskReplies, timeout_ms=1000, retries=1)
+        self.serve("allocator.rep", AllocatorRequests, self.on_request)
+        self.next_validation: int | None = None
+        self.last_validation_et = 0
+        self.validations = 0
+        self.pending: tuple[str, bool] | None = None  # (why, optimise too): run on the loop, not in a handler
+        self.nav_at_validation: dict[str, Decimal] = {}
+        self.rearm_loss_trigger = False
+        self.optimizing: threading.Thread | None = None
+        self.optimized: queue.Queue = queue.Queue()
+        self.next_to_optimize = 0
+        symbols = s.symbols
+        self.detector = RegimeDetector(symbols[0], symbols[1] if len(symbols) > 1 else None)
+        self.regime = ""
+        warm = self.detector.rules.window + self.detector.rules.slope_bars + 10
+        history = {sym: self.store.recent_candles(sym, warm, s.timeframe) for sym in symbols[:2]}
+        for candle in sorted((c for cs in history.values() for c in cs), key=lambda c: (c.open_time, c.symbol != symbols[0])):
+            reading = self.detector.update(candle)  # warm up after a restart: no re-announcement
+            if reading is not None and self.detector.confirm(reading):
+                self.regime = reading.regime
+        self.subscribe([s.endpoint("feed.pub")], [candle_topic(sym, s.timeframe) for sym in symbols[:2]],
+                       self.on_candle)
+        self.subscribe([s.endpoint("executor.pub")], [b"acct"], self.on_account)
+        self.loop.every(0.5, self.run_pending)
+        self.loop.every(0.5, self.collect_optimizations)
+
+    # ----- triggers -----------------------------------------------------------------------------------
+    def on_candle(self, topic: bytes, candle: Candle) -> None:
+        self.event_time = max(self.event_time, candle.et)
+        self.observe_regime(candle)
+        every_ms = int(self.settings.validation_every_min * 60_000)
+        if self.next_validation is None:
+            self.next_validation = candle.et + every_ms  # a first period of data before the first validation
+        elif candle.et >= self.next_validation:
+            self.next_validation = candle.et + every_ms
+            self.request_validation("schedule")
+
+    def observe_regime(self, candle: Candle) -> None:
+        reading = self.detector.update(candle)
+        if reading is None or not self.detector.confirm(reading):
+            return
+        metrics = reading.metrics()
+        previous, self.regime = self.regime, reading.regime
+        self.store.insert_many("market_regimes", ("event_time", "regime", "metrics", "created_at"),
+                               [(candle.et, reading.regime, json.dumps(metrics), time.time())])
+        self.hot.put("regime", {"regime": reading.regime, "metrics": metrics, "event_time": candle.et})
+        self.pub.publish(b"regime", MarketRegime(regime=reading.regime, metrics=metrics, et=candle.et))
+        self.log.info("regime_changed", regime=reading.regime, **metrics)
+        if previous and self.validations and candle.et - self.last_validation_et >= REVALIDATE_GAP_MS:
+            self.request_validation(f"regime changed from {previous} to {reading.regime}")
+
+    def on_account(self, topic: bytes, snapshot: AccountSnapshot) -> None:
+        """A strategy that lost enough since the last validation is validated again now."""
+        navs = {account.strategy: account.nav for account in snapshot.accounts}
+        if self.rearm_loss_trigger:
+            self.nav_at_validation, self.rearm_loss_trigger = navs, False
+            return
+        if snapshot.et - self.last_validation_et < REVALIDATE_GAP_MS:
+            return
+        for name, nav in navs.items():
+            before = self.nav_at_validation.get(name)
+            if before and nav <= before * (1 - self.settings.validation_loss_pct):
+                self.nav_at_validation = {}  # once per validation
+                self.request_validation(f"{name} lost {(1 - nav / before) * 100:.1f}% since the last validation")
+                return
+
+    def on_request(self, request: RunValidation) -> Accepted:
+        self.request_validation(request.reason, optimize=request.optimize)
+        return Accepted(message=f"validation queued ({request.reason})"
+                                + (", with a parameter optimisation" if request.optimize else ""))
+
+    def request_validation(self, why: str, optimize: bool = False) -> None:
+        if self.pending is None:
+            self.pending = (why, optimize)
+        else:
+            self.pending = (self.pending[0], self.pending[1] or optimize)
+
+    def run_pending(self) -> None:
+        if self.pending is None:
+            return
+        (why, optimize_now), self.pending = self.pending, None
+        self.validate(why, optimize_now)
+
+    # ----- workflow 1: validation on a fork -----------------------------------------------------------
+    def fork(self, purpose: str, ttl_s: int) -> ForkReply | None:
+        reply = self.forks.request(CreateFork(purpose=purpose, requester=self.name, ttl_s=ttl_s, src=self.name))
+        if not isinstance(reply, ForkReply) or not reply.ok:
+            self.log.warning("fork_refused", purpose=purpose,
+                             why=getattr(reply, "reason", None) or "fork manager not answering")
+            return None
+        return reply
+
+    def read_fork(self, location: str, since: int) -> dict[str, list[Bar]]:
+        fork = Store(self.settings.fork_location(location), read_only=True)
+        try:
+            return {sym: [b for b in fork.bars(sym, self.settings.timeframe) if b.open_time >= since]
+                    for sym in self.settings.symbols}
+        finally:
+            fork.close()
+
+    def validate(self, why: str, optimize_now: bool = False) -> None:
+        """Backtest every strategy on a fork over each lookback window, then reweight (via a what-if)."""
+        s = self.settings
+        ttl = int(s.validation_every_min * 60 * 2)
+        reply = self.fork("validation", ttl)
+        if reply is None:
+            return
+        self.validations += 1
+        self.last_validation_et = self.event_time
+        windows = sorted(s.validation_windows_min)
+        series = self.read_fork(reply.path, self.event_time - int(windows[-1] * 60_000))
+        per_window, reports = [], {}
+        for minutes in windows:
+            since = self.event_time - int(minutes * 60_000)
+            window = {sym: [b for b in bars if b.open_time >= since] for sym, bars in series.items()}
+            results = {name: Backtester({name: self.live_params.get(name)}, s.symbols, s, s.timeframe).run(window)
+                       for name in s.strategies}
+            per_window.append(results)
+            reports[f"{minutes:g}m"] = {name: summary(r) for name, r in results.items()}
+        recent, longest = per_window[0], per_window[-1]
+        scores = blend_windows([{n: r.sharpe if r.trades >= MIN_TRADES else 0.0 for n, r in w.items()}
+                                for w in per_window], s.validation_window_weights)
+        recent_since = self.event_time - int(windows[0] * 60_000)
+        times = sorted({b.open_time for bars in series.values() for b in bars if b.open_time >= recent_since})
+        inputs = self.adjust_scores(scores, recent, longest, times)
+        if self.regime:
+            self.store.learn_regime_scores(self.regime, {n: r.sharpe for n, r in recent.items()
+                                                         if r.trades >= MIN_TRADES})
+        deactivated = self.reactivate_the_recovered(recent)
+        active = {n: v for n, v in inputs["scores"].items() if n not in deactivated}
+        weights = performance_weights(active, s.alloc_min_pct, s.alloc_max_pct) if active else {}
+        caps = {n: s.kelly_cap * Decimal(repr(round(max(k, 0.0), 6))) for n, k in inputs["kelly"].items()}
+        capped_by = []
+        if s.kelly_cap and weights:
+            weights, capped_by = kelly_capped(weights, caps, s.alloc_min_pct, s.alloc_max_pct)
+        weights.update({n: Decimal(0) for n in deactivated})
+        self.rearm_loss_trigger = True  # losses count from the next account snapshot on
+        reason = (f"validation ({why}) on {reply.fork_id} over {', '.join(reports)}: " + "; ".join(
+            f"{name} Sharpe {r.sharpe:.2f} ROI {r.roi * 100:.2f}% ({r.trades} trades)" for name, r in recent.items()))
+        notes = [f"regime {self.regime}" if self.regime else ""]
+        notes += [f"Kelly cap on {', '.join(capped_by)}" if capped_by else ""]
+        notes += [f"{a}~{b} hold together ({c:.2f})" for (a, b), c in inputs["correlations"].items()
+                  if c > s.correlation_max]
+        notes += [f"{n} deactivated: 0%" for n in deactivated]
+        reason += "".join(f"; {n}" for n in notes if n)
+        self.store.merge_fork_results(reply.fork_id, {"validation": reports, "trigger": why, "inputs": {
+            "scores": inputs["scores"], "kelly": inputs["kelly"], "regime": self.regime,
+            "correlations": {f"{a}~{b}": c for (a, b), c in inputs["correlations"].items()}}})
+        self.log.info("validated", fork_id=reply.fork_id, trigger=why, scores=inputs["scores"])
+        if meaningful_change(self.weights, weights, s.alloc_change_pct):
+            self.what_if_then_set(weights, reason, reply.fork_id)
+        if optimize_now or (s.optimize_every and self.validations % s.optimize_every == 0):
+            self.start_optimization()
+
+    def adjust_scores(self, scores: dict[str, float], recent: dict[str, Report], longest: dict[str, Report],
+                      times: list[int]) -> dict:
+        """The blended scores, tilted by the regime table and penalised for strategies holding together;
+        with the Kelly fractions (from the longest window: the most trades) and the correlations used."""
+        s = self.settings
+        table = self.store.regime_scores(self.regime) if self.regime else {}
+        learned = {n: v for n, (v, samples) in table.items() if samples >= 2 and n in scores}
+        tilt = standardized(learned) if len(learned) == len(scores) else {}
+        correlations = exposure_correlations({n: holding(r, times) for n, r in recent.items()})
+        penalties = correlation_penalties(scores, correlations, s.correlation_max)
+        adjusted = {n: round(v + s.regime_weight * tilt.get(n, 0.0) - penalties[n], 6) for n, v in scores.items()}
+        kelly = {n: round(kelly_fraction(r.win_rate, r.profit_factor), 6) for n, r in longest.items()}
+        return {"scores": adjusted, "kelly": kelly, "correlations": correlations}
+
+    def reactivate_the_recovered(self, recent: dict[str, Report]) -> list[str]:
+        """Strategies deactivated by the drawdown rule come back once a validation shows them profitable;
+        the others stay at 0%."""
+        status = self.risk.request(RiskStatus(src=self.name))
+        if not isinstance(status, RiskStatusReply):
+            return []
+        still = []
+        for name in status.deactivated:
+            report = recent.get(name)
+            if report and report.trades >= MIN_TRADES and report.roi > 0 and report.sharpe > 0:
+                self.risk.request(Reactivate(strategy=name, src=self.name, reason=(
+                    f"validation: ROI {report.roi * 100:.2f}%, Sharpe {report.sharpe:.2f} over {report.trades} trades")))
+                self.log.info("strategy_reactivated", strategy=name, roi=report.roi, sharpe=report.sharpe)
+            elif name in recent:
+                still.append(name)
+        return still
+
+    # ----- workflow 3: what-if before reallocating ----------------------------------------------------
+    def what_if_then_set(self, proposed: dict[str, Decimal], reason: str, validation_fork: str) -> None:
+        s = self.settings
+        scenarios = {"proposed": proposed, "current": self.weights, "equal": equal_weights(s.strategies)}
+        reply = self.fork("whatif", int(s.validation_every_min * 60))
+        if reply is None:
+            self.set_weights(proposed, reason + "; what-if skipped (no fork)", [validation_fork])
+            return
+        since = self.event_time - int(min(s.validation_windows_min) * 60_000)
+        window = {sym: [b for b in bars if b.open_time >= since] for sym, bars in self.read_fork(reply.path, since).items()}
+        outcome = simulate_allocations({n: self.live_params.get(n) for n in s.strategies}, scenarios, window, s)
+        objective = s.optimize_objective if s.optimize_objective != "profit_factor" else "sharpe"
+        chosen = max(scenarios, key=lambda n: (outcome[n][objective], n == "proposed"))
+        self.store.merge_fork_results(reply.fork_id, {"whatif": {"scenarios": {n: {k: str(v) for k, v in w.items()}
+                                                                              for n, w in scenarios.items()},
+                                                               "outcome": outcome, "chosen": chosen}})
+        compared = ", ".join(f"{n} {objective} {o[objective]:.2f} ROI {o['roi'] * 100:.2f}%" for n, o in outcome.items())
+        self.log.info("what_if", fork_id=reply.fork_id, chosen=chosen, outcome=outcome)
+        verdict = f"{reason}; what-if on {reply.fork_id}: {compared} -> {chosen}"
+        if chosen != "current":
+            self.set_weights(scenarios[chosen], verdict, [validation_fork, reply.fork_id])
+        else:  # a decision too: stored with its reason, nothing to publish
+            self.store.insert_many("allocations", ("event_time", "weights", "reason", "created_at"),
+                                   [(self.event_time, json.dumps({k: str(v) for k, v in self.weights.items()}),
+                                     verdict, time.time())])
+
+    # ----- workflow 2: parameter optimisation ---------------------------------------------------------
+    def start_optimization(self) -> None:
+        s = self.settings
+        if self.optimizing is not None and self.optimizing.is_alive():
+            return
+        candidates = [n for n in s.strategies if n != "bench"]
+        if not candidates:
+            return
+        strategy = candidates[self.next_to_optimize % len(candidates)]
+        self.next_to_optimize += 1
+        reply = self.fork("optimization", int(s.validation_every_min * 60 * 4))
+        if reply is None:
+            return
+        since, until = self.event_time - int(s.optimize_window_min * 60_000), self.event_time
+
+        def work() -> None:
+            try:
+                result = optimize(strategy, self.live_params.get(strategy), s.fork_location(reply.path), s.symbols,
+                                  s, since, until, s.optimize_objective, s.optimize_samples, s.optimize_workers)
+            except Exception as error:  # reported on the loop; the allocator carries on
+                result = error
+            self.optimized.put((reply.fork_id, strategy, result))
+
+        self.log.info("optimization_started", fork_id=reply.fork_id, strategy=strategy, workers=s.optimize_workers)
+        self.optimizing = threading.Thread(target=work, name=f"optimize-{strategy}", daemon=True)
+        self.optimizing.start()
+
+    def collect_optimizations(self) -> None:
+        while not self.optimized.empty():
+            fork_id, strategy, result = self.optimized.get()
+            if isinstance(result, Exception):
+                self.log.error("optimization_failed", fork_id=fork_id, strategy=strategy, error=repr(result))
+                self.store.merge_fork_results(fork_id, {"optimization": {"strategy": strategy, "error": repr(result)}})
+                continue
+            self.store.merge_fork_results(fork_id, {"optimization": result.summary()})
+            self.log.info("optimized", fork_id=fork_id, strategy=strategy, adopt=result.adopt, reason=result.reason,
+                          seconds=result.seconds)
+            if result.adopt:
+                self.live_params[strategy] = result.best_params
+                self.store.put_state(f"params.{strategy}", result.best_params)
+                self.store.agent_event(self.name, "params_adopted", {"strategy": strategy, "fork_id": fork_id,
+                                                                     "params": result.best_params})
+                self.pub.publish(b"params." + strategy.encode(), ParamsUpdate(
+                    strategy=strategy, params=result.best_params, reason=result.reason, fork_id=fork_id,
+                    et=self.event_time))
+
+    # ----- the allocation -----------------------------------------------------------------------------
+    def set_weights(self, weights: dict[str, Decimal], reason: str, forks: list[str] | None = None) -> None:
+        """A change of allocation: stored with its reason, kept in Redis, published."""
+        self.weights, self.reason, self.based_on = weights, reason, forks or []
+        shown = {k: str(v) for k, v in weights.items()}
+        self.store.insert_many("allocations", ("event_time", "weights", "reason", "created_at"),
+                               [(self.event_time, json.dumps(shown), reason, time.time())])
+        self.log.info("allocation_changed", weights=shown, reason=reason)
+        self.publish()
+
+    def publish(self) -> None:
+        """On a change only; a late joiner reads the current allocation from Redis."""
+        self.hot.put("alloc", {"weights": {k: str(v) for k, v in self.weights.items()}, "reason": self.reason})
+        self.pub.publish(b"alloc", Allocation(weights=self.weights, reason=self.reason, forks=self.based_on,
+                                              et=self.event_time))
+
+
+def summary(report: Report) -> dict:
+    return {"sharpe": report.sharpe, "roi": report.roi, "max_drawdown": report.max_drawdown, "trades": report.trades,
+            "win_rate": report.win_rate, "profit_factor": report.profit_factor, "bars": report.bars}
+
+
+def holding(report: Report, times: list[int]) -> list[int]:
+    """1 on each bar the strategy held a position, from its fills (entries and exits at bar close)."""
+    changes = sorted((f.event_time, 1 if f.side == "buy" else -1) for f in report.fills)
+    series, held, k = [], 0, 0
+    for t in times:
+        while k < len(changes) and changes[k][0] <= t:
+            held = max(0, held + changes[k][1])
+            k += 1
+        series.append(1 if held else 0)
+    return series
+
+
+if __name__ == "__main__":
+    main(Allocator)

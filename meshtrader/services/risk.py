@@ -1,0 +1,154 @@
+"""Risk guard: the pre-trade gate (REQ/REP), the trading state, the kill switch.
+
+Rules live in meshtrader.domain.risk; this process holds the book (day baseline, peaks, halts, kill switch),
+persists it, and records every decision with its reason."""
+from __future__ import annotations
+
+import time
+
+from meshtrader.domain.risk import Limits, RiskBook, judge
+from meshtrader.runtime.config import Settings
+from meshtrader.services.base import Service, main
+from meshtrader.wire.messages import (
+    AccountSnapshot,
+    Approval,
+    ApproveOrder,
+    FeedStatus,
+    Reactivate,
+    RiskDecision,
+    RiskRequests,
+    RiskState,
+    RiskStatus,
+    RiskStatusReply,
+    SetKillSwitch,
+)
+
+BOOK_KEY = "risk.book"
+EVENT_COLUMNS = ("request_id", "strategy", "symbol", "side", "approved", "rule", "reason", "trading_state",
+                 "event_time", "created_at")
+
+
+class RiskGuard(Service):
+    hot_path_store = True
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("risk", settings)
+        self.limits = Limits.from_settings(settings)
+        self.pending_events: list[tuple] = []
+        self.unpublished: list[RiskDecision] = []
+        self.book_dirty = False
+
+    def setup(self) -> None:
+        self.book = RiskBook.from_json(self.store.get_state(BOOK_KEY))
+        self.publisher("risk.pub")
+        self.serve("risk.rep", RiskRequests, self.on_request, after_reply=self.publish_decisions)
+        self.subscribe([self.settings.endpoint("executor.pub")], [b"acct"], self.on_account)
+        self.subscribe([self.settings.endpoint("feed.pub")], [b"md.status."], self.on_feed_status)
+        self.decisions = self.metrics.counter("mesh_risk_decisions_total", "pre-trade decisions", ("rule",))
+        self.loop.every(0.05, self.flush)
+        self.loop.every(1.0, self.publish_state, first_in=0)
+        self.log.info("risk_book_loaded", trading_state=self.book.trading_state, kill_switch=self.book.kill_switch,
+                      deactivated=list(self.book.deactivated))
+
+    # ----- requests -----------------------------------------------------------------------------
+    def on_request(self, request: ApproveOrder | SetKillSwitch | RiskStatus | Reactivate) -> Approval | RiskStatusReply:
+        if isinstance(request, ApproveOrder):
+            return self.approve(request)
+        if isinstance(request, SetKillSwitch):
+            self.set_kill_switch(request.on, request.by)
+        elif isinstance(request, Reactivate):
+            self.apply_changes(self.book.reactivate(request.strategy, f"{request.reason} (by {request.src or '?'})"))
+            self.flush()
+        return self.status()
+
+    def approve(self, request: ApproveOrder) -> Approval:
+        self.event_time = max(self.event_time, request.event_time)
+        verdict, changes = judge(self.book, request, self.limits)
+        self.apply_changes(changes)
+        self.book_dirty = True
+        state = self.book.trading_state
+        self.decisions.labels(self.name, verdict.rule).inc()
+        self.pending_events.append((request.request_id, request.strategy, request.symbol, request.side,
+                                    int(verdict.approved), verdict.rule, verdict.reason, state,
+                                    request.event_time, time.time()))
+        self.unpublished.append(RiskDecision(
+            request_id=request.request_id, strategy=request.strategy, symbol=request.symbol, side=request.side,
+            approved=verdict.approved, rule=verdict.rule, reason=verdict.reason, et=request.event_time,
+            tid=request.tid))
+        if not verdict.approved:
+            self.log.info("order_rejected", trace_id=request.tid, request_id=request.request_id,
+                          rule=verdict.rule, reason=verdict.reason)
+        return Approval(approved=verdict.approved, rule=verdict.rule, reason=verdict.reason, trading_state=state)
+
+    def publish_decisions(self) -> None:
+        """After the answer has gone: the executor is not kept waiting for the broadcast."""
+        for decision in self.unpublished:
+            self.pub.publish(b"risk.decision", decision)
+        self.unpublished.clear()
+
+    def set_kill_switch(self, on: bool, by: str) -> None:
+        if self.book.kill_switch == on:
+            return
+        self.book.kill_switch = on
+        reason = f"kill switch turned {'on' if on else 'off'} by {by}"
+        self.log.warning("kill_switch", on=on, by=by)
+        self.record_state_change("kill_switch", reason)
+        self.flush()
+
+    def status(self) -> RiskStatusReply:
+        return RiskStatusReply(trading_state=self.book.trading_state, kill_switch=self.book.kill_switch,
+                               deactivated=sorted(self.book.deactivated), reason=self.book.state_reason())
+
+    # ----- monitoring ---------------------------------------------------------------------------
+    def on_account(self, topic: bytes, snapshot: AccountSnapshot) -> None:
+        if snapshot.et <= 0:
+            return
+        self.event_time = max(self.event_time, snapshot.et)
+        self.apply_changes(self.book.observe(snapshot.et, snapshot.equity,
+                                             {a.strategy: a.nav for a in snapshot.accounts}, self.limits))
+        self.book_dirty = True
+
+    def on_feed_status(self, topic: bytes, status: FeedStatus) -> None:
+        """Stale market data puts trading in REDUCING until data flows again."""
+        was = status.symbol in self.book.stale
+        if status.stale and not was:
+            self.book.stale[status.symbol] = status.reason
+            self.apply_changes([("stale_data", f"{status.symbol}: {status.reason}: only exits allowed")])
+        elif not status.stale and was:
+            del self.book.stale[status.symbol]
+            self.apply_changes([("stale_data", f"{status.symbol}: market data flowing again")])
+
+    def apply_changes(self, changes: list[tuple[str, str]]) -> None:
+        for rule, reason in changes:
+            self.log.warning("trading_state_changed", rule=rule, reason=reason, trading_state=self.book.trading_state)
+            self.record_state_change(rule, reason)
+
+    def record_state_change(self, rule: str, reason: str) -> None:
+        self.book_dirty = True
+        self.pending_events.append((None, None, None, None, None, rule, reason, self.book.trading_state,
+                                    self.event_time, time.time()))
+        self.publish_state(reason)
+
+    def publish_state(self, reason: str = "") -> None:
+        state = self.status()
+        self.hot.put("risk", {"trading_state": state.trading_state, "kill_switch": state.kill_switch,
+                              "deactivated": self.book.deactivated, "reason": state.reason})
+        self.pub.publish(b"risk.state", RiskState(trading_state=state.trading_state, kill_switch=state.kill_switch,
+                                                  deactivated=state.deactivated, reason=reason or state.reason,
+                                                  et=self.event_time))
+
+    def flush(self) -> None:
+        """Decisions and the book reach the store right after the answer, off the order's critical path."""
+        if self.pending_events:
+            events, self.pending_events = self.pending_events, []
+            self.store.insert_many("risk_events", EVENT_COLUMNS, events)
+        if self.book_dirty:
+            self.book_dirty = False
+            self.store.put_state(BOOK_KEY, self.book.to_json())
+
+    def teardown(self) -> None:
+        self.flush()
+
+
+if __name__ == "__main__":
+    main(RiskGuard)

@@ -1,0 +1,40 @@
+"""Bollinger Bands: buy a close back inside from below the lower band, sell at the middle band."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from meshtrader.domain.indicators import RollingStats
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams
+from meshtrader.wire.messages import Candle
+
+
+class BollingerParams(StrategyParams):
+    period: int = Field(20, ge=2)
+    k: float = Field(2.0, gt=0, description="band width in standard deviations")
+
+
+class Bollinger(Strategy):
+    name = "bollinger"
+    Params = BollingerParams
+    search_space = {"period": [14, 20, 30, 50], "k": [1.5, 2.0, 2.5, 3.0]}
+
+    def __init__(self, symbol: str, params: dict | None = None) -> None:
+        super().__init__(symbol, params)
+        self.stats = RollingStats(self.params.period)
+        self.below = False  # the previous close was under the lower band
+
+    @property
+    def warmup(self) -> int:
+        return self.params.period + 1
+
+    def decide(self, candle: Candle) -> Decision | None:
+        mean = self.stats.update(candle.close)
+        if mean is None:
+            return None
+        lower = mean - self.params.k * self.stats.std
+        was_below, self.below = self.below, candle.close < lower
+        if was_below and not self.below:
+            return Decision("buy", 0.6, f"close {candle.close} back above the lower band {lower:.2f}")
+        if candle.close > mean:
+            return Decision("sell", 0.5, f"close {candle.close} above the middle band {mean:.2f}")
+        return None

@@ -1,0 +1,46 @@
+"""Mean reversion: buy when the close is `entry_z` standard deviations below the rolling VWAP, sell
+when it is back within `exit_z` of it."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from meshtrader.domain.indicators import RollingStats, RollingVWAP
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams
+from meshtrader.wire.messages import Candle
+
+
+class MeanReversionParams(StrategyParams):
+    period: int = Field(60, ge=5)
+    entry_z: float = Field(2.0, gt=0)
+    exit_z: float = Field(0.0, ge=0)
+
+
+class MeanReversion(Strategy):
+    name = "mean_reversion"
+    Params = MeanReversionParams
+    search_space = {"period": [30, 60, 120], "entry_z": [1.5, 2.0, 2.5], "exit_z": [0.0, 0.5]}
+
+    def __init__(self, symbol: str, params: dict | None = None) -> None:
+        super().__init__(symbol, params)
+        self.vwap = RollingVWAP(self.params.period)
+        self.spread = RollingStats(self.params.period)
+
+    @property
+    def warmup(self) -> int:
+        return 2 * self.params.period
+
+    def decide(self, candle: Candle) -> Decision | None:
+        typical = (candle.high + candle.low + candle.close) / 3
+        vwap = self.vwap.update(typical, candle.volume)
+        if vwap is None:
+            return None
+        self.spread.update(candle.close - vwap)
+        std = self.spread.std
+        if not std:
+            return None
+        z = (candle.close - vwap) / std
+        if z <= -self.params.entry_z:
+            return Decision("buy", min(1.0, -z / 4), f"z-score {z:.2f} vs VWAP {vwap:.2f}")
+        if z >= -self.params.exit_z:
+            return Decision("sell", 0.5, f"z-score {z:.2f}: back to VWAP {vwap:.2f}")
+        return None

@@ -1,0 +1,420 @@
+"""Every message schema of the mesh, in one place.
+
+A stream message is a ZeroMQ multipart frame [topic, MessagePack payload]; the topic's prefix names the
+schema (see TOPIC_SCHEMAS). Every stream payload carries the envelope fields of `Event`:
+
+- v:   schema version (SCHEMA_VERSION)
+- src: the publishing service
+- seq: per-publisher, per-topic sequence number (1, 2, ...; subscribers detect gaps)
+- et:  event time, market time in ms since the epoch (the whole mesh runs on it)
+- st:  monotonic send time in ns (CLOCK_MONOTONIC is system-wide, so hops can be timed across processes)
+- tid: trace id, minted by the feed for each tick and carried through signal, order and fill
+
+Money (prices of orders and fills, quantities, cash, fees) is Decimal, encoded as a string, so it stays
+exact across the wire. Market data prices are floats: they are observations that feed indicators, and a
+float's repr gives back the exchange's decimal string exactly, which is how the executor turns them into
+money (`meshtrader.domain.money.to_decimal`).
+
+Request/reply messages are tagged unions (field `kind`), decoded by the REP socket's own union type.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+Side = Literal["buy", "sell"]
+
+
+class Event(msgspec.Struct, kw_only=True):
+    """The envelope every stream message carries."""
+
+    v: int = SCHEMA_VERSION
+    src: str = ""
+    seq: int = 0
+    et: int = 0
+    st: int = 0
+    tid: int = 0
+
+
+# ----- market data -------------------------------------------------------------------------------
+class Tick(Event, kw_only=True):
+    symbol: str
+    price: float
+    qty: float = 0.0
+
+
+class OrderBook(Event, kw_only=True):
+    """The top of an exchange's order book, best level first: [price, qty] pairs."""
+
+    symbol: str
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+
+
+class Candle(Event, kw_only=True):
+    """A closed candle; `et` is its close time, `open_time` its open time (ms)."""
+
+    symbol: str
+    tf: str
+    open_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class FundingRate(Event, kw_only=True):
+    """A perpetual's funding settlement; `et` is the settlement time."""
+
+    symbol: str
+    rate: float
+
+
+class MarketGap(Event, kw_only=True):
+    """Candles the stream missed, and how many were repaired through REST before anything newer."""
+
+    symbol: str
+    tf: str
+    from_open: int
+    to_open: int
+    missing: int
+    backfilled: int
+    reason: str
+
+
+class FeedStatus(Event, kw_only=True):
+    symbol: str
+    connected: bool
+    stale: bool
+    reason: str
+
+
+class VenueStatus(Event, kw_only=True):
+    """Whether the live exchange answers the executor (orders are refused while it does not)."""
+
+    connected: bool
+    reason: str
+
+
+# ----- trading -----------------------------------------------------------------------------------
+class Signal(Event, kw_only=True):
+    """A strategy's wish. `signal_id` is deterministic (strategy, symbol, bar, side): a worker that
+    re-emits it after a restart is deduplicated by the executor's unique key."""
+
+    signal_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    confidence: float
+    reason: str
+    price: float
+    bar_volume: float = 0.0
+    stop: float = 0.0  # the strategy's stop price for an entry; 0: it defines none
+    origin_ns: int = 0
+
+
+class OrderEvent(Event, kw_only=True):
+    """What every order-related message names."""
+
+    order_id: str
+    signal_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    qty: Decimal
+
+
+class OrderUpdate(OrderEvent, kw_only=True):
+    """One transition of an order's state machine (meshtrader.domain.orders)."""
+
+    status: str
+    reason: str = ""
+    price: Decimal | None = None
+    filled_qty: Decimal = Decimal(0)
+
+
+class Fill(OrderEvent, kw_only=True):
+    trade_id: str
+    price: Decimal
+    fee: Decimal
+    realized_pnl: Decimal
+    cash_after: Decimal
+    position_after: Decimal
+    liquidity: str = "taker"  # "maker" for a resting limit order's fill: the fee differs
+    origin_ns: int = 0
+    received_ns: int = 0  # monotonic: the executor got the signal, and the risk guard's approval came back
+    approved_ns: int = 0
+
+
+class PositionView(msgspec.Struct, kw_only=True):
+    symbol: str
+    qty: Decimal
+    cost: Decimal
+    avg_price: Decimal
+    last_price: Decimal
+
+
+class StrategyAccount(msgspec.Struct, kw_only=True):
+    strategy: str
+    cash: Decimal
+    equity: Decimal
+    nav: Decimal = Decimal(1)  # equity per unit: performance net of capital moved in or out
+    positions: list[PositionView] = []
+
+
+class AccountSnapshot(Event, kw_only=True):
+    equity: Decimal
+    cash: Decimal
+    exposure: Decimal
+    trades: int
+    accounts: list[StrategyAccount] = []
+
+
+class Allocation(Event, kw_only=True):
+    weights: dict[str, Decimal]
+    reason: str
+    forks: list[str] = []  # the forks the decision was made on
+
+
+class RiskDecision(Event, kw_only=True):
+    request_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    approved: bool
+    rule: str
+    reason: str
+
+
+class RiskState(Event, kw_only=True):
+    trading_state: Literal["ACTIVE", "REDUCING", "HALTED"]
+    kill_switch: bool
+    deactivated: list[str] = []
+    reason: str = ""
+
+
+class MarketRegime(Event, kw_only=True):
+    regime: str
+    metrics: dict[str, float | None]
+
+
+class Heartbeat(Event, kw_only=True):
+    service: str
+    pid: int
+    started: float
+
+
+class ForkEvent(Event, kw_only=True):
+    fork_id: str
+    event: str
+    purpose: str
+    requester: str
+    status: str
+    ttl_s: int
+    path: str = ""
+
+
+class ParamsUpdate(Event, kw_only=True):
+    """New parameters for a strategy, adopted after a walk-forward optimisation: its worker swaps them in."""
+
+    strategy: str
+    params: dict
+    reason: str
+    fork_id: str = ""
+
+
+class Narrative(Event, kw_only=True):
+    kind: str
+    title: str
+    body: str
+
+
+TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
+    (b"md.tick.", Tick),
+    (b"md.candle.", Candle),
+    (b"md.gap.", MarketGap),
+    (b"md.funding.", FundingRate),
+    (b"md.status.", FeedStatus),
+    (b"md.book.", OrderBook),
+    (b"venue.status", VenueStatus),
+    (b"sig.", Signal),
+    (b"order", OrderUpdate),
+    (b"fill", Fill),
+    (b"acct", AccountSnapshot),
+    (b"alloc", Allocation),
+    (b"params.", ParamsUpdate),
+    (b"risk.decision", RiskDecision),
+    (b"risk.state", RiskState),
+    (b"hb", Heartbeat),
+    (b"regime", MarketRegime),
+    (b"fork.", ForkEvent),
+    (b"narr", Narrative),
+)
+
+
+def tick_topic(symbol: str) -> bytes:
+    return b"md.tick." + symbol.encode()
+
+
+def book_topic(symbol: str) -> bytes:
+    return b"md.book." + symbol.encode()
+
+
+def funding_topic(symbol: str) -> bytes:
+    return b"md.funding." + symbol.encode()
+
+
+def candle_topic(symbol: str, tf: str = "1m") -> bytes:
+    return b"md.candle." + tf.encode() + b"." + symbol.encode()
+
+
+def signal_topic(strategy: str) -> bytes:
+    return b"sig." + strategy.encode()
+
+
+# ----- request / reply ---------------------------------------------------------------------------
+class Request(msgspec.Struct, kw_only=True, tag_field="kind"):
+    src: str = ""
+    tid: int = 0
+
+
+class ApproveOrder(Request, tag="approve", kw_only=True):
+    """Pre-trade check. The executor owns the books, so it sends the numbers the rules need."""
+
+    request_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    reduces: bool
+    opens_position: bool
+    strategy_equity: Decimal
+    strategy_nav: Decimal = Decimal(1)
+    strategy_open_positions: int
+    portfolio_equity: Decimal
+    portfolio_exposure: Decimal
+    event_time: int
+    stop_price: Decimal | None = None  # the strategy's stop for this entry, if it defines one
+    position_qty: Decimal = Decimal(0)  # what the strategy holds of this symbol already
+    portfolio_open_positions: int = 0
+    strategy_kelly: float | None = None  # from its closed trades; None until there are enough
+    close_all: bool = False  # an operator's "close all positions now": allowed even when halted
+
+
+class SetKillSwitch(Request, tag="kill_switch"):
+    on: bool
+    by: str = "cli"
+
+
+class RiskStatus(Request, tag="risk_status"):
+    pass
+
+
+class Reactivate(Request, tag="reactivate"):
+    """Bring back a strategy the drawdown rule deactivated: only after a successful fork validation."""
+
+    strategy: str
+    reason: str
+
+
+class CloseAll(Request, tag="close_all"):
+    """Sell every open position now, at market, whatever the trading state."""
+
+    by: str
+    reason: str = ""
+
+
+class RunValidation(Request, tag="validate"):
+    """Validate the strategies now (and optimise one), instead of waiting for the schedule."""
+
+    reason: str = "on demand"
+    optimize: bool = False
+
+
+class RecentCandles(Request, tag="candles"):
+    symbol: str
+    n: int = 500
+
+
+class CreateFork(Request, tag="fork"):
+    purpose: str  # validation, optimization, whatif, incident
+    requester: str
+    ttl_s: int = 0
+    writable: bool = False  # a read-only request may get a fork another read-only request already has
+
+
+class ListForks(Request, tag="list_forks"):
+    pass
+
+
+class KeepFork(Request, tag="keep_fork"):
+    """Keep a fork longer: the narrator found what it holds interesting."""
+
+    fork_id: str
+    reason: str
+    ttl_s: int = 0  # from now, in market seconds; 0: MESH_FORK_KEEP_TTL_S
+
+
+class Reply(msgspec.Struct, kw_only=True, tag_field="kind"):
+    ok: bool = True
+    error: str = ""
+
+
+class ErrorReply(Reply, tag="error"):
+    ok: bool = False
+
+
+class Approval(Reply, tag="approval"):
+    approved: bool
+    rule: str
+    reason: str
+    trading_state: str
+
+
+class RiskStatusReply(Reply, tag="risk_status"):
+    trading_state: str
+    kill_switch: bool
+    deactivated: list[str] = []
+    reason: str = ""
+
+
+class CandlesReply(Reply, tag="candles"):
+    candles: list[Candle] = []
+
+
+class ForkReply(Reply, tag="fork"):
+    fork_id: str = ""
+    path: str = ""
+    reason: str = ""
+
+
+class ForkList(Reply, tag="list_forks"):
+    forks: list[dict] = []
+
+
+class Accepted(Reply, tag="accepted"):
+    message: str = ""
+
+
+class ClosedAll(Reply, tag="closed_all"):
+    positions: int = 0
+    filled: int = 0
+    message: str = ""
+
+
+RiskRequests = ApproveOrder | SetKillSwitch | RiskStatus | Reactivate
+RiskReplies = Approval | RiskStatusReply | ErrorReply
+FeedRequests = RecentCandles
+FeedReplies = CandlesReply | ErrorReply
+ForkRequests = CreateFork | ListForks | KeepFork
+ForkReplies = ForkReply | ForkList | ErrorReply
+AllocatorRequests = RunValidation
+ExecutorRequests = CloseAll
+ExecutorReplies = ClosedAll | ErrorReply
+AllocatorReplies = Accepted | ErrorReply

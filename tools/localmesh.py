@@ -1,0 +1,76 @@
+"""A mesh in its own MESH_HOME on free ports, driven the way a user would (mesh CLI, supervisorctl).
+Used by benchmarks and tests, which must never touch a developer's own mesh."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from meshtrader.runtime.config import Settings, load_settings
+from meshtrader.runtime.supervise import Supervisor
+
+PORT_SPAN = 80
+
+
+def _ports_free(base: int) -> bool:
+    for port in range(base, base + PORT_SPAN):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_base() -> int:
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 100)
+        if _ports_free(base):
+            return base
+    raise RuntimeError("no free range of ports for a mesh")
+
+
+class LocalMesh:
+    def __init__(self, home: Path, env_overrides: dict[str, str] | None = None) -> None:
+        self.home = Path(home)
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+        self.env = {**clean, "MESH_HOME": str(self.home), "MESH_PORT_BASE": str(free_port_base()),
+                    **(env_overrides or {})}
+        mesh_env = {k[len("MESH_"):].lower(): v for k, v in self.env.items() if k.startswith("MESH_")}
+        self.settings: Settings = load_settings(**mesh_env)
+        self.supervisor = Supervisor(self.settings)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "meshtrader", *args], env=self.env, capture_output=True,
+                              stdin=subprocess.DEVNULL, text=True, check=check, timeout=180)
+
+    def ctl(self, *args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c",
+                                 str(self.home / "supervisord.conf"), *args], env=self.env, capture_output=True,
+                                text=True, timeout=60)
+        return result.stdout + result.stderr
+
+    def status(self) -> dict:
+        return json.loads(self.cli("status", "--json").stdout)
+
+    def pid(self, program: str) -> int:
+        return self.supervisor.processes()[program]["pid"]
+
+    def running(self, program: str) -> bool:
+        return self.supervisor.processes().get(program, {}).get("statename") == "RUNNING"
+
+    def all_running(self) -> bool:
+        processes = self.supervisor.processes()
+        return bool(processes) and all(p["statename"] == "RUNNING" for p in processes.values())
+
+    def start(self) -> None:
+        result = self.cli("up", "--detach", check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"mesh did not start:\n{result.stdout}{result.stderr}")
+
+    def stop(self) -> None:
+        self.cli("down", check=False)
