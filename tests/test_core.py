@@ -381,13 +381,14 @@ def test_readme_lists_every_strategy():
 
 
 def test_volume_aware_slippage_grows_with_the_share_of_the_bar():
-    from meshtrader.execution.planning import PaperRules, plan_order
+    from meshtrader.domain.money import FeeModel
+    from meshtrader.execution.planning import OrderRules, plan_order
 
     book = Portfolio()
     book.fund("m", D("50000"))
     book.mark("BTCUSDT", D("95000.0"))
-    fixed = PaperRules(D("0.10"), D("0.001"), D("0.0002"), D("5"))
-    impact = PaperRules(D("0.10"), D("0.001"), D("0.0002"), D("5"), impact_bp=D("100"))
+    fixed = OrderRules(D("0.10"), FeeModel(D("0.001"), D("0.0002")), D("5"))
+    impact = OrderRules(D("0.10"), FeeModel(D("0.001"), D("0.0002")), D("5"), impact_bp=D("100"))
     base = plan_order(book, "m", "BTCUSDT", "buy", fixed, bar_volume=1.0)
     thin = plan_order(book, "m", "BTCUSDT", "buy", impact, bar_volume=0.5)    # 0.052 of 0.5: ~32 bp more
     deep = plan_order(book, "m", "BTCUSDT", "buy", impact, bar_volume=5000.0)  # a sliver: ~0.3 bp more
@@ -398,16 +399,17 @@ def test_volume_aware_slippage_grows_with_the_share_of_the_bar():
 def test_takers_and_makers_pay_their_own_fee():
     from dataclasses import replace
 
-    from meshtrader.execution.planning import MAKER, TAKER, PaperRules, paper_fee, plan_order
+    from meshtrader.domain.money import MAKER, TAKER
+    from meshtrader.execution.planning import OrderRules, plan_order
 
     book = Portfolio()
     book.fund("m", D("50000"))
     book.mark("BTCUSDT", D("95000.0"))
-    rules = PaperRules.from_settings(load_settings(taker_fee_bp=5, maker_fee_bp=2))
+    rules = OrderRules.from_settings(load_settings(taker_fee_bp=5, maker_fee_bp=2))
     market = plan_order(book, "m", "BTCUSDT", "buy", rules)
-    assert market.liquidity == TAKER and paper_fee(market, rules) == fee(market.qty * market.price, D("0.0005"))
+    assert market.liquidity == TAKER and rules.fees.fee(market.qty * market.price, market.liquidity) == fee(market.qty * market.price, D("0.0005"))
     resting = replace(market, liquidity=MAKER)
-    assert paper_fee(resting, rules) == fee(market.qty * market.price, D("0.0002"))
+    assert rules.fees.fee(resting.qty * resting.price, resting.liquidity) == fee(market.qty * market.price, D("0.0002"))
 
 
 def test_a_version_1_store_is_upgraded_in_place(tmp_path):
@@ -629,7 +631,8 @@ def test_exchange_fills_book_exactly_whatever_asset_the_fee_is_in():
     """Binance charges a buy's commission in the asset bought: the books hold what arrived, and cash
     moves by exactly what the exchange moved it by."""
     from meshtrader.domain.orders import Order, OrderStatus
-    from meshtrader.venues.ccxt_venue import as_booked, end_state
+    from meshtrader.execution.engine import end_state
+    from meshtrader.venues.ccxt_venue import as_booked
 
     price, amount = D("60000.00"), D("0.00200")
     for side, charged, asset in (("buy", D("0.000002"), "BTC"), ("sell", D("0.000002"), "BTC"),
@@ -656,7 +659,7 @@ def test_exchange_fills_book_exactly_whatever_asset_the_fee_is_in():
 
 
 def test_walking_the_book_takes_levels_in_order_within_cash_and_lots():
-    from meshtrader.execution.planning import walk_book
+    from meshtrader.venues.matching import walk_book
 
     spec = instrument("BTCUSDT")  # step 0.001
     asks = [(100000.0, 0.0105), (100010.0, 0.02), (100020.0, 1.0)]
@@ -685,12 +688,13 @@ def test_alerts_are_rate_limited_and_deduplicated():
 def test_fill_models_and_the_slippage_tolerance():
     from dataclasses import replace
 
-    from meshtrader.execution.planning import PaperRules, plan_order, slippage_problem
+    from meshtrader.domain.money import FeeModel
+    from meshtrader.execution.planning import OrderRules, plan_order, slippage_problem
 
     book = Portfolio()
     book.fund("m", D("50000"))
     book.mark("BTCUSDT", D("95000.0"))
-    fixed = PaperRules(D("0.10"), D("0.0005"), D("0.0002"), D("5"), impact_bp=D("100"))
+    fixed = OrderRules(D("0.10"), FeeModel(D("0.0005"), D("0.0002")), D("5"), impact_bp=D("100"))
     instant = replace(fixed, fill_model="instant")
     assert plan_order(book, "m", "BTCUSDT", "buy", instant, bar_volume=0.5).price == D("95000.0")
     thin = plan_order(book, "m", "BTCUSDT", "buy", fixed, bar_volume=0.5)  # ~0.05 BTC of a 0.5 BTC bar
@@ -702,7 +706,7 @@ def test_fill_models_and_the_slippage_tolerance():
 
 
 def test_reconciliation_says_where_books_and_exchange_disagree():
-    from meshtrader.venues.ccxt_venue import reconcile
+    from meshtrader.execution.reconciliation import reconcile
 
     problems, notes = reconcile(D("1000.00"), {"BTC": D("0.010")}, {"USDT": D("1000.005"), "BTC": D("0.010"),
                                                                    "ETH": D("1")}, [], set(), D("0.01"))
@@ -712,7 +716,7 @@ def test_reconciliation_says_where_books_and_exchange_disagree():
     assert problems == ["USDT: the exchange holds 990, the books 1000.00",
                         "open orders at the exchange the store does not know: mt9"]
     assert notes == ["BTC: the exchange holds 0.012, 0.002 more than the books manage"]
-    from meshtrader.venues.ccxt_venue import UnbookedFill
+    from meshtrader.execution.venue import UnbookedFill
 
     ours = UnbookedFill("mt7", "5000009", "BTCUSDT", "buy", D("0.001"), D("95000"))
     manual = UnbookedFill("web_1", "5000010", "BTCUSDT", "sell", D("0.002"), D("95010"))

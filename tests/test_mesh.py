@@ -328,6 +328,12 @@ def test_validation_on_forks_moves_allocations_and_books_still_reconcile(mesh):
              "the executor to rebalance")
     transfers = mesh.query("SELECT amount FROM ledger WHERE reason LIKE 'rebalance%'")
     assert sum(Decimal(a) for (a,) in transfers) == 0
+    # The allocator gives each fork back once it has read it: destroyed then, not at the end of its TTL.
+    released = wait_for(lambda: [f for f in forks_listed(mesh) if f["requester"] == "allocator"
+                                 and f["status"] == "destroyed" and "allocator" in (f["results"] or {}).get("released_by", [])],
+                        60, "a fork the allocator released")
+    assert {f["purpose"] for f in released} >= {"validation"}
+    assert not mesh.query("SELECT reason FROM allocations WHERE reason LIKE '%what-if skipped%'")
     reconcile_after_more_trades(mesh, mesh.trade_count())
 
 
@@ -336,15 +342,21 @@ def forks_listed(mesh) -> list[dict]:
 
 
 def test_optimisation_and_what_if_run_on_forks(mesh):
+    wait_for(lambda: mesh.trade_count() > 0, 60, "market data to optimise on")
     asked = mesh.cli("validate", "--optimize", "--reason", "test")
     assert asked.returncode == 0 and "validation queued" in asked.stdout
-    optimized = wait_for(lambda: [f for f in forks_listed(mesh) if f["purpose"] == "optimization"
-                                  and "optimization" in (f["results"] or {})], 120, "a parameter optimisation")
+    # Validations of the mesh's own (schedule, regime changes, losses) run meanwhile, with optimisations of
+    # their own: wait for the validation this request made (its trigger) and the optimisation it asked for
+    # (which names that validation's fork), not for whichever comes first.
+    [validation] = wait_for(lambda: [f for f in forks_listed(mesh) if f["purpose"] == "validation" and "test" in
+                                     ((f["results"] or {}).get("triggers") or [])], 120, "the validation asked for")
+    assert "validation" in validation["results"] and validation["requester"] == "allocator"
+    optimized = wait_for(lambda: [f for f in forks_listed(mesh) if f["purpose"] == "optimization" and "optimization"
+                                  in (f["results"] or {}) and validation["id"] in f["results"].get("validation_forks", [])],
+                         120, "the parameter optimisation the validation asked for")
     result = optimized[0]["results"]["optimization"]
     assert result["workers"] == 2 and result["trials"] > 0 and "walk-forward" in result["reason"]
     assert result["bars_in_sample"] > result["bars_out_of_sample"] > 0
-    assert any(f["results"].get("trigger") == "test" for f in forks_listed(mesh)
-               if f["purpose"] == "validation" and f["results"])
     what_if = wait_for(lambda: [f for f in forks_listed(mesh) if f["purpose"] == "whatif"
                                 and "whatif" in (f["results"] or {})], 120, "a what-if")
     outcome = what_if[0]["results"]["whatif"]
@@ -390,7 +402,8 @@ def test_a_risk_breach_freezes_an_incident_fork_and_close_all_works_while_halted
         incidents = wait_for(lambda: [f for f in forks_listed(mesh) if f["purpose"] == "incident"
                                       and "incident" in (f["results"] or {})], 30, "an incident fork")
         assert incidents[0]["requester"] == "risk" and incidents[0]["ttl_s"] == 604800
-        assert "kill switch" in incidents[0]["results"]["incident"] or "halted" in incidents[0]["results"]["incident"]
+        # one flip halts trading and turns the kill switch on: one incident, one fork with both reasons
+        assert any("kill switch" in f["results"]["incident"] and "halted" in f["results"]["incident"] for f in incidents)
         base = mesh.settings.dashboard_url.rstrip("/")
         assert httpx.post(f"{base}/api/close-all", json={}).status_code == 400  # needs the confirmation
         refused = mesh.cli("close-all", check=False)  # no terminal to ask on: refuses without --yes
@@ -403,6 +416,112 @@ def test_a_risk_breach_freezes_an_incident_fork_and_close_all_works_while_halted
         assert mesh.status()["trading_state"] == "HALTED"
     finally:
         assert "kill switch OFF" in mesh.cli("kill-switch", "off").stdout
+
+
+class LoneForkManager:
+    """The fork manager alone (SQLite forks, no Redis): the test speaks for the rest of the mesh."""
+
+    def __init__(self, home, **env: str) -> None:
+        import subprocess
+        import sys
+
+        from meshtrader.runtime.config import REPO_ROOT, load_settings
+        from tools.localmesh import free_port_base
+
+        base = free_port_base()
+        environ = {**{k: v for k, v in os.environ.items() if not k.startswith("MESH_")}, "MESH_HOME": str(home),
+                   "MESH_PORT_BASE": str(base), "MESH_REDIS_URL": "redis://127.0.0.1:1", **env}
+        self.settings = load_settings(home=home, port_base=base)
+        self.settings.prepare_home()  # the socket directory, for the sockets a test binds in the manager's place
+        self.process = subprocess.Popen([sys.executable, "-m", "meshtrader.services.forks"], cwd=REPO_ROOT,
+                                        env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ctx = zmq.Context()
+        self.client = ReqClient(self.ctx, self.settings.endpoint("forks.rep"), ForkReplies, 5000, 2,
+                                Logger("t", "ERROR"))
+
+    def __enter__(self) -> LoneForkManager:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.close()
+        self.process.terminate()
+        self.process.wait(10)
+        self.ctx.term()
+
+    def forks(self, purpose: str) -> list[dict]:
+        from meshtrader.persistence.fork_registry import ForkRegistry
+        from meshtrader.persistence.store import Store
+
+        store = Store(self.settings.db_path, read_only=True)
+        try:
+            return [f for f in ForkRegistry(store).listing() if f["purpose"] == purpose]
+        finally:
+            store.close()
+
+
+def test_one_risk_breach_freezes_one_incident_fork(tmp_path):
+    """A kill switch turned on halts trading too: one breach, one incident fork, both reasons on it."""
+    from meshtrader.wire.messages import RiskState
+
+    with LoneForkManager(tmp_path) as manager:
+        risk = manager.ctx.socket(zmq.XPUB)  # stands in for the risk guard; XPUB says when the manager subscribed
+        try:
+            risk.bind(manager.settings.endpoint("risk.pub"))
+            wait_for(lambda: risk.poll(100) and risk.recv() == b"\x01risk.state", 30, "the fork manager to subscribe")
+
+            def state(trading_state: str, kill_switch: bool = False, deactivated: tuple = (), reason: str = "") -> None:
+                risk.send_multipart([b"risk.state", encode(RiskState(
+                    trading_state=trading_state, kill_switch=kill_switch, deactivated=list(deactivated),
+                    reason=reason, et=1))])
+
+            state("ACTIVE")
+            state("HALTED", kill_switch=True, reason="kill switch turned on by test")  # the flip
+            state("HALTED", kill_switch=True)  # republished every second: no new breach
+            state("ACTIVE")
+            state("HALTED", kill_switch=True)  # flapping within a minute: no second snapshot
+            state("ACTIVE", deactivated=("macd",), reason="drawdown")  # another breach, and the last message
+            wait_for(lambda: [f for f in manager.forks("incident") if "macd" in (f["results"] or "")], 30,
+                     "the deactivation's incident fork")  # so every state before it has been handled
+            incidents = [json.loads(f["results"]).get("incident", "") for f in manager.forks("incident")]
+            assert len(incidents) == 2, incidents
+            flip, deactivation = sorted(incidents, key=lambda why: "macd" in why)
+            assert "kill switch" in flip and "halted" in flip and deactivation == "macd deactivated: drawdown"
+        finally:
+            risk.close(0)
+
+
+def test_released_forks_go_and_free_their_place_under_the_fork_limit(tmp_path):
+    from meshtrader.persistence.fork_registry import ForkRegistry
+    from meshtrader.persistence.store import Store
+    from meshtrader.wire.messages import CreateFork, ForkReply
+
+    with LoneForkManager(tmp_path, MESH_MAX_FORKS="2") as manager:
+        def fork(purpose: str, requester: str):
+            return manager.client.request(CreateFork(purpose=purpose, requester=requester, ttl_s=864_000))
+
+        first, second = fork("validation", "a"), fork("whatif", "b")
+        assert isinstance(first, ForkReply) and first.ok and second.ok, (first, second)
+        refused = fork("optimization", "c")
+        assert not refused.ok and "limit reached: 2 live forks (max 2): 1 validation, 1 whatif" in refused.reason
+        assert fork("validation", "d").fork_id == first.fork_id  # shared: two holders now
+        store = Store(manager.settings.db_path)
+        try:
+            registry = ForkRegistry(store)
+            assert not registry.release(first.fork_id, "a")  # d still reads it
+            assert registry.release(second.fork_id, "b")
+            wait_for(lambda: registry.get(second.fork_id)["status"] == "destroyed", 30, "the released fork to go")
+            assert not os.path.exists(second.path) and os.path.exists(first.path)
+            third = fork("optimization", "c")  # its place is free again
+            assert third.ok, third
+            assert registry.release(first.fork_id, "d")
+            wait_for(lambda: registry.get(first.fork_id)["status"] == "destroyed", 30,
+                     "the shared fork to go once both holders released it")
+            assert not os.path.exists(first.path)
+            assert json.loads(registry.get(first.fork_id)["results"])["released_by"] == ["a", "d"]
+            assert not registry.release(first.fork_id, "d")  # gone: nothing to release
+            assert registry.get(third.fork_id)["status"] == "active"  # nobody released it
+        finally:
+            store.close()
 
 
 def test_alerts_reach_telegram_and_the_webhook_and_the_token_stays_secret(mesh, alert_sink):

@@ -38,8 +38,14 @@ def window(tmp_path_factory) -> Path:
     return directory
 
 
-def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory):
-    mesh = Mesh(Path(tmp_path_factory.mktemp("parity")), {
+# A loss rule that trips: strategies losing 0.5% from their peak are deactivated, in the mesh by its risk
+# guard and in the backtest by the same rules on its own risk book, at the same bar.
+CASES = {"default_limits": {}, "drawdown_trips": {"strategy_drawdown_pct": "0.005"}}
+
+
+@pytest.mark.parametrize("limits", CASES.values(), ids=CASES.keys())
+def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory, limits):
+    mesh = Mesh(Path(tmp_path_factory.mktemp("parity")), {**{f"MESH_{k.upper()}": v for k, v in limits.items()},
         "MESH_DATA": str(window), "MESH_STRATEGIES": ",".join(STRATEGIES), "MESH_REPLAY_SPEED": "20",
         "MESH_STRATEGY_PARAMS": json.dumps(PARAMS),
         "MESH_VALIDATION_EVERY_MIN": "100000000",  # fixed allocations, as in the backtest
@@ -54,10 +60,11 @@ def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory):
         wait_for(lambda: settled.append(mesh.trade_count()) or len(settled) > 3 and len(set(settled[-3:])) == 1,
                  30, "the executor to settle", interval=1)
         live = mesh.query("SELECT strategy, symbol, side, qty, price, fee, event_time FROM trades")
+        live_trips = mesh.query("SELECT reason FROM risk_events WHERE rule = 'strategy_drawdown' AND request_id IS NULL")
     finally:
         mesh.stop()
 
-    settings = load_settings(max_open_positions=MAX_OPEN)
+    settings = load_settings(max_open_positions=MAX_OPEN, **limits)
     series = {s: load_bars(find_candle_file(window, s))[0] for s in SYMBOLS}
     funding = {s: load_funding(find_series_file(window, s, "funding")) for s in SYMBOLS}
     report = Backtester({name: PARAMS.get(name) for name in STRATEGIES}, SYMBOLS, settings).run(series, funding)
@@ -69,3 +76,6 @@ def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory):
     assert len(backtest) > 20
     assert {f[0] for f in backtest} == set(STRATEGIES), "every strategy trades in the window"
     assert sorted(live, key=key) == sorted(backtest, key=key)
+    tripped = sorted(reason.split(":")[0] for _, rule, reason in report.risk_events if rule == "strategy_drawdown")
+    assert tripped == sorted(reason[0].split(":")[0] for reason in live_trips)
+    assert bool(tripped) == bool(limits), "the loss rule trips where its limit is tight, in both"

@@ -74,6 +74,8 @@ def test_postgres_forks_template_snapshot_and_orphans(postgres):
         writable = forks.create("fork-20250601-aaaaaa", writable=True)
         read_only = forks.create("fork-20250601-bbbbbb", writable=False)
         assert writable.details["method"] == "template" and read_only.details["method"] == "exported_snapshot"
+        assert forks.estimate(writable.details, 3600).endswith(" MB disk") and float(
+            forks.estimate(writable.details, 3600).split()[0]) > 0
         add_trade(live, 2)  # after both forks: neither sees it
 
         copy = Store(writable.location)
@@ -100,8 +102,11 @@ def test_postgres_forks_template_snapshot_and_orphans(postgres):
         live.close()
 
 
+PG_SECRET = "planted-pg-secret"  # the server trusts local connections: a password it ignores, that must not leak
+
+
 def test_a_mesh_trades_forks_and_reconciles_on_postgres(postgres, tmp_path):
-    url = postgres.create_database("mesh")
+    url = postgres.create_database("mesh").replace(f"{postgres.user}@", f"{postgres.user}:{PG_SECRET}@", 1)
     mesh = Mesh(tmp_path / "home", {"MESH_DB_URL": url, "MESH_REPLAY_SPEED": "40", "MESH_VALIDATION_EVERY_MIN": "240",
                                     "MESH_VALIDATION_WINDOWS_MIN": "720,1440", "MESH_VALIDATION_WINDOW_WEIGHTS": "0.6,0.4"})
     mesh.start()
@@ -109,11 +114,20 @@ def test_a_mesh_trades_forks_and_reconciles_on_postgres(postgres, tmp_path):
         assert not mesh.settings.db_path.exists()  # nothing in SQLite
         wait_for(lambda: mesh.query("SELECT weights FROM allocations WHERE reason LIKE 'validation%'"), 120,
                  "a validation on a postgres fork")
-        forks = json.loads(mesh.cli("forks", "--json").stdout)
+        listed = mesh.cli("forks", "--json").stdout
+        forks = json.loads(listed)
         assert any(f["backend"] == "postgres" and f["purpose"] == "validation" and "validation" in (f["results"] or {})
                    for f in forks)
+        assert PG_SECRET not in listed and any(":***@" in f["path"] for f in forks)  # locations redacted
+        # the allocator's read-only forks (exported snapshots) are given back once read, not held for their TTL
+        wait_for(lambda: [f for f in json.loads(mesh.cli("forks", "--json").stdout) if f["requester"] == "allocator"
+                          and f["status"] == "destroyed" and "allocator" in (f["results"] or {}).get("released_by", [])],
+                 60, "a fork the allocator released")
+        assert not mesh.query("SELECT reason FROM allocations WHERE reason LIKE '%what-if skipped%'")
         wait_for(lambda: mesh.trade_count() >= 5, 60, "trades")
         mesh.quiesce()
         reconcile(mesh)
+        for service in ("forks", "allocator"):
+            assert PG_SECRET not in (mesh.settings.log_dir / f"{service}.log").read_text(errors="replace")
     finally:
         mesh.stop()

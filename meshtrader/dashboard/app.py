@@ -24,7 +24,6 @@ from meshtrader.runtime.metrics import ServiceMetrics, topic_kind
 from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_event, to_json_ready
 
 STATIC = Path(__file__).parent / "static"
-RELAYED = (b"fill", b"order", b"risk.", b"alloc", b"narr", b"fork.", b"acct", b"md.gap", b"regime")
 CLIENT_QUEUE = 1000
 
 
@@ -41,8 +40,15 @@ class CloseAllBody(BaseModel):
     reason: str = ""
 
 
+def relayed(settings: Settings) -> dict[str, tuple[str, list[bytes]]]:
+    """What the dashboard relays, from the topology table: program -> (its PUB endpoint, topic prefixes)."""
+    return {p.name: (settings.endpoint(p.endpoint_name("pub")), [prefix.encode() for prefix in p.relays])
+            for p in settings.programs() if p.relays}
+
+
 class Relay:
-    """One SUB socket to every publisher; each browser gets a bounded queue (slow ones lose old events)."""
+    """One SUB socket to every publisher with topics to relay (the topology's `relays`); each browser
+    gets a bounded queue (slow ones lose old events)."""
 
     def __init__(self, settings: Settings, metrics: ServiceMetrics, log: Logger) -> None:
         self.settings, self.metrics, self.log = settings, metrics, log
@@ -57,9 +63,10 @@ class Relay:
                 await self.watched.wait()
                 sock = ctx.socket(zmq.SUB)
                 sock.setsockopt(zmq.LINGER, 0)
-                for endpoint in self.settings.publisher_endpoints().values():
+                sources = relayed(self.settings)
+                for endpoint, _ in sources.values():
                     sock.connect(endpoint)
-                for prefix in RELAYED:
+                for prefix in sorted({prefix for _, prefixes in sources.values() for prefix in prefixes}):
                     sock.setsockopt(zmq.SUBSCRIBE, prefix)
                 try:
                     while self.clients:

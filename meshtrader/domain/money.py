@@ -63,3 +63,18 @@ def slipped_price(side: str, last: Decimal, slippage_bp: Decimal, spec: Instrume
 
 def fee(notional: Decimal, rate: Decimal) -> Decimal:
     return cash(notional * rate)
+
+
+TAKER, MAKER = "taker", "maker"  # a market order takes liquidity; a resting limit order adds it
+
+
+@dataclass(frozen=True)
+class FeeModel:
+    taker: Decimal  # fractions of notional
+    maker: Decimal
+
+    def rate(self, liquidity: str) -> Decimal:
+        return self.maker if liquidity == MAKER else self.taker
+
+    def fee(self, notional: Decimal, liquidity: str) -> Decimal:
+        return fee(notional, self.rate(liquidity))

@@ -138,6 +138,15 @@ class Portfolio:
     def cash(self) -> Decimal:
         return sum((a.cash for a in self.accounts.values()), ZERO)
 
+    def held_assets(self, quote: str = "USDT") -> dict[str, Decimal]:
+        """Every base asset the sub-accounts hold, summed: what the exchange account must hold too."""
+        held: dict[str, Decimal] = {}
+        for account in self.accounts.values():
+            for symbol, position in account.positions.items():
+                asset = symbol.removesuffix(quote)
+                held[asset] = held.get(asset, ZERO) + position.qty
+        return held
+
     def trades(self) -> int:
         return sum(a.trades for a in self.accounts.values())
 

@@ -1,5 +1,6 @@
-"""Paper execution rules, shared by the executor and the backtester so both size, price and check
-every order the same way: one code path, no "backtest vs dry-run" discrepancy."""
+"""How a signal becomes an order: sizing, the expected price and slippage, the checks before the risk
+guard, and what the risk guard is asked. The execution engine plans this way for every venue, in the
+mesh and in a backtest alike: one code path, no "backtest vs dry-run" discrepancy."""
 from __future__ import annotations
 
 import math
@@ -8,19 +9,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from meshtrader.domain.money import BP, ZERO, fee, instrument, slipped_price
-from meshtrader.domain.orders import Order
+from meshtrader.domain.money import BP, MAKER, TAKER, ZERO, FeeModel, fee, instrument, slipped_price
 from meshtrader.domain.portfolio import Portfolio, size_buy
 from meshtrader.wire.messages import ApproveOrder
 
-TAKER, MAKER = "taker", "maker"  # a market order takes liquidity; a resting limit order adds it
-
 
 @dataclass(frozen=True)
-class PaperRules:
+class OrderRules:
     order_pct: Decimal
-    taker_fee: Decimal  # fractions of notional
-    maker_fee: Decimal
+    fees: FeeModel
     slippage_bp: Decimal
     impact_bp: Decimal = ZERO  # volume-aware slippage: + impact_bp x sqrt(order qty / bar volume)
     fill_model: str = "fixed"  # "instant": at the last price; "fixed": slippage_bp (+ the volume impact)
@@ -29,13 +26,11 @@ class PaperRules:
     limit_offset_bp: Decimal = Decimal(2)  # a limit buy rests this far under the last price
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PaperRules:
-        return cls(settings.order_pct, settings.taker_fee_bp * BP, settings.maker_fee_bp * BP, settings.slippage_bp,
+    def from_settings(cls, settings: Any) -> OrderRules:
+        return cls(settings.order_pct, FeeModel(settings.taker_fee_bp * BP, settings.maker_fee_bp * BP),
+                   settings.slippage_bp,
                    settings.slippage_impact_bp, settings.fill_model, settings.max_slippage_bp, settings.order_type,
                    settings.limit_offset_bp)
-
-    def fee_rate(self, liquidity: str) -> Decimal:
-        return self.maker_fee if liquidity == MAKER else self.taker_fee
 
     def slippage_for(self, qty: Decimal, bar_volume: float) -> Decimal:
         """Expected slippage of a market order of `qty` in a bar of `bar_volume`, in bp."""
@@ -59,7 +54,7 @@ class PlannedOrder:
     slippage_bp: Decimal = ZERO  # what the fill model expects this order to slip
 
 
-def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rules: PaperRules,
+def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rules: OrderRules,
                bar_volume: float = 0.0) -> PlannedOrder | str:
     """The order a signal makes at the current marks, or why it makes none. A buy spends `order_pct`
     of the strategy's equity within its cash; a sell closes the whole position. The price is the
@@ -77,7 +72,7 @@ def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rule
     slippage = rules.slippage_for(ZERO, 0.0)
     price = slipped_price(side, mark, slippage, spec)
     if side == "buy":
-        qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.taker_fee, spec)
+        qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.fees.taker, spec)
         if not qty:
             return why_not
     else:  # whole lots only: after a fee taken in the asset bought, the dust under one step stays
@@ -87,7 +82,7 @@ def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rule
     if rules.impact_bp and rules.fill_model != "instant":
         slippage = rules.slippage_for(qty, bar_volume)
         price = slipped_price(side, mark, slippage, spec)
-        while side == "buy" and qty > 0 and qty * price + fee(qty * price, rules.taker_fee) > account.cash:
+        while side == "buy" and qty > 0 and qty * price + fee(qty * price, rules.fees.taker) > account.cash:
             qty -= spec.qty_step
         if qty < spec.min_qty:
             return f"order too small after the volume impact: {qty} {symbol}"
@@ -96,13 +91,13 @@ def plan_order(portfolio: Portfolio, strategy: str, symbol: str, side: str, rule
 
 
 def plan_limit_buy(portfolio: Portfolio, strategy: str, symbol: str, mark: Decimal,
-                   rules: PaperRules) -> PlannedOrder | str:
+                   rules: OrderRules) -> PlannedOrder | str:
     """A buy resting `limit_offset_bp` under the last price (rounded down to the tick): it adds
     liquidity, so it is sized with the maker fee, and it fills only if the market trades through it."""
     spec = instrument(symbol)
     account = portfolio.accounts[strategy]
     price = spec.round_price(mark * (1 - rules.limit_offset_bp * BP), "sell")
-    qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.maker_fee, spec)
+    qty, why_not = size_buy(account, portfolio.equity(strategy), price, rules.order_pct, rules.fees.maker, spec)
     if not qty:
         return why_not
     held = account.positions.get(symbol)
@@ -110,73 +105,13 @@ def plan_limit_buy(portfolio: Portfolio, strategy: str, symbol: str, mark: Decim
                         liquidity=MAKER)
 
 
-@dataclass(frozen=True)
-class BookWalk:
-    """What a market order takes from an order book: one fill per level, best first, in whole lots."""
-
-    fills: list[tuple[Decimal, Decimal]]  # (qty, price)
-    wanted: Decimal
-    levels: int  # levels the book offered
-
-    @property
-    def filled(self) -> Decimal:
-        return sum((qty for qty, _ in self.fills), ZERO)
-
-    def slippage_bp(self, side: str, mark: Decimal) -> Decimal:
-        """How far the average fill is from the mark, against us, in bp."""
-        if not self.fills:
-            return ZERO
-        average = sum((q * p for q, p in self.fills), ZERO) / self.filled
-        return (average - mark if side == "buy" else mark - average) / mark / BP
-
-
-def walk_book(levels: list[tuple[float, float]], qty: Decimal, spec: Any, budget: Decimal | None = None,
-              fee_rate: Decimal = ZERO) -> BookWalk:
-    """Take `qty` from the book's levels (the asks for a buy, the bids for a sell), best first. A buy
-    stops where its fills and fees would spend more than `budget`; what the book cannot give is left
-    unfilled; the total is whole lots of the instrument's step."""
-    fills, left, spent = [], qty, ZERO
-    for raw_price, raw_size in levels:
-        if left <= 0:
-            break
-        price = Decimal(repr(raw_price))
-        take = min(Decimal(repr(raw_size)), left)
-        if budget is not None:
-            while take > 0 and spent + take * price + fee(take * price, fee_rate) > budget:
-                take = spec.floor_qty(min(take - spec.qty_step, (budget - spent) / (price * (1 + fee_rate))))
-            if take <= 0:
-                break
-        fills.append((take, price))
-        left -= take
-        spent += take * price + fee(take * price, fee_rate)
-    excess = sum((q for q, _ in fills), ZERO) - spec.floor_qty(sum((q for q, _ in fills), ZERO))
-    while excess > 0 and fills:
-        last_qty, last_price = fills[-1]
-        if last_qty <= excess:
-            fills.pop()
-            excess -= last_qty
-        else:
-            fills[-1] = (last_qty - excess, last_price)
-            excess = ZERO
-    return BookWalk(fills, qty, len(levels))
-
-
-def trades_through(side: str, limit: Decimal, price: Decimal) -> bool:
-    """A resting order fills when the market trades through its price, not merely at it."""
-    return price < limit if side == "buy" else price > limit
-
-
-def slippage_problem(order: PlannedOrder, rules: PaperRules) -> str | None:
+def slippage_problem(order: PlannedOrder, rules: OrderRules) -> str | None:
     """Why an order must be refused for its expected slippage, or None. Exits are never refused for it:
     a position must be closable."""
     if order.side == "buy" and order.slippage_bp > rules.max_slippage_bp:
         return (f"expected slippage {order.slippage_bp:.2f} bp exceeds the {rules.max_slippage_bp} bp tolerance "
                 f"({order.qty} {order.symbol})")
     return None
-
-
-def paper_fee(order: PlannedOrder, rules: PaperRules) -> Decimal:
-    return fee(order.qty * order.price, rules.fee_rate(order.liquidity))
 
 
 KELLY_MIN_TRADES = 20  # closed trades before a strategy's Kelly fraction is worth anything
@@ -234,55 +169,3 @@ class MarkHistory:
             marks[other] = chosen
         marks[symbol] = price
         return marks
-
-
-@dataclass
-class Resting:
-    """A limit order waiting in the paper venue, and the cash it holds back from its strategy."""
-
-    order: Order
-    strategy: str
-    symbol: str
-    side: str
-    price: Decimal
-    signal_id: str
-    expires_et: int
-    reserved: Decimal
-    tid: int = 0
-
-
-class RestingOrders:
-    """The paper venue's open orders: which ones the market traded through, which ones timed out."""
-
-    def __init__(self) -> None:
-        self.orders: dict[str, Resting] = {}
-
-    def add(self, resting: Resting, portfolio: Portfolio) -> None:
-        portfolio.accounts[resting.strategy].reserved += resting.reserved
-        self.orders[resting.order.order_id] = resting
-
-    def release(self, order_id: str, portfolio: Portfolio) -> Resting:
-        resting = self.orders.pop(order_id)
-        portfolio.accounts[resting.strategy].reserved -= resting.reserved
-        return resting
-
-    def consume(self, order_id: str, spent: Decimal, portfolio: Portfolio) -> None:
-        """A part fill spent some of what the order held back: hold back only the rest."""
-        resting = self.orders[order_id]
-        used = min(spent, resting.reserved)
-        resting.reserved -= used
-        portfolio.accounts[resting.strategy].reserved -= used
-
-    def crossed(self, symbol: str, price: Decimal) -> list[Resting]:
-        return [r for r in self.orders.values() if r.symbol == symbol and trades_through(r.side, r.price, price)]
-
-    def expired(self, event_time: int) -> list[Resting]:
-        return [r for r in self.orders.values() if r.expires_et <= event_time]
-
-    def of(self, strategy: str, symbol: str) -> list[Resting]:
-        return [r for r in self.orders.values() if r.strategy == strategy and r.symbol == symbol]
-
-
-def reservation(order: PlannedOrder, rules: PaperRules) -> Decimal:
-    """What a resting buy holds back: its notional and its (maker) fee."""
-    return order.qty * order.price + paper_fee(order, rules) if order.side == "buy" else ZERO

@@ -5,12 +5,14 @@
   (a paged backup restarts on every concurrent write), kept as the "golden" copy for a while, and each
   fork a clone of it: a reflink (FICLONE) where the filesystem shares blocks, copy_file_range
   (in-kernel) otherwise, a plain copy as the last resort.
-- postgres: writable forks are `CREATE DATABASE fork TEMPLATE golden`, a file-level copy of a golden
-  database rebuilt from one consistent (REPEATABLE READ) read of the live store on a schedule: the live
-  database itself cannot be a template while services are connected to it. Read-only forks are an
-  exported snapshot (`pg_export_snapshot`), held open by the fork manager; readers attach with
-  `SET TRANSACTION SNAPSHOT` and see the store as of that instant, at no copying cost.
-- tiger: Tiger Cloud service forks through its REST API (forkService, poll until READY, DELETE).
+- postgres: a writable fork is a new database made from a golden template database (a file-level
+  copy), the golden one rebuilt from one consistent (REPEATABLE READ) read of the live store on a
+  schedule: the live database itself cannot be a template while services are connected to it.
+  Read-only forks are an exported snapshot (`pg_export_snapshot`), held open by the fork manager;
+  readers attach with `SET TRANSACTION SNAPSHOT` and see the store as of that instant, at no copying
+  cost. The statements themselves are in meshtrader.persistence.pg_admin.
+- tiger: Tiger Cloud service forks through its REST API (forkService, poll until READY, delete the
+  service when done).
 """
 from __future__ import annotations
 
@@ -134,7 +136,7 @@ class SqliteForks:
 
 class TigerForks:
     """Tiger Cloud service forks: POST .../forkService (202), poll GET .../services/{id} until READY,
-    DELETE .../services/{id}. HTTP Basic auth with TIGER_PUBLIC_KEY / TIGER_SECRET_KEY from the
+    delete .../services/{id} when done. HTTP Basic auth with TIGER_PUBLIC_KEY / TIGER_SECRET_KEY from the
     environment only."""
 
     name = "tiger"
@@ -226,7 +228,9 @@ class PostgresForks:
     def __init__(self, url: str, golden_refresh_s: float) -> None:
         import psycopg
 
-        self.psycopg = psycopg
+        from meshtrader.persistence import pg_admin
+
+        self.psycopg, self.pg = psycopg, pg_admin
         self.url = url
         self.database = urlsplit(url).path.lstrip("/")
         if not self.database:
@@ -241,10 +245,10 @@ class PostgresForks:
         except psycopg.Error as error:
             raise ForkBackendError(f"postgres unreachable: {error}") from None
 
-    def _sql(self, sql: str, *params) -> list[tuple]:
+    def _admin(self, operation, *args):
+        """A pg_admin operation on the admin connection; a PostgreSQL error becomes a ForkBackendError."""
         try:
-            cursor = self.admin.execute(sql, params or None)
-            return cursor.fetchall() if cursor.description else []
+            return operation(self.admin, *args)
         except self.psycopg.Error as error:
             raise ForkBackendError(f"postgres: {error}".strip()) from None
 
@@ -255,8 +259,7 @@ class PostgresForks:
         started = time.perf_counter()
         try:
             exporter = self.psycopg.connect(self.url, autocommit=True)
-            exporter.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            snapshot_id = exporter.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            snapshot_id = self.pg.export_snapshot(exporter)
         except self.psycopg.Error as error:
             raise ForkBackendError(f"snapshot export failed: {error}") from None
         self.exporters[snapshot_id] = exporter
@@ -270,13 +273,13 @@ class PostgresForks:
             refresh_ms = self.refresh_golden()
         name = self.fork_prefix + fork_id.removeprefix(FORK_PREFIX).replace("-", "_")
         started = time.perf_counter()
-        self._sql(f'CREATE DATABASE "{name}" TEMPLATE "{self.golden}"')
+        self._admin(self.pg.create_database, name, self.golden)
         return Fork(with_database(self.url, name),
                     {"method": "template", "database": name, "golden_refresh_ms": round(refresh_ms, 2),
                      "create_ms": round((time.perf_counter() - started) * 1000, 2), "read_only": False})
 
     def _golden_exists(self) -> bool:
-        return bool(self._sql("SELECT 1 FROM pg_database WHERE datname = %s", self.golden))
+        return self._admin(self.pg.database_exists, self.golden)
 
     def refresh_golden(self) -> float:
         """Rebuild the golden template from one consistent read of the live store; returns its ms.
@@ -285,30 +288,16 @@ class PostgresForks:
 
         started = time.perf_counter()
         building = f"{self.golden}_next"
-        self._sql(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
-        self._sql(f'CREATE DATABASE "{building}" TEMPLATE template0')
+        self._admin(self.pg.drop_database, building)
+        self._admin(self.pg.create_database, building, "template0")
         Store(with_database(self.url, building)).close()  # the schema, at the code's version
         try:
             with self.psycopg.connect(self.url) as source, self.psycopg.connect(with_database(self.url, building)) as target:
-                source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                tables = [r[0] for r in source.execute(  # in creation order: referenced tables first
-                    "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace "
-                    "AND relname <> 'schema_version' ORDER BY oid")]
-                for table in tables:
-                    with source.cursor().copy(f'COPY "{table}" TO STDOUT (FORMAT BINARY)') as out, \
-                            target.cursor().copy(f'COPY "{table}" FROM STDIN (FORMAT BINARY)') as into:
-                        for chunk in out:
-                            into.write(chunk)
-                for table, column in target.execute(
-                        "SELECT table_name, column_name FROM information_schema.columns "
-                        "WHERE table_schema = 'public' AND is_identity = 'YES'").fetchall():
-                    target.execute(f'SELECT setval(pg_get_serial_sequence(%s, %s), '
-                                   f'(SELECT COALESCE(MAX("{column}"), 0) + 1 FROM "{table}"), false)',
-                                   (table, column))
+                self.pg.copy_tables(source, target, exclude=("schema_version",))
         except self.psycopg.Error as error:
             raise ForkBackendError(f"golden refresh failed: {error}") from None
-        self._sql(f'DROP DATABASE IF EXISTS "{self.golden}" WITH (FORCE)')
-        self._sql(f'ALTER DATABASE "{building}" RENAME TO "{self.golden}"')
+        self._admin(self.pg.drop_database, self.golden)
+        self._admin(self.pg.rename_database, building, self.golden)
         self.golden_built = time.monotonic()
         return (time.perf_counter() - started) * 1000
 
@@ -326,26 +315,26 @@ class PostgresForks:
         name = urlsplit(location).path.lstrip("/")
         if not name.startswith(self.fork_prefix):
             raise ForkBackendError(f"refusing to drop {name!r}: not a fork database")
-        self._sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._admin(self.pg.drop_database, name)
 
     def estimate(self, details: dict, ttl_s: int) -> str:
         if details.get("method") == "exported_snapshot":
             return "no copy: one connection holding a snapshot (delays vacuum)"
-        size = self._sql("SELECT pg_database_size(%s)", details.get("database", ""))
-        return f"{(size[0][0] or 0) / 1e6:.1f} MB disk" if size else "unknown"
+        size = self._admin(self.pg.database_size, details.get("database", ""))
+        return f"{(size or 0) / 1e6:.1f} MB disk"
 
     def exists(self, location: str) -> bool:
         if self.SNAPSHOT in location:
             return location.partition(self.SNAPSHOT)[2] in self.exporters
-        return bool(self._sql("SELECT 1 FROM pg_database WHERE datname = %s", urlsplit(location).path.lstrip("/")))
+        return self._admin(self.pg.database_exists, urlsplit(location).path.lstrip("/"))
 
     def orphans(self, known: set[str]) -> list[str]:
         """Fork databases (by naming convention) the registry does not know (locations as registered:
         passwords redacted)."""
         from meshtrader.runtime.redaction import redact
 
-        names = self._sql("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", self.fork_prefix)
-        return sorted({redact(with_database(self.url, name)) for (name,) in names} - {redact(k) for k in known})
+        names = self._admin(self.pg.databases_with_prefix, self.fork_prefix)
+        return sorted({redact(with_database(self.url, name)) for name in names} - {redact(k) for k in known})
 
     def close(self) -> None:
         for exporter in self.exporters.values():

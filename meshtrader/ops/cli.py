@@ -30,6 +30,13 @@ def _healthy(url: str) -> bool:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Start the mesh with this shell's settings (flags included), recorded in $MESH_HOME/settings.json
+    for its services and `mesh status`. In the foreground it returns 0 when the mesh is stopped as
+    asked (Ctrl-C, `mesh down`, `supervisorctl shutdown`), 1 if supervisord dies."""
+    import signal
+
+    from meshtrader.runtime.config import dotenv_values, forget_settings, record_settings
+
     overrides = {k: v for k, v in (("MESH_FEED", args.feed), ("MESH_EXCHANGE", args.exchange),
                                    ("MESH_EXCHANGE_URL", args.exchange_url), ("MESH_MODE", args.mode)) if v}
     if args.mode == "live" and os.environ.get("MESH_LIVE_CONFIRM") != LIVE_CONFIRMATION:
@@ -53,10 +60,14 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         print(f"a mesh is already running in {settings.home_dir} (mesh status; mesh down to stop it)")
         return 1
     settings.prepare_home()
-    conf = settings.home_dir / "supervisord.conf"
+    record_settings(settings)  # every program loads these (credentials excepted), whatever its environment
+    conf = settings.supervisord_conf
     conf.write_text(render(settings, local_paths(settings), with_redis=settings.redis_url is None))
     command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
-    env = {**os.environ, "MESH_HOME": str(settings.home_dir), "MESH_PORT_BASE": str(settings.port_base)}
+    # Credentials reach the services through supervisord's environment: this shell's, and the .env of
+    # this directory (the services run in the repository, whose .env may be another or none).
+    env = {**dotenv_values(), **os.environ, "MESH_HOME": str(settings.home_dir),
+           "MESH_PORT_BASE": str(settings.port_base)}
     source = (f"live {settings.exchange}" + (f" at {settings.exchange_url}" if settings.exchange_url else "")
               if settings.feed == "live" else "replay of the bundled data")
     trading = ("paper trading, no real money" if settings.mode == "paper" else
@@ -65,22 +76,38 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     print(f"starting the mesh in {settings.home_dir} (mode: {settings.mode}, {trading}; market data: {source})")
     started = subprocess.run(command, env=env, cwd=REPO_ROOT)  # supervisord daemonizes itself
     if started.returncode != 0:
+        forget_settings(settings)
         print(f"supervisord failed to start (exit {started.returncode}); see {settings.log_dir}/supervisord.log")
         return 1
-    if not _wait_until_up(settings, supervisor):
-        print("what did start is still running, for inspection: mesh status; mesh down stops it")
-        return 1
-    if args.detach:
-        return 0
-    print("Ctrl-C stops everything.")
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:  # the first signal stops the mesh; more are not needed
+        if not stopping:
+            stopping.append(signum)
+            raise KeyboardInterrupt
+
+    # Ctrl-C (SIGINT; make also passes it on), SIGTERM or a closed terminal: stop the mesh, exit 0.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        while supervisor.running():
-            time.sleep(1)
-        print("supervisord has stopped")
-        return 1
+        if not _wait_until_up(settings, supervisor):
+            print("what did start is still running, for inspection: mesh status; mesh down stops it")
+            return 1
+        if args.detach:
+            return 0
+        print("Ctrl-C stops everything (so does mesh down).")
+        supervisor.wait_exit(supervisor.pid())
     except KeyboardInterrupt:
         print("\nstopping the mesh...")
         return cmd_down(settings, args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if supervisor.exited_cleanly():  # stopped as asked: mesh down, supervisorctl shutdown
+        forget_settings(settings)
+        print("mesh stopped")
+        return 0
+    print(f"supervisord has died; see {settings.log_dir}/supervisord.log")
+    return 1
 
 
 def _wait_until_up(settings: Settings, supervisor: Supervisor) -> bool:
@@ -90,7 +117,10 @@ def _wait_until_up(settings: Settings, supervisor: Supervisor) -> bool:
         states = {name: info["statename"] for name, info in supervisor.processes().items()}
         waiting = sorted(name for name, state in states.items() if state != "RUNNING")
         if states and not waiting and _healthy(settings.dashboard_url + "healthz"):
-            print(f"mesh up: {len(states)} programs RUNNING\ndashboard: {settings.dashboard_url}")
+            from meshtrader.runtime.supervise import supervisorctl_command
+
+            print(f"mesh up: {len(states)} programs RUNNING\ndashboard: {settings.dashboard_url}\n"
+                  f"supervisorctl: {supervisorctl_command(settings)} status")
             return True
         report = "waiting for: " + (", ".join(f"{n} ({states[n]})" for n in waiting) if waiting else "dashboard")
         if report != last_report:
@@ -102,8 +132,12 @@ def _wait_until_up(settings: Settings, supervisor: Supervisor) -> bool:
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from meshtrader.runtime.config import forget_settings
+
     supervisor = Supervisor(settings)
     if not supervisor.running():
+        if not settings.supervisor_socket.exists():
+            forget_settings(settings)  # a stale record of a mesh that is gone
         print(f"no mesh is running in {settings.home_dir}")
         return 0
     supervisor.shutdown()
@@ -111,11 +145,17 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
         if not supervisor.running() and not settings.supervisor_socket.exists():
             break
         time.sleep(0.1)
+    forget_settings(settings)
     print("mesh stopped")
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    try:  # the running mesh's settings (mode, strategies, ports), as `mesh up` recorded them
+        settings = load_settings(recorded=True, home=settings.home_dir)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
     state = mesh_state(settings, HotState(settings.effective_redis_url, settings.redis_prefix))
     if args.json:
         print(json.dumps(state))
@@ -166,7 +206,13 @@ def cmd_supervisord_conf(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_prometheus_targets(settings: Settings, args: argparse.Namespace) -> int:
-    """Prometheus file_sd targets for this mesh's /metrics ports, one group per service."""
+    """Prometheus file_sd targets for this mesh's /metrics ports, one group per service (the topology's,
+    for the running mesh's strategies and port base when one is recorded in MESH_HOME)."""
+    try:
+        settings = load_settings(recorded=True, home=settings.home_dir)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
     host = args.host or settings.host
     groups = [{"targets": [f"{host}:{settings.http_port(name)}"], "labels": {"mesh_service": name}}
               for name in settings.service_names()]
@@ -249,13 +295,14 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
 
 def fork_rows(settings: Settings) -> list[dict]:
     """The fork registry, newest first, destroyed forks included."""
+    from meshtrader.persistence.fork_registry import ForkRegistry
     from meshtrader.persistence.store import Store
 
     if not settings.db_url and not settings.db_path.exists():
         return []
     store = Store(settings.store_location, read_only=True)
     try:
-        rows = store.query("SELECT * FROM fork_tracking ORDER BY created_at DESC")
+        rows = ForkRegistry(store).listing()
     finally:
         store.close()
     now = time.time()

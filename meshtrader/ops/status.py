@@ -1,10 +1,11 @@
 """The mesh's state in one object, for `mesh status` and the dashboard's /api/state."""
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+from meshtrader.persistence import views
+from meshtrader.persistence.fork_registry import ForkRegistry
 from meshtrader.persistence.hotstate import HotState
 from meshtrader.persistence.store import Store
 from meshtrader.runtime.config import Settings
@@ -67,14 +68,8 @@ def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[di
         count = store.trade_count()
         if not last:
             return count, [], [], {}
-        recent = [dict(r) for r in store.query(
-            "SELECT trade_id, strategy, symbol, side, qty, price, fee, realized_pnl, event_time FROM trades "
-            "ORDER BY created_at DESC, trade_id DESC LIMIT ?", (last,))]
-        highlights = [dict(r) for r in store.query(
-            "SELECT kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (last,))]
-        forks = [{**dict(r), "results": sorted(json.loads(r["results"] or "{}"))} for r in store.query(
-            "SELECT fork_id, backend, purpose, requester, status, created_et, ttl_s, kept, cost_estimate, results "
-            "FROM fork_tracking ORDER BY created_at DESC LIMIT ?", (last,))]
-        return count, recent, highlights, {"forks": forks, "regime_table": store.regime_table()}
+        forks = ForkRegistry(store).summaries(last)
+        return (count, views.recent_trades(store, last), views.highlights(store, last),
+                {"forks": forks, "regime_table": store.regime_table()})
     finally:
         store.close()

@@ -76,6 +76,16 @@ class HotState:
         self.flush()
 
     # ----- reading (CLI, dashboard, start-up) ---------------------------------------------------
+    def put_account(self, snapshot: Any, event_time: int) -> None:
+        """The executor's account snapshot as the dashboard and `mesh status` read it (money as strings)."""
+        self.put("account", {"equity": str(snapshot.equity), "cash": str(snapshot.cash),
+                             "exposure": str(snapshot.exposure), "trades": snapshot.trades, "event_time": event_time,
+                             "accounts": [{"strategy": a.strategy, "cash": str(a.cash), "equity": str(a.equity),
+                                           "positions": [{"symbol": p.symbol, "qty": str(p.qty),
+                                                          "avg_price": str(p.avg_price),
+                                                          "last_price": str(p.last_price)} for p in a.positions]}
+                                          for a in snapshot.accounts]})
+
     def get(self, key: str) -> Any:
         try:
             raw = self.redis.get(self.prefix + key)

@@ -120,10 +120,6 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 ORDER_BASICS = "order_id, signal_id, strategy, symbol, side, qty, price, status, reason, event_time, trace_id, created_at"
-INSERT_TRADE = ("INSERT INTO trades(trade_id, order_id, strategy, symbol, side, qty, price, fee, realized_pnl, "
-                "event_time, trace_id, created_at, liquidity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
-INSERT_ORDER = (f"INSERT INTO orders({ORDER_BASICS}, order_type, expires_et) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 UPSERT_STATE = ("INSERT INTO service_state VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, "
                 "updated_at=excluded.updated_at")
 

@@ -1,28 +1,35 @@
-"""The event-driven backtester: the very strategy classes the workers run, through the executor's paper
-rules (meshtrader.execution.planning) and the risk guard's rules (meshtrader.domain.risk), over candles from a store or files.
+"""The event-driven backtester: the very strategy classes the workers run, through the very execution
+engine the executor runs (meshtrader.execution.engine) on the paper venue's matching engine, with the
+risk guard's rules and risk book (meshtrader.domain.risk), over candles from a store or files.
 
-Bars are processed minute by minute as the mesh sees them: every symbol's close marks the books, then
-each symbol's closed candle goes to each strategy, and a decision becomes an order exactly as the
-executor would make it. Money is exact (Decimal) at every fill; the equity curve used for the ratios
-is kept in floats. Same input, same output, byte for byte.
+Bars are processed minute by minute as the mesh sees them: resting orders meet each bar's intrabar
+path, every symbol's close marks the books, then each symbol's closed candle goes to each strategy, and
+a decision becomes an order exactly as the executor would make it: planned, judged by the risk rules
+(whose book the orders mark, so loss halts and drawdown deactivations act as in the mesh), matched and
+booked. Money is exact (Decimal) at every fill; the equity curve used for the ratios is kept in floats.
+Same input, same output, byte for byte.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from itertools import groupby
 from typing import Any
 
 from meshtrader.domain.allocation import equal_weights
-from meshtrader.domain.candles import Bar, merged_timeline, timeframe_ms
+from meshtrader.domain.candles import Bar, intrabar_path, merged_timeline, timeframe_ms
 from meshtrader.domain.money import cash, to_decimal
 from meshtrader.domain.portfolio import Portfolio
 from meshtrader.domain.risk import Limits, RiskBook, judge
-from meshtrader.execution.planning import PaperRules, approval_request, paper_fee, plan_order, slippage_problem
+from meshtrader.execution.engine import ExecutionEngine
+from meshtrader.execution.journal import MemoryJournal
+from meshtrader.execution.planning import OrderRules
+from meshtrader.runtime.log import SilentLogger
 from meshtrader.strategies import Strategy, create
-from meshtrader.wire.messages import Candle, FundingRate
+from meshtrader.venues.paper import PaperVenue
+from meshtrader.wire.messages import Approval, ApproveOrder, Candle, Fill, FundingRate, OrderUpdate, Signal, VenueStatus
 
 MINUTES_PER_YEAR = 525_600
 
@@ -60,11 +67,13 @@ class Report:
     rejected: int
     equity_curve: list[float] = field(default_factory=list, repr=False)
     fills: list[FillRecord] = field(default_factory=list, repr=False)
+    risk_events: list[tuple[int, str, str]] = field(default_factory=list, repr=False)  # (time, rule, what changed)
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("equity_curve")
         data.pop("fills")
+        data["risk_events"] = [f"{rule}: {reason}" for _, rule, reason in self.risk_events]
         return data
 
 
@@ -75,9 +84,10 @@ class Backtester:
         self.names = list(strategies)
         self.weights = weights or equal_weights(self.names)
         self.symbols = list(symbols)
-        # Entries are market orders here: resting limit orders are modelled by the paper venue only (so far).
-        self.rules = replace(PaperRules.from_settings(settings), order_type="market")
+        self.rules = OrderRules.from_settings(settings)
         self.limits = Limits.from_settings(settings)
+        self.order_timeout_s = settings.order_timeout_s
+        self.ticks_per_candle = settings.ticks_per_candle
         self.tf_ms = timeframe_ms(tf)
         self.tf = tf
         self.capital = settings.capital
@@ -99,12 +109,14 @@ class Backtester:
                  for symbol, strategies in self.instances.items()}
         funding_hooks = {symbol: [strategy.on_funding for _, strategy in strategies]
                          for symbol, strategies in self.instances.items()}
-        execute = books.execute
+        execute, working, meet = books.execute, books.engine.working, books.meet
         bars_in_market = 0
         for open_time, minute in self.minutes(series):
+            closes_at = open_time + tf_ms
+            if working:  # resting orders meet this bar's prices first, as they meet its ticks in the mesh
+                meet(minute, open_time)
             for symbol, bar in minute:
                 closes[symbol] = bar.close
-            closes_at = open_time + tf_ms
             for symbol, bar in minute:
                 candle = Candle(symbol=symbol, tf=tf, open_time=open_time, open=bar.open, high=bar.high, low=bar.low,
                                 close=bar.close, volume=bar.volume, et=closes_at)
@@ -144,7 +156,9 @@ def _open_time(item: tuple[str, Bar]) -> int:
 
 
 class _Books:
-    """One run's exact books (Decimal) and their float shadow for the equity curve."""
+    """One run's exact books (Decimal), kept by the execution engine, and their float shadow for the
+    equity curve. It is also the engine's approver (the risk rules on this run's risk book) and the sink
+    of its events."""
 
     def __init__(self, backtester: Backtester) -> None:
         self.bt = backtester
@@ -160,36 +174,61 @@ class _Books:
         self.fills: list[FillRecord] = []
         self.fees = Decimal(0)
         self.rejected = 0
+        self.risk_events: list[tuple[int, str, str]] = []
+        quiet = SilentLogger("backtest")
+        self.engine = ExecutionEngine(self.portfolio, PaperVenue(backtester.rules.fees, backtester.rules.fill_model,
+                                                                 quiet),
+                                      backtester.rules, self.approve, MemoryJournal(), self, quiet, source="backtest",
+                                      order_timeout_s=backtester.order_timeout_s)
 
     def execute(self, name: str, symbol: str, bar: Bar, event_time: int, side: str, stop: float | None) -> None:
         """A decision becomes an order exactly as the executor makes it, at every symbol's last price."""
-        if side == "sell" and (name, symbol) not in self.open_qty:
-            return  # nothing to sell: plan_order would say so, without marking the books first
-        portfolio, bt = self.portfolio, self.bt
+        engine = self.engine
+        if side == "sell" and (name, symbol) not in self.open_qty and not engine.working:
+            return  # nothing to sell and nothing resting to withdraw: the engine would say so
+        marks = self.portfolio.marks
         for s, c in self.closes.items():
-            portfolio.mark(s, to_decimal(c))
-        planned = plan_order(portfolio, name, symbol, side, bt.rules, bar.volume)
-        if isinstance(planned, str):
-            return
-        signal_id = f"{name}:{symbol}:{bar.open_time}:{side}"
-        if slippage_problem(planned, bt.rules) is not None:
-            self.rejected += 1
-            return
-        verdict, _ = judge(self.book, approval_request(portfolio, planned, signal_id, event_time, stop), bt.limits)
-        if not verdict.approved:
-            self.rejected += 1
-            return
-        paid = paper_fee(planned, bt.rules)
-        realized = portfolio.apply_fill(name, symbol, side, planned.qty, planned.price, paid)
-        self.fees += paid
-        self.cash_total = float(portfolio.cash())
-        held = portfolio.accounts[name].positions[symbol].qty
-        if held:
-            self.open_qty[(name, symbol)] = float(held)
+            marks[s] = to_decimal(c)
+        engine.event_time = event_time
+        engine.execute(Signal(signal_id=f"{name}:{symbol}:{bar.open_time}:{side}", strategy=name, symbol=symbol,
+                              side=side, confidence=1.0, reason="", price=bar.close, bar_volume=bar.volume,
+                              stop=stop or 0.0, et=event_time))
+
+    def meet(self, minute: Iterable[tuple[str, Bar]], open_time: int) -> None:
+        """This period's prices, tick by tick along each bar's intrabar path, against the resting orders;
+        then the ones past their timeout are canceled."""
+        engine, ticks = self.engine, self.bt.ticks_per_candle
+        step = self.bt.tf_ms // ticks
+        for symbol, bar in minute:
+            for n, price in enumerate(intrabar_path(bar, ticks)):
+                engine.on_tick(symbol, open_time + n * step, to_decimal(price))
+        engine.event_time = open_time + self.bt.tf_ms
+        engine.expire()
+
+    # ----- the engine's approver and event sink -------------------------------------------------------
+    def approve(self, request: ApproveOrder) -> Approval:
+        verdict, changes = judge(self.book, request, self.bt.limits)
+        self.risk_events += [(request.event_time, rule, reason) for rule, reason in changes]
+        return Approval(approved=verdict.approved, rule=verdict.rule, reason=verdict.reason,
+                        trading_state=self.book.trading_state)
+
+    def fill(self, fill: Fill) -> None:
+        self.fees += fill.fee
+        self.cash_total = float(self.engine.portfolio.cash())
+        key = (fill.strategy, fill.symbol)
+        if fill.position_after:
+            self.open_qty[key] = float(fill.position_after)
         else:
-            self.open_qty.pop((name, symbol), None)
-        self.fills.append(FillRecord(event_time, name, symbol, side, str(planned.qty), str(planned.price), str(paid),
-                                     str(realized), signal_id, planned.liquidity))
+            self.open_qty.pop(key, None)
+        self.fills.append(FillRecord(fill.et, fill.strategy, fill.symbol, fill.side, str(fill.qty), str(fill.price),
+                                     str(fill.fee), str(fill.realized_pnl), fill.signal_id, fill.liquidity))
+
+    def order(self, update: OrderUpdate) -> None:
+        if update.status == "REJECTED":
+            self.rejected += 1
+
+    def venue_status(self, status: VenueStatus) -> None:
+        pass
 
     def report(self, series: dict[str, list[Bar]], bars_in_market: int) -> Report:
         for s, c in self.closes.items():
@@ -201,7 +240,7 @@ class _Books:
                       **ratios(curve, bt.tf_ms), **trade_stats(self.fills),
                       exposure=round(bars_in_market / len(curve), 6) if curve else 0.0, fees=float(self.fees),
                       start_equity=self.start_equity, final_equity=final_equity, rejected=self.rejected,
-                      equity_curve=curve, fills=self.fills)
+                      equity_curve=curve, fills=self.fills, risk_events=self.risk_events)
 
 
 def ratios(curve: list[float], tf_ms: int) -> dict[str, float]:

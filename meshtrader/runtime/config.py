@@ -1,7 +1,14 @@
 """Configuration: defaults < config file (TOML, MESH_CONFIG) < MESH_* environment / .env.
 
 Everything that locates a piece of the mesh (runtime directory, ports, socket endpoints) is derived
-here, so two meshes with different MESH_HOME and MESH_PORT_BASE never clash.
+here from the topology table (runtime/topology.py), so two meshes with different MESH_HOME and
+MESH_PORT_BASE never clash.
+
+A running mesh's settings are the ones `mesh up` resolved: it records them (all but credentials) in
+$MESH_HOME/settings.json, and its services and `mesh status` load them from there
+(`load_settings(recorded=True)`), whatever environment, working directory or .env they run with.
+Credentials (passwords in URLs, the webhook URL, API keys, tokens) are never recorded: they come only
+from the environment or .env.
 """
 from __future__ import annotations
 
@@ -10,8 +17,9 @@ import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,22 +28,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from meshtrader.runtime import topology
+from meshtrader.runtime.topology import MAX_STRATEGIES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_DATA = REPO_ROOT / "data"
-KNOWN_STRATEGIES = ("momentum", "macd", "bollinger", "breakout", "mean_reversion", "stochastic", "seller_exhaustion",
-                    "funding_drift", "ensemble", "sma_cross", "bench")
-
-# Port offsets from MESH_PORT_BASE: HTTP (dashboard, /metrics) and, with MESH_TRANSPORT=tcp, ZeroMQ.
-HTTP_OFFSETS = {"dashboard": 0, "feed": 1, "allocator": 2, "risk": 3, "executor": 4, "forks": 5, "narrator": 6}
-STRATEGY_HTTP_OFFSET = 10
-ZMQ_OFFSETS = {
-    "feed.pub": 40, "feed.rep": 41, "allocator.pub": 42, "risk.pub": 43, "risk.rep": 44,
-    "executor.pub": 45, "forks.pub": 46, "forks.rep": 47, "narrator.pub": 48, "allocator.rep": 49,
-    "executor.rep": 50,
-}
-STRATEGY_ZMQ_OFFSET = 60
-MAX_STRATEGIES = 20
-
+SETTINGS_FILE = "settings.json"  # in MESH_HOME: the running mesh's settings, written by `mesh up`
+CREDENTIAL_SETTINGS = ("alert_webhook_url",)  # the whole value is a secret: never recorded
 
 LIVE_CONFIRMATION = "I-ACCEPT-REAL-MONEY-RISK"
 
@@ -89,6 +88,9 @@ class Settings(BaseSettings):
     feed_history: int = Field(2000, ge=10, description="candles per symbol kept for snapshot requests")
 
     # strategies and capital
+    strategy_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="strategy modules outside the package: .py files (comma-separated), "
+        "each registering its strategies with @register")
     strategies: Annotated[list[str], NoDecode] = ["momentum", "macd"]
     strategy_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description='per-strategy parameters, JSON: {"macd": {"fast": 8}}')
@@ -178,7 +180,8 @@ class Settings(BaseSettings):
     big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("symbols", "strategies", "validation_windows_min", "validation_window_weights", mode="before")
+    @field_validator("symbols", "strategy_files", "strategies", "validation_windows_min", "validation_window_weights",
+                     mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -209,12 +212,25 @@ class Settings(BaseSettings):
             raise ValueError("at least one symbol is needed")
         return [s.upper().replace("/", "") for s in value]
 
+    @field_validator("strategy_files")
+    @classmethod
+    def _load_strategy_files(cls, value: list[Path]) -> list[Path]:
+        from meshtrader.strategies import load_files
+
+        paths = [path.expanduser().resolve() for path in value]
+        load_files(paths)  # a ParameterError (a ValueError) names the file and what is wrong with it
+        return paths
+
     @field_validator("strategies")
     @classmethod
-    def _strategies(cls, value: list[str]) -> list[str]:
-        unknown = [s for s in value if s not in KNOWN_STRATEGIES]
+    def _strategies(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        from meshtrader.strategies import known
+
+        if "strategy_files" not in info.data:  # a strategy file did not load: its own error says why
+            return value
+        unknown = [s for s in value if s not in known()]
         if unknown:
-            raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(KNOWN_STRATEGIES)}")
+            raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(known())}")
         if not value or len(value) > MAX_STRATEGIES or len(set(value)) != len(value):
             raise ValueError(f"give 1 to {MAX_STRATEGIES} distinct strategies")
         return value
@@ -348,44 +364,137 @@ class Settings(BaseSettings):
     def dashboard_url(self) -> str:
         return f"http://{self.host}:{self.http_port('dashboard')}/"
 
+    @property
+    def settings_file(self) -> Path:
+        """Where `mesh up` records the running mesh's settings."""
+        return self.home_dir / SETTINGS_FILE
+
+    @property
+    def supervisord_conf(self) -> Path:
+        """The config `mesh up` writes and runs supervisord with (`supervisorctl -c` takes it)."""
+        return self.home_dir / "supervisord.conf"
+
     def strategy_index(self, strategy: str) -> int:
         return self.strategies.index(strategy)
 
+    def programs(self, with_redis: bool = False) -> list[topology.Program]:
+        """The mesh's programs (from the topology table), in the table's order."""
+        return topology.programs(self.strategies, with_redis=with_redis)
+
     def http_port(self, service: str) -> int:
         """Port of a service's HTTP server (dashboard) or Prometheus /metrics."""
-        if service.startswith("strategy_"):
-            return self.port_base + STRATEGY_HTTP_OFFSET + self.strategy_index(service[len("strategy_"):])
-        return self.port_base + HTTP_OFFSETS[service]
+        offset = topology.program(service, self.strategies).offset("http")
+        if offset is None:
+            raise KeyError(f"{service} serves no HTTP")
+        return self.port_base + offset
 
     def endpoint(self, name: str) -> str:
         """ZeroMQ endpoint of a publisher or REP socket, e.g. 'feed.pub', 'risk.rep', 'strategy.macd.pub'."""
+        program, kind = topology.endpoint_program(name, self.strategies)
         if self.transport == "tcp":
-            if name.startswith("strategy."):
-                port = self.port_base + STRATEGY_ZMQ_OFFSET + self.strategy_index(name.split(".")[1])
-            else:
-                port = self.port_base + ZMQ_OFFSETS[name]
-            return f"tcp://{self.host}:{port}"
+            return f"tcp://{self.host}:{self.port_base + program.offset(kind)}"
         path = self.home_dir / "sock" / name
         if len(str(path)) > 100:
             raise ConfigError(f"MESH_HOME: path too long for ipc sockets ({path}); use a shorter MESH_HOME")
         return f"ipc://{path}"
 
     def publisher_endpoints(self) -> dict[str, str]:
-        """Every publisher of the mesh, by service name: what a subscriber to 'everything' connects to."""
-        names = ["feed", "allocator", "risk", "executor", "forks", "narrator"]
-        endpoints = {n: self.endpoint(f"{n}.pub") for n in names}
-        for strategy in self.strategies:
-            endpoints[f"strategy_{strategy}"] = self.endpoint(f"strategy.{strategy}.pub")
-        return endpoints
+        """Every publisher of the mesh, by program name: what a subscriber to 'everything' connects to."""
+        return {p.name: self.endpoint(p.endpoint_name("pub")) for p in self.programs() if p.offset("pub") is not None}
 
     def service_names(self) -> list[str]:
-        """The mesh's programs, in start order (Redis excluded)."""
-        return ["feed", *[f"strategy_{s}" for s in self.strategies],
-                "allocator", "risk", "executor", "forks", "narrator", "dashboard"]
+        """The mesh's programs, in the topology's order (Redis excluded)."""
+        return [p.name for p in self.programs()]
 
     def prepare_home(self) -> None:
         for directory in (self.home_dir, self.log_dir, self.forks_dir, self.home_dir / "sock"):
             directory.mkdir(parents=True, exist_ok=True)
+
+    def recordable(self) -> dict[str, Any]:
+        """These settings as `mesh up` records them: every one but credentials, paths absolute.
+
+        The webhook URL (a token) is left out, and a URL's password is cut out of it: they come only
+        from the environment or .env, which then takes precedence for that setting."""
+        values = self.model_dump(mode="json", exclude=set(CREDENTIAL_SETTINGS))
+        values["home"] = str(self.home_dir)
+        values["data"] = str(self.data.resolve()) if self.data else None
+        stripped = []
+        for key, value in values.items():
+            if isinstance(value, str) and "://" in value and urlsplit(value).password is not None:
+                values[key] = _without_password(value)
+                stripped.append(key)
+        values["_without_password"] = stripped
+        return values
+
+    def __setstate__(self, state: Any) -> None:
+        """Unpickled (an optimiser's spawned worker): its strategy files are loaded there too."""
+        super().__setstate__(state)
+        if self.strategy_files:
+            from meshtrader.strategies import load_files
+
+            load_files(self.strategy_files)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")
+    userinfo = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc[2]}" if userinfo else netloc[2]))
+
+
+def record_settings(settings: Settings) -> Path:
+    """Write the running mesh's settings (no credentials) to $MESH_HOME/settings.json; returns the path."""
+    settings.prepare_home()
+    path = settings.settings_file
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(settings.recordable(), indent=2, sort_keys=True) + "\n")
+    temporary.chmod(0o600)
+    temporary.replace(path)
+    return path
+
+
+def forget_settings(settings: Settings) -> None:
+    """The mesh has stopped: its recorded settings no longer describe anything running."""
+    settings.settings_file.unlink(missing_ok=True)
+
+
+def recorded_values(home: Path) -> dict[str, Any] | None:
+    """What settings.json in this MESH_HOME holds, as Settings arguments (credentials excepted)."""
+    path = Path(home).expanduser().resolve() / SETTINGS_FILE
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"unreadable recorded settings {path}: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"unreadable recorded settings {path}: not a JSON object")
+    for key in values.pop("_without_password", []):
+        if credential(f"MESH_{key.upper()}"):  # the environment or .env has it whole, password included
+            values.pop(key, None)
+    for key in CREDENTIAL_SETTINGS:
+        values.pop(key, None)
+    return {k: v for k, v in values.items() if k in Settings.model_fields}
+
+
+def _configured_home(overrides: dict[str, Any]) -> Path:
+    """MESH_HOME as the settings would resolve it: an override, the environment, .env, the config file."""
+    if overrides.get("home"):
+        return Path(overrides["home"])
+    given = credential("MESH_HOME")
+    if given:
+        return Path(given)
+    config_file = os.environ.get("MESH_CONFIG")
+    if config_file:
+        import tomllib
+
+        try:
+            home = tomllib.loads(Path(config_file).read_text()).get("home")
+        except (OSError, ValueError):
+            home = None
+        if home:
+            return Path(home)
+    return Path(Settings.model_fields["home"].default)
 
 
 def describe_error(error: ValidationError) -> str:
@@ -407,9 +516,17 @@ def describe_error(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Load and validate settings; raise ConfigError with a one-line message when invalid."""
+def load_settings(recorded: bool = False, **overrides: Any) -> Settings:
+    """Load and validate settings; raise ConfigError with a one-line message when invalid.
+
+    With `recorded`, the settings of the mesh running in MESH_HOME, as `mesh up` recorded them, come
+    first (overrides still win; credentials still come from the environment or .env); without a
+    recorded file, the settings are loaded as usual."""
     refuse_secrets_in_config_file()
+    if recorded:
+        values = recorded_values(_configured_home(overrides))
+        if values is not None:
+            overrides = {**values, **overrides}
     try:
         return Settings(**overrides)
     except ValidationError as error:
@@ -444,10 +561,19 @@ def credential(name: str) -> str | None:
     """A secret from the environment, or from .env in the working directory: never from the config file."""
     if os.environ.get(name):
         return os.environ[name]
-    dotenv = Path(".env")
-    if dotenv.is_file():
-        for line in dotenv.read_text().splitlines():
-            key, sep, value = line.strip().partition("=")
-            if sep and key.strip().removeprefix("export ").strip() == name:
-                return value.strip().strip("'\"") or None
-    return None
+    return dotenv_values().get(name) or None
+
+
+def dotenv_values(path: Path = Path(".env")) -> dict[str, str]:
+    """The variables of a .env file (KEY=value lines; `export` and quotes allowed), or {} without one."""
+    values: dict[str, str] = {}
+    try:
+        lines = path.read_text().splitlines() if path.is_file() else []
+    except OSError:
+        return values
+    for line in lines:
+        key, sep, value = line.strip().partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        if sep and key and not key.startswith("#"):
+            values.setdefault(key, value.strip().strip("'\""))
+    return values

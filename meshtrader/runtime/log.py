@@ -54,3 +54,10 @@ class Logger:
             self._said_once.clear()
         self._said_once.add(key)
         self.warning(event, **fields)
+
+
+class SilentLogger(Logger):
+    """A logger that writes nothing: for in-process runs (backtests) whose record is their result."""
+
+    def log(self, level: str, event: str, trace_id: int | str | None = None, **fields: Any) -> None:
+        pass

@@ -37,7 +37,9 @@ from meshtrader.domain.allocation import (
 )
 from meshtrader.domain.candles import Bar
 from meshtrader.domain.regime import RegimeDetector
+from meshtrader.persistence.fork_registry import ForkRegistry
 from meshtrader.persistence.store import Store
+from meshtrader.persistence.views import last_allocation
 from meshtrader.research.backtest import Backtester, Report, simulate_allocations
 from meshtrader.research.optimize import optimize
 from meshtrader.runtime.config import Settings
@@ -74,10 +76,11 @@ class Allocator(Service):
     def setup(self) -> None:
         s = self.settings
         self.publisher("allocator.pub")
-        last = self.store.query("SELECT weights, reason FROM allocations ORDER BY id DESC LIMIT 1")
+        self.registry = ForkRegistry(self.store)
+        self.held: list[str] = []  # forks cited by what was published last: released at the next validation
+        last = last_allocation(self.store)
         if last:
-            self.weights = {k: Decimal(v) for k, v in json.loads(last[0]["weights"]).items()}
-            self.reason, self.based_on = last[0]["reason"], []
+            (self.weights, self.reason), self.based_on = last, []
         if not last or set(self.weights) != set(s.strategies):
             self.set_weights(equal_weights(s.strategies), "equal weights until the first validation cycle")
         else:
@@ -90,10 +93,13 @@ class Allocator(Service):
         self.next_validation: int | None = None
         self.last_validation_et = 0
         self.validations = 0
-        self.pending: tuple[str, bool] | None = None  # (why, optimise too): run on the loop, not in a handler
+        # (every reason asked for, optimise too): run on the loop, not in a handler
+        self.pending: tuple[list[str], bool] | None = None
         self.nav_at_validation: dict[str, Decimal] = {}
         self.rearm_loss_trigger = False
         self.optimizing: threading.Thread | None = None
+        self.optimizing_fork = ""
+        self.optimize_wanted: list[str] = []  # asked for while one ran: the validation forks that asked
         self.optimized: queue.Queue = queue.Queue()
         self.next_to_optimize = 0
         symbols = s.symbols
@@ -157,16 +163,18 @@ class Allocator(Service):
                                 + (", with a parameter optimisation" if request.optimize else ""))
 
     def request_validation(self, why: str, optimize: bool = False) -> None:
+        """A request made while another waits joins it: one validation runs for both, both reasons recorded."""
         if self.pending is None:
-            self.pending = (why, optimize)
+            self.pending = ([why], optimize)
         else:
-            self.pending = (self.pending[0], self.pending[1] or optimize)
+            reasons, wanted = self.pending
+            self.pending = (reasons if why in reasons else [*reasons, why], wanted or optimize)
 
     def run_pending(self) -> None:
-        if self.pending is None:
-            return
-        (why, optimize_now), self.pending = self.pending, None
-        self.validate(why, optimize_now)
+        if self.pending is None or not self.event_time:
+            return  # before the first candle there is nothing to validate on: the request waits for data
+        (reasons, optimize_now), self.pending = self.pending, None
+        self.validate(reasons, optimize_now)
 
     # ----- workflow 1: validation on a fork -----------------------------------------------------------
     def fork(self, purpose: str, ttl_s: int) -> ForkReply | None:
@@ -177,6 +185,26 @@ class Allocator(Service):
             return None
         return reply
 
+    def done_with(self, fork_id: str) -> None:
+        """A fork this allocator has finished with goes back to the fork manager (destroyed at its next sweep),
+        unless what was just published cites it: then it is held until the next validation, so the narrator
+        can still ask to keep it."""
+        if fork_id and fork_id not in self.held:
+            self.registry.release(fork_id, self.name)
+
+    def hold(self, fork_ids: list[str]) -> None:
+        self.held += [f for f in fork_ids if f and f not in self.held]
+
+    def release_held(self) -> None:
+        held, self.held = self.held, []
+        for fork_id in held:
+            self.done_with(fork_id)
+
+    def teardown(self) -> None:
+        """Whatever this allocator still holds goes back (an optimisation cut short included)."""
+        self.release_held()
+        self.done_with(self.optimizing_fork)
+
     def read_fork(self, location: str, since: int) -> dict[str, list[Bar]]:
         fork = Store(self.settings.fork_location(location), read_only=True)
         try:
@@ -185,13 +213,21 @@ class Allocator(Service):
         finally:
             fork.close()
 
-    def validate(self, why: str, optimize_now: bool = False) -> None:
+    def validate(self, triggers: list[str], optimize_now: bool = False) -> None:
         """Backtest every strategy on a fork over each lookback window, then reweight (via a what-if)."""
-        s = self.settings
-        ttl = int(s.validation_every_min * 60 * 2)
+        self.release_held()  # the last allocation's forks: the narrator has had its chance to keep them
+        ttl = int(self.settings.validation_every_min * 60 * 2)
         reply = self.fork("validation", ttl)
         if reply is None:
             return
+        try:
+            self.validate_on(reply, triggers, optimize_now)
+        finally:
+            self.done_with(reply.fork_id)
+
+    def validate_on(self, reply: ForkReply, triggers: list[str], optimize_now: bool) -> None:
+        s = self.settings
+        why = " and ".join(triggers)
         self.validations += 1
         self.last_validation_et = self.event_time
         windows = sorted(s.validation_windows_min)
@@ -230,14 +266,14 @@ class Allocator(Service):
                   if c > s.correlation_max]
         notes += [f"{n} deactivated: 0%" for n in deactivated]
         reason += "".join(f"; {n}" for n in notes if n)
-        self.store.merge_fork_results(reply.fork_id, {"validation": reports, "trigger": why, "inputs": {
+        self.registry.merge_results(reply.fork_id, {"validation": reports, "trigger": why, "triggers": triggers, "inputs": {
             "scores": inputs["scores"], "kelly": inputs["kelly"], "regime": self.regime,
             "correlations": {f"{a}~{b}": c for (a, b), c in inputs["correlations"].items()}}})
         self.log.info("validated", fork_id=reply.fork_id, trigger=why, scores=inputs["scores"])
         if meaningful_change(self.weights, weights, s.alloc_change_pct):
             self.what_if_then_set(weights, reason, reply.fork_id)
         if optimize_now or (s.optimize_every and self.validations % s.optimize_every == 0):
-            self.start_optimization()
+            self.start_optimization([reply.fork_id], asked=optimize_now)
 
     def adjust_scores(self, scores: dict[str, float], recent: dict[str, Report], longest: dict[str, Report],
                       times: list[int]) -> dict:
@@ -278,14 +314,23 @@ class Allocator(Service):
         if reply is None:
             self.set_weights(proposed, reason + "; what-if skipped (no fork)", [validation_fork])
             return
+        try:
+            self.what_if_on(reply, scenarios, reason, validation_fork)
+        finally:
+            self.done_with(reply.fork_id)
+
+    def what_if_on(self, reply: ForkReply, scenarios: dict[str, dict[str, Decimal]], reason: str,
+                   validation_fork: str) -> None:
+        s = self.settings
         since = self.event_time - int(min(s.validation_windows_min) * 60_000)
         window = {sym: [b for b in bars if b.open_time >= since] for sym, bars in self.read_fork(reply.path, since).items()}
         outcome = simulate_allocations({n: self.live_params.get(n) for n in s.strategies}, scenarios, window, s)
         objective = s.optimize_objective if s.optimize_objective != "profit_factor" else "sharpe"
         chosen = max(scenarios, key=lambda n: (outcome[n][objective], n == "proposed"))
-        self.store.merge_fork_results(reply.fork_id, {"whatif": {"scenarios": {n: {k: str(v) for k, v in w.items()}
-                                                                              for n, w in scenarios.items()},
-                                                               "outcome": outcome, "chosen": chosen}})
+        self.registry.merge_results(reply.fork_id, {"whatif": {"scenarios": {n: {k: str(v) for k, v in w.items()}
+                                                                             for n, w in scenarios.items()},
+                                                              "outcome": outcome, "chosen": chosen},
+                                                    "validation_fork": validation_fork})
         compared = ", ".join(f"{n} {objective} {o[objective]:.2f} ROI {o['roi'] * 100:.2f}%" for n, o in outcome.items())
         self.log.info("what_if", fork_id=reply.fork_id, chosen=chosen, outcome=outcome)
         verdict = f"{reason}; what-if on {reply.fork_id}: {compared} -> {chosen}"
@@ -297,9 +342,13 @@ class Allocator(Service):
                                      verdict, time.time())])
 
     # ----- workflow 2: parameter optimisation ---------------------------------------------------------
-    def start_optimization(self) -> None:
+    def start_optimization(self, validation_forks: list[str], asked: bool = False) -> None:
+        """One strategy's parameter search, in a thread. While one runs, a scheduled one is skipped; one asked
+        for (`mesh validate --optimize`) starts when the running one ends."""
         s = self.settings
         if self.optimizing is not None and self.optimizing.is_alive():
+            if asked:
+                self.optimize_wanted += validation_forks
             return
         candidates = [n for n in s.strategies if n != "bench"]
         if not candidates:
@@ -317,35 +366,51 @@ class Allocator(Service):
                                   s, since, until, s.optimize_objective, s.optimize_samples, s.optimize_workers)
             except Exception as error:  # reported on the loop; the allocator carries on
                 result = error
-            self.optimized.put((reply.fork_id, strategy, result))
+            self.optimized.put((reply.fork_id, validation_forks, strategy, result))
 
         self.log.info("optimization_started", fork_id=reply.fork_id, strategy=strategy, workers=s.optimize_workers)
-        self.optimizing = threading.Thread(target=work, name=f"optimize-{strategy}", daemon=True)
+        self.optimizing, self.optimizing_fork = threading.Thread(target=work, name=f"optimize-{strategy}",
+                                                                 daemon=True), reply.fork_id
         self.optimizing.start()
 
     def collect_optimizations(self) -> None:
         while not self.optimized.empty():
-            fork_id, strategy, result = self.optimized.get()
-            if isinstance(result, Exception):
-                self.log.error("optimization_failed", fork_id=fork_id, strategy=strategy, error=repr(result))
-                self.store.merge_fork_results(fork_id, {"optimization": {"strategy": strategy, "error": repr(result)}})
-                continue
-            self.store.merge_fork_results(fork_id, {"optimization": result.summary()})
-            self.log.info("optimized", fork_id=fork_id, strategy=strategy, adopt=result.adopt, reason=result.reason,
-                          seconds=result.seconds)
-            if result.adopt:
-                self.live_params[strategy] = result.best_params
-                self.store.put_state(f"params.{strategy}", result.best_params)
-                self.store.agent_event(self.name, "params_adopted", {"strategy": strategy, "fork_id": fork_id,
-                                                                     "params": result.best_params})
-                self.pub.publish(b"params." + strategy.encode(), ParamsUpdate(
-                    strategy=strategy, params=result.best_params, reason=result.reason, fork_id=fork_id,
-                    et=self.event_time))
+            fork_id, validation_forks, strategy, result = self.optimized.get()
+            try:
+                self.optimization_done(fork_id, validation_forks, strategy, result)
+            finally:
+                if self.optimizing_fork == fork_id:
+                    self.optimizing_fork = ""
+                self.done_with(fork_id)
+        if self.optimize_wanted and not (self.optimizing is not None and self.optimizing.is_alive()):
+            wanted, self.optimize_wanted = self.optimize_wanted, []
+            self.start_optimization(wanted, asked=True)
+
+    def optimization_done(self, fork_id: str, validation_forks: list[str], strategy: str, result) -> None:
+        """Recorded on the fork with the validations that asked for it; adopted parameters published."""
+        if isinstance(result, Exception):
+            self.log.error("optimization_failed", fork_id=fork_id, strategy=strategy, error=repr(result))
+            self.registry.merge_results(fork_id, {"optimization": {"strategy": strategy, "error": repr(result)},
+                                                  "validation_forks": validation_forks})
+            return
+        self.registry.merge_results(fork_id, {"optimization": result.summary(), "validation_forks": validation_forks})
+        self.log.info("optimized", fork_id=fork_id, strategy=strategy, adopt=result.adopt, reason=result.reason,
+                      seconds=result.seconds)
+        if result.adopt:
+            self.live_params[strategy] = result.best_params
+            self.store.put_state(f"params.{strategy}", result.best_params)
+            self.store.agent_event(self.name, "params_adopted", {"strategy": strategy, "fork_id": fork_id,
+                                                                 "params": result.best_params})
+            self.hold([fork_id])  # the update cites it: the narrator keeps it
+            self.pub.publish(b"params." + strategy.encode(), ParamsUpdate(
+                strategy=strategy, params=result.best_params, reason=result.reason, fork_id=fork_id,
+                et=self.event_time))
 
     # ----- the allocation -----------------------------------------------------------------------------
     def set_weights(self, weights: dict[str, Decimal], reason: str, forks: list[str] | None = None) -> None:
         """A change of allocation: stored with its reason, kept in Redis, published."""
         self.weights, self.reason, self.based_on = weights, reason, forks or []
+        self.hold(self.based_on)
         shown = {k: str(v) for k, v in weights.items()}
         self.store.insert_many("allocations", ("event_time", "weights", "reason", "created_at"),
                                [(self.event_time, json.dumps(shown), reason, time.time())])

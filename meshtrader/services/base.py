@@ -1,4 +1,8 @@
-"""What every mesh process shares: settings, logs, metrics, the loop, heartbeats, clean shutdown."""
+"""What every mesh process shares: settings, logs, metrics, the loop, heartbeats, clean shutdown.
+
+A service's settings are the running mesh's, as `mesh up` recorded them in $MESH_HOME/settings.json
+(credentials from the environment or .env); without that file (a service started by hand, a test),
+the environment's. Whether it runs in the background (niceness) is the topology table's word."""
 from __future__ import annotations
 
 import gc
@@ -14,19 +18,21 @@ import zmq
 from meshtrader.bus import Loop, Publisher, RepServer, ReqClient, Subscriber
 from meshtrader.persistence.hotstate import HotState
 from meshtrader.persistence.store import Store
+from meshtrader.runtime import topology
 from meshtrader.runtime.config import ConfigError, Settings, load_settings
 from meshtrader.runtime.log import Logger
 from meshtrader.runtime.metrics import ServiceMetrics
+from meshtrader.runtime.topology import BACKGROUND_NICENESS
 from meshtrader.wire.messages import Heartbeat
 
-BACKGROUND_NICENESS = 5
+__all__ = ["BACKGROUND_NICENESS", "Service", "main"]
 
 
 class Service:
     """Subclasses create their sockets in `setup` and may clean up in `teardown`."""
 
     hot_path_store = False  # the executor and the risk guard commit on the order path
-    background = False  # not on the tick-to-trade path: yield the CPU to those that are
+    background = False  # not on the tick-to-trade path: yield the CPU to those that are (or: the topology says so)
 
     def __init__(self, name: str, settings: Settings) -> None:
         self.name = name
@@ -92,8 +98,16 @@ class Service:
             self.pub.publish(b"hb." + self.name.encode(),
                              Heartbeat(service=self.name, pid=os.getpid(), started=self.started, et=self.event_time))
 
+    @property
+    def runs_in_background(self) -> bool:
+        try:
+            declared = topology.program(self.name, self.settings.strategies).service.background
+        except KeyError:  # not one of the table's programs (a tool, a test)
+            declared = False
+        return declared or type(self).background
+
     def run(self) -> None:
-        if self.background:
+        if self.runs_in_background:
             os.nice(BACKGROUND_NICENESS)
         self.settings.prepare_home()
         self.metrics.serve(self.settings.http_port(self.name), self.settings.host)
@@ -130,9 +144,10 @@ class Service:
 
 
 def main(factory: Callable[[Settings], Service]) -> None:
-    """Entry point of a service module: bad settings end it with one clear line, exit code 2."""
+    """Entry point of a service module: bad settings end it with one clear line, exit code 2.
+    The settings are the running mesh's (recorded by `mesh up`), else the environment's."""
     try:
-        settings = load_settings()
+        settings = load_settings(recorded=True)
         service = factory(settings)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+from meshtrader.persistence.views import narrated
 from meshtrader.runtime.alerts import Alerter
 from meshtrader.runtime.config import Settings
 from meshtrader.services.base import Service, main
@@ -38,7 +39,7 @@ class Narrator(Service):
 
     def setup(self) -> None:
         self.publisher("narrator.pub")
-        self.first_trade_told = bool(self.store.scalar("SELECT 1 FROM pr_events WHERE kind='first_trade'"))
+        self.first_trade_told = narrated(self.store, "first_trade")
         endpoints = [e for name, e in self.settings.publisher_endpoints().items() if name != "narrator"]
         self.subscribe(endpoints, [b"fill", b"risk.state", b"fork.created", b"md.gap.", b"regime", b"alloc",
                                    b"params."], self.on_event)

@@ -3,13 +3,16 @@
 
 Its parameters are the configured ones, or the last set the allocator adopted after a walk-forward
 optimisation (kept in the store): a new set arrives on `params.<strategy>` and is swapped in without a
-restart, warmed up on recent candles first so its first decision is on whole indicators."""
+restart, warmed up on recent candles first so its first decision is on whole indicators.
+
+The strategy is any registered one: a module of meshtrader/strategies/, or a file named by
+MESH_STRATEGY_FILES (loaded with the settings)."""
 from __future__ import annotations
 
 import sys
 
 from meshtrader.domain.candles import timeframe_ms
-from meshtrader.runtime.config import Settings
+from meshtrader.runtime.config import ConfigError, Settings
 from meshtrader.services.base import Service, main
 from meshtrader.strategies import Decision, ParameterError, Strategy, create
 from meshtrader.wire.messages import (
@@ -29,6 +32,8 @@ from meshtrader.wire.messages import (
 
 class StrategyWorker(Service):
     def __init__(self, settings: Settings, strategy: str) -> None:
+        if strategy not in settings.strategies:
+            raise ConfigError(f"strategy worker {strategy!r}: not one of MESH_STRATEGIES ({', '.join(settings.strategies)})")
         super().__init__(f"strategy_{strategy}", settings)
         self.strategy = strategy
         self.params = settings.strategy_params.get(strategy)

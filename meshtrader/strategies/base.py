@@ -2,10 +2,13 @@
 
 A strategy sees closed candles (and, if it wants, ticks) and returns a Decision or None. It does not
 know about sockets, orders or money: the worker turns decisions into signals, the executor sizes them.
+A class decorated with `@register` is known by its `name` to the whole mesh (settings, workers, the
+backtester, the optimiser, `mesh backtest`).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, NamedTuple
+import re
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -78,3 +81,23 @@ class Strategy:
         """Whether the strategy overrides a hook ('decide', 'on_tick', 'on_funding'): workers subscribe to
         candles, ticks and funding only for the hooks a strategy has."""
         return getattr(cls, hook) is not getattr(Strategy, hook)
+
+
+REGISTRY: dict[str, type[Strategy]] = {}  # name -> class, in the order they were registered
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")  # a name is part of program names, topics and socket paths
+S = TypeVar("S", bound=type[Strategy])
+
+
+def register(cls: S) -> S:
+    """Class decorator: the strategy becomes known by its `name` (`MESH_STRATEGIES`, `mesh backtest --strategy`)."""
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise TypeError(f"@register takes a Strategy subclass, not {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"{cls.__module__}.{cls.__qualname__}: give the strategy a `name` of lower-case letters, "
+                         f"digits and _ (starting with a letter, at most 40), not {name!r}")
+    existing = REGISTRY.get(name)
+    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"strategy {name!r} is defined twice: in {existing.__module__} and in {cls.__module__}")
+    REGISTRY[name] = cls
+    return cls

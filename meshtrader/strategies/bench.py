@@ -1,10 +1,11 @@
 """Benchmark strategy: a signal on every tick (alternating buy and sell), so every tick is timed."""
 from __future__ import annotations
 
-from meshtrader.strategies.base import Decision, Strategy
+from meshtrader.strategies.base import Decision, Strategy, register
 from meshtrader.wire.messages import Tick
 
 
+@register
 class EveryTick(Strategy):
     name = "bench"
 

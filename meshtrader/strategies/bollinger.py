@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import RollingStats
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
 from meshtrader.wire.messages import Candle
 
 
@@ -13,6 +13,7 @@ class BollingerParams(StrategyParams):
     k: float = Field(2.0, gt=0, description="band width in standard deviations")
 
 
+@register
 class Bollinger(Strategy):
     name = "bollinger"
     Params = BollingerParams

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import RollingExtreme
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
 from meshtrader.wire.messages import Candle
 
 
@@ -14,6 +14,7 @@ class BreakoutParams(StrategyParams):
     exit: int = Field(10, ge=2, description="channel of lows to break for an exit")
 
 
+@register
 class Breakout(Strategy):
     name = "breakout"
     Params = BreakoutParams

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
 from meshtrader.wire.messages import Candle, FundingRate
 
 
@@ -22,6 +22,7 @@ class EnsembleParams(StrategyParams):
         return members
 
 
+@register
 class Ensemble(Strategy):
     name = "ensemble"
     Params = EnsembleParams

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
 from meshtrader.wire.messages import Candle, FundingRate
 
 HOUR_MS = 3_600_000
@@ -19,6 +19,7 @@ class FundingDriftParams(StrategyParams):
     bar_minutes: int = Field(1, ge=1)
 
 
+@register
 class FundingDrift(Strategy):
     name = "funding_drift"
     Params = FundingDriftParams

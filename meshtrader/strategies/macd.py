@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import MACD, Cross
-from meshtrader.strategies.base import Decision, FastSlowParams, Strategy
+from meshtrader.strategies.base import Decision, FastSlowParams, Strategy, register
 from meshtrader.wire.messages import Candle
 
 
@@ -14,6 +14,7 @@ class MacdParams(FastSlowParams):
     signal: int = Field(9, ge=1)
 
 
+@register
 class MacdCross(Strategy):
     name = "macd"
     Params = MacdParams

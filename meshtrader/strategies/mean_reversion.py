@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import RollingStats, RollingVWAP
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
 from meshtrader.wire.messages import Candle
 
 
@@ -15,6 +15,7 @@ class MeanReversionParams(StrategyParams):
     exit_z: float = Field(0.0, ge=0)
 
 
+@register
 class MeanReversion(Strategy):
     name = "mean_reversion"
     Params = MeanReversionParams

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import RSI, SMA, Cross
-from meshtrader.strategies.base import Decision, FastSlowParams, Strategy
+from meshtrader.strategies.base import Decision, FastSlowParams, Strategy, register
 from meshtrader.wire.messages import Candle
 
 
@@ -15,6 +15,7 @@ class MomentumParams(FastSlowParams):
     rsi_max: float = Field(70.0, gt=0, le=100, description="no entry above this RSI (overbought)")
 
 
+@register
 class Momentum(Strategy):
     name = "momentum"
     Params = MomentumParams

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import Field
 
 from meshtrader.domain.indicators import EMA, RollingExtreme, RollingStats
-from meshtrader.strategies.base import Decision, ParameterError, Strategy, StrategyParams
+from meshtrader.strategies.base import Decision, ParameterError, Strategy, StrategyParams, register
 from meshtrader.wire.messages import Candle
 
 
@@ -64,6 +64,7 @@ def params_from_config(path: Path | str) -> dict:
     return {**config["seller_params"], **backtest}
 
 
+@register
 class SellerExhaustion(Strategy):
     name = "seller_exhaustion"
     Params = SellerExhaustionParams

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import SMA, Cross
-from meshtrader.strategies.base import Decision, FastSlowParams, Strategy
+from meshtrader.strategies.base import Decision, FastSlowParams, Strategy, register
 from meshtrader.wire.messages import Candle
 
 
@@ -14,6 +14,7 @@ class SmaCrossParams(FastSlowParams):
     slow: int = Field(30, ge=2)
 
 
+@register
 class SmaCross(Strategy):
     name = "sma_cross"
     Params = SmaCrossParams

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from meshtrader.domain.indicators import SMA, Cross, RollingExtreme
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
 from meshtrader.wire.messages import Candle
 
 
@@ -21,6 +21,7 @@ class StochasticParams(StrategyParams):
         return self
 
 
+@register
 class Stochastic(Strategy):
     name = "stochastic"
     Params = StochasticParams

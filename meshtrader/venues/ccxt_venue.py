@@ -1,133 +1,60 @@
-"""Live orders through ccxt: the executor's venue when MESH_MODE=live.
+"""An exchange through ccxt: the executor's venue when MESH_MODE=live.
 
 Credentials come from the environment or .env only (`<EXCHANGE>_API_KEY`, `<EXCHANGE>_API_SECRET`),
-and no log line carries them. Orders use the executor's client order id, so an order whose answer was
+and no log line carries them. Orders carry the engine's client order id, so an order whose answer was
 lost is found again by that id instead of being placed twice. Fills, prices and fees are the exchange's
-own reports, not the paper rules' estimate.
-
-Requests are signed with a `recvWindow` of RECV_WINDOW_MS: the exchange refuses a request older than
-that, so an order it still does not know a little after that long will never arrive (LOST_AFTER_S).
+own reports. What differs between exchanges (parameter names, the receive window) is their adapter's
+(meshtrader.venues.adapters).
 """
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import zmq
 
 from meshtrader.bus import AsyncioThread
-from meshtrader.domain.orders import Order, OrderStatus
+from meshtrader.domain.money import MAKER, TAKER
+from meshtrader.execution.venue import (
+    OrderRequest,
+    UnbookedFill,
+    VenueFill,
+    VenueRejected,
+    VenueReport,
+    VenueUnavailable,
+)
 from meshtrader.marketdata.live import Backoff, point_at
 from meshtrader.runtime.config import credential
-
-
-class VenueRejected(Exception):
-    """The exchange refused the order (insufficient balance, filters, duplicate id...)."""
-
-
-class VenueUnavailable(Exception):
-    """No clear answer (network, timeout, exchange down): the order's fate is unknown until checked."""
-
-
-RECV_WINDOW_MS = 5000
-LOST_AFTER_S = RECV_WINDOW_MS / 1000 + 2  # + clock skew: an order still unknown this long after sending never arrived
-
-
-@dataclass(frozen=True)
-class ExchangeFill:
-    """One exchange trade as the books take it: `qty` is what the position moves by and `fee` is in
-    the quote currency, so cash moves by exactly what the exchange moved it by (see `as_booked`)."""
-
-    trade_id: str
-    price: Decimal
-    qty: Decimal
-    fee: Decimal
-    note: str = ""  # a fee the books cannot carry (paid in a third asset, e.g. BNB)
+from meshtrader.venues.adapters import ExchangeAdapter, adapter_for
+from meshtrader.wire.messages import OrderBook
 
 
 def as_booked(trade_id: str, side: str, amount: Decimal, price: Decimal, fee: Decimal, fee_asset: str,
-              base: str, quote: str) -> ExchangeFill:
+              base: str, quote: str, liquidity: str = TAKER) -> VenueFill:
     """An exchange trade in the books' terms. Binance charges a buy's commission in the asset bought:
     the position grows by `amount - fee` while cash pays `amount x price`, which is the books' fill of
     `amount - fee` at `price` with a quote fee of `fee x price` (a sell's base fee mirrors it)."""
     if fee and fee_asset == base:
         qty = amount - fee if side == "buy" else amount + fee
-        return ExchangeFill(trade_id, price, qty, fee * price)
+        return VenueFill(trade_id, qty, price, fee * price, liquidity, f"exchange trade {trade_id}")
     if fee and fee_asset != quote:
-        return ExchangeFill(trade_id, price, amount, Decimal(0), f"fee {fee} {fee_asset} paid outside the books")
-    return ExchangeFill(trade_id, price, amount, fee)
-
-
-@dataclass(frozen=True)
-class UnbookedFill:
-    """A trade at the exchange the store does not have."""
-
-    client_id: str
-    trade_id: str
-    symbol: str
-    side: str
-    qty: Decimal
-    price: Decimal
-
-    def __str__(self) -> str:
-        return f"trade {self.trade_id} of order {self.client_id} ({self.symbol} {self.side} {self.qty} at {self.price})"
-
-
-@dataclass(frozen=True)
-class ExchangeOrder:
-    status: str  # the ccxt status: open, closed, canceled, expired, rejected
-    filled: Decimal
-    fills: list[ExchangeFill]
-
-    @property
-    def open(self) -> bool:
-        return self.status == "open"
-
-
-@dataclass
-class LiveOrder:
-    """An order at the exchange that is not finished: resting, or sent without an answer yet."""
-
-    order: Order
-    strategy: str
-    symbol: str
-    side: str
-    signal_id: str
-    tid: int
-    sent_at: float  # wall clock: when an order the exchange does not know can be called lost
-    limit: Decimal | None = None
-    booked: set[str] = field(default_factory=set)  # exchange trade ids already in the books
-    cancel_reason: str = ""  # why a cancel was asked for, until the exchange confirms it
-
-    @property
-    def unanswered(self) -> bool:
-        return self.order.status == OrderStatus.SUBMITTED
-
-
-END_STATES = {"canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}
-
-
-def end_state(order: Order, exchange_status: str) -> OrderStatus:
-    """The state an order the exchange closed unfilled (or part-filled) ends in: the exchange's own
-    word where the state machine allows it from here, else EXPIRED."""
-    wanted = END_STATES.get(exchange_status, OrderStatus.EXPIRED)
-    return wanted if order.can_move(wanted) else OrderStatus.EXPIRED
+        return VenueFill(trade_id, amount, price, Decimal(0), liquidity, f"exchange trade {trade_id}",
+                         f"fee {fee} {fee_asset} paid outside the books")
+    return VenueFill(trade_id, amount, price, fee, liquidity, f"exchange trade {trade_id}")
 
 
 def trading_exchange(module: Any, settings: Any) -> Any:
     """A ccxt exchange (sync `ccxt` or async `ccxt.pro`) with the trading credentials, pointed at
     MESH_EXCHANGE_URL or the sandbox. Raises VenueUnavailable when the credentials are missing."""
+    adapter = adapter_for(settings.exchange)
     name = settings.exchange.upper()
     key, secret = credential(f"{name}_API_KEY"), credential(f"{name}_API_SECRET")
     if not key or not secret:
         raise VenueUnavailable(f"live trading needs {name}_API_KEY and {name}_API_SECRET in the environment or .env")
     exchange = getattr(module, settings.exchange)({
         "apiKey": key, "secret": secret, "enableRateLimit": True, "timeout": int(settings.live_timeout_s * 1000),
-        "newUpdates": True,
-        "options": {"defaultType": "spot", "recvWindow": RECV_WINDOW_MS, "fetchCurrencies": False,
-                    "fetchMargins": False, "fetchMarkets": {"types": ["spot"]}}})
+        "newUpdates": True, "options": adapter.options()})
     if settings.exchange_url:
         point_at(exchange.urls["api"], settings.exchange_url)
     elif settings.live_sandbox:
@@ -135,13 +62,30 @@ def trading_exchange(module: Any, settings: Any) -> Any:
     return exchange
 
 
-class LiveVenue:
+class CcxtVenue:
+    """The Venue an exchange is, through ccxt's synchronous client (the executor's loop waits at most
+    MESH_LIVE_TIMEOUT_S for an answer; no answer is VenueUnavailable and the order is looked up later)."""
+
+    remote = True
+
     def __init__(self, settings: Any) -> None:
         import ccxt
 
         self.ccxt = ccxt
-        self.exchange = trading_exchange(ccxt, settings)
-        self.call(self.exchange.load_markets)
+        self.name = settings.exchange
+        self.adapter: ExchangeAdapter = adapter_for(settings.exchange)
+        self.lost_after_s = self.adapter.lost_after_s
+        self.settings = settings
+        self._exchange: Any = None
+
+    @property
+    def exchange(self) -> Any:
+        """The ccxt client with its markets, made at first use (and retried until the exchange answers)."""
+        if self._exchange is None:
+            exchange = trading_exchange(self.ccxt, self.settings)
+            self.call(exchange.load_markets)
+            self._exchange = exchange
+        return self._exchange
 
     def call(self, method, *args, **kwargs):
         """ccxt errors sorted into refused (the exchange said no) and unknown (no clear answer)."""
@@ -157,49 +101,64 @@ class LiveVenue:
     def market_symbol(self, symbol: str) -> str:
         return self.exchange.markets_by_id[symbol][0]["symbol"]
 
-    def place(self, symbol: str, side: str, qty: Decimal, client_id: str,
-              limit: Decimal | None = None) -> ExchangeOrder:
-        """A market order, or a good-till-canceled limit order at `limit`."""
-        unified = self.market_symbol(symbol)
-        kind = "market" if limit is None else "limit"
-        order = self.call(self.exchange.create_order, unified, kind, side, float(qty),
-                          None if limit is None else float(limit), {"newClientOrderId": client_id})
+    def submit(self, request: OrderRequest) -> VenueReport:
+        """A market order, or a good-till-canceled limit order."""
+        unified = self.market_symbol(request.symbol)
+        order = self.call(self.exchange.create_order, unified, "limit" if request.limit else "market", request.side,
+                          float(request.qty), float(request.price) if request.limit else None,
+                          self.adapter.create_params(request.order_id))
         return self.report(unified, order)
 
-    def order(self, symbol: str, client_id: str) -> ExchangeOrder | None:
-        """The order as the exchange knows it now, or None if it has no such order."""
+    def lookup(self, symbol: str, order_id: str) -> VenueReport | None:
         unified = self.market_symbol(symbol)
+        params = self.adapter.lookup_params(order_id)
         try:
-            order = self.exchange.fetch_order(None, unified, {"origClientOrderId": client_id})
+            order = self.exchange.fetch_order(None, unified, params)
         except self.ccxt.OrderNotFound:
             return None
         except self.ccxt.BaseError:
-            order = self.call(self.exchange.fetch_order, None, unified, {"origClientOrderId": client_id})
+            order = self.call(self.exchange.fetch_order, None, unified, params)
         return self.report(unified, order)
 
-    def cancel(self, symbol: str, client_id: str) -> ExchangeOrder | None:
+    def cancel(self, symbol: str, order_id: str) -> VenueReport | None:
         """Cancel an open order; its final state either way (an order that filled first cannot be
         canceled), or None if the exchange has no such order."""
         unified = self.market_symbol(symbol)
+        params = self.adapter.lookup_params(order_id)
         try:
-            self.exchange.cancel_order(None, unified, {"origClientOrderId": client_id})
+            self.exchange.cancel_order(None, unified, params)
         except self.ccxt.OrderNotFound:
             pass  # filled (or canceled) before the cancel got there: its final state says which
         except self.ccxt.BaseError:
-            self.call(self.exchange.cancel_order, None, unified, {"origClientOrderId": client_id})
-        return self.order(symbol, client_id)
+            self.call(self.exchange.cancel_order, None, unified, params)
+        return self.lookup(symbol, order_id)
 
-    def report(self, unified: str, order: dict) -> ExchangeOrder:
+    def report(self, unified: str, order: dict) -> VenueReport:
         """The order's status and every fill it has had, from the exchange's trade reports."""
         trades = order.get("trades") or []
         if not trades and order.get("filled"):
             trades = self.call(self.exchange.fetch_my_trades, unified, None, None, {"orderId": order["id"]})
         market = self.exchange.markets[unified]
-        fills = [as_booked(str(t["id"]), order["side"], _dec(t["amount"]), _dec(t["price"]),
-                           _dec((t.get("fee") or {}).get("cost") or 0),
-                           (t.get("fee") or {}).get("currency") or market["quote"], market["base"], market["quote"])
-                 for t in trades]
-        return ExchangeOrder(order.get("status") or "open", _dec(order.get("filled") or 0), fills)
+        liquidity = MAKER if order.get("type") == "limit" else TAKER
+        fills = tuple(as_booked(str(t["id"]), order["side"], _dec(t["amount"]), _dec(t["price"]),
+                                _dec((t.get("fee") or {}).get("cost") or 0),
+                                (t.get("fee") or {}).get("currency") or market["quote"], market["base"],
+                                market["quote"], liquidity) for t in trades)
+        status = order.get("status") or "open"
+        return VenueReport(fills, status == "open", status)
+
+    def expected_slippage_bp(self, symbol: str, side: str, qty: Decimal, mark: Decimal,
+                             budget: Decimal | None) -> Decimal | None:
+        return None  # the fill model's fixed estimate: the exchange's book is the exchange's
+
+    def on_trade(self, symbol: str, price: Decimal) -> list[tuple[str, VenueReport]]:
+        return []  # the exchange matches its own orders: they are looked up, and pushed by the user stream
+
+    def on_book(self, book: OrderBook) -> None:
+        pass
+
+    def restore(self, request: OrderRequest, filled: Decimal) -> None:
+        pass  # the exchange still holds it: the engine looks it up at start-up
 
     def ping(self) -> None:
         """Raises VenueUnavailable while the exchange does not answer."""
@@ -277,33 +236,6 @@ class UserStream(AsyncioThread):
             for order in orders:
                 if order.get("clientOrderId"):
                     self.push.send(order["clientOrderId"].encode())
-
-
-def reconcile(cash: Decimal, positions: dict[str, Decimal], balances: dict[str, Decimal], open_at_exchange: list[str],
-              known_open: set[str], tolerance: Decimal, unbooked: list[UnbookedFill] = (),
-              ours: set[str] = frozenset()) -> tuple[list[str], list[str]]:
-    """Books against the exchange: (problems that forbid trading, notes). The mesh may manage part of an
-    account, so the exchange holding more than the books, or fills of orders the mesh never placed, are
-    notes; holding less, an open order the store does not know, or a fill of one of the mesh's own orders
-    (`ours`) missing from the store, is a problem, named with both figures."""
-    problems, notes = [], []
-    missing = [fill for fill in unbooked if fill.client_id in ours]
-    if missing:
-        problems.append("fills at the exchange missing from the store: " + "; ".join(map(str, missing)))
-    foreign = [fill for fill in unbooked if fill.client_id not in ours]
-    if foreign:
-        notes.append(f"{len(foreign)} recent fills of orders the mesh did not place, e.g. {foreign[0]}")
-    checks = [("USDT", cash, tolerance)] + [(asset, qty, Decimal(0)) for asset, qty in sorted(positions.items())]
-    for asset, books, slack in checks:
-        held = balances.get(asset, Decimal(0))
-        if held < books - slack:
-            problems.append(f"{asset}: the exchange holds {held}, the books {books}")
-        elif held > books + slack:
-            notes.append(f"{asset}: the exchange holds {held}, {held - books} more than the books manage")
-    unknown = sorted(set(open_at_exchange) - known_open)
-    if unknown:
-        problems.append(f"open orders at the exchange the store does not know: {', '.join(unknown)}")
-    return problems, notes
 
 
 def _dec(value: Any) -> Decimal:

@@ -1,0 +1,510 @@
+"""The execution engine: signal -> planned order -> risk approval -> venue -> fills -> portfolio -> journal.
+
+No sockets here: the executor service feeds it signals, ticks and books and hands its events to the
+bus; the backtester drives the very same engine over candles with an in-memory journal. Whatever the
+venue (the paper matching engine or an exchange through ccxt), an order moves through the same state
+machine and its fills are booked by the same code, from the venue's `VenueReport`s.
+
+Order of work for each signal, so that a crash at any point neither loses nor duplicates a trade:
+1. a signal id already seen is dropped (in memory here, and a UNIQUE key in the store across restarts);
+2. the risk guard must approve (no answer = rejected: approval fails closed);
+3. a remote venue's order is journaled SUBMITTED before it leaves (a lost answer is looked up by its
+   client id); a paper order is journaled with its fills in one transaction;
+4. only after the journal has committed are fills and order updates published.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Protocol
+
+from meshtrader.domain.money import MAKER, TAKER, ZERO, to_decimal
+from meshtrader.domain.orders import Order, OrderStatus, Transition
+from meshtrader.domain.portfolio import Portfolio
+from meshtrader.execution.journal import Journal
+from meshtrader.execution.planning import (
+    MarkHistory,
+    OrderRules,
+    PlannedOrder,
+    approval_request,
+    plan_order,
+    slippage_problem,
+)
+from meshtrader.execution.reconciliation import reconcile
+from meshtrader.execution.venue import OrderRequest, Venue, VenueRejected, VenueReport, VenueUnavailable
+from meshtrader.persistence.orders import OrderChange, OrderRow, TradeRow
+from meshtrader.runtime.log import Logger
+from meshtrader.wire.messages import (
+    Approval,
+    ApproveOrder,
+    ClosedAll,
+    Fill,
+    OrderBook,
+    OrderUpdate,
+    Signal,
+    VenueStatus,
+)
+
+
+class ExecutionEvents(Protocol):
+    """Where the engine's events go once the journal has them: the bus in the mesh, a list in a backtest."""
+
+    def fill(self, fill: Fill) -> None: ...
+    def order(self, update: OrderUpdate) -> None: ...
+    def venue_status(self, status: VenueStatus) -> None: ...
+
+
+Approver = Callable[[ApproveOrder], Approval | str]  # the risk rules' verdict, or why there is none
+
+END_STATES = {"canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}
+
+
+def end_state(order: Order, venue_status: str) -> OrderStatus:
+    """The state an order the venue closed unfilled (or part-filled) ends in: the venue's own word where
+    the state machine allows it from here, else EXPIRED."""
+    wanted = END_STATES.get(venue_status, OrderStatus.EXPIRED)
+    return wanted if order.can_move(wanted) else OrderStatus.EXPIRED
+
+
+def order_id_for(signal_id: str) -> str:
+    """Deterministic, exchange-safe client order id (Binance allows 36 chars of [A-Za-z0-9_-])."""
+    return "mt" + hashlib.blake2b(signal_id.encode(), digest_size=12).hexdigest()
+
+
+@dataclass
+class WorkingOrder:
+    """An order the engine follows until it ends: resting at the venue, or sent without an answer yet."""
+
+    order: Order
+    request: OrderRequest
+    signal_id: str
+    tid: int
+    sent_at: float  # wall clock: when an order the venue does not know can be called lost
+    expires_et: int | None = None
+    reserved: Decimal = ZERO  # cash a resting buy holds back from its strategy
+    booked: set[str] = field(default_factory=set)  # venue trade ids already in the books
+    cancel_reason: str = ""  # why a cancel was asked for, until the venue confirms it
+    origin_ns: int = 0  # the tick that caused it (monotonic), for tick-to-fill on its first fill
+
+    @property
+    def unanswered(self) -> bool:
+        return self.order.status == OrderStatus.SUBMITTED
+
+
+class ExecutionEngine:
+    def __init__(self, portfolio: Portfolio, venue: Venue, rules: OrderRules, approve: Approver, journal: Journal,
+                 events: ExecutionEvents, log: Logger, *, source: str = "executor", order_timeout_s: float = 300.0,
+                 signal_ttl_s: float = 30.0, tolerance: Decimal = Decimal("0.01"), symbols: list[str] = ()) -> None:
+        self.portfolio, self.venue, self.rules, self.approve = portfolio, venue, rules, approve
+        self.journal, self.events, self.log, self.source = journal, events, log, source
+        self.order_timeout_ms = int(order_timeout_s * 1000)
+        self.signal_ttl_s, self.tolerance, self.symbols = signal_ttl_s, tolerance, list(symbols)
+        self.marks = MarkHistory()
+        self.working: dict[str, WorkingOrder] = {}
+        self.seen: set[str] = set()
+        self.event_time = 0
+        self.started = not venue.remote  # a remote venue first settles in-flight orders and reconciles
+        self.blocked = ""  # why remote orders are refused (not yet reconciled, books that disagree)
+        self.venue_down = ""  # the error while the venue does not answer
+        self.duplicates = 0
+        self.unpublished: list[str] = []  # trade ids published since the journal last marked them
+        self.touched: set[tuple[str, str]] = set()  # (strategy, symbol) whose position moved
+        self.received_ns = self.approved_ns = 0  # the order path's timestamps, carried on the fill
+
+    # ----- market data --------------------------------------------------------------------------------
+    def on_tick(self, symbol: str, event_time: int, price: Decimal) -> None:
+        if self.marks.record(symbol, event_time, price):
+            self.portfolio.mark(symbol, price)
+        if event_time > self.event_time:
+            self.event_time = event_time
+        if self.working:
+            for order_id, report in self.venue.on_trade(symbol, price):
+                if (working := self.working.get(order_id)) is not None:
+                    self.apply(working, report, event_time)
+
+    def on_book(self, book: OrderBook) -> None:
+        self.venue.on_book(book)
+
+    # ----- signals -----------------------------------------------------------------------------------
+    def on_signal(self, signal: Signal) -> None:
+        """A strategy's signal from the bus: deduplicated, refused when stale, executed at the marks as of
+        its event time (however late it arrives, so the mesh and the backtester agree bar for bar)."""
+        self.received_ns = time.monotonic_ns()
+        if signal.signal_id in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add(signal.signal_id)
+        if signal.et > self.event_time:
+            self.event_time = signal.et
+        if signal.strategy not in self.portfolio.accounts:
+            return self.journal.outcome(signal, f"no sub-account for strategy {signal.strategy!r}")
+        waited_s = (time.monotonic_ns() - signal.st) / 1e9
+        if waited_s > self.signal_ttl_s:
+            return self.journal.outcome(signal, f"stale: waited {waited_s:.1f}s")
+        price = to_decimal(signal.price)
+        if self.marks.record(signal.symbol, signal.et, price):
+            self.portfolio.mark(signal.symbol, price)
+        latest, self.portfolio.marks = self.portfolio.marks, self.marks.as_of(signal.et, signal.symbol, price)
+        try:
+            self.execute(signal)
+        finally:
+            self.portfolio.marks = latest
+
+    def execute(self, signal: Signal, close_all: bool = False) -> None:
+        """Plan, approve and submit at the portfolio's current marks."""
+        if signal.side == "sell":  # an exit first withdraws the strategy's resting entries in that symbol
+            for working in [w for w in self.working.values() if w.request.limit and not w.cancel_reason
+                            and (w.request.strategy, w.request.symbol) == (signal.strategy, signal.symbol)]:
+                self.cancel(working, f"canceled by the exit signal {signal.signal_id}")
+        planned = plan_order(self.portfolio, signal.strategy, signal.symbol, signal.side, self.rules, signal.bar_volume)
+        if isinstance(planned, str):
+            return self.journal.outcome(signal, planned)
+        order_id = order_id_for(signal.signal_id)
+        if planned.liquidity == TAKER:
+            budget = self.portfolio.accounts[planned.strategy].free_cash if planned.side == "buy" else None
+            walked = self.venue.expected_slippage_bp(planned.symbol, planned.side, planned.qty,
+                                                     self.portfolio.marks[planned.symbol], budget)
+            if walked is not None:
+                planned = replace(planned, slippage_bp=walked)
+        if (problem := slippage_problem(planned, self.rules)) is not None:
+            return self.reject(signal, order_id, planned.qty, "slippage_tolerance", problem)
+        if self.venue.remote and (refusal := self.remote_refusal(signal)) is not None:
+            return self.reject(signal, order_id, planned.qty, "live_blocked", refusal)
+        reply = self.approve(approval_request(self.portfolio, planned, order_id, signal.et, signal.stop, close_all,
+                                              src=self.source, tid=signal.tid))
+        if not isinstance(reply, Approval):
+            return self.reject(signal, order_id, planned.qty, "risk_unavailable", str(reply))
+        if not reply.approved:
+            return self.reject(signal, order_id, planned.qty, reply.rule, reply.reason)
+        self.approved_ns = time.monotonic_ns()
+        self.submit(signal, order_id, planned)
+
+    def submit(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
+        limit = planned.liquidity == MAKER
+        request = OrderRequest(order_id, signal.strategy, signal.symbol, signal.side, planned.qty, planned.price, limit)
+        order, now = Order(order_id, planned.qty), time.time()
+        expires = signal.et + self.order_timeout_ms if limit else None
+        working = WorkingOrder(order, request, signal.signal_id, signal.tid, now, expires, origin_ns=signal.origin_ns)
+        row = OrderRow(order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, planned.qty,
+                       planned.price if limit else None, "", signal.reason, signal.et, f"{signal.tid:016x}", now,
+                       "limit" if limit else "market", expires)
+        kind = f"limit {planned.price}" if limit else "market"
+        if limit:
+            self.hold_back(working)
+        if not self.venue.remote:  # the answer is immediate: the order and its fills go in one transaction
+            submitted = order.move(OrderStatus.SUBMITTED, f"risk approved: sent to the {self.venue.name} venue")
+            return self.apply(working, self.venue.submit(request), signal.et, [submitted], row)
+        submitted = order.move(OrderStatus.SUBMITTED, f"sent to {self.venue.name} as a {kind} order")
+        self.journal.record(OrderChange(replace(row, status=order.status), [submitted], (), signal.et, now))
+        self.publish(working, [submitted], signal.et)
+        self.working[order_id] = working
+        try:
+            report = self.venue.submit(request)
+        except VenueRejected as error:
+            return self.end(working, OrderStatus.REJECTED, f"the exchange refused: {error}", signal.et)
+        except VenueUnavailable as error:
+            self.venue_unreachable(error)
+            self.log.error("live_order_unanswered", order_id=order_id, error=str(error),
+                           next_step="looked up by its client id until the exchange answers")
+            return
+        self.apply(working, report, signal.et)
+
+    # ----- booking what the venue says --------------------------------------------------------------------
+    def apply(self, working: WorkingOrder, report: VenueReport | None, event_time: int | None = None,
+              steps: list[Transition] | None = None, new_row: OrderRow | None = None) -> None:
+        """Book what the venue says of an order: its new fills (each its own trade, exactly as reported)
+        and its state. An order a remote venue never received is REJECTED once it cannot arrive any more."""
+        event_time = self.event_time if event_time is None else event_time
+        order, request, steps = working.order, working.request, steps or []
+        if report is None:
+            waited = time.time() - working.sent_at
+            if working.unanswered and waited > self.venue.lost_after_s:
+                self.end(working, OrderStatus.REJECTED, f"the exchange never received it (unknown {waited:.0f} s "
+                         "after sending)", event_time)
+            return
+        if order.status == OrderStatus.SUBMITTED:
+            steps.append(order.move(OrderStatus.ACCEPTED, self.accepted_reason(request, report)))
+        new = [f for f in report.fills if f.trade_id not in working.booked]
+        trades, trace, now = [], f"{working.tid:016x}", time.time()
+        for fill in new:
+            done = order.filled_qty + fill.qty
+            status = OrderStatus.FILLED if done >= order.qty else OrderStatus.PARTIALLY_FILLED
+            steps.append(order.move(status, f"{fill.qty} at {fill.price} ({fill.detail or fill.liquidity})",
+                                    min(done, order.qty)))
+            if fill.note:
+                self.log.warning("fee_outside_books", order_id=order.order_id, note=fill.note)
+            if working.reserved:
+                self.consume(working, fill.qty * fill.price + fill.fee)
+            realized = self.portfolio.apply_fill(request.strategy, request.symbol, request.side, fill.qty, fill.price,
+                                                 fill.fee)
+            working.booked.add(fill.trade_id)
+            trades.append(TradeRow(f"{order.order_id}-{fill.trade_id}", order.order_id, request.strategy,
+                                   request.symbol, request.side, fill.qty, fill.price, fill.fee, realized, event_time,
+                                   trace, now, fill.liquidity))
+        ended = None
+        if not order.done and not report.open:
+            reason = working.cancel_reason or report.reason or (
+                f"the exchange ended it {report.status} with {order.filled_qty} of {order.qty} filled")
+            ended = order.move(end_state(order, report.status), reason)
+            steps.append(ended)
+        if not steps:
+            return
+        if new_row is not None:
+            new_row = replace(new_row, status=order.status, price=average_price(trades) if trades else new_row.price)
+        try:
+            self.journal.record(OrderChange(new_row, steps, trades, event_time, now, order.status,
+                                            ended.reason if ended else None))
+        except Exception:  # the store refused: memory must not keep it either
+            self.portfolio = self.journal.rebuild(self.portfolio)
+            for kept in self.working.values():
+                self.portfolio.accounts[kept.request.strategy].reserved += kept.reserved
+            raise
+        self.touched.add((request.strategy, request.symbol))
+        for trade in trades:
+            self.publish_fill(trade, working.signal_id, working.tid, working.origin_ns)
+            working.origin_ns = 0
+        self.publish(working, steps, event_time)
+        if order.done:
+            self.forget(working)
+        elif order.order_id not in self.working:
+            self.working[order.order_id] = working
+        self.log.info("order_booked", trace_id=working.tid, order_id=order.order_id, strategy=request.strategy,
+                      symbol=request.symbol, side=request.side, status=order.status, filled=str(order.filled_qty),
+                      of=str(order.qty), fills=[[t.trade_id, str(t.qty), str(t.price), str(t.fee)] for t in trades])
+
+    def accepted_reason(self, request: OrderRequest, report: VenueReport) -> str:
+        if self.venue.remote:
+            return "the exchange took it"
+        if request.limit:
+            return f"resting: {request.side} limit {request.price}"
+        return f"the {self.venue.name} venue takes market orders"
+
+    def end(self, working: WorkingOrder, status: OrderStatus, reason: str, event_time: int) -> None:
+        step = working.order.move(status, reason)
+        now = time.time()
+        self.journal.record(OrderChange(None, [step], (), event_time, now, step.after, reason))
+        self.publish(working, [step], event_time)
+        self.forget(working)
+        self.log.warning("order_ended", order_id=step.order_id, status=status, reason=reason)
+
+    def reject(self, signal: Signal, order_id: str, qty: Decimal, rule: str, reason: str) -> None:
+        why, now = f"{rule}: {reason}", time.time()
+        step = Order(order_id, qty).move(OrderStatus.REJECTED, why)
+        kind = self.rules.order_type if signal.side == "buy" else "market"
+        row = OrderRow(order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, qty, None,
+                       OrderStatus.REJECTED, why, signal.et, f"{signal.tid:016x}", now, kind, None)
+        self.journal.record(OrderChange(row, [step], (), signal.et, now))
+        self.events.order(self.update(step, signal.signal_id, signal.strategy, signal.symbol, signal.side, qty, None,
+                                      signal.et, signal.tid))
+        self.log.info("order_rejected", trace_id=signal.tid, order_id=order_id, rule=rule, reason=reason)
+
+    def publish_fill(self, trade: TradeRow, signal_id: str = "", tid: int = 0, origin_ns: int = 0) -> None:
+        account = self.portfolio.accounts[trade.strategy]
+        position = account.positions.get(trade.symbol)
+        self.events.fill(Fill(
+            trade_id=trade.trade_id, order_id=trade.order_id, signal_id=signal_id, strategy=trade.strategy,
+            symbol=trade.symbol, side=trade.side, qty=trade.qty, price=trade.price, fee=trade.fee,
+            realized_pnl=trade.realized_pnl, cash_after=account.cash, position_after=position.qty if position else ZERO,
+            liquidity=trade.liquidity, origin_ns=origin_ns, received_ns=self.received_ns if origin_ns else 0,
+            approved_ns=self.approved_ns if origin_ns else 0, et=trade.event_time, tid=tid))
+        self.unpublished.append(trade.trade_id)
+
+    def republish(self, trades: list[TradeRow]) -> None:
+        """Fills a crash cut off between the commit and the publish go out now (subscribers dedupe by id)."""
+        for trade in trades:
+            self.publish_fill(trade)
+        if trades:
+            self.log.warning("fills_republished", count=len(trades))
+
+    def publish(self, working: WorkingOrder, steps: list[Transition], event_time: int) -> None:
+        r = working.request
+        price = r.price if r.limit else None
+        for step in steps:
+            self.events.order(self.update(step, working.signal_id, r.strategy, r.symbol, r.side, r.qty, price,
+                                          event_time, working.tid))
+
+    @staticmethod
+    def update(step: Transition, signal_id: str, strategy: str, symbol: str, side: str, qty: Decimal,
+               price: Decimal | None, event_time: int, tid: int) -> OrderUpdate:
+        shown = price if step.after in (OrderStatus.FILLED, OrderStatus.ACCEPTED) else None
+        return OrderUpdate(order_id=step.order_id, signal_id=signal_id, strategy=strategy, symbol=symbol, side=side,
+                           qty=qty, filled_qty=step.filled_qty, status=step.after, reason=step.reason, price=shown,
+                           et=event_time, tid=tid)
+
+    # ----- cash held back by resting buys ----------------------------------------------------------------------
+    def hold_back(self, working: WorkingOrder) -> None:
+        r = working.request
+        if r.side != "buy":
+            return
+        left = r.qty - working.order.filled_qty
+        working.reserved = left * r.price + self.rules.fees.fee(left * r.price, MAKER)
+        self.portfolio.accounts[r.strategy].reserved += working.reserved
+
+    def consume(self, working: WorkingOrder, spent: Decimal) -> None:
+        """A part fill spent some of what the order held back: hold back only the rest."""
+        used = min(spent, working.reserved)
+        working.reserved -= used
+        self.portfolio.accounts[working.request.strategy].reserved -= used
+
+    def forget(self, working: WorkingOrder) -> None:
+        self.working.pop(working.order.order_id, None)
+        if working.reserved:
+            self.portfolio.accounts[working.request.strategy].reserved -= working.reserved
+            working.reserved = ZERO
+
+    # ----- working orders: cancels, timeouts, lookups ---------------------------------------------------------
+    def cancel(self, working: WorkingOrder, reason: str) -> None:
+        """Ask the venue to cancel; whatever filled first is booked. Unanswered, it is asked again."""
+        working.cancel_reason = reason
+        try:
+            self.apply(working, self.venue.cancel(working.request.symbol, working.order.order_id))
+        except VenueUnavailable as error:
+            self.venue_unreachable(error)
+        except VenueRejected as error:
+            self.log.warning("cancel_refused", order_id=working.order.order_id, error=str(error))
+
+    def expire(self) -> None:
+        """Resting orders past their timeout (market time) are canceled."""
+        for working in [w for w in self.working.values()
+                        if w.expires_et is not None and w.expires_et <= self.event_time and not w.cancel_reason]:
+            self.cancel(working, f"timeout: unfilled after {self.order_timeout_ms / 1000:g} s")
+
+    def check(self) -> None:
+        """For a remote venue, every few seconds: resting orders' fills, unanswered orders' fate, pending
+        cancels; a venue that stopped answering is pinged until it answers again."""
+        if not self.started:
+            return self.start()
+        try:
+            if self.venue_down:
+                self.venue.ping()
+            for working in list(self.working.values()):
+                self.refresh(working)
+        except VenueUnavailable as error:
+            return self.venue_unreachable(error)
+        if self.venue_down:
+            self.log.info("live_venue_back", was=self.venue_down)
+            self.venue_down = ""
+            self.events.venue_status(VenueStatus(connected=True, reason="the exchange answers again",
+                                                 et=self.event_time))
+
+    def refresh(self, working: WorkingOrder) -> None:
+        """The order as the venue knows it now, booked (a pending cancel is asked again). Raises
+        VenueUnavailable for the caller to note."""
+        if working.cancel_reason:
+            return self.cancel(working, working.cancel_reason)
+        try:
+            self.apply(working, self.venue.lookup(working.request.symbol, working.order.order_id))
+        except VenueRejected as error:
+            self.log.warning("order_check_refused", order_id=working.order.order_id, error=str(error))
+
+    def refresh_orders(self, order_ids: set[str]) -> None:
+        """Orders the venue says changed (its user-data stream): looked up at once."""
+        if not self.started:
+            return
+        for order_id in order_ids & set(self.working):
+            try:
+                self.refresh(self.working[order_id])
+            except VenueUnavailable as error:
+                return self.venue_unreachable(error)
+
+    def venue_unreachable(self, error: Exception) -> None:
+        if not self.venue_down:
+            self.venue_down = str(error)
+            self.log.error("live_venue_unreachable", error=str(error))
+            self.events.venue_status(VenueStatus(connected=False, reason=f"the exchange does not answer: {error}",
+                                                 et=self.event_time))
+
+    def remote_refusal(self, signal: Signal) -> str | None:
+        """Why no order may be sent to the remote venue for this signal now, or None."""
+        if self.blocked:
+            return self.blocked
+        if self.venue_down:
+            return f"the exchange does not answer: {self.venue_down}"
+        unanswered = [w.order.order_id for w in self.working.values()
+                      if w.unanswered and (w.request.strategy, w.request.symbol) == (signal.strategy, signal.symbol)]
+        if unanswered:
+            return f"order {unanswered[0]} for {signal.symbol} has no answer from the exchange yet"
+        return None
+
+    # ----- start-up: restore, settle, reconcile --------------------------------------------------------------
+    def restore(self) -> None:
+        """Orders working when the process stopped: followed again, with the trades already booked."""
+        for saved in self.journal.working_orders():
+            row = saved.row
+            order = Order(row.order_id, row.qty, OrderStatus(row.status), min(saved.filled, row.qty),
+                          seq_base=saved.last_seq)
+            limit = row.order_type == "limit"
+            request = OrderRequest(row.order_id, row.strategy, row.symbol, row.side, row.qty,
+                                   row.price if limit else ZERO, limit)
+            working = WorkingOrder(order, request, row.signal_id, int(row.trace_id or "0", 16), row.created_at,
+                                   row.expires_et if limit else None, booked=set(saved.booked))
+            self.working[row.order_id] = working
+            if limit:
+                self.hold_back(working)
+            self.venue.restore(request, order.filled_qty)
+        if self.working:
+            self.log.info("live_orders_restored" if self.venue.remote else "resting_orders_restored",
+                          count=len(self.working))
+
+    def start(self) -> None:
+        """A remote venue: settle every order that was in flight when the executor last stopped, then
+        reconcile the books with the exchange. Until this succeeds no order is sent (retried every check)."""
+        try:
+            for working in list(self.working.values()):
+                self.apply(working, self.venue.lookup(working.request.symbol, working.order.order_id))
+            balances = self.venue.balances() or {}
+            open_orders = self.venue.open_orders(self.symbols)
+            unbooked = self.venue.unbooked_fills(self.symbols, self.journal.booked_venue_trade_ids())
+        except (VenueRejected, VenueUnavailable) as error:
+            blocked = f"exchange unavailable: {error}"
+            if blocked != self.blocked:
+                self.log.error("live_venue_unavailable", error=str(error))
+            self.blocked = blocked
+            return
+        self.started = True
+        held = self.portfolio.held_assets()
+        ours = self.journal.known_order_ids({fill.client_id for fill in unbooked})
+        problems, notes = reconcile(self.portfolio.cash(), held, balances, open_orders, set(self.working),
+                                    self.tolerance, unbooked, ours)
+        if problems:  # a human has to look: this is not retried
+            self.blocked = "books and exchange disagree: " + "; ".join(problems)
+            self.log.error("reconciliation_failed", problems=problems, notes=notes)
+        else:
+            self.blocked = ""
+            self.log.info("reconciled", cash=str(self.portfolio.cash()), positions={k: str(v) for k, v in held.items()},
+                          open_orders=len(self.working), notes=notes)
+
+    # ----- operator commands ------------------------------------------------------------------------------------
+    def close_all(self, by: str, reason: str, prices: dict[str, Decimal]) -> ClosedAll:
+        """Sell every open position at market now, through the risk guard (which lets a close-all pass
+        even when trading is halted) and the usual order path: recorded and published like any order."""
+        trades_before = self.portfolio.trades()
+        for working in list(self.working.values()):
+            self.cancel(working, f"close all ({by})")
+        held = [(a.strategy, symbol) for a in self.portfolio.accounts.values()
+                for symbol, p in a.positions.items() if p.qty > 0]
+        stamp = time.time_ns()
+        for n, (strategy, symbol) in enumerate(held):
+            price = self.marks.latest(symbol) or prices.get(symbol)
+            if price is None:
+                continue
+            signal = Signal(signal_id=f"close-all:{stamp}:{n}", strategy=strategy, symbol=symbol, side="sell",
+                            confidence=1.0, reason=f"close all ({by}): {reason or 'operator request'}",
+                            price=float(price), et=self.event_time, st=time.monotonic_ns(), src=self.source)
+            self.seen.add(signal.signal_id)
+            self.execute(signal, close_all=True)
+        filled = self.portfolio.trades() - trades_before
+        self.log.warning("close_all", by=by, reason=reason, positions=len(held), filled=filled)
+        return ClosedAll(positions=len(held), filled=filled, message=f"close all by {by}: {filled} of {len(held)} "
+                         "positions sold")
+
+
+def average_price(trades: list[TradeRow]) -> Decimal:
+    """An order's average fill price (to 1e-8), or its one fill's price."""
+    if len(trades) == 1:
+        return trades[0].price
+    filled = sum((t.qty for t in trades), ZERO)
+    return (sum((t.qty * t.price for t in trades), ZERO) / filled).quantize(Decimal("1e-8"))

@@ -1,0 +1,43 @@
+"""What the execution engine writes through: the store's `OrderJournal` in the mesh, a `MemoryJournal`
+in a backtest (nothing to survive: the run is its own record)."""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from meshtrader.domain.portfolio import Portfolio
+from meshtrader.persistence.orders import OrderChange, OrderRow, SavedOrder, TradeRow
+
+__all__ = ["Journal", "MemoryJournal", "OrderChange", "OrderRow", "SavedOrder", "TradeRow"]
+
+
+class Journal(Protocol):
+    def record(self, change: OrderChange) -> None: ...
+    def outcome(self, signal: Any, outcome: str) -> None: ...
+    def rebuild(self, previous: Portfolio) -> Portfolio: ...
+    def working_orders(self) -> list[SavedOrder]: ...
+    def booked_venue_trade_ids(self) -> set[str]: ...
+    def known_order_ids(self, order_ids: set[str]) -> set[str]: ...
+
+
+class MemoryJournal:
+    """A journal that keeps nothing: a backtest's books live in its portfolio and its events."""
+
+    def record(self, change: OrderChange) -> None:
+        pass
+
+    def outcome(self, signal: Any, outcome: str) -> None:
+        pass
+
+    def rebuild(self, previous: Portfolio) -> Portfolio:
+        return previous
+
+    def working_orders(self) -> list[SavedOrder]:
+        return []
+
+    def booked_venue_trade_ids(self) -> set[str]:
+        return set()
+
+    def known_order_ids(self, order_ids: set[str]) -> set[str]:
+        return set()
+
+

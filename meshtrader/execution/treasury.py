@@ -1,0 +1,45 @@
+"""The sub-accounts' capital: funded once by the allocation, then rebalanced toward each new allocation
+by moving free cash (positions are not sold for it). Transfers net to zero to the last digit."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from meshtrader.domain.money import cash
+from meshtrader.domain.portfolio import Portfolio, rebalance_transfers
+from meshtrader.persistence.ledger import Ledger
+from meshtrader.runtime.log import Logger
+
+
+class Treasury:
+    def __init__(self, ledger: Ledger, log: Logger) -> None:
+        self.ledger, self.log = ledger, log
+        self.applied = ledger.applied_weights()  # None until the first funding
+
+    def fund(self, portfolio: Portfolio, capital: Decimal, weights: dict[str, Decimal], event_time: int) -> None:
+        """First start: split the capital into sub-accounts by the current allocation."""
+        moves = [(strategy, cash(capital * weight), f"initial allocation {weight}")
+                 for strategy, weight in weights.items()]
+        for strategy, amount, _ in moves:
+            portfolio.fund(strategy, amount)
+        self.ledger.transfer(moves, event_time, weights, portfolio.units_state())
+        self.applied = dict(weights)
+        self.log.info("accounts_funded", weights={k: str(v) for k, v in weights.items()})
+
+    def rebalance(self, portfolio: Portfolio, weights: dict[str, Decimal], reason: str, event_time: int) -> bool:
+        """Move free cash between sub-accounts toward `weights` of total equity, in one ledger transaction
+        with the weights applied; False if there was nothing to do."""
+        if weights == self.applied:
+            return False
+        unknown = [s for s in weights if s not in portfolio.accounts]
+        if unknown:
+            self.log.warning("allocation_for_unfunded_strategy", strategies=unknown)
+        moves = rebalance_transfers(portfolio, {s: w for s, w in weights.items() if s not in unknown})
+        why = f"rebalance: {reason}"[:500]
+        ordered = sorted(moves.items(), key=lambda m: m[1])  # givers first: cash never dips
+        for strategy, amount in ordered:
+            portfolio.fund(strategy, amount)
+        self.ledger.transfer([(s, amount, why) for s, amount in ordered], event_time, weights,
+                             portfolio.units_state())
+        self.applied = dict(weights)
+        self.log.info("rebalanced", transfers={k: str(v) for k, v in moves.items()})
+        return True

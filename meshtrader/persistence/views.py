@@ -1,0 +1,39 @@
+"""Small reads of the store for the services and views that are not its writers: the status view,
+the allocator's start-up, the narrator's memory, the fork manager's clock. Each takes a Store."""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from meshtrader.persistence.store import Store
+
+
+def last_allocation(store: Store) -> tuple[dict[str, Decimal], str] | None:
+    """The allocation decided last (weights, reason), or None before the first."""
+    rows = store.query("SELECT weights, reason FROM allocations ORDER BY id DESC LIMIT 1")
+    if not rows:
+        return None
+    return {k: Decimal(v) for k, v in json.loads(rows[0]["weights"]).items()}, rows[0]["reason"]
+
+
+def narrated(store: Store, kind: str) -> bool:
+    """Whether the narrator has told a story of this kind (e.g. the first trade) already."""
+    return bool(store.scalar("SELECT 1 FROM pr_events WHERE kind=? LIMIT 1", (kind,)))
+
+
+def candles_end(store: Store) -> int:
+    """Event time just after the last stored 1-minute candle, 0 without any: where a restarted clock resumes."""
+    return store.scalar("SELECT MAX(open_time) + 60000 FROM candles") or 0
+
+
+def recent_trades(store: Store, n: int) -> list[dict]:
+    """The latest trades, newest first."""
+    return [dict(r) for r in store.query(
+        "SELECT trade_id, strategy, symbol, side, qty, price, fee, realized_pnl, event_time FROM trades "
+        "ORDER BY created_at DESC, trade_id DESC LIMIT ?", (n,))]
+
+
+def highlights(store: Store, n: int) -> list[dict]:
+    """The narrator's latest highlights, newest first."""
+    return [dict(r) for r in store.query(
+        "SELECT kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (n,))]
