@@ -97,7 +97,11 @@ def register(cls: S) -> S:
         raise ValueError(f"{cls.__module__}.{cls.__qualname__}: give the strategy a `name` of lower-case letters, "
                          f"digits and _ (starting with a letter, at most 40), not {name!r}")
     existing = REGISTRY.get(name)
-    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+    # A strategy file may replace one loaded earlier from another file (a moved or edited copy); never a built-in.
+    replaceable = existing is not None and existing.__module__.startswith("meshtrader_strategy_file_") \
+        and cls.__module__.startswith("meshtrader_strategy_file_")
+    if existing is not None and not replaceable and \
+            (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
         raise ValueError(f"strategy {name!r} is defined twice: in {existing.__module__} and in {cls.__module__}")
     REGISTRY[name] = cls
     return cls
