@@ -101,9 +101,16 @@ class Mesh(LocalMesh):
         return total
 
     def quiesce(self) -> None:
-        """Stop the feed so no new signals arrive, and let in-flight work settle."""
+        """Stop the feed so no new signals arrive, and wait until in-flight work has settled: the trades
+        and the executor's account snapshot (republished every second) the same three readings running."""
         assert "stopped" in self.ctl("stop", "feed")
-        time.sleep(2.5)
+        seen: list = []
+
+        def settled() -> bool:
+            seen.append((self.trade_count(), self.status().get("accounts")))
+            return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+
+        wait_for(settled, 60, "the mesh to settle with the feed stopped", interval=0.6)
 
     def stop(self) -> None:
         super().stop()

@@ -26,26 +26,11 @@ from pathlib import Path
 import pytest
 import zmq
 from conftest import wait_for
+from support.strategy_files import EVERY_BAR
 
 from meshtrader.runtime.config import LIVE_CONFIRMATION, SETTINGS_FILE, load_settings
 from tools.localmesh import free_port_base
 
-EVERY_BAR = '''
-from meshtrader.strategies import Decision, Strategy, register
-
-
-@register
-class EveryBar(Strategy):
-    name = "every_bar"
-
-    def __init__(self, symbol, params=None):
-        super().__init__(symbol, params)
-        self.count = 0
-
-    def decide(self, candle):
-        self.count += 1
-        return Decision("buy" if self.count % 2 else "sell", 0.5, f"bar {self.count}")
-'''
 DOTENV_TOKEN = "planted-dotenv-webhook-token"
 SIM_KEY = "planted-live-key-0001"
 

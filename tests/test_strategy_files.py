@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from support.strategy_files import EVERY_BAR
 
 import meshtrader.strategies as strategies_package
 from meshtrader.runtime import config
@@ -26,24 +27,6 @@ from tools.localmesh import free_port_base
 
 README = (REPO_ROOT / "README.md").read_text()
 
-EVERY_BAR = '''
-from meshtrader.strategies import Decision, Strategy, register
-
-
-@register
-class EveryBar(Strategy):
-    """Buys and sells on alternate closed candles."""
-
-    name = "every_bar"
-
-    def __init__(self, symbol, params=None):
-        super().__init__(symbol, params)
-        self.count = 0
-
-    def decide(self, candle):
-        self.count += 1
-        return Decision("buy" if self.count % 2 else "sell", 0.5, f"bar {self.count}")
-'''
 
 
 def readme_example() -> str:
