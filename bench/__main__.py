@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-SUITES = ("latency", "feed", "backtest", "sweep", "forks")
+SUITES = ("latency", "feed", "backtest", "sweep", "forks", "loops")
 
 
 def run_suite(args: argparse.Namespace) -> dict:
@@ -27,6 +27,10 @@ def run_suite(args: argparse.Namespace) -> dict:
         from bench.sweep import run_sweep_suite
 
         return run_sweep_suite(progress=progress)
+    if args.suite == "loops":
+        from bench.asyncio_loops import run_loops_suite
+
+        return run_loops_suite(progress=progress)
     from bench.feed import run_feed_suite
 
     return run_feed_suite(progress=progress)

@@ -1,5 +1,7 @@
 """Fixtures that start real meshes: supervisord, redis-server, ZeroMQ sockets and SQLite, in a temp
-MESH_HOME on free ports, so tests never touch a developer's own mesh."""
+MESH_HOME on free ports, so tests never touch a developer's own mesh; and the fixtures tests of more than
+one folder share (tests/unit: one package in-process; tests/mesh: running meshes and mesh services;
+tests/live: the exchange simulator through the real ccxt)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 import zmq
+from support.strategy_files import EVERY_BAR, readme_example
+from support.tiger_contract import TigerContract
 
 from meshtrader.domain.portfolio import Portfolio
 from meshtrader.persistence.store import Store
@@ -234,3 +238,27 @@ def log_events(mesh: Mesh, event: str, service: str = "executor") -> list[dict]:
 
 def order_history(mesh: Mesh, order_id: str) -> list[str]:
     return [r[0] for r in mesh.query("SELECT to_status FROM order_events WHERE order_id = ? ORDER BY seq", (order_id,))]
+
+
+# ----- a strategy file outside the package (tests/unit/strategies, tests/mesh) ------------------------------
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory):
+    """A directory outside the package with the README's strategy file and a small one (one per module:
+    a strategy's name is defined once per process)."""
+    folder = tmp_path_factory.mktemp("outside") / "my strategies"
+    folder.mkdir()
+    (folder / "rsi_dip.py").write_text(readme_example())
+    (folder / "every_bar.py").write_text(EVERY_BAR)
+    return folder
+
+
+# ----- a local server holding Tiger Cloud's fork contract (tests/unit/forks, tests/mesh) ------------------
+@pytest.fixture
+def tiger(monkeypatch):
+    contract = TigerContract("proj1", "svc-parent", "pub-key", "sec-key", polls_per_step=2)
+    port = free_port_base()
+    server = contract.serve(port)
+    monkeypatch.setenv("TIGER_PUBLIC_KEY", "pub-key")
+    monkeypatch.setenv("TIGER_SECRET_KEY", "sec-key")
+    yield contract, f"http://127.0.0.1:{port}"
+    server.should_exit = True

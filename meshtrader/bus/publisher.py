@@ -6,7 +6,7 @@ import time
 
 import zmq
 
-from meshtrader.bus.policy import HWM
+from meshtrader.bus.policy import HWM, SNDMORE
 from meshtrader.runtime.metrics import ServiceMetrics, topic_kind
 from meshtrader.wire.codec import encode
 from meshtrader.wire.messages import Event
@@ -30,7 +30,9 @@ class Publisher:
         message.src = self.source
         message.seq = seq
         message.st = time.monotonic_ns()
-        self.socket.send_multipart((topic, encode(message)))
+        send = self.socket.send
+        send(topic, SNDMORE)
+        send(encode(message), 0)
         kind = self._kinds.get(topic)
         if kind is None:
             kind = self._kinds[topic] = topic_kind(topic)

@@ -7,7 +7,7 @@ from typing import Any
 
 import zmq
 
-from meshtrader.bus.policy import DRAIN_LIMIT
+from meshtrader.bus.policy import DRAIN_LIMIT, EVENTS, NOBLOCK, POLLIN
 from meshtrader.runtime.log import Logger
 from meshtrader.runtime.metrics import ServiceMetrics
 from meshtrader.wire.codec import DecodeError, decoder_for, encode
@@ -31,11 +31,10 @@ class RepServer:
 
     def on_readable(self) -> None:
         for _ in range(DRAIN_LIMIT):
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not self.socket.get(EVENTS) & POLLIN:
                 return
-            self.socket.send(encode(self._answer(frames)))
+            frames = self.socket.recv_multipart(NOBLOCK)
+            self.socket.send(encode(self._answer(frames)), 0)
             if self.after_reply is not None:
                 self.after_reply()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class OrderStatus(StrEnum):
@@ -39,8 +40,9 @@ class InvalidTransition(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(NamedTuple):
+    """One step of an order's life (a tuple: made several times per order, on the tick-to-fill path)."""
+
     order_id: str
     seq: int
     before: OrderStatus

@@ -40,7 +40,11 @@ class SubAccount:
     gross_loss: Decimal = ZERO
 
     def open_positions(self) -> int:
-        return sum(1 for p in self.positions.values() if p.qty > 0)
+        count = 0
+        for position in self.positions.values():
+            if position.qty > 0:
+                count += 1
+        return count
 
     @property
     def free_cash(self) -> Decimal:
@@ -78,10 +82,13 @@ class Portfolio:
         account.cash += amount
         account.units += amount / nav
 
-    def nav(self, strategy: str) -> Decimal:
-        """Equity per unit (1 at the first funding): a strategy's performance, untouched by transfers."""
+    def nav(self, strategy: str, equity: Decimal | None = None) -> Decimal:
+        """Equity per unit (1 at the first funding): a strategy's performance, untouched by transfers.
+        `equity`: the strategy's equity at the current marks, if the caller has just valued it."""
         account = self.accounts[strategy]
-        return (self.equity(strategy) / account.units).quantize(NAV_QUANTUM) if account.units else Decimal(1)
+        if not account.units:
+            return Decimal(1)
+        return ((self.equity(strategy) if equity is None else equity) / account.units).quantize(NAV_QUANTUM)
 
     def apply_fill(self, strategy: str, symbol: str, side: str, qty: Decimal, price: Decimal,
                    fee_paid: Decimal) -> Decimal:
@@ -120,23 +127,34 @@ class Portfolio:
     def mark(self, symbol: str, price: Decimal) -> None:
         self.marks[symbol] = price
 
-    # ----- valuation ----------------------------------------------------------------------------
-    def _value(self, symbol: str, position: Position) -> Decimal:
-        mark = self.marks.get(symbol)
-        if mark is None:  # never marked: value at cost rather than invent a price
-            return position.cost
-        return position.qty * mark
-
+    # ----- valuation (plain loops: every order is judged on these sums) ---------------------------------
     def exposure(self, strategy: str | None = None) -> Decimal:
-        accounts = [self.accounts[strategy]] if strategy else self.accounts.values()
-        return sum((self._value(s, p) for a in accounts for s, p in a.positions.items() if p.qty), ZERO)
+        """Open positions at their marks; a position never marked at cost, rather than invent a price."""
+        marks, total = self.marks, ZERO
+        for account in (self.accounts[strategy],) if strategy else self.accounts.values():
+            for symbol, position in account.positions.items():
+                if position.qty:
+                    mark = marks.get(symbol)
+                    total += position.cost if mark is None else position.qty * mark
+        return total
 
     def equity(self, strategy: str | None = None) -> Decimal:
-        accounts = [self.accounts[strategy]] if strategy else list(self.accounts.values())
-        return sum((a.cash for a in accounts), ZERO) + self.exposure(strategy)
+        if strategy:
+            return self.accounts[strategy].cash + self.exposure(strategy)
+        return self.cash() + self.exposure()
+
+    def open_positions(self) -> int:
+        """Positions open across the sub-accounts."""
+        count = 0
+        for account in self.accounts.values():
+            count += account.open_positions()
+        return count
 
     def cash(self) -> Decimal:
-        return sum((a.cash for a in self.accounts.values()), ZERO)
+        total = ZERO
+        for account in self.accounts.values():
+            total += account.cash
+        return total
 
     def held_assets(self, quote: str = "USDT") -> dict[str, Decimal]:
         """Every base asset the sub-accounts hold, summed: what the exchange account must hold too."""
@@ -191,9 +209,10 @@ class Portfolio:
 def size_buy(account: SubAccount, equity: Decimal, price: Decimal, order_pct: Decimal,
              fee_rate: Decimal, spec: Instrument) -> tuple[Decimal, str]:
     """Quantity for a buy of `order_pct` of the strategy's equity, within its cash; (0, why) if none."""
-    budget = min(equity * order_pct, account.free_cash)
+    free_cash = account.free_cash
+    budget = min(equity * order_pct, free_cash)
     qty = spec.floor_qty(budget / (price * (1 + fee_rate)))
-    while qty > 0 and qty * price + fee(qty * price, fee_rate) > account.free_cash:
+    while qty > 0 and qty * price + fee(qty * price, fee_rate) > free_cash:
         qty -= spec.qty_step
     if qty < spec.min_qty or qty * price < spec.min_notional:
         return ZERO, f"order too small: {qty} {spec.symbol} at {price} is under the exchange minimum"

@@ -95,8 +95,7 @@ class RiskBook:
                             f"{(1 - portfolio_equity / start) * 100:.2f}% from the day's start {start:.2f} "
                             f"(limit {limits.daily_loss_pct * 100}%): new orders halted until 00:00 UTC"))
         self.portfolio_peak = max(self.portfolio_peak or portfolio_equity, portfolio_equity)
-        drawdown_floor = self.portfolio_peak * (1 - limits.portfolio_drawdown_pct)
-        if not self.kill_switch and portfolio_equity <= drawdown_floor:
+        if not self.kill_switch and portfolio_equity <= self.portfolio_peak * (1 - limits.portfolio_drawdown_pct):
             self.kill_switch = True
             self.kill_reason = (f"portfolio equity {portfolio_equity:.2f} is "
                                 f"{(1 - portfolio_equity / self.portfolio_peak) * 100:.2f}% below its peak "
@@ -141,15 +140,30 @@ class RiskBook:
                    portfolio_peak=Decimal(data["portfolio_peak"]) if data.get("portfolio_peak") else None)
 
 
+# The verdicts whose words never vary: made once, as most requests end in one of them (every order is
+# refused while the kill switch is on).
+CLOSING_ALL = Verdict(True, "close_all", "operator closing all positions")
+KILL_SWITCH_ON = Verdict(False, "kill_switch", "kill switch is on: no orders")
+REDUCES = Verdict(True, "reduce_only", "exposure-reducing order")
+
+
+def standing_refusal(book: RiskBook) -> Verdict | None:
+    """The refusal every order but an operator's close-all gets now, whatever its numbers (the halts), or
+    None. An in-process guard asks it before an order's numbers are gathered: a halted book refuses cheaply."""
+    if book.kill_switch:
+        return KILL_SWITCH_ON
+    if book.daily_halt:
+        return Verdict(False, "daily_loss", book.state_reason())
+    return None
+
+
 def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
     """Approve or reject one order. Exits (reducing orders) pass every rule but the halts; an operator's
     close-all passes the halts too (HALTED means nothing new, not "keep the risk")."""
     if request.close_all and request.reduces:
-        return Verdict(True, "close_all", "operator closing all positions")
-    if book.kill_switch:
-        return Verdict(False, "kill_switch", "kill switch is on: no orders")
-    if book.daily_halt:
-        return Verdict(False, "daily_loss", book.state_reason())
+        return CLOSING_ALL
+    if (refusal := standing_refusal(book)) is not None:
+        return refusal
     spec = instrument(request.symbol)
     if request.qty % spec.qty_step or request.price % spec.price_tick:
         return Verdict(False, "precision", f"{request.symbol} trades in steps of {spec.qty_step} at ticks of "
@@ -159,7 +173,7 @@ def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
                        f"{request.qty * request.price:.2f}) is under the exchange minimum {spec.min_qty} / "
                        f"{spec.min_notional} notional")
     if request.reduces:
-        return Verdict(True, "reduce_only", "exposure-reducing order")
+        return REDUCES
     if book.stale:
         return Verdict(False, "stale_data", book.state_reason())
     if request.strategy in book.deactivated:
@@ -208,7 +222,7 @@ def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
 def judge(book: RiskBook, request: ApproveOrder, limits: Limits) -> tuple[Verdict, list[tuple[str, str]]]:
     """What the risk guard does for each order: update the book from the request's numbers, then rule."""
     changes = book.observe(request.event_time, request.portfolio_equity, {request.strategy: request.strategy_nav},
-                           limits)
+                           limits)  # the same numbers seen again (after a `standing_refusal` check) change nothing
     verdict = evaluate(request, book, limits)
     if verdict.approved and not request.reduces:
         book.entries_today += 1

@@ -17,14 +17,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
 from meshtrader.domain.money import MAKER, TAKER, ZERO, to_decimal
 from meshtrader.domain.orders import Order, OrderStatus, Transition
 from meshtrader.domain.portfolio import Portfolio
-from meshtrader.execution.journal import Journal
+from meshtrader.execution.journal import Journal, MemoryJournal
 from meshtrader.execution.planning import (
     MarkHistory,
     OrderRules,
@@ -58,6 +58,9 @@ class ExecutionEvents(Protocol):
 
 
 Approver = Callable[[ApproveOrder], Approval | str]  # the risk rules' verdict, or why there is none
+# An in-process approver's refusal of a signal's order whatever its numbers (its book is halted), or None:
+# asked where the approver would be, so a refused order costs no approval request.
+StandingRefusal = Callable[[Signal], Approval | None]
 
 END_STATES = {"canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}
 
@@ -97,9 +100,12 @@ class WorkingOrder:
 class ExecutionEngine:
     def __init__(self, portfolio: Portfolio, venue: Venue, rules: OrderRules, approve: Approver, journal: Journal,
                  events: ExecutionEvents, log: Logger, *, source: str = "executor", order_timeout_s: float = 300.0,
-                 signal_ttl_s: float = 30.0, tolerance: Decimal = Decimal("0.01"), symbols: list[str] = ()) -> None:
+                 signal_ttl_s: float = 30.0, tolerance: Decimal = Decimal("0.01"), symbols: list[str] = (),
+                 standing_refusal: StandingRefusal | None = None) -> None:
         self.portfolio, self.venue, self.rules, self.approve = portfolio, venue, rules, approve
+        self.standing_refusal = standing_refusal
         self.journal, self.events, self.log, self.source = journal, events, log, source
+        self.journaling = not isinstance(journal, MemoryJournal)  # a backtest's keeps nothing: rows go unbuilt
         self.order_timeout_ms = int(order_timeout_s * 1000)
         self.signal_ttl_s, self.tolerance, self.symbols = signal_ttl_s, tolerance, list(symbols)
         self.marks = MarkHistory()
@@ -112,7 +118,7 @@ class ExecutionEngine:
         self.duplicates = 0
         self.unpublished: list[str] = []  # trade ids published since the journal last marked them
         self.touched: set[tuple[str, str]] = set()  # (strategy, symbol) whose position moved
-        self.received_ns = self.approved_ns = 0  # the order path's timestamps, carried on the fill
+        self.signal_ns = self.received_ns = self.approved_ns = 0  # the order path's timestamps, carried on the fill
 
     # ----- market data --------------------------------------------------------------------------------
     def on_tick(self, symbol: str, event_time: int, price: Decimal) -> None:
@@ -132,7 +138,7 @@ class ExecutionEngine:
     def on_signal(self, signal: Signal) -> None:
         """A strategy's signal from the bus: deduplicated, refused when stale, executed at the marks as of
         its event time (however late it arrives, so the mesh and the backtester agree bar for bar)."""
-        self.received_ns = time.monotonic_ns()
+        self.signal_ns, self.received_ns = signal.st, time.monotonic_ns()
         if signal.signal_id in self.seen:
             self.duplicates += 1
             return
@@ -155,7 +161,7 @@ class ExecutionEngine:
 
     def execute(self, signal: Signal, close_all: bool = False) -> None:
         """Plan, approve and submit at the portfolio's current marks."""
-        if signal.side == "sell":  # an exit first withdraws the strategy's resting entries in that symbol
+        if signal.side == "sell" and self.working:  # an exit first withdraws the strategy's resting entries there
             for working in [w for w in self.working.values() if w.request.limit and not w.cancel_reason
                             and (w.request.strategy, w.request.symbol) == (signal.strategy, signal.symbol)]:
                 self.cancel(working, f"canceled by the exit signal {signal.signal_id}")
@@ -168,13 +174,15 @@ class ExecutionEngine:
             walked = self.venue.expected_slippage_bp(planned.symbol, planned.side, planned.qty,
                                                      self.portfolio.marks[planned.symbol], budget)
             if walked is not None:
-                planned = replace(planned, slippage_bp=walked)
+                planned = planned._replace(slippage_bp=walked)
         if (problem := slippage_problem(planned, self.rules)) is not None:
             return self.reject(signal, order_id, planned.qty, "slippage_tolerance", problem)
         if self.venue.remote and (refusal := self.remote_refusal(signal)) is not None:
             return self.reject(signal, order_id, planned.qty, "live_blocked", refusal)
-        reply = self.approve(approval_request(self.portfolio, planned, order_id, signal.et, signal.stop, close_all,
-                                              src=self.source, tid=signal.tid))
+        reply = None if close_all or self.standing_refusal is None else self.standing_refusal(signal)
+        if reply is None:
+            reply = self.approve(approval_request(self.portfolio, planned, order_id, signal.et, signal.stop, close_all,
+                                                  src=self.source, tid=signal.tid))
         if not isinstance(reply, Approval):
             return self.reject(signal, order_id, planned.qty, "risk_unavailable", str(reply))
         if not reply.approved:
@@ -185,20 +193,19 @@ class ExecutionEngine:
     def submit(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
         limit = planned.liquidity == MAKER
         request = OrderRequest(order_id, signal.strategy, signal.symbol, signal.side, planned.qty, planned.price, limit)
-        order, now = Order(order_id, planned.qty), time.time()
+        order = Order(order_id, planned.qty)
         expires = signal.et + self.order_timeout_ms if limit else None
-        working = WorkingOrder(order, request, signal.signal_id, signal.tid, now, expires, origin_ns=signal.origin_ns)
-        row = OrderRow(order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, planned.qty,
-                       planned.price if limit else None, "", signal.reason, signal.et, f"{signal.tid:016x}", now,
-                       "limit" if limit else "market", expires)
-        kind = f"limit {planned.price}" if limit else "market"
+        working = WorkingOrder(order, request, signal.signal_id, signal.tid, time.time(), expires,
+                               origin_ns=signal.origin_ns)
         if limit:
             self.hold_back(working)
         if not self.venue.remote:  # the answer is immediate: the order and its fills go in one transaction
             submitted = order.move(OrderStatus.SUBMITTED, f"risk approved: sent to the {self.venue.name} venue")
-            return self.apply(working, self.venue.submit(request), signal.et, [submitted], row)
+            return self.apply(working, self.venue.submit(request), signal.et, [submitted], signal.reason)
+        kind = f"limit {planned.price}" if limit else "market"
         submitted = order.move(OrderStatus.SUBMITTED, f"sent to {self.venue.name} as a {kind} order")
-        self.journal.record(OrderChange(replace(row, status=order.status), [submitted], (), signal.et, now))
+        row = self.order_row(working, signal.reason, signal.et, order.status, planned.price if limit else None)
+        self.journal.record(OrderChange(row, [submitted], (), signal.et, working.sent_at))
         self.publish(working, [submitted], signal.et)
         self.working[order_id] = working
         try:
@@ -214,9 +221,11 @@ class ExecutionEngine:
 
     # ----- booking what the venue says --------------------------------------------------------------------
     def apply(self, working: WorkingOrder, report: VenueReport | None, event_time: int | None = None,
-              steps: list[Transition] | None = None, new_row: OrderRow | None = None) -> None:
+              steps: list[Transition] | None = None, new_order_reason: str | None = None) -> None:
         """Book what the venue says of an order: its new fills (each its own trade, exactly as reported)
-        and its state. An order a remote venue never received is REJECTED once it cannot arrive any more."""
+        and its state. An order a remote venue never received is REJECTED once it cannot arrive any more.
+        `new_order_reason`: the signal's reason, when this is the first answer on an order not yet journaled
+        (its row goes in with the state and average price the answer leaves it in)."""
         event_time = self.event_time if event_time is None else event_time
         order, request, steps = working.order, working.request, steps or []
         if report is None:
@@ -252,16 +261,8 @@ class ExecutionEngine:
             steps.append(ended)
         if not steps:
             return
-        if new_row is not None:
-            new_row = replace(new_row, status=order.status, price=average_price(trades) if trades else new_row.price)
-        try:
-            self.journal.record(OrderChange(new_row, steps, trades, event_time, now, order.status,
-                                            ended.reason if ended else None))
-        except Exception:  # the store refused: memory must not keep it either
-            self.portfolio = self.journal.rebuild(self.portfolio)
-            for kept in self.working.values():
-                self.portfolio.accounts[kept.request.strategy].reserved += kept.reserved
-            raise
+        if self.journaling:
+            self.journal_change(working, steps, trades, event_time, now, new_order_reason, ended)
         self.touched.add((request.strategy, request.symbol))
         for trade in trades:
             self.publish_fill(trade, working.signal_id, working.tid, working.origin_ns)
@@ -271,9 +272,36 @@ class ExecutionEngine:
             self.forget(working)
         elif order.order_id not in self.working:
             self.working[order.order_id] = working
-        self.log.info("order_booked", trace_id=working.tid, order_id=order.order_id, strategy=request.strategy,
-                      symbol=request.symbol, side=request.side, status=order.status, filled=str(order.filled_qty),
-                      of=str(order.qty), fills=[[t.trade_id, str(t.qty), str(t.price), str(t.fee)] for t in trades])
+        if self.log.enabled("INFO"):
+            self.log.info("order_booked", trace_id=working.tid, order_id=order.order_id, strategy=request.strategy,
+                          symbol=request.symbol, side=request.side, status=order.status, filled=str(order.filled_qty),
+                          of=str(order.qty), fills=[[t.trade_id, str(t.qty), str(t.price), str(t.fee)] for t in trades])
+
+    def journal_change(self, working: WorkingOrder, steps: list[Transition], trades: list[TradeRow], event_time: int,
+                       now: float, new_order_reason: str | None, ended: Transition | None) -> None:
+        """Commit what `apply` booked in one transaction; if the store refuses, memory must not keep it either."""
+        order, request = working.order, working.request
+        new_row = None
+        if new_order_reason is not None:
+            price = average_price(trades) if trades else request.price if request.limit else None
+            new_row = self.order_row(working, new_order_reason, event_time, order.status, price)
+        try:
+            self.journal.record(OrderChange(new_row, steps, trades, event_time, now, order.status,
+                                            ended.reason if ended else None))
+        except Exception:
+            self.portfolio = self.journal.rebuild(self.portfolio)
+            for kept in self.working.values():
+                self.portfolio.accounts[kept.request.strategy].reserved += kept.reserved
+            raise
+
+    @staticmethod
+    def order_row(working: WorkingOrder, reason: str, event_time: int, status: str,
+                  price: Decimal | None) -> OrderRow:
+        """A new order's journal row, in state `status` (a limit's price, or a filled order's average)."""
+        r = working.request
+        return OrderRow(r.order_id, working.signal_id, r.strategy, r.symbol, r.side, r.qty, price, status, reason,
+                        event_time, f"{working.tid:016x}", working.sent_at, "limit" if r.limit else "market",
+                        working.expires_et)
 
     def accepted_reason(self, request: OrderRequest, report: VenueReport) -> str:
         if self.venue.remote:
@@ -291,15 +319,17 @@ class ExecutionEngine:
         self.log.warning("order_ended", order_id=step.order_id, status=status, reason=reason)
 
     def reject(self, signal: Signal, order_id: str, qty: Decimal, rule: str, reason: str) -> None:
-        why, now = f"{rule}: {reason}", time.time()
+        why = f"{rule}: {reason}"
         step = Order(order_id, qty).move(OrderStatus.REJECTED, why)
-        kind = self.rules.order_type if signal.side == "buy" else "market"
-        row = OrderRow(order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, qty, None,
-                       OrderStatus.REJECTED, why, signal.et, f"{signal.tid:016x}", now, kind, None)
-        self.journal.record(OrderChange(row, [step], (), signal.et, now))
+        if self.journaling:
+            kind, now = self.rules.order_type if signal.side == "buy" else "market", time.time()
+            row = OrderRow(order_id, signal.signal_id, signal.strategy, signal.symbol, signal.side, qty, None,
+                           OrderStatus.REJECTED, why, signal.et, f"{signal.tid:016x}", now, kind, None)
+            self.journal.record(OrderChange(row, [step], (), signal.et, now))
         self.events.order(self.update(step, signal.signal_id, signal.strategy, signal.symbol, signal.side, qty, None,
                                       signal.et, signal.tid))
-        self.log.info("order_rejected", trace_id=signal.tid, order_id=order_id, rule=rule, reason=reason)
+        if self.log.enabled("INFO"):
+            self.log.info("order_rejected", trace_id=signal.tid, order_id=order_id, rule=rule, reason=reason)
 
     def publish_fill(self, trade: TradeRow, signal_id: str = "", tid: int = 0, origin_ns: int = 0) -> None:
         account = self.portfolio.accounts[trade.strategy]
@@ -308,7 +338,8 @@ class ExecutionEngine:
             trade_id=trade.trade_id, order_id=trade.order_id, signal_id=signal_id, strategy=trade.strategy,
             symbol=trade.symbol, side=trade.side, qty=trade.qty, price=trade.price, fee=trade.fee,
             realized_pnl=trade.realized_pnl, cash_after=account.cash, position_after=position.qty if position else ZERO,
-            liquidity=trade.liquidity, origin_ns=origin_ns, received_ns=self.received_ns if origin_ns else 0,
+            liquidity=trade.liquidity, origin_ns=origin_ns, signal_ns=self.signal_ns if origin_ns else 0,
+            received_ns=self.received_ns if origin_ns else 0,
             approved_ns=self.approved_ns if origin_ns else 0, et=trade.event_time, tid=tid))
         self.unpublished.append(trade.trade_id)
 

@@ -7,7 +7,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from meshtrader.domain.money import BP, MAKER, TAKER, ZERO, FeeModel, fee, instrument, slipped_price
 from meshtrader.domain.portfolio import Portfolio, size_buy
@@ -42,8 +42,9 @@ class OrderRules:
         return self.slippage_bp + impact
 
 
-@dataclass(frozen=True)
-class PlannedOrder:
+class PlannedOrder(NamedTuple):
+    """An order as planned (a tuple: one is planned for every signal, and most are refused)."""
+
     strategy: str
     symbol: str
     side: str
@@ -119,18 +120,21 @@ KELLY_MIN_TRADES = 20  # closed trades before a strategy's Kelly fraction is wor
 
 def approval_request(portfolio: Portfolio, order: PlannedOrder, request_id: str, event_time: int,
                      stop: float | None = None, close_all: bool = False, **envelope: Any) -> ApproveOrder:
-    """What the risk rules need to judge an order, from the books that will carry it."""
+    """What the risk rules need to judge an order, from the books that will carry it. Every order is
+    judged on these sums, so each is taken once: the NAV from the strategy's equity, the portfolio's
+    equity from its exposure."""
     account = portfolio.accounts[order.strategy]
     held = account.positions.get(order.symbol)
+    strategy_equity, exposure = portfolio.equity(order.strategy), portfolio.exposure()
     return ApproveOrder(request_id=request_id, strategy=order.strategy, symbol=order.symbol, side=order.side,
                         qty=order.qty, price=order.price, reduces=order.side == "sell",
-                        opens_position=order.opens_position, strategy_equity=portfolio.equity(order.strategy),
-                        strategy_nav=portfolio.nav(order.strategy),
-                        strategy_open_positions=account.open_positions(), portfolio_equity=portfolio.equity(),
-                        portfolio_exposure=portfolio.exposure(), event_time=event_time,
+                        opens_position=order.opens_position, strategy_equity=strategy_equity,
+                        strategy_nav=portfolio.nav(order.strategy, strategy_equity),
+                        strategy_open_positions=account.open_positions(), portfolio_equity=portfolio.cash() + exposure,
+                        portfolio_exposure=exposure, event_time=event_time,
                         stop_price=Decimal(repr(stop)) if stop else None,
                         position_qty=held.qty if held else ZERO,
-                        portfolio_open_positions=sum(a.open_positions() for a in portfolio.accounts.values()),
+                        portfolio_open_positions=portfolio.open_positions(),
                         strategy_kelly=account.kelly_fraction(KELLY_MIN_TRADES), close_all=close_all, **envelope)
 
 

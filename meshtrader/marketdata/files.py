@@ -1,12 +1,15 @@
-"""Market data files: the shipped CSVs (candles, funding rates, raw trades), read and validated."""
+"""Market data files: the shipped CSVs (candles, funding rates, raw trades) and the instruments they are
+of (instruments.json), read and validated."""
 from __future__ import annotations
 
 import csv
 import gzip
 import io
+import json
 from pathlib import Path
 
 from meshtrader.domain.candles import Bar, Trade, candle_problem
+from meshtrader.domain.instruments import BUNDLED_INSTRUMENTS, InstrumentSet, MarketType, parse_instruments
 
 CANDLE_COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
 
@@ -76,3 +79,13 @@ def load_trades(path: Path) -> list[Trade]:
 
 def load_funding(path: Path) -> list[tuple[int, float]]:
     return [(int(r[0]), float(r[1])) for r in load_rows(path, ("timestamp_ms", "funding_rate"))]
+
+
+def load_data_instruments(data_dir: Path, market_type: MarketType) -> InstrumentSet:
+    """The instruments.json beside the data (MESH_DATA), else the bundled one: those of one market type."""
+    own = data_dir / BUNDLED_INSTRUMENTS.name
+    path = own if own.is_file() else BUNDLED_INSTRUMENTS
+    try:
+        return parse_instruments(json.loads(path.read_text()), market_type, str(path))
+    except (OSError, ValueError) as error:
+        raise DataError(f"unreadable instruments file: {error}") from None

@@ -412,7 +412,7 @@ def results_line(results: dict | None) -> str:
 # Developer tools that live in the repository beside the package (not installed with it): `mesh TOOL ...`
 # runs `python -m MODULE ...` with the repository on the path. `mesh TOOL --help` lists their options.
 REPO_TOOLS = (("exchange-sim", "tools.exchange_sim", "a local exchange speaking Binance's wire formats over the data"),
-              ("bench", "bench", "run a benchmark suite (--suite latency|feed|backtest|sweep|forks, --json)"))
+              ("bench", "bench", "run a benchmark suite (--suite latency|feed|backtest|sweep|forks|loops, --json)"))
 
 
 def run_repo_tool(module: str, argv: list[str]) -> int:
@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     targets = sub.add_parser("prometheus-targets", help="print Prometheus file_sd targets for /metrics")
     targets.add_argument("--host", help="address Prometheus reaches the mesh at (default MESH_HOST)")
     targets.set_defaults(func=cmd_prometheus_targets)
-    for tool, module, what in REPO_TOOLS:
+    for tool, _module, what in REPO_TOOLS:
         sub.add_parser(tool, help=what, add_help=False)  # listed here; `main` hands it its arguments
     close = sub.add_parser("close-all", help="sell every open position at market now (allowed even when halted)")
     close.add_argument("--yes", action="store_true", help="do not ask for confirmation")

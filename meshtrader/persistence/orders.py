@@ -175,18 +175,27 @@ class OrderJournal:
                          r["trace_id"] or "0", r["created_at"], r["liquidity"])
                 for r in self.store.query("SELECT * FROM trades WHERE published = 0 ORDER BY created_at, trade_id")]
 
-    def stale_positions(self, portfolio: Portfolio) -> list[tuple[tuple[str, str], Decimal | None, Decimal | None]]:
+    def refresh_positions(self, portfolio: Portfolio) -> list[tuple[tuple[str, str], Decimal | None, Decimal | None]]:
         """The trades are the truth; the positions table mirrors them within 100 ms, so after a crash it
-        may lag by the last few fills: the rows that differ, as (key, stored, from the trades)."""
+        may lag by the last few fills: the rows that differ are rewritten, and returned as (key, stored,
+        from the trades)."""
         stored = {(r["strategy"], r["symbol"]): Decimal(r["qty"])
                   for r in self.store.query("SELECT strategy, symbol, qty FROM positions")}
         rebuilt = {(a.strategy, sym): p.qty for a in portfolio.accounts.values() for sym, p in a.positions.items()}
-        return [(key, stored.get(key), rebuilt.get(key)) for key in sorted(set(stored) | set(rebuilt))
-                if stored.get(key, ZERO) != rebuilt.get(key, ZERO)]
+        stale = [(key, stored.get(key), rebuilt.get(key)) for key in sorted(set(stored) | set(rebuilt))
+                 if stored.get(key, ZERO) != rebuilt.get(key, ZERO)]
+        if stale:
+            self.sync([], [key for key, _, _ in stale], portfolio)
+        return stale
 
-    def sync(self, published: list[str], positions: list[tuple[str, str, Decimal, Decimal]]) -> None:
-        """Mark fills as published (the outbox) and mirror positions (strategy, symbol, qty, cost)."""
+    def sync(self, published: list[str], touched: Iterable[tuple[str, str]], portfolio: Portfolio) -> None:
+        """Mark fills as published (the outbox) and mirror the positions (strategy, symbol) that moved."""
         now = time.time()
+        rows = []
+        for strategy, symbol in touched:
+            position = portfolio.accounts[strategy].positions.get(symbol)
+            qty, cost = (position.qty, position.cost) if position else (ZERO, ZERO)
+            rows.append((strategy, symbol, str(qty), str(cost), now))
         with self.store.transaction() as db:
             db.executemany("UPDATE trades SET published = 1 WHERE trade_id = ?", [(i,) for i in published])
-            db.executemany(UPSERT_POSITION, [(s, sym, str(qty), str(cost), now) for s, sym, qty, cost in positions])
+            db.executemany(UPSERT_POSITION, rows)

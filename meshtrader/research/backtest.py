@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from itertools import groupby
 from typing import Any
@@ -22,7 +22,7 @@ from meshtrader.domain.allocation import equal_weights
 from meshtrader.domain.candles import Bar, intrabar_path, merged_timeline, timeframe_ms
 from meshtrader.domain.money import cash, to_decimal
 from meshtrader.domain.portfolio import Portfolio
-from meshtrader.domain.risk import Limits, RiskBook, judge
+from meshtrader.domain.risk import Limits, RiskBook, Verdict, judge, standing_refusal
 from meshtrader.execution.engine import ExecutionEngine
 from meshtrader.execution.journal import MemoryJournal
 from meshtrader.execution.planning import OrderRules
@@ -70,7 +70,7 @@ class Report:
     risk_events: list[tuple[int, str, str]] = field(default_factory=list, repr=False)  # (time, rule, what changed)
 
     def summary(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, equity_curve=[], fills=[]))  # not a deep copy of a bar-by-bar curve to drop
         data.pop("equity_curve")
         data.pop("fills")
         data["risk_events"] = [f"{rule}: {reason}" for _, rule, reason in self.risk_events]
@@ -179,7 +179,7 @@ class _Books:
         self.engine = ExecutionEngine(self.portfolio, PaperVenue(backtester.rules.fees, backtester.rules.fill_model,
                                                                  quiet),
                                       backtester.rules, self.approve, MemoryJournal(), self, quiet, source="backtest",
-                                      order_timeout_s=backtester.order_timeout_s)
+                                      order_timeout_s=backtester.order_timeout_s, standing_refusal=self.refusal)
 
     def execute(self, name: str, symbol: str, bar: Bar, event_time: int, side: str, stop: float | None) -> None:
         """A decision becomes an order exactly as the executor makes it, at every symbol's last price."""
@@ -208,7 +208,26 @@ class _Books:
     # ----- the engine's approver and event sink -------------------------------------------------------
     def approve(self, request: ApproveOrder) -> Approval:
         verdict, changes = judge(self.book, request, self.bt.limits)
-        self.risk_events += [(request.event_time, rule, reason) for rule, reason in changes]
+        self.note(request.event_time, changes)
+        return self.approval(verdict)
+
+    def refusal(self, signal: Signal) -> Approval | None:
+        """While the risk book is halted it refuses the signal's order whatever it is: shown the books as
+        `approve` would show them (a new day may lift a daily halt), it answers without a full request."""
+        if standing_refusal(self.book) is None:
+            return None  # not halted: the order is judged in full (which may halt it)
+        portfolio = self.portfolio
+        self.note(signal.et, self.book.observe(signal.et, portfolio.equity(),
+                                               {signal.strategy: portfolio.nav(signal.strategy)}, self.bt.limits))
+        verdict = standing_refusal(self.book)
+        return None if verdict is None else self.approval(verdict)
+
+    def note(self, event_time: int, changes: list[tuple[str, str]]) -> None:
+        """What the risk book changed, as the guard records it: when, by which rule, what."""
+        if changes:
+            self.risk_events += [(event_time, rule, reason) for rule, reason in changes]
+
+    def approval(self, verdict: Verdict) -> Approval:
         return Approval(approved=verdict.approved, rule=verdict.rule, reason=verdict.reason,
                         trading_state=self.book.trading_state)
 
@@ -250,13 +269,15 @@ def ratios(curve: list[float], tf_ms: int) -> dict[str, float]:
     returns = [b / a - 1 for a, b in zip(curve, curve[1:], strict=False) if a]
     n = len(returns)
     mean = sum(returns) / n
-    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / n)
-    downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / n)
+    std = math.sqrt(sum([(r - mean) ** 2 for r in returns]) / n)
+    downside = math.sqrt(sum([r ** 2 for r in returns if r < 0.0]) / n)  # gains add nothing
     per_year = math.sqrt(MINUTES_PER_YEAR * 60_000 / tf_ms)
     peak, drawdown = curve[0], 0.0
     for value in curve:
-        peak = max(peak, value)
-        drawdown = max(drawdown, 1 - value / peak)
+        if value > peak:
+            peak = value
+        elif (fall := 1 - value / peak) > drawdown:
+            drawdown = fall
     return {"sharpe": round(mean / std * per_year, 6) if std else 0.0,
             "sortino": round(mean / downside * per_year, 6) if downside else 0.0,
             "max_drawdown": round(drawdown, 8)}

@@ -28,6 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from meshtrader.domain.instruments import BUNDLED_MARKET_TYPE, MarketType
 from meshtrader.runtime import topology
 from meshtrader.runtime.topology import MAX_STRATEGIES
 
@@ -72,6 +73,9 @@ class Settings(BaseSettings):
     feed: Literal["replay", "live"] = Field("replay", description="replay the bundled data, or stream live")
     exchange: str = Field("binance", description="ccxt exchange id for live data")
     exchange_url: str | None = Field(None, description="point ccxt at this base URL (e.g. mesh exchange-sim)")
+    market_type: MarketType | None = Field(
+        None, description="the instruments' market: spot, or usdm (USD-M futures); unset: spot with live data "
+        "(MESH_FEED=live), else usdm (the bundled candles)")
     feed_transport: Literal["auto", "websocket", "rest"] = Field(
         "auto", description="websocket klines where ccxt has them, else REST polling")
     feed_poll_s: float | None = Field(None, gt=0, description="REST polling interval (default 10 s)")
@@ -179,6 +183,8 @@ class Settings(BaseSettings):
     alert_rate_per_min: int = Field(10, ge=1, description="alerts sent per minute at most (and a title once in 5 min)")
     big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    profile_dir: Path | None = Field(None, description="each service's loop runs under cProfile and writes "
+                                     "<service>.prof here when it stops (the latency bench's breakdown)")
 
     @field_validator("symbols", "strategy_files", "strategies", "validation_windows_min", "validation_window_weights",
                      mode="before")
@@ -261,6 +267,14 @@ class Settings(BaseSettings):
                                  "(or answer the prompt of `mesh up --mode live`)")
             if self.feed != "live":
                 raise ValueError("MESH_MODE=live needs live market data: MESH_FEED=live")
+        return self
+
+    @model_validator(mode="after")
+    def _market_type_fits_the_data(self) -> Settings:
+        if self.market_type is None:
+            self.market_type = "spot" if self.feed == "live" else BUNDLED_MARKET_TYPE
+        elif self.feed == "live" and self.market_type != "spot":
+            raise ValueError(f"MESH_MARKET_TYPE {self.market_type}: the live feed streams spot markets only")
         return self
 
     @model_validator(mode="after")

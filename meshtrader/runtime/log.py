@@ -22,6 +22,11 @@ class Logger:
         self.stream = stream or sys.stdout
         self._said_once: set[tuple] = set()
 
+    def enabled(self, level: str) -> bool:
+        """Whether a line at `level` would be written: a caller whose fields cost something to build (on a
+        hot path) asks first, so a quiet logger costs it nothing."""
+        return LEVELS[level] >= self.threshold
+
     def log(self, level: str, event: str, trace_id: int | str | None = None, **fields: Any) -> None:
         if LEVELS[level] < self.threshold:
             return
@@ -58,6 +63,10 @@ class Logger:
 
 class SilentLogger(Logger):
     """A logger that writes nothing: for in-process runs (backtests) whose record is their result."""
+
+    def __init__(self, service: str, level: str = "INFO", stream: TextIO | None = None) -> None:
+        super().__init__(service, level, stream)
+        self.threshold = max(LEVELS.values()) + 1  # above every level: `enabled` is always False
 
     def log(self, level: str, event: str, trace_id: int | str | None = None, **fields: Any) -> None:
         pass

@@ -10,12 +10,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import zmq
 
 from meshtrader.bus import Loop, Publisher, RepServer, ReqClient, Subscriber
+from meshtrader.bus.asyncio_thread import Inbox
 from meshtrader.persistence.hotstate import HotState
 from meshtrader.persistence.store import Store
 from meshtrader.runtime import topology
@@ -61,9 +62,12 @@ class Service:
         return self.pub
 
     def subscribe(self, endpoints: Iterable[str], prefixes: Iterable[bytes],
-                  handler: Callable[[bytes, Any], None]) -> Subscriber:
+                  handler: Callable[[bytes, Any], None], wake: bool = True) -> Subscriber:
+        """With `wake=False` the stream does not wake the service: it queues until the service reads it
+        (`subscriber.on_readable()`), e.g. just before the message it needs it for."""
         subscriber = Subscriber(self.ctx, endpoints, prefixes, handler, self.metrics, self.log)
-        self.loop.add_reader(subscriber.socket, subscriber.on_readable)
+        if wake:
+            self.loop.add_reader(subscriber.socket, subscriber.on_readable)
         self._closables.append(subscriber)
         return subscriber
 
@@ -82,6 +86,13 @@ class Service:
                            self.log)
         self._closables.append(client)
         return client
+
+    def inbox(self, name: str, handler: Callable[[Iterator[list[bytes]]], None]) -> str:
+        """Where an AsyncioThread of this service pushes (the endpoint returned); `handler` gets what it pushed."""
+        inbox = Inbox(self.ctx, f"inproc://{name}-{id(self)}", handler)
+        self.loop.add_reader(inbox.socket, inbox.on_readable)
+        self._closables.append(inbox)
+        return inbox.endpoint
 
     # ----- lifecycle ----------------------------------------------------------------------------
     def setup(self) -> None:
@@ -123,7 +134,7 @@ class Service:
         self.log.info("service_started", pid=os.getpid())
         self._journal("started", {"pid": os.getpid()})
         try:
-            self.loop.run()
+            self.loop.run(self.settings.profile_dir / f"{self.name}.prof" if self.settings.profile_dir else None)
         finally:
             self.log.info("service_stopping")
             self.teardown()

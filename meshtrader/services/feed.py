@@ -6,9 +6,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import Callable
-
-import zmq
+from collections.abc import Callable, Iterator
 
 from meshtrader.domain.candles import Bar, CandleBuilder, intrabar_path, merged_timeline, resample, timeframe_ms
 from meshtrader.marketdata.files import (
@@ -99,11 +97,7 @@ class Feed(Service):
     # ----- live through ccxt --------------------------------------------------------------------
     def start_live(self) -> None:
         s = self.settings
-        endpoint = "inproc://livefeed"
-        self.live_inbox = self.ctx.socket(zmq.PULL)
-        self.live_inbox.bind(endpoint)
-        self.loop.add_reader(self.live_inbox, self.on_live)
-        self._closables.append(self.live_inbox)
+        endpoint = self.inbox("livefeed", self.on_live)
         events = self.metrics.counter("mesh_feed_events_total", "reconnects, gaps, backfilled candles, "
                                       "rate limits, malformed messages", ("symbol", "kind"))
         connected = self.metrics.gauge("mesh_feed_connected", "1 while the market data stream is up", ("symbol",))
@@ -126,12 +120,8 @@ class Feed(Service):
         self.live.start()
         self.log.info("live_feed_started", exchange=s.exchange, url=s.exchange_url, symbols=s.symbols)
 
-    def on_live(self) -> None:
-        for _ in range(1000):
-            try:
-                topic, payload, received = self.live_inbox.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+    def on_live(self, messages: Iterator[list[bytes]]) -> None:
+        for topic, payload, received in messages:
             event = decode_event(topic, payload)
             self.event_time = max(self.event_time, event.et)
             if isinstance(event, Candle):

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import time
 
-from meshtrader.domain.risk import Limits, RiskBook, judge
+from meshtrader.domain.instruments import install_instruments
+from meshtrader.domain.risk import Limits, RiskBook, Verdict, judge
 from meshtrader.runtime.config import Settings
 from meshtrader.services.base import Service, main
+from meshtrader.venues.instruments import load_instruments
 from meshtrader.wire.messages import (
     AccountSnapshot,
     Approval,
@@ -34,14 +36,15 @@ class RiskGuard(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__("risk", settings)
         self.limits = Limits.from_settings(settings)
+        install_instruments(load_instruments(settings, self.log))  # the venue's tick, step and minimums
         self.pending_events: list[tuple] = []
-        self.unpublished: list[RiskDecision] = []
+        self.answered: list[tuple[ApproveOrder, Verdict, str, float]] = []  # decisions not yet recorded
         self.book_dirty = False
 
     def setup(self) -> None:
         self.book = RiskBook.from_json(self.store.get_state(BOOK_KEY))
         self.publisher("risk.pub")
-        self.serve("risk.rep", RiskRequests, self.on_request, after_reply=self.publish_decisions)
+        self.serve("risk.rep", RiskRequests, self.on_request, after_reply=self.record_decisions)
         self.subscribe([self.settings.endpoint("executor.pub")], [b"acct"], self.on_account)
         self.subscribe([self.settings.endpoint("feed.pub")], [b"md.status."], self.on_feed_status)
         self.decisions = self.metrics.counter("mesh_risk_decisions_total", "pre-trade decisions", ("rule",))
@@ -62,29 +65,31 @@ class RiskGuard(Service):
         return self.status()
 
     def approve(self, request: ApproveOrder) -> Approval:
+        """The verdict, and only what it needs: the record of it is made after the answer has gone."""
         self.event_time = max(self.event_time, request.event_time)
         verdict, changes = judge(self.book, request, self.limits)
         self.apply_changes(changes)
         self.book_dirty = True
-        state = self.book.trading_state
-        self.decisions.labels(self.name, verdict.rule).inc()
-        self.pending_events.append((request.request_id, request.strategy, request.symbol, request.side,
-                                    int(verdict.approved), verdict.rule, verdict.reason, state,
-                                    request.event_time, time.time()))
-        self.unpublished.append(RiskDecision(
-            request_id=request.request_id, strategy=request.strategy, symbol=request.symbol, side=request.side,
-            approved=verdict.approved, rule=verdict.rule, reason=verdict.reason, et=request.event_time,
-            tid=request.tid))
-        if not verdict.approved:
-            self.log.info("order_rejected", trace_id=request.tid, request_id=request.request_id,
-                          rule=verdict.rule, reason=verdict.reason)
-        return Approval(approved=verdict.approved, rule=verdict.rule, reason=verdict.reason, trading_state=state)
+        self.answered.append((request, verdict, self.book.trading_state, time.time()))
+        return Approval(approved=verdict.approved, rule=verdict.rule, reason=verdict.reason,
+                        trading_state=self.book.trading_state)
 
-    def publish_decisions(self) -> None:
-        """After the answer has gone: the executor is not kept waiting for the broadcast."""
-        for decision in self.unpublished:
-            self.pub.publish(b"risk.decision", decision)
-        self.unpublished.clear()
+    def record_decisions(self) -> None:
+        """After the answer has gone, so the executor is not kept waiting: each decision counted, queued
+        for the store and broadcast."""
+        for request, verdict, state, decided_at in self.answered:
+            self.decisions.labels(self.name, verdict.rule).inc()
+            self.pending_events.append((request.request_id, request.strategy, request.symbol, request.side,
+                                        int(verdict.approved), verdict.rule, verdict.reason, state,
+                                        request.event_time, decided_at))
+            self.pub.publish(b"risk.decision", RiskDecision(
+                request_id=request.request_id, strategy=request.strategy, symbol=request.symbol, side=request.side,
+                approved=verdict.approved, rule=verdict.rule, reason=verdict.reason, et=request.event_time,
+                tid=request.tid))
+            if not verdict.approved:
+                self.log.info("order_rejected", trace_id=request.tid, request_id=request.request_id,
+                              rule=verdict.rule, reason=verdict.reason)
+        self.answered.clear()
 
     def set_kill_switch(self, on: bool, by: str) -> None:
         if self.book.kill_switch == on:

@@ -3,8 +3,9 @@
 Credentials come from the environment or .env only (`<EXCHANGE>_API_KEY`, `<EXCHANGE>_API_SECRET`),
 and no log line carries them. Orders carry the engine's client order id, so an order whose answer was
 lost is found again by that id instead of being placed twice. Fills, prices and fees are the exchange's
-own reports. What differs between exchanges (parameter names, the receive window) is their adapter's
-(meshtrader.venues.adapters).
+own reports. What differs between exchanges (parameter names, the receive window, which of their
+markets are of the configured MESH_MARKET_TYPE) is their adapter's (meshtrader.venues.adapters). The
+instruments (tick, step, minimums) are the exchange's, from its markets.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import zmq
 
 from meshtrader.bus import AsyncioThread
+from meshtrader.domain.instruments import Instrument, InstrumentSet, MarketType
 from meshtrader.domain.money import MAKER, TAKER
 from meshtrader.execution.venue import (
     OrderRequest,
@@ -44,14 +46,18 @@ def as_booked(trade_id: str, side: str, amount: Decimal, price: Decimal, fee: De
     return VenueFill(trade_id, amount, price, fee, liquidity, f"exchange trade {trade_id}")
 
 
+class MissingCredentials(VenueUnavailable):
+    """No API key or secret: waiting will not help."""
+
+
 def trading_exchange(module: Any, settings: Any) -> Any:
     """A ccxt exchange (sync `ccxt` or async `ccxt.pro`) with the trading credentials, pointed at
-    MESH_EXCHANGE_URL or the sandbox. Raises VenueUnavailable when the credentials are missing."""
-    adapter = adapter_for(settings.exchange)
+    MESH_EXCHANGE_URL or the sandbox. Raises MissingCredentials when the credentials are missing."""
+    adapter = adapter_for(settings.exchange, settings.market_type)
     name = settings.exchange.upper()
     key, secret = credential(f"{name}_API_KEY"), credential(f"{name}_API_SECRET")
     if not key or not secret:
-        raise VenueUnavailable(f"live trading needs {name}_API_KEY and {name}_API_SECRET in the environment or .env")
+        raise MissingCredentials(f"live trading needs {name}_API_KEY and {name}_API_SECRET in the environment or .env")
     exchange = getattr(module, settings.exchange)({
         "apiKey": key, "secret": secret, "enableRateLimit": True, "timeout": int(settings.live_timeout_s * 1000),
         "newUpdates": True, "options": adapter.options()})
@@ -60,6 +66,35 @@ def trading_exchange(module: Any, settings: Any) -> Any:
     elif settings.live_sandbox:
         exchange.set_sandbox_mode(True)
     return exchange
+
+
+def exchange_step(precision: Any, precision_mode: int) -> Decimal:
+    """A ccxt market precision as the step it means: ccxt gives a tick (TICK_SIZE, Binance) or a number
+    of decimal places (DECIMAL_PLACES); significant digits have no fixed step."""
+    from ccxt.base.decimal_to_precision import DECIMAL_PLACES, TICK_SIZE
+
+    if precision is None:
+        raise ValueError("no precision given")
+    if precision_mode == TICK_SIZE:
+        return _dec(precision)
+    if precision_mode == DECIMAL_PLACES:
+        return Decimal(1).scaleb(-int(precision))
+    raise ValueError(f"precision mode {precision_mode} (significant digits) has no fixed step")
+
+
+def instrument_of(market: dict, market_type: MarketType, precision_mode: int) -> Instrument:
+    """A ccxt market's rules; no amount minimum is one step, no cost minimum is none."""
+    symbol = market["id"]
+    try:
+        tick = exchange_step(market["precision"].get("price"), precision_mode)
+        step = exchange_step(market["precision"].get("amount"), precision_mode)
+    except ValueError as error:
+        raise ValueError(f"{symbol}: {error}") from None
+    limits = market.get("limits") or {}
+    min_qty = (limits.get("amount") or {}).get("min")
+    min_notional = (limits.get("cost") or {}).get("min")
+    return Instrument(symbol, market_type, tick, step, step if min_qty is None else _dec(min_qty),
+                      Decimal(0) if min_notional is None else _dec(min_notional))
 
 
 class CcxtVenue:
@@ -73,7 +108,7 @@ class CcxtVenue:
 
         self.ccxt = ccxt
         self.name = settings.exchange
-        self.adapter: ExchangeAdapter = adapter_for(settings.exchange)
+        self.adapter: ExchangeAdapter = adapter_for(settings.exchange, settings.market_type)
         self.lost_after_s = self.adapter.lost_after_s
         self.settings = settings
         self._exchange: Any = None
@@ -98,8 +133,24 @@ class CcxtVenue:
         except ccxt.BaseError as error:
             raise VenueUnavailable(_short(error)) from None
 
+    def listed(self, symbol: str) -> dict | None:
+        """The exchange's market of our type with this id, if it lists one."""
+        return next((m for m in self.exchange.markets_by_id.get(symbol, []) if self.adapter.lists(m)), None)
+
     def market_symbol(self, symbol: str) -> str:
-        return self.exchange.markets_by_id[symbol][0]["symbol"]
+        market = self.listed(symbol)
+        if market is None:
+            raise VenueRejected(f"{self.name} lists no {self.adapter.market_type} market {symbol}")
+        return market["symbol"]
+
+    def instruments(self, symbols: list[str]) -> InstrumentSet:
+        """The exchange's precision and minimums for these symbols. Raises UnknownInstruments naming every
+        symbol it does not list (as a market of our type), VenueUnavailable while it does not answer, and
+        ValueError for a market whose precision is no step."""
+        market_type, precision_mode = self.adapter.market_type, self.exchange.precisionMode
+        found = [instrument_of(market, market_type, precision_mode)
+                 for market in map(self.listed, symbols) if market is not None]
+        return InstrumentSet.of(market_type, f"exchange {self.name}", found).select(symbols)
 
     def submit(self, request: OrderRequest) -> VenueReport:
         """A market order, or a good-till-canceled limit order."""

@@ -1,11 +1,14 @@
 """The one matching engine: how an order meets a market, for the paper venue, the backtester (through
 the paper venue) and the exchange simulator alike.
 
-- Fees: the domain's `FeeModel` (taker for what takes liquidity, maker for what rests), exact to 1e-8.
-- Market orders: at a given price (the fixed-slippage and instant fill models price it), or by walking
-  an order book level by level (`walk_book`), whole lots only, within a cash budget.
-- Limit orders rest in a `LimitBook` and fill, whole and as makers, when the market trades *through*
-  their price, not merely at it.
+- Fees: the domain's `FeeModel` (taker for what takes liquidity, maker for what rests), exact to 1e-8;
+  every fill is a `Match` made by `match`.
+- Market orders: at a given price (the fixed-slippage and instant fill models price it, the simulator
+  its last trade), or by walking an order book level by level (`walk_book`), whole lots only, within a
+  cash budget.
+- Limit orders rest in a `LimitBook`, keyed by whoever's order id (the mesh's, or the simulated
+  exchange's), and fill, whole and as makers at their price, when the market trades *through* their
+  price, not merely at it.
 """
 from __future__ import annotations
 
@@ -13,7 +16,26 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from meshtrader.domain.money import BP, ZERO, fee
+from meshtrader.domain.money import BP, MAKER, ZERO, FeeModel, fee
+
+
+@dataclass(frozen=True)
+class Match:
+    """One fill: `qty` at `price`, taking or adding liquidity, and the fee that costs in the quote asset."""
+
+    qty: Decimal
+    price: Decimal
+    liquidity: str  # TAKER / MAKER
+    fee: Decimal
+
+    @property
+    def notional(self) -> Decimal:
+        return self.qty * self.price
+
+
+def match(qty: Decimal, price: Decimal, liquidity: str, fees: FeeModel) -> Match:
+    """A fill of `qty` at `price`, charged the fee model's rate for the liquidity it took or added."""
+    return Match(qty, price, liquidity, fees.fee(qty * price, liquidity))
 
 
 @dataclass(frozen=True)
@@ -74,7 +96,7 @@ def trades_through(side: str, limit: Decimal, price: Decimal) -> bool:
 
 @dataclass
 class RestingLimit:
-    order_id: str
+    order_id: str | int  # the mesh's order id (paper venue) or the exchange's own (simulator)
     symbol: str
     side: str  # "buy" / "sell"
     qty: Decimal  # what is left to fill
@@ -85,17 +107,18 @@ class LimitBook:
     """Resting limit orders, by id: which ones a trade at a price goes through."""
 
     def __init__(self) -> None:
-        self.orders: dict[str, RestingLimit] = {}
+        self.orders: dict[str | int, RestingLimit] = {}
 
     def rest(self, order: RestingLimit) -> None:
         self.orders[order.order_id] = order
 
-    def remove(self, order_id: str) -> RestingLimit | None:
+    def remove(self, order_id: str | int) -> RestingLimit | None:
         return self.orders.pop(order_id, None)
 
-    def crossed(self, symbol: str, price: Decimal) -> list[RestingLimit]:
-        """The orders a trade at `price` goes through, taken off the book (they fill whole)."""
+    def trade(self, symbol: str, price: Decimal, fees: FeeModel) -> list[tuple[RestingLimit, Match]]:
+        """A trade at `price`: the orders it goes through leave the book, each filled whole at its own
+        price as a maker."""
         hit = [o for o in self.orders.values() if o.symbol == symbol and trades_through(o.side, o.price, price)]
         for order in hit:
             del self.orders[order.order_id]
-        return hit
+        return [(order, match(order.qty, order.price, MAKER, fees)) for order in hit]

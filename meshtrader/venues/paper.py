@@ -11,10 +11,10 @@ import math
 import time
 from decimal import Decimal
 
-from meshtrader.domain.money import MAKER, TAKER, FeeModel, instrument
+from meshtrader.domain.money import TAKER, FeeModel, instrument
 from meshtrader.execution.venue import OrderRequest, UnbookedFill, VenueFill, VenueReport
 from meshtrader.runtime.log import Logger
-from meshtrader.venues.matching import BookWalk, LimitBook, RestingLimit, walk_book
+from meshtrader.venues.matching import BookWalk, LimitBook, Match, RestingLimit, match, walk_book
 from meshtrader.wire.messages import OrderBook
 
 BOOK_STALE_S = 5.0  # an order book older than this is not walked (wall clock)
@@ -57,23 +57,24 @@ class PaperVenue:
             return VenueReport(open=True, status="open")
         quoted, self.quoted = self.quoted, None
         if quoted is None or quoted[0] != (request.symbol, request.side, request.qty):
-            return VenueReport((self.fill(request.qty, request.price, TAKER, TAKER, "1"),))
+            return VenueReport((self.fill(match(request.qty, request.price, TAKER, self.fees), TAKER, "1"),))
         walk = quoted[1]
-        fills = tuple(self.fill(qty, price, TAKER, f"book level {n}", str(n)) for n, (qty, price) in
-                      enumerate(walk.fills, 1))
+        fills = tuple(self.fill(match(qty, price, TAKER, self.fees), f"book level {n}", str(n))
+                      for n, (qty, price) in enumerate(walk.fills, 1))
         if walk.filled < request.qty:
             return VenueReport(fills, status="expired", reason=f"the order book held {walk.filled} of {request.qty} "
                                f"within its {walk.levels} levels: the rest expired")
         return VenueReport(fills)
 
-    def fill(self, qty: Decimal, price: Decimal, liquidity: str, detail: str, trade_id: str) -> VenueFill:
-        return VenueFill(trade_id, qty, price, self.fees.fee(qty * price, liquidity), liquidity, detail)
+    @staticmethod
+    def fill(matched: Match, detail: str, trade_id: str) -> VenueFill:
+        return VenueFill(trade_id, matched.qty, matched.price, matched.fee, matched.liquidity, detail)
 
     # ----- resting orders ---------------------------------------------------------------------------
     def on_trade(self, symbol: str, price: Decimal) -> list[tuple[str, VenueReport]]:
-        return [(o.order_id, VenueReport((self.fill(o.qty, o.price, MAKER, f"the market traded through {o.price} "
-                                                    f"at {price}", "1"),)))
-                for o in self.limits.crossed(symbol, price)]
+        return [(str(order.order_id),
+                 VenueReport((self.fill(matched, f"the market traded through {order.price} at {price}", "1"),)))
+                for order, matched in self.limits.trade(symbol, price, self.fees)]
 
     def cancel(self, symbol: str, order_id: str) -> VenueReport | None:
         return VenueReport(status="canceled") if self.limits.remove(order_id) is not None else None

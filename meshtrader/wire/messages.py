@@ -146,8 +146,11 @@ class Fill(OrderEvent, kw_only=True):
     cash_after: Decimal
     position_after: Decimal
     liquidity: str = "taker"  # "maker" for a resting limit order's fill: the fee differs
+    # the order path's monotonic time stamps (the latency bench's hops): the tick was sent, the strategy
+    # published the signal, the executor got it, and the risk guard's approval came back
     origin_ns: int = 0
-    received_ns: int = 0  # monotonic: the executor got the signal, and the risk guard's approval came back
+    signal_ns: int = 0
+    received_ns: int = 0
     approved_ns: int = 0
 
 

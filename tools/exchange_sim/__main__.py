@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from meshtrader.execution.planning import OrderRules
 from meshtrader.runtime.config import ConfigError, load_settings
 from tools.exchange_sim.server import serve
 
@@ -26,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     symbols = [x.strip().upper().replace("/", "") for x in args.symbols.split(",")] if args.symbols else settings.symbols
+    # The exchange charges the fees the mesh plans with (MESH_TAKER_FEE_BP, MESH_MAKER_FEE_BP), so a mesh
+    # and its simulator started in one environment agree on what every fill costs.
     serve(args.port, args.data.resolve() if args.data else settings.data_dir, symbols, args.speed,
-          chaos_every_s=args.chaos, host=args.host)
+          OrderRules.from_settings(settings).fees, chaos_every_s=args.chaos, host=args.host)
     return 0
 
 

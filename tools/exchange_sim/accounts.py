@@ -5,10 +5,12 @@ Requests are authenticated the way Binance does it: the `X-MBX-APIKEY` header na
 DELETE, the form body for POST) under the key's secret, with a `timestamp` within `recvWindow` of the
 server's clock. Errors carry Binance's codes and messages.
 
-Market orders fill at the simulated market's current price (taker fee, charged in the quote asset);
-limit orders rest and fill when the market trades through them, as makers. Chaos for orders, by
-`POST /admin/chaos`: `reject_orders` (the next N orders are refused for insufficient balance) and
-`partial` (the next N market orders fill half and expire).
+Orders meet the market in the mesh's own matching engine (meshtrader.venues.matching), by the same rules
+as in the paper venue and the backtester: market orders fill at the simulated market's current price as
+takers; limit orders rest in each account's `LimitBook` and fill, whole, at their price and as makers,
+when the market trades through them. Fees are a `FeeModel` (the mesh's settings), charged in the quote
+asset. Chaos for orders, by `POST /admin/chaos`: `reject_orders` (the next N orders are refused for
+insufficient balance) and `partial` (the next N market orders fill half and expire).
 
 Every change to an order is also a user-data event (`executionReport`, and `outboundAccountPosition`
 after a trade), queued per account for the WebSocket API's `userDataStream.subscribe.signature`.
@@ -23,9 +25,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from urllib.parse import parse_qsl
 
-TAKER_FEE = Decimal("0.0005")
-MAKER_FEE = Decimal("0.0002")
-FEE_QUANTUM = Decimal("0.00000001")
+from meshtrader.domain.money import MAKER, TAKER, FeeModel
+from meshtrader.venues.matching import LimitBook, Match, RestingLimit, match
 
 
 class BinanceError(Exception):
@@ -39,6 +40,7 @@ class SimAccount:
     secret: str
     balances: dict[str, Decimal]
     orders: dict[int, dict] = field(default_factory=dict)
+    resting: LimitBook = field(default_factory=LimitBook)  # its limit orders still working, by order id
     trades: list[dict] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)  # user-data stream events not yet sent
 
@@ -65,8 +67,9 @@ def account_position(account: SimAccount, now_ms: int) -> dict:
 
 
 class SimAccounts:
-    def __init__(self, credentials: dict[str, str], balances: dict[str, Decimal]) -> None:
+    def __init__(self, credentials: dict[str, str], balances: dict[str, Decimal], fees: FeeModel) -> None:
         self.accounts = {key: SimAccount(secret, dict(balances)) for key, secret in credentials.items()}
+        self.fees = fees
         self.order_ids = itertools.count(1_000_001)
         self.trade_ids = itertools.count(5_000_001)
         self.reject_next = 0
@@ -124,7 +127,7 @@ class SimAccounts:
         if limit is not None and limit % tick:
             raise BinanceError(400, -1013, "Filter failure: PRICE_FILTER")
         base, quote = symbol.removesuffix("USDT"), "USDT"
-        need = qty * (limit or price) * (1 + TAKER_FEE) if side == "BUY" else qty
+        need = qty * (limit or price) * (1 + self.fees.taker) if side == "BUY" else qty
         have = account.balances.get(quote if side == "BUY" else base, Decimal(0))
         if need > have:
             raise BinanceError(400, -2010, "Account has insufficient balance for requested action.")
@@ -134,53 +137,45 @@ class SimAccounts:
                  "time": now_ms, "updateTime": now_ms, "workingTime": now_ms, "fills": []}
         account.orders[order["orderId"]] = order
         account.events.append(execution_report(order, "NEW", now_ms))
-        if kind == "MARKET":
-            partial = self.partial_next > 0
-            self.partial_next -= partial
-            filled = (qty / 2).quantize(step, rounding=ROUND_DOWN) if partial else qty
-            self.execute(account, order, filled, price, TAKER_FEE, False, now_ms)
-            if partial:
-                order["status"] = "EXPIRED"
-                account.events.append(execution_report(order, "EXPIRED", now_ms))
-        return order
-
-    def execute(self, account: SimAccount, order: dict, qty: Decimal, price: Decimal, fee_rate: Decimal,
-                maker: bool, now_ms: int) -> None:
-        if qty <= 0:
+        if limit is not None:
+            account.resting.rest(RestingLimit(order["orderId"], symbol, side.lower(), qty, limit))
+            return order
+        partial = self.partial_next > 0
+        self.partial_next -= partial
+        filled = (qty / 2).quantize(step, rounding=ROUND_DOWN) if partial else qty
+        if filled > 0:
+            self.execute(account, order, match(filled, price, TAKER, self.fees), now_ms)
+        if filled < qty:  # what did not fill expires, as a market order's rest does at Binance
             order["status"] = "EXPIRED"
             account.events.append(execution_report(order, "EXPIRED", now_ms))
-            return
+        return order
+
+    def execute(self, account: SimAccount, order: dict, fill: Match, now_ms: int) -> None:
+        """Book a fill the matching engine made: balances, the trade, the order, the user-data events."""
         base = order["symbol"].removesuffix("USDT")
-        notional = qty * price
-        commission = (notional * fee_rate).quantize(FEE_QUANTUM)
         buying = order["side"] == "BUY"
         balances = account.balances
-        balances["USDT"] = balances.get("USDT", Decimal(0)) + (-notional if buying else notional) - commission
-        balances[base] = balances.get(base, Decimal(0)) + (qty if buying else -qty)
+        balances["USDT"] = balances.get("USDT", Decimal(0)) + (-fill.notional if buying else fill.notional) - fill.fee
+        balances[base] = balances.get(base, Decimal(0)) + (fill.qty if buying else -fill.qty)
         trade = {"symbol": order["symbol"], "id": next(self.trade_ids), "orderId": order["orderId"], "orderListId": -1,
-                 "price": str(price), "qty": str(qty), "quoteQty": str(notional), "commission": str(commission),
-                 "commissionAsset": "USDT", "time": now_ms, "isBuyer": buying, "isMaker": maker, "isBestMatch": True}
+                 "price": str(fill.price), "qty": str(fill.qty), "quoteQty": str(fill.notional),
+                 "commission": str(fill.fee), "commissionAsset": "USDT", "time": now_ms, "isBuyer": buying,
+                 "isMaker": fill.liquidity == MAKER, "isBestMatch": True}
         account.trades.append(trade)
-        executed = Decimal(order["executedQty"]) + qty
+        executed = Decimal(order["executedQty"]) + fill.qty
         order["executedQty"] = str(executed)
-        order["cummulativeQuoteQty"] = str(Decimal(order["cummulativeQuoteQty"]) + notional)
+        order["cummulativeQuoteQty"] = str(Decimal(order["cummulativeQuoteQty"]) + fill.notional)
         order["status"] = "FILLED" if executed == Decimal(order["origQty"]) else "PARTIALLY_FILLED"
         order["updateTime"] = now_ms
-        order["fills"].append({"price": str(price), "qty": str(qty), "commission": str(commission),
+        order["fills"].append({"price": str(fill.price), "qty": str(fill.qty), "commission": str(fill.fee),
                                "commissionAsset": "USDT", "tradeId": trade["id"]})
         account.events += [execution_report(order, "TRADE", now_ms, trade), account_position(account, now_ms)]
 
     def cross(self, symbol: str, price: Decimal, now_ms: int) -> None:
-        """Resting limit orders the market traded through fill, at their price, as makers."""
+        """A trade at `price`: the resting limit orders it goes through fill, at their price, as makers."""
         for account in self.accounts.values():
-            for order in account.orders.values():
-                if order["symbol"] != symbol or order["type"] != "LIMIT" or order["status"] not in (
-                        "NEW", "PARTIALLY_FILLED"):
-                    continue
-                limit = Decimal(order["price"])
-                if (price < limit) if order["side"] == "BUY" else (price > limit):
-                    left = Decimal(order["origQty"]) - Decimal(order["executedQty"])
-                    self.execute(account, order, left, limit, MAKER_FEE, True, now_ms)
+            for resting, fill in account.resting.trade(symbol, price, self.fees):
+                self.execute(account, account.orders[resting.order_id], fill, now_ms)
 
     def find(self, account: SimAccount, params: dict[str, str]) -> dict:
         if "orderId" in params:
@@ -194,11 +189,17 @@ class SimAccounts:
 
     def cancel(self, account: SimAccount, params: dict[str, str], now_ms: int) -> dict:
         order = self.find(account, params)
-        if order["status"] not in ("NEW", "PARTIALLY_FILLED"):
+        if account.resting.remove(order["orderId"]) is None:  # not working: filled, expired or canceled
             raise BinanceError(400, -2011, "Unknown order sent.")
         order["status"], order["updateTime"] = "CANCELED", now_ms
         account.events.append(execution_report(order, "CANCELED", now_ms))
         return order
+
+    @staticmethod
+    def open_orders(account: SimAccount, symbol: str | None) -> list[dict]:
+        """The account's working orders (of `symbol`, or all), as GET /openOrders shows them."""
+        return [SimAccounts.view(account.orders[o.order_id]) for o in account.resting.orders.values()
+                if symbol in (None, o.symbol)]
 
     @staticmethod
     def view(order: dict) -> dict:

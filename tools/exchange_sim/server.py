@@ -10,7 +10,8 @@ Market time runs from the data's first candle at `speed` candles per second. Eac
 open, nearer extreme, farther extreme, close; the websocket sends a kline update (and a trade) at each
 of those points and the final kline (`"x": true`) at the close, so closed candles equal the data exactly.
 The order book (`/api/v3/depth` and the `<symbol>@depth@100ms` diff stream, one update id per point) is
-synthetic: 20 levels a side, 1 bp apart around the last price, sized from the candle's volume.
+synthetic: 20 levels a side, 1 bp apart around the last price, sized from the candle's volume. Orders
+meet this market's last trade in the mesh's own matching engine (see tools.exchange_sim.accounts).
 
 Chaos, by `POST /admin/chaos {"action": ..., ...}` or `--chaos`:
 - drop: close every websocket and refuse new ones for `seconds`;
@@ -43,6 +44,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from meshtrader.domain.candles import Bar, intrabar_path
+from meshtrader.domain.money import BP, FeeModel
 from meshtrader.marketdata.files import find_candle_file, load_bars
 from tools.exchange_sim.accounts import BinanceError, SimAccount, SimAccounts
 
@@ -167,11 +169,17 @@ def rest_kline(bar: Bar) -> list:
             bar.open_time + MINUTE_MS - 1, "0", 4, "0", "0", "0"]
 
 
+def commission_bp(rate: Decimal) -> int | float:
+    """A fee rate as Binance's account endpoint states it: in bp, a whole number when it is one."""
+    bp = rate / BP
+    return int(bp) if bp == bp.to_integral_value() else float(bp)
+
+
 class ExchangeSim:
-    def __init__(self, data_dir: Path, symbols: list[str], speed: float, chaos_every_s: float = 0.0,
+    def __init__(self, data_dir: Path, symbols: list[str], speed: float, fees: FeeModel, chaos_every_s: float = 0.0,
                  credentials: dict[str, str] | None = None, balance: Decimal = Decimal("100000")) -> None:
         self.market = Market(data_dir, symbols, speed)
-        self.accounts = SimAccounts(credentials or {}, {"USDT": balance})
+        self.accounts = SimAccounts(credentials or {}, {"USDT": balance}, fees)
         self.symbols = symbols
         self.chaos = Chaos()
         self.chaos_every_s = chaos_every_s
@@ -518,13 +526,14 @@ class ExchangeSim:
         return response
 
     async def open_orders(self, request: Request) -> Response:
-        return await self.private(request, lambda account, params: [
-            self.accounts.view(o) for o in account.orders.values() if o["status"] in ("NEW", "PARTIALLY_FILLED")
-            and o["symbol"] == params.get("symbol", o["symbol"])])
+        return await self.private(request, lambda account, params: self.accounts.open_orders(
+            account, params.get("symbol")))
 
     async def account(self, request: Request) -> Response:
         return await self.private(request, lambda account, params: {
-            "makerCommission": 2, "takerCommission": 5, "canTrade": True, "canWithdraw": False, "canDeposit": False,
+            "makerCommission": commission_bp(self.accounts.fees.maker),
+            "takerCommission": commission_bp(self.accounts.fees.taker), "canTrade": True, "canWithdraw": False,
+            "canDeposit": False,
             "updateTime": self.market.now_ms(), "accountType": "SPOT", "balances": self.accounts.balances(account),
             "permissions": ["SPOT"]})
 
@@ -594,7 +603,7 @@ class ExchangeSim:
         await self.drop_sockets(seconds)
 
 
-def serve(port: int, data_dir: Path, symbols: list[str], speed: float, chaos_every_s: float = 0.0,
+def serve(port: int, data_dir: Path, symbols: list[str], speed: float, fees: FeeModel, chaos_every_s: float = 0.0,
           host: str = "127.0.0.1") -> None:
     import os
 
@@ -603,7 +612,7 @@ def serve(port: int, data_dir: Path, symbols: list[str], speed: float, chaos_eve
     # The simulator's account: the same variables the executor reads its credentials from, so a mesh and
     # its simulator started in one environment agree. Not real keys: nothing leaves 127.0.0.1.
     key, secret = os.environ.get("BINANCE_API_KEY"), os.environ.get("BINANCE_API_SECRET")
-    sim = ExchangeSim(data_dir, symbols, speed, chaos_every_s, {key: secret} if key and secret else None)
+    sim = ExchangeSim(data_dir, symbols, speed, fees, chaos_every_s, {key: secret} if key and secret else None)
     chaos = f"  chaos: connections dropped every {chaos_every_s}s" if chaos_every_s else ""
     print(f"exchange simulator (Binance spot wire format) on http://{host}:{port}  symbols {', '.join(symbols)}  "
           f"speed {speed} candles/s{chaos}", flush=True)

@@ -1,6 +1,7 @@
 """A strategy is one file: modules of meshtrader/strategies/ register themselves (@register, found by
 pkgutil), and files outside the package come in through MESH_STRATEGY_FILES, known to the settings,
-`mesh backtest`, the backtester, spawned optimiser workers and a strategy worker."""
+`mesh backtest`, the backtester and spawned optimiser workers (a strategy worker running one:
+tests/mesh/test_strategy_worker.py; the `outside` fixture is in tests/conftest.py)."""
 from __future__ import annotations
 
 import json
@@ -8,47 +9,24 @@ import os
 import pickle
 import pkgutil
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import zmq
-from support.strategy_files import EVERY_BAR
+from support.strategy_files import readme_example
 
 import meshtrader.strategies as strategies_package
 from meshtrader.runtime import config
-from meshtrader.runtime.config import REPO_ROOT, ConfigError, load_settings, record_settings
+from meshtrader.runtime.config import REPO_ROOT, ConfigError, load_settings
 from meshtrader.strategies import REGISTRY, ParameterError, builtin, create, known, load_files, register
 from meshtrader.strategies.base import Strategy
-from tools.localmesh import free_port_base
 
 README = (REPO_ROOT / "README.md").read_text()
 
 
-
-def readme_example() -> str:
-    """The strategy file of README's "Extending Meshtrader", as it is printed there."""
-    section = README.split("### A strategy is one file", 1)[1].split("\n## ", 1)[0]
-    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
-    return code
-
-
 def clean_env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("MESH_")}, **extra}
-
-
-@pytest.fixture(scope="module")
-def outside(tmp_path_factory):
-    """A directory outside the package with the README's strategy file and a small one (one per module:
-    a strategy's name is defined once per process)."""
-    folder = tmp_path_factory.mktemp("outside") / "my strategies"
-    folder.mkdir()
-    (folder / "rsi_dip.py").write_text(readme_example())
-    (folder / "every_bar.py").write_text(EVERY_BAR)
-    return folder
 
 
 # ----- the package -----------------------------------------------------------------------------------
@@ -149,52 +127,6 @@ def test_settings_carry_their_strategy_files_into_a_spawned_process(outside, tmp
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "settings.pickle")], env=clean_env(),
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "every_bar", result.stderr
-
-
-def test_a_strategy_worker_runs_a_strategy_file_from_the_recorded_settings(outside, tmp_path):
-    """The worker is started as supervisord starts it (only MESH_HOME in its environment, in the repo);
-    it learns the file, its strategies and ports from settings.json, and signals on the candles it gets."""
-    from meshtrader.bus import Publisher
-    from meshtrader.runtime.metrics import ServiceMetrics
-    from meshtrader.wire.codec import decode_event
-    from meshtrader.wire.messages import Candle, candle_topic
-
-    home = tmp_path / "h"
-    settings = load_settings(home=home, port_base=free_port_base(), strategy_files=[outside / "every_bar.py"],
-                             strategies=["momentum", "every_bar"], symbols=["BTCUSDT"], heartbeat_s=0.5)
-    record_settings(settings)
-    ctx = zmq.Context()
-    feed = Publisher(ctx, settings.endpoint("feed.pub"), "feed", ServiceMetrics("feed"))
-    signals = ctx.socket(zmq.SUB)
-    signals.connect(settings.endpoint("strategy.every_bar.pub"))
-    signals.setsockopt(zmq.SUBSCRIBE, b"sig.")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MESH_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([sys.executable, "-m", "meshtrader.services.strategy", "every_bar"], env=env,
-                              cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    received = []
-    try:
-        minute, deadline = 60_000, time.monotonic() + 60
-        bar = 1_746_000_000_000
-        while len(received) < 2 and time.monotonic() < deadline and worker.poll() is None:
-            bar += minute
-            feed.publish(candle_topic("BTCUSDT", "1m"), Candle(symbol="BTCUSDT", tf="1m", open_time=bar, open=100.0,
-                                                               high=101.0, low=99.0, close=100.5, volume=3.0,
-                                                               et=bar + minute))
-            if signals.poll(200):
-                received.append(decode_event(*signals.recv_multipart()))
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        code = worker.wait(20)
-        log.close()
-        signals.close(0)
-        feed.close()
-        ctx.term()
-    output = (tmp_path / "worker.log").read_text()
-    assert len(received) == 2, output
-    assert [s.strategy for s in received] == ["every_bar", "every_bar"] and received[0].side != received[1].side
-    assert received[0].signal_id.startswith("every_bar:BTCUSDT:")
-    assert code == 0 and '"service_stopped"' in output
 
 
 def test_a_worker_for_a_strategy_outside_the_mesh_says_so(tmp_path):

@@ -19,16 +19,6 @@ from conftest import (
     wait_for,
 )
 
-from meshtrader.runtime.config import LIVE_CONFIRMATION, ConfigError, load_settings
-
-
-def test_live_mode_needs_consent_and_live_data():
-    with pytest.raises(ConfigError, match=LIVE_CONFIRMATION):
-        load_settings(mode="live", feed="live")
-    with pytest.raises(ConfigError, match="MESH_FEED=live"):
-        load_settings(mode="live", live_confirm=LIVE_CONFIRMATION)
-    assert load_settings(mode="live", feed="live", live_confirm=LIVE_CONFIRMATION).live_sandbox
-
 
 @pytest.fixture(scope="module")
 def live_trading(sim, alert_sink, tmp_path_factory):
