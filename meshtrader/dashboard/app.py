@@ -5,25 +5,29 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 
 import zmq
 import zmq.asyncio
-from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from meshtrader.ops.cli import close_all_positions, request_validation, set_kill_switch
 from meshtrader.ops.status import mesh_state
 from meshtrader.persistence.hotstate import HotState
-from meshtrader.runtime.config import Settings
+from meshtrader.runtime.config import Settings, dashboard_token
 from meshtrader.runtime.log import Logger
 from meshtrader.runtime.metrics import ServiceMetrics, topic_kind
 from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_event, to_json_ready
 
 STATIC = Path(__file__).parent / "static"
+SWAGGER_UI = "/static/vendor/swagger-ui"
 CLIENT_QUEUE = 1000
 
 
@@ -128,7 +132,29 @@ def create_app(settings: Settings) -> FastAPI:
         hot.close()
         log.info("service_stopped")
 
-    app = FastAPI(title="Meshtrader", lifespan=lifespan)
+    token, _ = dashboard_token(settings)
+
+    def control_token(authorization: str = Header("", description="Bearer <the dashboard token>")) -> None:
+        """Controls that change trading need the dashboard token (MESH_DASHBOARD_TOKEN, or the one `mesh up`
+        made and printed, kept in $MESH_HOME/dashboard.token)."""
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise HTTPException(status_code=401, detail="this control needs the dashboard token: "
+                                "Authorization: Bearer <token> (mesh up printed it; $MESH_HOME/dashboard.token)")
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(status_code=403, detail="wrong dashboard token")
+
+    # The API docs from the vendored Swagger UI (static/vendor/swagger-ui/VERSION): nothing from a CDN.
+    app = FastAPI(title="Meshtrader", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    control = [Depends(control_token)]
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="Meshtrader API",
+                                   swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+                                   swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png")
 
     @app.get("/")
     async def index() -> FileResponse:
@@ -142,14 +168,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def state() -> dict:
         return await asyncio.to_thread(mesh_state, settings, hot, True, 20)
 
-    @app.post("/api/kill-switch")
+    @app.post("/api/kill-switch", dependencies=control)
     async def kill_switch(body: KillSwitch) -> dict:
         answered, message = await asyncio.to_thread(set_kill_switch, settings, body.on, "dashboard")
         if not answered:
             raise HTTPException(status_code=503, detail=message)
         return {"ok": True, "message": message}
 
-    @app.post("/api/close-all")
+    @app.post("/api/close-all", dependencies=control)
     async def close_all(body: CloseAllBody) -> dict:
         if not body.confirm:
             raise HTTPException(status_code=400, detail='closing every position needs {"confirm": true}')
@@ -158,7 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=503, detail="the executor did not answer")
         return {"ok": True, "message": message}
 
-    @app.post("/api/validate")
+    @app.post("/api/validate", dependencies=control)
     async def validate(body: Validate) -> dict:
         message = await asyncio.to_thread(request_validation, settings, "asked from the dashboard", body.optimize,
                                           "dashboard")

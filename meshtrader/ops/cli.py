@@ -35,7 +35,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     asked (Ctrl-C, `mesh down`, `supervisorctl shutdown`), 1 if supervisord dies."""
     import signal
 
-    from meshtrader.runtime.config import dotenv_values, forget_settings, record_settings
+    from meshtrader.runtime.config import dashboard_token, dotenv_values, forget_settings, record_settings
 
     overrides = {k: v for k, v in (("MESH_FEED", args.feed), ("MESH_EXCHANGE", args.exchange),
                                    ("MESH_EXCHANGE_URL", args.exchange_url), ("MESH_MODE", args.mode)) if v}
@@ -61,6 +61,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     settings.prepare_home()
     record_settings(settings)  # every program loads these (credentials excepted), whatever its environment
+    dashboard_token(settings)  # made now, before the dashboard starts, unless MESH_DASHBOARD_TOKEN is set
     conf = settings.supervisord_conf
     conf.write_text(render(settings, local_paths(settings), with_redis=settings.redis_url is None))
     command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
@@ -117,10 +118,13 @@ def _wait_until_up(settings: Settings, supervisor: Supervisor) -> bool:
         states = {name: info["statename"] for name, info in supervisor.processes().items()}
         waiting = sorted(name for name, state in states.items() if state != "RUNNING")
         if states and not waiting and _healthy(settings.dashboard_url + "healthz"):
+            from meshtrader.runtime.config import dashboard_token
             from meshtrader.runtime.supervise import supervisorctl_command
 
+            token, kept_in = dashboard_token(settings)
             print(f"mesh up: {len(states)} programs RUNNING\ndashboard: {settings.dashboard_url}\n"
-                  f"supervisorctl: {supervisorctl_command(settings)} status")
+                  + (f"dashboard token (its controls ask for it): {token}  (kept in {kept_in})\n" if kept_in else "")
+                  + f"supervisorctl: {supervisorctl_command(settings)} status")
             return True
         report = "waiting for: " + (", ".join(f"{n} ({states[n]})" for n in waiting) if waiting else "dashboard")
         if report != last_report:

@@ -12,8 +12,10 @@ from the environment or .env.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -576,6 +578,25 @@ def credential(name: str) -> str | None:
     if os.environ.get(name):
         return os.environ[name]
     return dotenv_values().get(name) or None
+
+
+def dashboard_token(settings: Settings) -> tuple[str, Path | None]:
+    """The token the dashboard's controls need, and the file it was kept in (None: it came from
+    MESH_DASHBOARD_TOKEN in the environment or .env). Unset, one is made at the mesh's first start and
+    kept, readable by its owner only, in $MESH_HOME/dashboard.token: never in a log, the store or a metric."""
+    if token := credential("MESH_DASHBOARD_TOKEN"):
+        return token, None
+    path = settings.home_dir / "dashboard.token"
+    if not path.is_file():  # written whole, then linked in place: two starting processes agree on one token
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".dashboard.token.{os.getpid()}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(24))
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+        draft.unlink()
+    return path.read_text().strip(), path
 
 
 def dotenv_values(path: Path = Path(".env")) -> dict[str, str]:

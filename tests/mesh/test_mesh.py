@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from decimal import Decimal
@@ -15,6 +16,7 @@ from conftest import wait_for
 from meshtrader.bus import ReqClient
 from meshtrader.domain.portfolio import Portfolio
 from meshtrader.domain.regime import REGIMES
+from meshtrader.runtime.config import dashboard_token
 from meshtrader.runtime.log import Logger
 from meshtrader.wire.codec import encode
 from meshtrader.wire.messages import (
@@ -239,10 +241,24 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
     assert httpx.get(f"{base}/healthz").json() == {"ok": True, "redis": True}
     page = httpx.get(f"{base}/")
     assert page.status_code == 200 and "Meshtrader" in page.text and "http" not in page.text.split("<script>")[0]
+    docs = httpx.get(f"{base}/docs")  # the API docs work offline: every asset is the dashboard's own
+    assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text and "https://" not in docs.text
+    for asset in re.findall(r'(?:src|href)="(/[^"]+)"', docs.text):
+        assert httpx.get(f"{base}{asset}").status_code == 200, asset
+    assert {"/api/state", "/api/kill-switch"} <= set(httpx.get(f"{base}/openapi.json").json()["paths"])
     state = httpx.get(f"{base}/api/state").json()
     assert state["mode"] == "paper" and "last_trades" in state and state["services"]["executor"]["healthy"]
     assert {"forks", "regime_table"} <= set(state)
-    asked = httpx.post(f"{base}/api/validate", json={"optimize": False})
+    token, _ = dashboard_token(mesh.settings)
+    control = {"Authorization": f"Bearer {token}"}
+    for headers, refused in (({}, 401), ({"Authorization": "Bearer guessed"}, 403)):  # controls need the token
+        for path, body in (("validate", {"optimize": False}), ("kill-switch", {"on": True}),
+                           ("close-all", {"confirm": True})):
+            answer = httpx.post(f"{base}/api/{path}", json=body, headers=headers)
+            assert answer.status_code == refused and "token" in answer.json()["detail"]
+    logs = "".join(p.read_text(errors="replace") for p in mesh.settings.log_dir.glob("*.log"))
+    assert mesh.status()["trading_state"] == "ACTIVE" and token not in logs
+    asked = httpx.post(f"{base}/api/validate", json={"optimize": False}, headers=control)
     assert asked.status_code == 200 and "validation queued" in asked.json()["message"]
     assert "mesh_up" in httpx.get(f"{base}/metrics").text
     for program in ("feed", "executor", "risk", "strategy_macd"):
@@ -254,11 +270,11 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
             message = json.loads(socket.recv(timeout=60))
             topics.add(message["topic"])
         assert "fill" in topics
-    bad = httpx.post(f"{base}/api/kill-switch", json={"on": "maybe"})
+    bad = httpx.post(f"{base}/api/kill-switch", json={"on": "maybe"}, headers=control)
     assert bad.status_code == 422
-    assert httpx.post(f"{base}/api/kill-switch", json={"on": True}).json()["ok"]
+    assert httpx.post(f"{base}/api/kill-switch", json={"on": True}, headers=control).json()["ok"]
     assert wait_for(lambda: mesh.status()["trading_state"] == "HALTED", 10, "halt via the API")
-    assert httpx.post(f"{base}/api/kill-switch", json={"on": False}).json()["ok"]
+    assert httpx.post(f"{base}/api/kill-switch", json={"on": False}, headers=control).json()["ok"]
     assert wait_for(lambda: mesh.status()["trading_state"] == "ACTIVE", 10, "trading again")
     narrated = mesh.query("SELECT kind FROM pr_events")
     assert ("first_trade",) in narrated and ("risk_halt",) in narrated
@@ -405,7 +421,8 @@ def test_a_risk_breach_freezes_an_incident_fork_and_close_all_works_while_halted
         # one flip halts trading and turns the kill switch on: one incident, one fork with both reasons
         assert any("kill switch" in f["results"]["incident"] and "halted" in f["results"]["incident"] for f in incidents)
         base = mesh.settings.dashboard_url.rstrip("/")
-        assert httpx.post(f"{base}/api/close-all", json={}).status_code == 400  # needs the confirmation
+        control = {"Authorization": f"Bearer {dashboard_token(mesh.settings)[0]}"}
+        assert httpx.post(f"{base}/api/close-all", json={}, headers=control).status_code == 400  # needs the confirmation
         refused = mesh.cli("close-all", check=False)  # no terminal to ask on: refuses without --yes
         assert refused.returncode == 2 and "--yes" in refused.stderr
         closed = mesh.cli("close-all", "--yes", "--reason", "test")

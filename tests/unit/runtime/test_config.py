@@ -80,3 +80,19 @@ def test_live_mode_needs_consent_and_live_data():
     with pytest.raises(ConfigError, match="MESH_FEED=live"):
         load_settings(mode="live", live_confirm=LIVE_CONFIRMATION)
     assert load_settings(mode="live", feed="live", live_confirm=LIVE_CONFIRMATION).live_sandbox
+
+
+def test_the_dashboard_token_comes_from_the_environment_or_is_made_once_and_kept_private(tmp_path, monkeypatch):
+    import stat
+
+    from meshtrader.runtime.config import dashboard_token
+
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.delenv("MESH_DASHBOARD_TOKEN", raising=False)
+    settings = load_settings(home=str(tmp_path / "home"))
+    token, kept_in = dashboard_token(settings)
+    assert len(token) >= 32 and kept_in == settings.home_dir / "dashboard.token"
+    assert stat.S_IMODE(kept_in.stat().st_mode) == 0o600
+    assert dashboard_token(settings) == (token, kept_in)  # the same token at every start
+    monkeypatch.setenv("MESH_DASHBOARD_TOKEN", "from-the-environment")
+    assert dashboard_token(settings) == ("from-the-environment", None)
