@@ -11,7 +11,7 @@ from pathlib import Path
 
 import zmq
 import zmq.asyncio
-from fastapi import Depends, FastAPI, Header, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from meshtrader.ops.cli import close_all_positions, request_validation, set_kill_switch
-from meshtrader.ops.status import mesh_state
+from meshtrader.ops.status import market_chart, mesh_state
 from meshtrader.persistence.hotstate import HotState
 from meshtrader.runtime.config import Settings, dashboard_token
 from meshtrader.runtime.log import Logger
@@ -167,6 +167,13 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/state")
     async def state() -> dict:
         return await asyncio.to_thread(mesh_state, settings, hot, True, 20)
+
+    @app.get("/api/chart")
+    async def chart(symbol: str, candles: int = Query(1440, ge=1, le=20_000)) -> dict:
+        """A symbol's latest candles and the trades made over them (trade money as exact strings)."""
+        if symbol not in settings.symbols:
+            raise HTTPException(status_code=404, detail=f"{symbol} is not traded here: {', '.join(settings.symbols)}")
+        return await asyncio.to_thread(market_chart, settings, symbol, candles)
 
     @app.post("/api/kill-switch", dependencies=control)
     async def kill_switch(body: KillSwitch) -> dict:

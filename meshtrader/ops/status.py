@@ -39,6 +39,7 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     trades, recent, highlights, research = _from_store(settings, last_trades)
     state = {
         "mode": settings.mode,
+        "symbols": settings.symbols,
         "services": services,
         "equity": float(account["equity"]) if account else None,
         "cash": float(account["cash"]) if account else None,
@@ -73,3 +74,20 @@ def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[di
                 {"forks": forks, "regime_table": store.regime_table()})
     finally:
         store.close()
+
+
+def market_chart(settings: Settings, symbol: str, candles: int) -> dict[str, Any]:
+    """A symbol's latest candles (as the store has them) and the trades made over them, for the chart:
+    times in market seconds, prices as numbers for drawing, trade money as the store's exact strings."""
+    if not settings.db_url and not settings.db_path.exists():
+        return {"symbol": symbol, "timeframe": settings.timeframe, "candles": [], "trades": []}
+    store = Store(settings.store_location, read_only=True)
+    try:
+        bars = store.recent_candles(symbol, candles, settings.timeframe)
+        trades = views.trades_since(store, symbol, bars[0].open_time) if bars else []
+    finally:
+        store.close()
+    return {"symbol": symbol, "timeframe": settings.timeframe,
+            "candles": [{"time": c.open_time // 1000, "open": c.open, "high": c.high, "low": c.low, "close": c.close,
+                         "volume": c.volume} for c in bars],
+            "trades": trades}

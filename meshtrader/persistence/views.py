@@ -37,3 +37,10 @@ def highlights(store: Store, n: int) -> list[dict]:
     """The narrator's latest highlights, newest first."""
     return [dict(r) for r in store.query(
         "SELECT kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (n,))]
+
+
+def trades_since(store: Store, symbol: str, since_et: int) -> list[dict]:
+    """A symbol's trades from an event time on, oldest first (money as the store's exact strings)."""
+    return [dict(r) for r in store.query(
+        "SELECT strategy, side, qty, price, event_time, liquidity FROM trades WHERE symbol=? AND event_time>=? "
+        "ORDER BY event_time, created_at", (symbol, since_et))]

@@ -246,6 +246,18 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
     for asset in re.findall(r'(?:src|href)="(/[^"]+)"', docs.text):
         assert httpx.get(f"{base}{asset}").status_code == 200, asset
     assert {"/api/state", "/api/kill-switch"} <= set(httpx.get(f"{base}/openapi.json").json()["paths"])
+    for script in re.findall(r'<script src="(/[^"]+)"', page.text):  # the chart library is the dashboard's own
+        assert httpx.get(f"{base}{script}").status_code == 200, script
+    symbol = mesh.settings.symbols[0]
+    chart = wait_for(lambda: (c := httpx.get(f"{base}/api/chart", params={"symbol": symbol}).json())["trades"] and c,
+                     60, "a trade on the chart")
+    first = chart["candles"][0]["time"] * 1000
+    assert [c["time"] for c in chart["candles"]] == sorted({c["time"] for c in chart["candles"]})
+    stored = mesh.query("SELECT price FROM trades WHERE symbol=? AND event_time>=? ORDER BY event_time, created_at",
+                        (symbol, first))
+    assert stored[:len(chart["trades"])] == [(t["price"],) for t in chart["trades"]]  # the store's exact strings
+    assert httpx.get(f"{base}/api/chart", params={"symbol": "DOGEUSDT"}).status_code == 404
+    assert httpx.get(f"{base}/api/chart", params={"symbol": symbol, "candles": 0}).status_code == 422
     state = httpx.get(f"{base}/api/state").json()
     assert state["mode"] == "paper" and "last_trades" in state and state["services"]["executor"]["healthy"]
     assert {"forks", "regime_table"} <= set(state)
