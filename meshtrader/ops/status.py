@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 from meshtrader.persistence import views
@@ -34,15 +35,19 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     alloc = hot.get("alloc") or {}
     risk = hot.get("risk") or {}
     positions = [{"strategy": a["strategy"], "symbol": p["symbol"], "qty": float(p["qty"]),
-                  "avg_price": float(p["avg_price"]), "last_price": float(p["last_price"])}
+                  "avg_price": float(p["avg_price"]), "last_price": float(p["last_price"]),
+                  "unrealized_pnl": str(Decimal(p["qty"]) * Decimal(p["last_price"]) - Decimal(p["cost"]))
+                  if "cost" in p else None}
                  for a in account.get("accounts", []) for p in a.get("positions", [])]
-    trades, recent, highlights, research = _from_store(settings, last_trades)
+    trades, recent, highlights, research, capital = _from_store(settings, last_trades)
     state = {
         "mode": settings.mode,
         "symbols": settings.symbols,
         "services": services,
         "equity": float(account["equity"]) if account else None,
         "cash": float(account["cash"]) if account else None,
+        # since the sub-accounts were funded, to the last digit: equity less what they were funded with
+        "pnl": str(Decimal(account["equity"]) - capital) if account and capital else None,
         "positions": positions,
         "trades": trades,
         "allocations": {k: float(v) * 100 for k, v in alloc.get("weights", {}).items()},
@@ -60,18 +65,19 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     return state
 
 
-def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict], dict]:
-    """Trade count, and with `last`, the latest trades, narrator highlights, forks and the regime table."""
+def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict], dict, Decimal]:
+    """Trade count, and with `last`, the latest trades, narrator highlights, forks and the regime table;
+    and the capital the sub-accounts were funded with."""
     if not settings.db_url and not settings.db_path.exists():
-        return 0, [], [], {}
+        return 0, [], [], {}, Decimal(0)
     store = Store(settings.store_location, read_only=True)
     try:
-        count = store.trade_count()
+        count, capital = store.trade_count(), views.funded_capital(store)
         if not last:
-            return count, [], [], {}
+            return count, [], [], {}, capital
         forks = ForkRegistry(store).summaries(last)
         return (count, views.recent_trades(store, last), views.highlights(store, last),
-                {"forks": forks, "regime_table": store.regime_table()})
+                {"forks": forks, "regime_table": store.regime_table()}, capital)
     finally:
         store.close()
 

@@ -82,7 +82,7 @@ class HotState:
                              "exposure": str(snapshot.exposure), "trades": snapshot.trades, "event_time": event_time,
                              "accounts": [{"strategy": a.strategy, "cash": str(a.cash), "equity": str(a.equity),
                                            "positions": [{"symbol": p.symbol, "qty": str(p.qty),
-                                                          "avg_price": str(p.avg_price),
+                                                          "cost": str(p.cost), "avg_price": str(p.avg_price),
                                                           "last_price": str(p.last_price)} for p in a.positions]}
                                           for a in snapshot.accounts]})
 

@@ -44,3 +44,8 @@ def trades_since(store: Store, symbol: str, since_et: int) -> list[dict]:
     return [dict(r) for r in store.query(
         "SELECT strategy, side, qty, price, event_time, liquidity FROM trades WHERE symbol=? AND event_time>=? "
         "ORDER BY event_time, created_at", (symbol, since_et))]
+
+
+def funded_capital(store: Store) -> Decimal:
+    """What the sub-accounts were funded with in all (rebalancing transfers net to zero), exactly."""
+    return sum((Decimal(row["amount"]) for row in store.query("SELECT amount FROM ledger")), Decimal(0))

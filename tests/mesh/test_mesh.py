@@ -75,7 +75,9 @@ def test_mesh_trades_and_reconciles(mesh):
     assert sum(status["allocations"].values()) == pytest.approx(100.0) and set(status["allocations"]) == {"momentum",
                                                                                                       "macd"}
     for position in status["positions"]:
-        assert set(position) >= {"strategy", "symbol", "qty", "avg_price", "last_price"}
+        assert set(position) >= {"strategy", "symbol", "qty", "avg_price", "last_price", "unrealized_pnl"}
+    funded = sum((Decimal(amount) for (amount,) in mesh.query("SELECT amount FROM ledger")), Decimal(0))
+    assert Decimal(status["pnl"]) + funded == Decimal(repr(status["equity"]))  # P&L: equity less the capital
     [(filled,)] = mesh.query("SELECT order_id FROM orders WHERE status='FILLED' LIMIT 1")
     steps = mesh.query("SELECT from_status, to_status FROM order_events WHERE order_id=? ORDER BY seq", (filled,))
     assert steps == [("NEW", "SUBMITTED"), ("SUBMITTED", "ACCEPTED"), ("ACCEPTED", "FILLED")]
