@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from meshtrader.ops.cli import close_all_positions, request_validation, set_kill_switch
-from meshtrader.ops.status import market_chart, mesh_state
+from meshtrader.ops.status import equity_curves, market_chart, mesh_state
 from meshtrader.persistence.hotstate import HotState
 from meshtrader.runtime.config import Settings, dashboard_token
 from meshtrader.runtime.log import Logger
@@ -174,6 +174,11 @@ def create_app(settings: Settings) -> FastAPI:
         if symbol not in settings.symbols:
             raise HTTPException(status_code=404, detail=f"{symbol} is not traded here: {', '.join(settings.symbols)}")
         return await asyncio.to_thread(market_chart, settings, symbol, candles)
+
+    @app.get("/api/equity")
+    async def equity(since_et: int = Query(0, ge=0, description="from this market time (ms) on")) -> dict:
+        """The portfolio's and each strategy's equity over market time, every 15 market minutes (exact strings)."""
+        return await asyncio.to_thread(equity_curves, settings, since_et)
 
     @app.post("/api/kill-switch", dependencies=control)
     async def kill_switch(body: KillSwitch) -> dict:

@@ -97,3 +97,22 @@ def market_chart(settings: Settings, symbol: str, candles: int) -> dict[str, Any
             "candles": [{"time": c.open_time // 1000, "open": c.open, "high": c.high, "low": c.low, "close": c.close,
                          "volume": c.volume} for c in bars],
             "trades": trades}
+
+
+def equity_curves(settings: Settings, since_et: int = 0) -> dict[str, Any]:
+    """The portfolio's and each strategy's equity over market time (exact strings): the portfolio's at a
+    time is the sum of the strategies' recorded at that time."""
+    if not settings.db_url and not settings.db_path.exists():
+        return {"portfolio": [], "strategies": {}}
+    store = Store(settings.store_location, read_only=True)
+    try:
+        rows = views.equity_history(store, since_et)
+    finally:
+        store.close()
+    strategies: dict[str, list[dict]] = {}
+    totals: dict[int, Decimal] = {}
+    for row in rows:
+        strategies.setdefault(row["strategy"], []).append({"time": row["event_time"], "equity": row["equity"]})
+        totals[row["event_time"]] = totals.get(row["event_time"], Decimal(0)) + Decimal(row["equity"])
+    return {"portfolio": [{"time": t, "equity": str(v)} for t, v in sorted(totals.items())],
+            "strategies": strategies}

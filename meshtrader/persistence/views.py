@@ -49,3 +49,10 @@ def trades_since(store: Store, symbol: str, since_et: int) -> list[dict]:
 def funded_capital(store: Store) -> Decimal:
     """What the sub-accounts were funded with in all (rebalancing transfers net to zero), exactly."""
     return sum((Decimal(row["amount"]) for row in store.query("SELECT amount FROM ledger")), Decimal(0))
+
+
+def equity_history(store: Store, since_et: int = 0) -> list[dict]:
+    """Each strategy's equity as the executor recorded it (every 15 market minutes), oldest first."""
+    return [dict(r) for r in store.query(
+        "SELECT strategy, event_time, equity FROM strategy_performance WHERE event_time>=? ORDER BY event_time, "
+        "strategy", (since_et,))]

@@ -63,12 +63,16 @@ def test_the_dashboard_shows_the_mesh_live_and_its_controls_need_the_token(brows
             dialog.accept()
 
     page.on("dialog", operator)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(base + "/")
     # the views render real numbers, and the chart drew the candles and the trades on them
     page.wait_for_function("document.getElementById('equity').textContent !== '-'", timeout=30_000)
     page.wait_for_function("/ [1-9][0-9]* trades/.test(document.getElementById('chartnote').textContent)",
                            timeout=60_000)
-    assert page.locator("#chart canvas").count() > 0
+    page.wait_for_function("/^[1-9][0-9]* points/.test(document.getElementById('equitynote').textContent)",
+                           timeout=60_000)
+    assert page.locator("#chart canvas").count() > 0 and page.locator("#equitychart canvas").count() > 0
     assert page.locator("#services tr").count() > len(mesh.settings.service_names())  # a header and each service
     shown = int(number(page.text_content("#trades")))
     assert 0 < shown <= mesh.trade_count()
@@ -98,3 +102,4 @@ def test_the_dashboard_shows_the_mesh_live_and_its_controls_need_the_token(brows
     page.get_by_text("/api/chart", exact=True).wait_for(timeout=30_000)
     page.screenshot(path=str(tmp_path / "api-docs.png"), full_page=True)
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    assert not errors, errors

@@ -259,6 +259,13 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
                         (symbol, first))
     assert stored[:len(chart["trades"])] == [(t["price"],) for t in chart["trades"]]  # the store's exact strings
     assert httpx.get(f"{base}/api/chart", params={"symbol": "DOGEUSDT"}).status_code == 404
+    curves = wait_for(lambda: (e := httpx.get(f"{base}/api/equity").json())["portfolio"] and e, 60, "an equity point")
+    recorded = mesh.query("SELECT event_time, strategy, equity FROM strategy_performance WHERE event_time<=? "
+                          "ORDER BY event_time, strategy", (curves["portfolio"][-1]["time"],))
+    assert {(p["time"], name, p["equity"]) for name, points in curves["strategies"].items() for p in points} \
+        == set(recorded)
+    for point in curves["portfolio"]:  # the portfolio's equity is its strategies' to the last digit
+        assert Decimal(point["equity"]) == sum(Decimal(e) for t, _, e in recorded if t == point["time"])
     assert httpx.get(f"{base}/api/chart", params={"symbol": symbol, "candles": 0}).status_code == 422
     state = httpx.get(f"{base}/api/state").json()
     assert state["mode"] == "paper" and "last_trades" in state and state["services"]["executor"]["healthy"]
