@@ -111,6 +111,27 @@ class RiskBook:
                 changes.append(("strategy_drawdown", f"{strategy}: {why}"))
         return changes
 
+    def limit_use(self, equity: Decimal, exposure: Decimal, strategy_nav: dict[str, Decimal],
+                  limits: Limits) -> list[dict[str, str]]:
+        """How much of each loss and size limit is in use now (fractions, as exact strings), for people to
+        see how close trading is to a halt: the day's loss, the portfolio's and each strategy's drawdown,
+        the exposure, the entries today."""
+        def use(name: str, used: Decimal, limit: Decimal) -> dict[str, str]:
+            return {"limit": name, "used": str(max(used, Decimal(0)).quantize(Decimal("0.0001"))), "of": str(limit)}
+
+        rows = []
+        if self.day_start_equity:
+            rows.append(use("daily loss", 1 - equity / self.day_start_equity, limits.daily_loss_pct))
+        if self.portfolio_peak:
+            rows.append(use("portfolio drawdown", 1 - equity / self.portfolio_peak, limits.portfolio_drawdown_pct))
+        if equity:
+            rows.append(use("exposure", exposure / equity, limits.max_exposure_pct))
+        rows.append({"limit": "entries today", "used": str(self.entries_today), "of": str(limits.max_trades_per_day)})
+        for strategy, nav in sorted(strategy_nav.items()):
+            if peak := self.peaks.get(strategy):
+                rows.append(use(f"{strategy} drawdown", 1 - nav / peak, limits.strategy_drawdown_pct))
+        return rows
+
     def reactivate(self, strategy: str, reason: str) -> list[tuple[str, str]]:
         """Lift a drawdown deactivation (after a successful validation): its drawdown counts afresh."""
         if strategy not in self.deactivated:

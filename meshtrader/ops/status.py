@@ -54,6 +54,8 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
         "trading_state": risk.get("trading_state", "UNKNOWN"),
         "regime": (hot.get("regime") or {}).get("regime"),
         "kill_switch": risk.get("kill_switch"),
+        "risk_reason": risk.get("reason", ""),
+        "risk_limits": risk.get("limits", []),
         "event_time": account.get("event_time"),
         "accounts": account.get("accounts", []),
     }
@@ -77,7 +79,8 @@ def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[di
             return count, [], [], {}, capital
         forks = ForkRegistry(store).summaries(last)
         return (count, views.recent_trades(store, last), views.highlights(store, last),
-                {"forks": forks, "regime_table": store.regime_table()}, capital)
+                {"forks": forks, "regime_table": store.regime_table(),
+                 "rejections": views.recent_rejections(store, last)}, capital)
     finally:
         store.close()
 

@@ -56,3 +56,10 @@ def equity_history(store: Store, since_et: int = 0) -> list[dict]:
     return [dict(r) for r in store.query(
         "SELECT strategy, event_time, equity FROM strategy_performance WHERE event_time>=? ORDER BY event_time, "
         "strategy", (since_et,))]
+
+
+def recent_rejections(store: Store, n: int) -> list[dict]:
+    """The risk guard's latest refusals, newest first, with the rule and the reason."""
+    return [dict(r) for r in store.query(
+        "SELECT strategy, symbol, side, rule, reason, event_time FROM risk_events WHERE approved = 0 "
+        "ORDER BY id DESC LIMIT ?", (n,))]

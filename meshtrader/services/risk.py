@@ -40,6 +40,7 @@ class RiskGuard(Service):
         self.pending_events: list[tuple] = []
         self.answered: list[tuple[ApproveOrder, Verdict, str, float]] = []  # decisions not yet recorded
         self.book_dirty = False
+        self.limits_in_use: list[dict[str, str]] = []  # each limit's use at the last account snapshot
 
     def setup(self) -> None:
         self.book = RiskBook.from_json(self.store.get_state(BOOK_KEY))
@@ -109,8 +110,9 @@ class RiskGuard(Service):
         if snapshot.et <= 0:
             return
         self.event_time = max(self.event_time, snapshot.et)
-        self.apply_changes(self.book.observe(snapshot.et, snapshot.equity,
-                                             {a.strategy: a.nav for a in snapshot.accounts}, self.limits))
+        navs = {a.strategy: a.nav for a in snapshot.accounts}
+        self.apply_changes(self.book.observe(snapshot.et, snapshot.equity, navs, self.limits))
+        self.limits_in_use = self.book.limit_use(snapshot.equity, snapshot.exposure, navs, self.limits)
         self.book_dirty = True
 
     def on_feed_status(self, topic: bytes, status: FeedStatus) -> None:
@@ -137,7 +139,8 @@ class RiskGuard(Service):
     def publish_state(self, reason: str = "") -> None:
         state = self.status()
         self.hot.put("risk", {"trading_state": state.trading_state, "kill_switch": state.kill_switch,
-                              "deactivated": self.book.deactivated, "reason": state.reason})
+                              "deactivated": self.book.deactivated, "reason": state.reason,
+                              "limits": self.limits_in_use})
         self.pub.publish(b"risk.state", RiskState(trading_state=state.trading_state, kill_switch=state.kill_switch,
                                                   deactivated=state.deactivated, reason=reason or state.reason,
                                                   et=self.event_time))

@@ -74,6 +74,7 @@ def test_the_dashboard_shows_the_mesh_live_and_its_controls_need_the_token(brows
                            timeout=60_000)
     assert page.locator("#chart canvas").count() > 0 and page.locator("#equitychart canvas").count() > 0
     assert page.locator("#services tr").count() > len(mesh.settings.service_names())  # a header and each service
+    page.wait_for_function("document.querySelectorAll('#limits meter').length >= 4", timeout=30_000)
     shown = int(number(page.text_content("#trades")))
     assert 0 < shown <= mesh.trade_count()
     assert page.text_content("#trading").startswith("ACTIVE")

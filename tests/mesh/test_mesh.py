@@ -267,7 +267,8 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
     for point in curves["portfolio"]:  # the portfolio's equity is its strategies' to the last digit
         assert Decimal(point["equity"]) == sum(Decimal(e) for t, _, e in recorded if t == point["time"])
     assert httpx.get(f"{base}/api/chart", params={"symbol": symbol, "candles": 0}).status_code == 422
-    state = httpx.get(f"{base}/api/state").json()
+    state = wait_for(lambda: (s := httpx.get(f"{base}/api/state").json())["risk_limits"] and s, 30, "limits in use")
+    assert {"daily loss", "portfolio drawdown", "exposure", "entries today"} <= {r["limit"] for r in state["risk_limits"]}
     assert state["mode"] == "paper" and "last_trades" in state and state["services"]["executor"]["healthy"]
     assert {"forks", "regime_table"} <= set(state)
     token, _ = dashboard_token(mesh.settings)

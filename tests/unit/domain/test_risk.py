@@ -99,3 +99,15 @@ def test_a_deactivated_strategy_can_be_reactivated():
     assert book.reactivate("m", "validation: ROI 1.2%")[0][0] == "strategy_reactivated"
     assert not book.observe(3, D("100000"), {"m": D("0.85")}, limits)  # its drawdown counts afresh
     assert book.reactivate("m", "again") == []
+
+
+def test_each_limit_shows_how_much_of_it_is_in_use():
+    book = RiskBook()
+    book.observe(1, D("100000"), {"macd": D("1")}, LIMITS)  # the day's start and the peaks
+    book.observe(2, D("98000"), {"macd": D("0.95")}, LIMITS)
+    book.entries_today = 3
+    use = {row["limit"]: (row["used"], row["of"]) for row in book.limit_use(D("98000"), D("24500"),
+                                                                             {"macd": D("0.95")}, LIMITS)}
+    assert use == {"daily loss": ("0.0200", "0.05"), "portfolio drawdown": ("0.0200", "0.10"),
+                   "exposure": ("0.2500", "0.80"), "entries today": ("3", "1000"), "macd drawdown": ("0.0500", "0.10")}
+    assert book.trading_state == "ACTIVE"  # 2% of a 5% daily loss: in use, not tripped
