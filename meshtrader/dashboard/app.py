@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from meshtrader.ops.cli import close_all_positions, request_validation, set_kill_switch
-from meshtrader.ops.status import equity_curves, market_chart, mesh_state
+from meshtrader.ops.status import equity_curves, market_chart, mesh_state, service_counters
 from meshtrader.persistence.hotstate import HotState
 from meshtrader.runtime.config import Settings, dashboard_token
 from meshtrader.runtime.log import Logger
@@ -167,6 +167,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/state")
     async def state() -> dict:
         return await asyncio.to_thread(mesh_state, settings, hot, True, 20)
+
+    @app.get("/api/services")
+    async def services() -> dict:
+        """Each service's message counters (in, out, decode errors, sequence gaps), from its /metrics."""
+        return await asyncio.to_thread(service_counters, settings)
 
     @app.get("/api/chart")
     async def chart(symbol: str, candles: int = Query(1440, ge=1, le=20_000)) -> dict:

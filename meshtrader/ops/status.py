@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from decimal import Decimal
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from meshtrader.persistence import views
 from meshtrader.persistence.fork_registry import ForkRegistry
@@ -27,7 +30,9 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
         state = processes.get(name, {}).get("statename", "UNKNOWN" if include_supervisor else "n/a")
         healthy = age is not None and age < STALE_HEARTBEATS * settings.heartbeat_s + 1 and \
             (not include_supervisor or state == "RUNNING")
-        services[name] = {"state": state, "healthy": healthy, "heartbeat_age_s": age}
+        process = processes.get(name, {})
+        up = round(process["now"] - process["start"]) if state == "RUNNING" and process.get("start") else None
+        services[name] = {"state": state, "healthy": healthy, "heartbeat_age_s": age, "up_s": up}
     if "redis" in processes:
         services["redis"] = {"state": processes["redis"]["statename"], "healthy": hot.ping(),
                              "heartbeat_age_s": None}
@@ -119,3 +124,29 @@ def equity_curves(settings: Settings, since_et: int = 0) -> dict[str, Any]:
         totals[row["event_time"]] = totals.get(row["event_time"], Decimal(0)) + Decimal(row["equity"])
     return {"portfolio": [{"time": t, "equity": str(v)} for t, v in sorted(totals.items())],
             "strategies": strategies}
+
+
+COUNTERS = {"mesh_messages_in_total": "messages_in", "mesh_messages_out_total": "messages_out",
+            "mesh_decode_errors_total": "decode_errors", "mesh_sequence_gaps_total": "sequence_gaps"}
+
+
+def service_counters(settings: Settings, timeout_s: float = 0.5) -> dict[str, dict[str, float]]:
+    """Each running service's message counters, read from its own /metrics (the dashboard turns them
+    into rates); a service that does not answer is left out."""
+    counters: dict[str, dict[str, float]] = {}
+    for name in settings.service_names():
+        if name == "dashboard":
+            continue
+        try:
+            with urllib.request.urlopen(f"http://{settings.host}:{settings.http_port(name)}/metrics",
+                                        timeout=timeout_s) as answer:
+                text = answer.read().decode()
+        except OSError:
+            continue
+        totals = dict.fromkeys(COUNTERS.values(), 0.0)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in COUNTERS:
+                    totals[COUNTERS[sample.name]] += sample.value
+        counters[name] = totals
+    return counters

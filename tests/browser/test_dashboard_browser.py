@@ -63,6 +63,10 @@ def test_the_dashboard_shows_the_mesh_live_and_its_controls_need_the_token(brows
             dialog.accept()
 
     page.on("dialog", operator)
+
+    def until(condition, timeout_s: float, what: str):
+        """wait_for, letting Playwright run between looks: a dialog is handled only while it has control."""
+        return wait_for(lambda: page.wait_for_timeout(100) or condition(), timeout_s, what, interval=0)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(base + "/")
@@ -75,29 +79,33 @@ def test_the_dashboard_shows_the_mesh_live_and_its_controls_need_the_token(brows
     assert page.locator("#chart canvas").count() > 0 and page.locator("#equitychart canvas").count() > 0
     assert page.locator("#services tr").count() > len(mesh.settings.service_names())  # a header and each service
     page.wait_for_function("document.querySelectorAll('#limits meter').length >= 4", timeout=30_000)
+    # messages per second from two refreshes of the services' counters: the feed publishes, so it is > 0
+    page.wait_for_function("""[...document.querySelectorAll('#services tr')].some(r =>
+        r.cells[0].textContent === 'feed' && Number(r.cells[5].textContent.replace(/,/g, '')) > 0)""",
+                           timeout=30_000)
     shown = int(number(page.text_content("#trades")))
     assert 0 < shown <= mesh.trade_count()
     assert page.text_content("#trading").startswith("ACTIVE")
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     # a new trade shows up without a reload
-    wait_for(lambda: int(number(page.text_content("#trades"))) > shown, 60, "a new trade on the page")
+    until(lambda: int(number(page.text_content("#trades"))) > shown, 60, "a new trade on the page")
 
     # the kill switch: no token, a wrong one, then the right one
     page.click("#kill")
-    wait_for(lambda: ("prompt" in [kind for kind, _ in dialogs]), 10, "the token prompt")
+    until(lambda: "prompt" in [kind for kind, _ in dialogs], 10, "the token prompt")
     assert mesh.status()["trading_state"] == "ACTIVE"
     answers["prompt"] = "guessed"
     page.click("#kill")
-    wait_for(lambda: any(kind == "alert" and "wrong dashboard token" in text for kind, text in dialogs), 10,
-             "the refusal")
+    until(lambda: any(kind == "alert" and "wrong dashboard token" in text for kind, text in dialogs), 15,
+          "the refusal")
     assert mesh.status()["trading_state"] == "ACTIVE"
     answers["prompt"] = dashboard_token(mesh.settings)[0]
     page.click("#kill")
-    wait_for(lambda: mesh.status()["trading_state"] == "HALTED", 15, "the kill switch from the page")
+    until(lambda: mesh.status()["trading_state"] == "HALTED", 15, "the kill switch from the page")
     page.wait_for_function("document.getElementById('trading').textContent.startsWith('HALTED')", timeout=15_000)
     page.screenshot(path=str(tmp_path / "dashboard-halted.png"), full_page=True)
     page.click("#kill")  # the token is kept for the tab: releasing asks for nothing more
-    wait_for(lambda: mesh.status()["trading_state"] == "ACTIVE", 15, "trading again")
+    until(lambda: mesh.status()["trading_state"] == "ACTIVE", 15, "trading again")
 
     page.goto(base + "/docs")  # the API docs, offline
     page.get_by_text("/api/chart", exact=True).wait_for(timeout=30_000)

@@ -269,6 +269,10 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
     assert httpx.get(f"{base}/api/chart", params={"symbol": symbol, "candles": 0}).status_code == 422
     state = wait_for(lambda: (s := httpx.get(f"{base}/api/state").json())["risk_limits"] and s, 30, "limits in use")
     assert {"daily loss", "portfolio drawdown", "exposure", "entries today"} <= {r["limit"] for r in state["risk_limits"]}
+    assert all(v["up_s"] is not None and v["up_s"] >= 0 for n, v in state["services"].items() if n != "redis")
+    counters = httpx.get(f"{base}/api/services").json()
+    assert counters["executor"]["messages_out"] > 0 and counters["feed"]["messages_out"] > 0
+    assert set(counters["risk"]) == {"messages_in", "messages_out", "decode_errors", "sequence_gaps"}
     assert state["mode"] == "paper" and "last_trades" in state and state["services"]["executor"]["healthy"]
     assert {"forks", "regime_table"} <= set(state)
     token, _ = dashboard_token(mesh.settings)
