@@ -44,7 +44,12 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
                   "unrealized_pnl": str(Decimal(p["qty"]) * Decimal(p["last_price"]) - Decimal(p["cost"]))
                   if "cost" in p else None}
                  for a in account.get("accounts", []) for p in a.get("positions", [])]
-    trades, recent, highlights, research, capital = _from_store(settings, last_trades)
+    trades, recent, highlights, research, funded = _from_store(settings, last_trades)
+    capital = sum(funded.values(), Decimal(0))
+    deactivated = risk.get("deactivated", {})
+    accounts = [{**a, "pnl": str(Decimal(a["equity"]) - funded[a["strategy"]]) if a["strategy"] in funded else None,
+                 "active": a["strategy"] not in deactivated, "deactivated_because": deactivated.get(a["strategy"])}
+                for a in account.get("accounts", [])]
     state = {
         "mode": settings.mode,
         "symbols": settings.symbols,
@@ -62,7 +67,7 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
         "risk_reason": risk.get("reason", ""),
         "risk_limits": risk.get("limits", []),
         "event_time": account.get("event_time"),
-        "accounts": account.get("accounts", []),
+        "accounts": accounts,
     }
     if last_trades:
         state["last_trades"] = recent
@@ -72,20 +77,20 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     return state
 
 
-def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict], dict, Decimal]:
+def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict], dict, dict[str, Decimal]]:
     """Trade count, and with `last`, the latest trades, narrator highlights, forks and the regime table;
-    and the capital the sub-accounts were funded with."""
+    and what each sub-account was funded with."""
     if not settings.db_url and not settings.db_path.exists():
-        return 0, [], [], {}, Decimal(0)
+        return 0, [], [], {}, {}
     store = Store(settings.store_location, read_only=True)
     try:
-        count, capital = store.trade_count(), views.funded_capital(store)
+        count, funded = store.trade_count(), views.funded_capital(store)
         if not last:
-            return count, [], [], {}, capital
+            return count, [], [], {}, funded
         forks = ForkRegistry(store).summaries(last)
         return (count, views.recent_trades(store, last), views.highlights(store, last),
                 {"forks": forks, "regime_table": store.regime_table(),
-                 "rejections": views.recent_rejections(store, last)}, capital)
+                 "rejections": views.recent_rejections(store, last)}, funded)
     finally:
         store.close()
 

@@ -80,7 +80,7 @@ class HotState:
         """The executor's account snapshot as the dashboard and `mesh status` read it (money as strings)."""
         self.put("account", {"equity": str(snapshot.equity), "cash": str(snapshot.cash),
                              "exposure": str(snapshot.exposure), "trades": snapshot.trades, "event_time": event_time,
-                             "accounts": [{"strategy": a.strategy, "cash": str(a.cash), "equity": str(a.equity),
+                             "accounts": [{"strategy": a.strategy, "cash": str(a.cash), "equity": str(a.equity), "nav": str(a.nav),
                                            "positions": [{"symbol": p.symbol, "qty": str(p.qty),
                                                           "cost": str(p.cost), "avg_price": str(p.avg_price),
                                                           "last_price": str(p.last_price)} for p in a.positions]}

@@ -46,9 +46,13 @@ def trades_since(store: Store, symbol: str, since_et: int) -> list[dict]:
         "ORDER BY event_time, created_at", (symbol, since_et))]
 
 
-def funded_capital(store: Store) -> Decimal:
-    """What the sub-accounts were funded with in all (rebalancing transfers net to zero), exactly."""
-    return sum((Decimal(row["amount"]) for row in store.query("SELECT amount FROM ledger")), Decimal(0))
+def funded_capital(store: Store) -> dict[str, Decimal]:
+    """What each sub-account was funded with, net of the rebalancing transfers in and out, exactly (their
+    sum is the capital: transfers net to zero)."""
+    funded: dict[str, Decimal] = {}
+    for row in store.query("SELECT strategy, amount FROM ledger"):
+        funded[row["strategy"]] = funded.get(row["strategy"], Decimal(0)) + Decimal(row["amount"])
+    return funded
 
 
 def equity_history(store: Store, since_et: int = 0) -> list[dict]:

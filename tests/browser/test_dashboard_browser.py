@@ -77,12 +77,14 @@ def test_the_dashboard_shows_the_mesh_live_and_its_controls_need_the_token(brows
     page.wait_for_function("/^[1-9][0-9]* points/.test(document.getElementById('equitynote').textContent)",
                            timeout=60_000)
     assert page.locator("#chart canvas").count() > 0 and page.locator("#equitychart canvas").count() > 0
-    assert page.locator("#services tr").count() > len(mesh.settings.service_names())  # a header and each service
+    page.wait_for_function(f"document.querySelectorAll('#services tr').length > {len(mesh.settings.service_names())}",
+                           timeout=30_000)  # a header and each service
     page.wait_for_function("document.querySelectorAll('#limits meter').length >= 4", timeout=30_000)
     # messages per second from two refreshes of the services' counters: the feed publishes, so it is > 0
     page.wait_for_function("""[...document.querySelectorAll('#services tr')].some(r =>
         r.cells[0].textContent === 'feed' && Number(r.cells[5].textContent.replace(/,/g, '')) > 0)""",
                            timeout=30_000)
+    page.wait_for_function("Number(document.getElementById('trades').textContent) > 0", timeout=30_000)
     shown = int(number(page.text_content("#trades")))
     assert 0 < shown <= mesh.trade_count()
     assert page.text_content("#trading").startswith("ACTIVE")
@@ -107,8 +109,8 @@ def test_the_dashboard_shows_the_mesh_live_and_its_controls_need_the_token(brows
     page.click("#kill")  # the token is kept for the tab: releasing asks for nothing more
     until(lambda: mesh.status()["trading_state"] == "ACTIVE", 15, "trading again")
 
+    assert not errors, errors
     page.goto(base + "/docs")  # the API docs, offline
     page.get_by_text("/api/chart", exact=True).wait_for(timeout=30_000)
     page.screenshot(path=str(tmp_path / "api-docs.png"), full_page=True)
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
-    assert not errors, errors

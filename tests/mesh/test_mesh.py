@@ -78,6 +78,8 @@ def test_mesh_trades_and_reconciles(mesh):
         assert set(position) >= {"strategy", "symbol", "qty", "avg_price", "last_price", "unrealized_pnl"}
     funded = sum((Decimal(amount) for (amount,) in mesh.query("SELECT amount FROM ledger")), Decimal(0))
     assert Decimal(status["pnl"]) + funded == Decimal(repr(status["equity"]))  # P&L: equity less the capital
+    assert sum(Decimal(a["pnl"]) for a in status["accounts"]) == Decimal(status["pnl"])  # each strategy's adds up
+    assert all(a["active"] and a["deactivated_because"] is None for a in status["accounts"])
     [(filled,)] = mesh.query("SELECT order_id FROM orders WHERE status='FILLED' LIMIT 1")
     steps = mesh.query("SELECT from_status, to_status FROM order_events WHERE order_id=? ORDER BY seq", (filled,))
     assert steps == [("NEW", "SUBMITTED"), ("SUBMITTED", "ACCEPTED"), ("ACCEPTED", "FILLED")]
