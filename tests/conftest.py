@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -121,6 +122,22 @@ class Mesh(LocalMesh):
         self.collector.close()
 
 
+@contextmanager
+def running_mesh(home: Path, env_overrides: dict[str, str]) -> Iterator[Mesh]:
+    """A mesh started in `home`, stopped when the block ends."""
+    mesh = Mesh(home, env_overrides)
+    mesh.start()
+    try:
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+def live_feed(sim: str, **more: str) -> dict[str, str]:
+    """Settings of a paper mesh whose market data streams live from the exchange simulator."""
+    return {"MESH_FEED": "live", "MESH_EXCHANGE_URL": sim, "MESH_FEED_BACKOFF_S": "0.2", **more}
+
+
 class AlertSink:
     """A local HTTP server standing in for a webhook receiver and the Telegram Bot API: records what it is sent."""
 
@@ -163,14 +180,12 @@ def alert_sink():
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory, alert_sink):
     home = Path(tmp_path_factory.mktemp("mesh"))
-    running = Mesh(home, {"MESH_ALERT_WEBHOOK_URL": alert_sink.url + "/hook", "MESH_TELEGRAM_CHAT_ID": "42",
+    with running_mesh(home, {"MESH_ALERT_WEBHOOK_URL": alert_sink.url + "/hook", "MESH_TELEGRAM_CHAT_ID": "42",
                           "MESH_TELEGRAM_API_URL": alert_sink.url, "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,"MESH_REPLAY_SPEED": "40", "MESH_LOG_LEVEL": "INFO", "MESH_VALIDATION_EVERY_MIN": "240",
                           # the fork manager's clock moves in heartbeat steps of 40 market minutes here:
                           "MESH_FORK_SHARE_S": "3600", "MESH_MAX_FORKS": "40",
-                          "MESH_VALIDATION_WINDOWS_MIN": "720,1440", "MESH_VALIDATION_WINDOW_WEIGHTS": "0.6,0.4"})
-    running.start()
-    yield running
-    running.stop()
+                          "MESH_VALIDATION_WINDOWS_MIN": "720,1440", "MESH_VALIDATION_WINDOW_WEIGHTS": "0.6,0.4"}) as running:
+        yield running
 
 
 # ----- the exchange simulator (Binance's wire formats on 127.0.0.1) --------------------------------------

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -77,13 +79,25 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     return state
 
 
+@contextmanager
+def reading(settings: Settings) -> Iterator[Store | None]:
+    """The store, read-only, or None while there is none yet (a mesh that never started)."""
+    if not settings.db_url and not settings.db_path.exists():
+        yield None
+        return
+    store = Store(settings.store_location, read_only=True)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict], dict, dict[str, Decimal]]:
     """Trade count, and with `last`, the latest trades, narrator highlights, forks and the regime table;
     and what each sub-account was funded with."""
-    if not settings.db_url and not settings.db_path.exists():
-        return 0, [], [], {}, {}
-    store = Store(settings.store_location, read_only=True)
-    try:
+    with reading(settings) as store:
+        if store is None:
+            return 0, [], [], {}, {}
         count, funded = store.trade_count(), views.funded_capital(store)
         if not last:
             return count, [], [], {}, funded
@@ -91,21 +105,14 @@ def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[di
         return (count, views.recent_trades(store, last), views.highlights(store, last),
                 {"forks": forks, "regime_table": store.regime_table(),
                  "rejections": views.recent_rejections(store, last)}, funded)
-    finally:
-        store.close()
 
 
 def market_chart(settings: Settings, symbol: str, candles: int) -> dict[str, Any]:
     """A symbol's latest candles (as the store has them) and the trades made over them, for the chart:
     times in market seconds, prices as numbers for drawing, trade money as the store's exact strings."""
-    if not settings.db_url and not settings.db_path.exists():
-        return {"symbol": symbol, "timeframe": settings.timeframe, "candles": [], "trades": []}
-    store = Store(settings.store_location, read_only=True)
-    try:
-        bars = store.recent_candles(symbol, candles, settings.timeframe)
+    with reading(settings) as store:
+        bars = store.recent_candles(symbol, candles, settings.timeframe) if store else []
         trades = views.trades_since(store, symbol, bars[0].open_time) if bars else []
-    finally:
-        store.close()
     return {"symbol": symbol, "timeframe": settings.timeframe,
             "candles": [{"time": c.open_time // 1000, "open": c.open, "high": c.high, "low": c.low, "close": c.close,
                          "volume": c.volume} for c in bars],
@@ -115,13 +122,8 @@ def market_chart(settings: Settings, symbol: str, candles: int) -> dict[str, Any
 def equity_curves(settings: Settings, since_et: int = 0) -> dict[str, Any]:
     """The portfolio's and each strategy's equity over market time (exact strings): the portfolio's at a
     time is the sum of the strategies' recorded at that time."""
-    if not settings.db_url and not settings.db_path.exists():
-        return {"portfolio": [], "strategies": {}}
-    store = Store(settings.store_location, read_only=True)
-    try:
-        rows = views.equity_history(store, since_et)
-    finally:
-        store.close()
+    with reading(settings) as store:
+        rows = views.equity_history(store, since_et) if store else []
     strategies: dict[str, list[dict]] = {}
     totals: dict[int, Decimal] = {}
     for row in rows:

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Mesh, wait_for
+from conftest import running_mesh, wait_for
 
 from meshtrader.runtime.config import dashboard_token
 
@@ -37,10 +37,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def trading_mesh(tmp_path_factory):
-    mesh = Mesh(Path(tmp_path_factory.mktemp("browser")), {"MESH_REPLAY_SPEED": "120"})
-    mesh.start()
-    yield mesh
-    mesh.stop()
+    with running_mesh(Path(tmp_path_factory.mktemp("browser")), {"MESH_REPLAY_SPEED": "120"}) as mesh:
+        yield mesh
 
 
 def number(text: str) -> float:

@@ -6,16 +6,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import Mesh, chaos, wait_for
+from conftest import chaos, live_feed, running_mesh, wait_for
 
 
 @pytest.fixture(scope="module")
 def book_mesh(sim, tmp_path_factory):
-    mesh = Mesh(Path(tmp_path_factory.mktemp("book")), {
-        "MESH_FEED": "live", "MESH_EXCHANGE_URL": sim, "MESH_FEED_BACKOFF_S": "0.2", "MESH_FILL_MODEL": "book"})
-    mesh.start()
-    yield mesh
-    mesh.stop()
+    with running_mesh(Path(tmp_path_factory.mktemp("book")), live_feed(sim, MESH_FILL_MODEL="book")) as mesh:
+        yield mesh
 
 
 def test_paper_fills_walk_the_live_order_book(book_mesh, sim):

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SIM_KEY, SIM_SECRET, Mesh, chaos, wait_for
+from conftest import SIM_KEY, SIM_SECRET, chaos, live_feed, running_mesh, wait_for
 
 from meshtrader.marketdata.files import find_candle_file, load_bars
 from meshtrader.runtime.config import BUNDLED_DATA
@@ -17,11 +17,8 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 @pytest.fixture(scope="module")
 def live(sim, tmp_path_factory):
-    mesh = Mesh(Path(tmp_path_factory.mktemp("live")), {
-        "MESH_FEED": "live", "MESH_EXCHANGE_URL": sim, "MESH_FEED_BACKOFF_S": "0.2", "MESH_FEED_STALE_S": "2"})
-    mesh.start()
-    yield mesh
-    mesh.stop()
+    with running_mesh(Path(tmp_path_factory.mktemp("live")), live_feed(sim, MESH_FEED_STALE_S="2")) as mesh:
+        yield mesh
 
 
 def feed_events(mesh, kind: str) -> float:
