@@ -26,9 +26,19 @@ def _ports_free(base: int) -> bool:
     return True
 
 
+def first_ephemeral_port() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux's ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_base() -> int:
+    """A base whose whole span (and the +99 a simulator takes) is free and below the ephemeral ports: a
+    service restarting must find its port free, not taken meanwhile as the local end of some connection."""
     for _ in range(200):
-        base = random.randrange(20000, 60000, 100)
+        base = random.randrange(10000, first_ephemeral_port() - 200, 100)
         if _ports_free(base):
             return base
     raise RuntimeError("no free range of ports for a mesh")
