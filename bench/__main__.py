@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-SUITES = ("latency", "feed", "backtest", "sweep", "forks", "loops")
+SUITES = ("latency", "feed", "backtest", "sweep", "forks", "loops", "dashboard")
 
 
 def run_suite(args: argparse.Namespace) -> dict:
@@ -31,6 +31,10 @@ def run_suite(args: argparse.Namespace) -> dict:
         from bench.asyncio_loops import run_loops_suite
 
         return run_loops_suite(progress=progress)
+    if args.suite == "dashboard":
+        from bench.dashboard import run_dashboard_suite
+
+        return run_dashboard_suite(progress=progress)
     from bench.feed import run_feed_suite
 
     return run_feed_suite(progress=progress)

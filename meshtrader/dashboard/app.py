@@ -9,30 +9,53 @@ import secrets
 import time
 from pathlib import Path
 
-import zmq
-import zmq.asyncio
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from meshtrader.ops.cli import close_all_positions, request_validation, set_kill_switch
-from meshtrader.ops.status import equity_curves, market_chart, mesh_state, service_counters
+from meshtrader.dashboard.stream import LAGGING, HealthWatch, Stream
+from meshtrader.ops.cli import (
+    close_all_positions,
+    request_validation,
+    risk_limits,
+    set_kill_switch,
+    set_paused,
+    set_risk_limit,
+)
+from meshtrader.ops.features import live_features, strategy_overlays
+from meshtrader.ops.insights import fork_timeline, narratives, regime_history, strategy_insights
+from meshtrader.ops.logs import control_log, service_history, service_logs
+from meshtrader.ops.status import (
+    equity_curves,
+    mesh_state,
+    recent_candles,
+    service_counters,
+    service_health,
+    symbol_trades,
+)
 from meshtrader.persistence.hotstate import HotState
 from meshtrader.runtime.config import Settings, dashboard_token
 from meshtrader.runtime.log import Logger
-from meshtrader.runtime.metrics import ServiceMetrics, topic_kind
-from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_event, to_json_ready
+from meshtrader.runtime.metrics import ServiceMetrics
 
 STATIC = Path(__file__).parent / "static"
 SWAGGER_UI = "/static/vendor/swagger-ui"
-CLIENT_QUEUE = 1000
 
 
 class KillSwitch(BaseModel):
     on: bool
+
+
+class Pause(BaseModel):
+    on: bool
+
+
+class LimitChange(BaseModel):
+    name: str = Field(description="a risk limit, e.g. daily_loss_pct (GET /api/risk/limits lists them)")
+    value: str = Field(description="its new value as text, e.g. 0.03 for 3%")
 
 
 class Validate(BaseModel):
@@ -44,75 +67,12 @@ class CloseAllBody(BaseModel):
     reason: str = ""
 
 
-def relayed(settings: Settings) -> dict[str, tuple[str, list[bytes]]]:
-    """What the dashboard relays, from the topology table: program -> (its PUB endpoint, topic prefixes)."""
-    return {p.name: (settings.endpoint(p.endpoint_name("pub")), [prefix.encode() for prefix in p.relays])
-            for p in settings.programs() if p.relays}
-
-
-class Relay:
-    """One SUB socket to every publisher with topics to relay (the topology's `relays`); each browser
-    gets a bounded queue (slow ones lose old events)."""
-
-    def __init__(self, settings: Settings, metrics: ServiceMetrics, log: Logger) -> None:
-        self.settings, self.metrics, self.log = settings, metrics, log
-        self.clients: set[asyncio.Queue] = set()
-        self.watched = asyncio.Event()
-
-    async def run(self) -> None:
-        """Subscribed only while a browser watches: an idle dashboard costs the mesh nothing."""
-        ctx = zmq.asyncio.Context()
-        try:
-            while True:
-                await self.watched.wait()
-                sock = ctx.socket(zmq.SUB)
-                sock.setsockopt(zmq.LINGER, 0)
-                sources = relayed(self.settings)
-                for endpoint, _ in sources.values():
-                    sock.connect(endpoint)
-                for prefix in sorted({prefix for _, prefixes in sources.values() for prefix in prefixes}):
-                    sock.setsockopt(zmq.SUBSCRIBE, prefix)
-                try:
-                    while self.clients:
-                        if await sock.poll(1000):
-                            self.relay(await sock.recv_multipart())
-                finally:
-                    sock.close()
-        finally:
-            ctx.term()
-
-    def relay(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            self.metrics.decode_error("?")
-            return
-        try:
-            event = decode_event(frames[0], frames[1])
-        except (UnknownTopic, *DecodeError):
-            self.metrics.decode_error(topic_kind(frames[0]))
-            return
-        self.metrics.message_in(topic_kind(frames[0]))
-        text = json.dumps({"topic": frames[0].decode(), "event": to_json_ready(event)})
-        for queue in list(self.clients):
-            if queue.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(text)
-
-    def join(self, queue: asyncio.Queue) -> None:
-        self.clients.add(queue)
-        self.watched.set()
-
-    def leave(self, queue: asyncio.Queue) -> None:
-        self.clients.discard(queue)
-        if not self.clients:
-            self.watched.clear()
-
-
 def create_app(settings: Settings) -> FastAPI:
     log = Logger("dashboard", settings.log_level)
     metrics = ServiceMetrics("dashboard")
     hot = HotState(settings.effective_redis_url, settings.redis_prefix, log)
-    relay = Relay(settings, metrics, log)
+    stream = Stream(settings, metrics, log)
+    health = HealthWatch(stream, lambda: service_health(settings, hot))
     started = time.time()
 
     async def heartbeat() -> None:
@@ -123,7 +83,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        tasks = [asyncio.create_task(relay.run()), asyncio.create_task(heartbeat())]
+        tasks = [asyncio.create_task(stream.relay_bus()), asyncio.create_task(health.run()),
+                 asyncio.create_task(heartbeat())]
         metrics.up.set(1)
         log.info("service_started", pid=os.getpid(), url=settings.dashboard_url)
         yield
@@ -149,6 +110,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     control = [Depends(control_token)]
 
+    def who(request: Request) -> str:
+        """How a control is recorded: from the dashboard, and the address it came from."""
+        return f"dashboard ({request.client.host if request.client else '?'})"
+
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url=app.openapi_url, title="Meshtrader API",
@@ -156,7 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
                                    swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
                                    swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png")
 
-    @app.get("/")
+    @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
@@ -170,41 +135,132 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/services")
     async def services() -> dict:
-        """Each service's message counters (in, out, decode errors, sequence gaps), from its /metrics."""
-        return await asyncio.to_thread(service_counters, settings)
+        """Each service's message counters (in, out, decode errors, sequence gaps, from its /metrics), starts,
+        restarts and last error (from its log)."""
+        counters, history = await asyncio.gather(asyncio.to_thread(service_counters, settings),
+                                                 asyncio.to_thread(service_history, settings, hot))
+        return {name: {**history.get(name, {}), **counters.get(name, {})} for name in history.keys() | counters.keys()}
 
-    @app.get("/api/chart")
-    async def chart(symbol: str, candles: int = Query(1440, ge=1, le=20_000)) -> dict:
-        """A symbol's latest candles and the trades made over them (trade money as exact strings)."""
+    @app.get("/api/logs")
+    async def logs(service: str, level: str | None = Query(None, description="at least this level: INFO, WARNING, ERROR"),
+                   contains: str | None = Query(None, description="text the line holds (any field)"),
+                   trace_id: str | None = None, limit: int = Query(200, ge=1, le=2000)) -> dict:
+        """A service's recent structured log lines, newest first, filtered (crash tracebacks always shown)."""
+        try:
+            return await asyncio.to_thread(service_logs, settings, service, level, contains, trace_id, limit)
+        except ValueError as error:
+            raise HTTPException(status_code=404 if "service" in str(error) else 422, detail=str(error)) from None
+
+    @app.get("/api/controls")
+    async def controls(n: int = Query(50, ge=1, le=1000)) -> dict:
+        """Who used which control and when (kill switch, pause, limit changes, close all, validate), newest first."""
+        return {"controls": await asyncio.to_thread(control_log, settings, n)}
+
+    @app.get("/api/risk/limits")
+    async def limits() -> dict:
+        """The risk limits in use, as the risk guard says (503 if it does not answer)."""
+        values = await asyncio.to_thread(risk_limits, settings)
+        if values is None:
+            raise HTTPException(status_code=503, detail="the risk guard did not answer")
+        return {"limits": values}
+
+    def traded(symbol: str) -> str:
         if symbol not in settings.symbols:
             raise HTTPException(status_code=404, detail=f"{symbol} is not traded here: {', '.join(settings.symbols)}")
-        return await asyncio.to_thread(market_chart, settings, symbol, candles)
+        return symbol
+
+    @app.get("/api/candles")
+    async def candles(symbol: str, n: int = Query(1440, ge=1, le=20_000, description="how many, latest last")) -> dict:
+        """A symbol's latest candles (times in market seconds)."""
+        return await asyncio.to_thread(recent_candles, settings, traded(symbol), n)
+
+    @app.get("/api/trades")
+    async def trades(symbol: str, since_et: int = Query(0, ge=0, description="from this market time (ms) on")) -> dict:
+        """A symbol's trades, oldest first, money as exact strings."""
+        return await asyncio.to_thread(symbol_trades, settings, traded(symbol), since_et)
 
     @app.get("/api/equity")
     async def equity(since_et: int = Query(0, ge=0, description="from this market time (ms) on")) -> dict:
         """The portfolio's and each strategy's equity over market time, every 15 market minutes (exact strings)."""
         return await asyncio.to_thread(equity_curves, settings, since_et)
 
+    @app.get("/api/overlays")
+    async def overlays(symbol: str, strategy: str,
+                       n: int = Query(1440, ge=1, le=20_000, description="candles, as the chart's")) -> dict:
+        """A strategy's price features (averages, bands, channels; a seller-exhaustion position's stop,
+        Fibonacci levels and target) over a symbol's latest `n` candles, replayed with the parameters its
+        worker uses: the lines to draw on the chart."""
+        if strategy not in settings.strategies:
+            raise HTTPException(status_code=404, detail=f"{strategy} is not running here: {', '.join(settings.strategies)}")
+        return await asyncio.to_thread(strategy_overlays, settings, traded(symbol), strategy, n)
+
+    @app.get("/api/features")
+    async def features() -> dict:
+        """Each strategy's live indicator values per symbol (the inputs of its decisions), as its worker last
+        published them, and which of them are prices."""
+        return await asyncio.to_thread(live_features, hot, settings)
+
+    @app.get("/api/strategies")
+    async def strategies() -> dict:
+        """Each strategy's trades, win rate, Sharpe, drawdown, allocation over time, parameters in use and
+        when they were adopted, and its latest validation backtest beside live over the same window."""
+        return await asyncio.to_thread(strategy_insights, settings)
+
+    @app.get("/api/forks")
+    async def forks(n: int = Query(200, ge=1, le=5000, description="the newest n forks")) -> dict:
+        """The forks' lifecycle (created, destroyed, purpose, requester, what each produced) and counts and
+        time per purpose."""
+        return await asyncio.to_thread(fork_timeline, settings, n)
+
+    @app.get("/api/regimes")
+    async def regimes(n: int = Query(500, ge=1, le=10_000, description="the latest n regime changes")) -> dict:
+        """The market regime's history, and per symbol its regime and gauges of the latest reading with the
+        classifier's thresholds."""
+        live = await asyncio.to_thread(hot.get, "regime.symbols")
+        return await asyncio.to_thread(regime_history, settings, n, live)
+
+    @app.get("/api/narratives")
+    async def narrated(n: int = Query(100, ge=1, le=5000), kind: str | None = None) -> dict:
+        """The narrator's highlights, newest first (of one kind if given: first_trade, big_win, ...)."""
+        return {"narratives": await asyncio.to_thread(narratives, settings, n, kind)}
+
     @app.post("/api/kill-switch", dependencies=control)
-    async def kill_switch(body: KillSwitch) -> dict:
-        answered, message = await asyncio.to_thread(set_kill_switch, settings, body.on, "dashboard")
+    async def kill_switch(body: KillSwitch, request: Request) -> dict:
+        answered, message = await asyncio.to_thread(set_kill_switch, settings, body.on, who(request))
         if not answered:
             raise HTTPException(status_code=503, detail=message)
         return {"ok": True, "message": message}
 
+    @app.post("/api/pause", dependencies=control)
+    async def pause(body: Pause, request: Request) -> dict:
+        """Pause (only exposure-reducing orders go through: REDUCING) or resume trading."""
+        answered, message = await asyncio.to_thread(set_paused, settings, body.on, who(request))
+        if not answered:
+            raise HTTPException(status_code=503, detail=message)
+        return {"ok": True, "message": message}
+
+    @app.post("/api/risk/limits", dependencies=control)
+    async def change_limit(body: LimitChange, request: Request) -> dict:
+        """Change one risk limit at run time; the risk guard checks it (400 with the reason if it is wrong),
+        applies it, keeps it across restarts and records who changed it."""
+        outcome = await asyncio.to_thread(set_risk_limit, settings, body.name, body.value, who(request))
+        if outcome.status != "applied":
+            raise HTTPException(status_code=400 if outcome.status == "refused" else 503, detail=outcome.message)
+        return {"ok": True, "message": outcome.message, "limits": outcome.limit_values}
+
     @app.post("/api/close-all", dependencies=control)
-    async def close_all(body: CloseAllBody) -> dict:
+    async def close_all(body: CloseAllBody, request: Request) -> dict:
         if not body.confirm:
             raise HTTPException(status_code=400, detail='closing every position needs {"confirm": true}')
-        message = await asyncio.to_thread(close_all_positions, settings, "dashboard", body.reason)
+        message = await asyncio.to_thread(close_all_positions, settings, who(request), body.reason)
         if message is None:
             raise HTTPException(status_code=503, detail="the executor did not answer")
         return {"ok": True, "message": message}
 
     @app.post("/api/validate", dependencies=control)
-    async def validate(body: Validate) -> dict:
+    async def validate(body: Validate, request: Request) -> dict:
         message = await asyncio.to_thread(request_validation, settings, "asked from the dashboard", body.optimize,
-                                          "dashboard")
+                                          who(request))
         if message is None:
             raise HTTPException(status_code=503, detail="the allocator did not answer")
         return {"ok": True, "message": message}
@@ -214,16 +270,26 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")
-    async def events(socket: WebSocket) -> None:
+    async def events(socket: WebSocket, epoch: str = "", after: int = -1) -> None:
+        """The live stream (see dashboard/stream.py): a snapshot stamped with a sequence number, or the missed
+        events of a page resuming (`epoch`, `after`: the last number it saw), then every event, numbered."""
         await socket.accept()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=CLIENT_QUEUE)
-        relay.join(queue)
+        queue: asyncio.Queue = asyncio.Queue()
+        resumed = stream.join(queue, epoch, after)
         try:
-            while True:
-                await socket.send_text(await queue.get())
+            if resumed is None:
+                seq = stream.seq
+                snapshot = await asyncio.to_thread(mesh_state, settings, hot, True, 20)
+                await socket.send_text(json.dumps({"type": "snapshot", "epoch": stream.epoch, "seq": seq,
+                                                   "state": snapshot}, default=str))
+            else:
+                await socket.send_text(json.dumps({"type": "resume", "epoch": stream.epoch, "seq": resumed}))
+            while (text := await queue.get()) is not LAGGING:
+                await socket.send_text(text)
+            await socket.close(code=4000, reason="fell behind: reconnect to resume")
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            relay.leave(queue)
+            stream.leave(queue)
 
     return app

@@ -5,14 +5,16 @@ trip every rule with crafted numbers. Every verdict names its rule and the numbe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from decimal import Decimal
+import re
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from meshtrader.domain.money import instrument
 from meshtrader.wire.messages import ApproveOrder
 
 DAY_MS = 86_400_000
+BOOK_KEY = "risk.book"  # where the risk guard keeps its book in the store (read by `mesh` and the dashboard)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,79 @@ class Limits:
                    settings.risk_kelly_multiple, settings.portfolio_drawdown_pct)
 
 
+class LimitRefused(ValueError):
+    """A run-time limit change the guard will not make; the message says why, for the operator."""
+
+
+@dataclass(frozen=True)
+class LimitRange:
+    """The values a limit may take at run time, and why: a typo must not switch a rule off or make it absurd."""
+
+    whole: bool  # a count (int); else a Decimal
+    low: Decimal
+    low_included: bool
+    high: Decimal | None
+    rule: str  # what the value must be, in words
+    why: str  # why the range is what it is
+
+    def parse(self, name: str, text: str) -> Decimal | int:
+        """`text` as this limit's value, or LimitRefused naming the limit, the value, the range and why."""
+        text = text.strip()
+        shown = repr(text[:40])
+        if self.whole:
+            if not re.fullmatch(r"[+-]?\d{1,18}", text):
+                raise LimitRefused(f"{name} must be {self.rule}: {shown} is not a whole number")
+            value: Decimal | int = int(text)
+        else:
+            try:
+                value = Decimal(text)
+            except InvalidOperation:
+                raise LimitRefused(f"{name} must be {self.rule}: {shown} is not a number"
+                                   + (" (write 0.03 for 3%)" if text.endswith("%") else "")) from None
+            if not value.is_finite():
+                raise LimitRefused(f"{name} must be {self.rule}: {shown} is not a finite number")
+        if value < self.low or (value == self.low and not self.low_included) or \
+                (self.high is not None and value > self.high):
+            raise LimitRefused(f"{name} must be {self.rule}: {shown} is out of range ({self.why})")
+        return value
+
+
+FRACTION = LimitRange(False, Decimal(0), False, Decimal(1), "a fraction above 0 and at most 1 (0.05 is 5%)",
+                      "0 would stop all trading, which mesh pause and the kill switch do plainly; "
+                      "over 1 is more than all of it")
+COUNT = LimitRange(True, Decimal(0), True, None, "a whole number, 0 or more",
+                   "it counts positions or entries; 0 allows no new ones")
+LIMIT_RANGES: dict[str, LimitRange] = {
+    "max_order_pct": FRACTION,
+    "max_exposure_pct": LimitRange(False, Decimal(0), False, Decimal(10),
+                                   "a multiple of equity above 0 and at most 10 (0.8 is 80%)",
+                                   "exposure may exceed equity with leverage, as far as MESH_MAX_EXPOSURE_PCT "
+                                   "allows; 0 would stop all trading"),
+    "max_positions_per_strategy": COUNT,
+    "daily_loss_pct": FRACTION,
+    "strategy_drawdown_pct": FRACTION,
+    "max_open_positions": COUNT,
+    "max_trades_per_day": COUNT,
+    "risk_per_trade_pct": FRACTION,
+    "max_position_pct": FRACTION,
+    "kelly_multiple": LimitRange(False, Decimal(0), True, Decimal(10), "a multiple from 0 to 10",
+                                 "0 turns the Kelly cap off; over 10 times the Kelly fraction it caps nothing"),
+    "portfolio_drawdown_pct": FRACTION,
+}
+
+
+def parse_limit(name: str, text: str) -> Decimal | int:
+    """A run-time value for the limit called `name` (a field of Limits), validated; LimitRefused says why not."""
+    if name not in LIMIT_RANGES:
+        raise LimitRefused(f"no risk limit {name[:40]!r}; one of {', '.join(LIMIT_RANGES)}")
+    return LIMIT_RANGES[name].parse(name, text)
+
+
+def limit_values(limits: Limits) -> dict[str, str]:
+    """Every limit in use, by name, as exact strings (for people and views)."""
+    return {f.name: str(getattr(limits, f.name)) for f in fields(limits)}
+
+
 @dataclass(frozen=True)
 class Verdict:
     approved: bool
@@ -57,23 +132,40 @@ class RiskBook:
     portfolio_peak: Decimal | None = None
     kill_reason: str = ""
     entries_today: int = 0
+    paused_by: str = ""  # who paused trading (exits only until resumed); "" while not paused
+    limit_overrides: dict[str, str] = field(default_factory=dict)  # limit -> value set at run time, over settings
     stale: dict[str, str] = field(default_factory=dict)  # symbol -> why; live state, never persisted
 
     @property
     def trading_state(self) -> str:
         if self.kill_switch or self.daily_halt:
             return "HALTED"
-        return "REDUCING" if self.stale else "ACTIVE"
+        return "REDUCING" if self.stale or self.paused_by else "ACTIVE"
 
     def state_reason(self) -> str:
         if self.kill_switch:
             return f"kill switch on: {self.kill_reason}" if self.kill_reason else "kill switch on"
         if self.daily_halt:
             return "daily loss limit hit: halted until 00:00 UTC"
+        causes = [f"paused by {self.paused_by}"] if self.paused_by else []
         if self.stale:
-            return "stale market data (" + "; ".join(f"{s}: {why}" for s, why in sorted(self.stale.items())) + \
-                "): only exposure-reducing orders"
-        return ""
+            causes.append("stale market data (" + "; ".join(f"{s}: {why}" for s, why in sorted(self.stale.items()))
+                          + ")")
+        return "; ".join(causes) + ": only exposure-reducing orders" if causes else ""
+
+    def limits(self, settings_limits: Limits) -> Limits:
+        """The limits in force: the settings' with the run-time overrides on top (each checked again, so a
+        store edited by hand cannot slip a value past the ranges)."""
+        overrides = {name: parse_limit(name, text) for name, text in self.limit_overrides.items()}
+        return replace(settings_limits, **overrides)
+
+    def set_limit(self, limits: Limits, name: str, text: str) -> tuple[Limits, str, str]:
+        """Change one limit at run time: the new limits, and the old and new value as text. Raises
+        LimitRefused (unknown name, wrong type, out of range) and then changes nothing."""
+        value = parse_limit(name, text)
+        old = str(getattr(limits, name))
+        self.limit_overrides[name] = str(value)
+        return replace(limits, **{name: value}), old, str(value)
 
     def observe(self, event_time: int, portfolio_equity: Decimal, strategy_nav: dict[str, Decimal],
                 limits: Limits) -> list[tuple[str, str]]:
@@ -145,7 +237,8 @@ class RiskBook:
                 "day_start_equity": str(self.day_start_equity) if self.day_start_equity is not None else None,
                 "daily_halt": self.daily_halt, "peaks": {k: str(v) for k, v in self.peaks.items()},
                 "deactivated": self.deactivated, "kill_reason": self.kill_reason, "entries_today": self.entries_today,
-                "portfolio_peak": str(self.portfolio_peak) if self.portfolio_peak is not None else None}
+                "portfolio_peak": str(self.portfolio_peak) if self.portfolio_peak is not None else None,
+                "paused_by": self.paused_by, "limit_overrides": self.limit_overrides}
 
     @classmethod
     def from_json(cls, data: dict | None) -> RiskBook:
@@ -158,7 +251,9 @@ class RiskBook:
                    peaks={k: Decimal(v) for k, v in data.get("peaks", {}).items()},
                    deactivated=dict(data.get("deactivated", {})), kill_reason=data.get("kill_reason", ""),
                    entries_today=int(data.get("entries_today", 0)),
-                   portfolio_peak=Decimal(data["portfolio_peak"]) if data.get("portfolio_peak") else None)
+                   portfolio_peak=Decimal(data["portfolio_peak"]) if data.get("portfolio_peak") else None,
+                   paused_by=str(data.get("paused_by") or ""),
+                   limit_overrides={k: str(v) for k, v in (data.get("limit_overrides") or {}).items()})
 
 
 # The verdicts whose words never vary: made once, as most requests end in one of them (every order is
@@ -195,6 +290,8 @@ def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
                        f"{spec.min_notional} notional")
     if request.reduces:
         return REDUCES
+    if book.paused_by:
+        return Verdict(False, "paused", book.state_reason())
     if book.stale:
         return Verdict(False, "stale_data", book.state_reason())
     if request.strategy in book.deactivated:

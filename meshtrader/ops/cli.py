@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sqlite3
@@ -9,14 +10,27 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from meshtrader.domain.risk import BOOK_KEY
 from meshtrader.ops.status import mesh_state
 from meshtrader.persistence.hotstate import HotState
+from meshtrader.persistence.store import Store
 from meshtrader.runtime.config import LIVE_CONFIRMATION, REPO_ROOT, ConfigError, Settings, load_settings
 from meshtrader.runtime.supervise import Supervisor, default_paths, local_paths, render
-from meshtrader.wire.messages import RiskReplies, RiskStatusReply, SetKillSwitch
+from meshtrader.wire.messages import (
+    ErrorReply,
+    LimitReply,
+    RiskReplies,
+    RiskStatus,
+    RiskStatusReply,
+    SetKillSwitch,
+    SetPaused,
+    SetRiskLimit,
+)
 
 START_TIMEOUT_S = 90
 
@@ -166,6 +180,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(f"mode {state['mode']}  trading {state['trading_state']}  equity {state['equity']}  "
           f"cash {state['cash']}  trades {state['trades']}")
+    if state["risk_reason"]:  # why trading is not ACTIVE: who paused it, the halt, the stale data
+        print(f"  {state['risk_reason']}")
     for name, service in state["services"].items():
         age = service["heartbeat_age_s"]
         print(f"  {name:22} {service['state']:10} {'healthy' if service['healthy'] else 'UNHEALTHY':10} "
@@ -176,31 +192,117 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+ASK_RISK = (1000, 2)  # a control's wait for the risk guard: ms per try, tries
+
+
+def cli_user() -> str:
+    """Who is at this terminal, as the controls record it."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return "cli"
+
+
+def journal_control(store: Store, service: str, control: str, by: str, change: str) -> None:
+    """Record a control made from here (persistence.audit), at the market time of the last stored candle."""
+    from meshtrader.persistence import views
+    from meshtrader.persistence.audit import record_control
+
+    record_control(store, service, control, by, change, views.candles_end(store) or None)
+
+
+def save_for_risk_guard(settings: Settings, control: str, by: str, change: str, **book: Any) -> None:
+    """The risk guard did not answer: write the change into its stored book, which it reads when it starts, and
+    record it (in its risk_events and the controls' journal) as made while it was not answering."""
+    change = f"{change} while the risk guard was not answering"
+    with closing(Store(settings.store_location)) as store:
+        store.put_state(BOOK_KEY, {**(store.get_state(BOOK_KEY) or {}), **book})
+        store.insert_many("risk_events", ("rule", "reason", "created_at"), [(control, change, time.time())])
+        journal_control(store, "risk", control, by, change)
+
+
 def set_kill_switch(settings: Settings, on: bool, by: str) -> tuple[bool, str]:
     """Ask the risk guard; if it does not answer, persist the switch where it will read it at start."""
-    from meshtrader.persistence.store import Store
-
-    reply = ask(settings, "risk.rep", RiskReplies, SetKillSwitch(on=on, by=by, src="cli"), "cli", 1000, 2)
+    reply = ask(settings, "risk.rep", RiskReplies, SetKillSwitch(on=on, by=by, src=by), by, *ASK_RISK)
     if isinstance(reply, RiskStatusReply):
         return True, f"kill switch {'ON' if reply.kill_switch else 'OFF'}; trading state {reply.trading_state}"
-    store = Store(settings.store_location)
-    try:
-        book = store.get_state("risk.book") or {}
-        book["kill_switch"] = on
-        store.put_state("risk.book", book)
-        store.insert_many("risk_events", ("rule", "reason", "created_at"),
-                          [("kill_switch", f"kill switch turned {'on' if on else 'off'} by {by} "
-                                           "while the risk guard was not answering", time.time())])
-    finally:
-        store.close()
+    save_for_risk_guard(settings, "kill_switch", by, f"kill switch turned {'on' if on else 'off'} by {by}",
+                        kill_switch=on)
     return False, (f"the risk guard did not answer; kill switch {'ON' if on else 'OFF'} is saved and applies when "
                    "it starts (no orders are approved while it is down)")
 
 
+def set_paused(settings: Settings, on: bool, by: str) -> tuple[bool, str]:
+    """Pause trading (exits only, REDUCING) or resume it. Ask the risk guard; if it does not answer, persist
+    the pause where it will read it at start."""
+    reply = ask(settings, "risk.rep", RiskReplies, SetPaused(on=on, by=by, src=by), by, *ASK_RISK)
+    if isinstance(reply, RiskStatusReply):
+        return True, (f"trading {'paused: only exposure-reducing orders pass' if reply.paused else 'not paused'}; "
+                      f"trading state {reply.trading_state}" + (f" ({reply.reason})" if reply.reason else ""))
+    save_for_risk_guard(settings, "pause", by, f"trading {'paused' if on else 'resumed'} by {by}",
+                        paused_by=by if on else "")
+    return False, (f"the risk guard did not answer; trading {'paused' if on else 'resumed'} is saved and applies "
+                   "when it starts (no orders are approved while it is down)")
+
+
+@dataclass(frozen=True)
+class ControlOutcome:
+    """What became of a control: applied, refused (`message` says why: the request was wrong) or not
+    answered (the service is down or busy; nothing changed)."""
+
+    status: Literal["applied", "refused", "unanswered"]
+    message: str
+    limit_values: dict[str, str] = field(default_factory=dict)  # the limits in use after it, when answered
+
+
+def set_risk_limit(settings: Settings, name: str, value: str, by: str) -> ControlOutcome:
+    """Change one risk limit (a field of domain.risk.Limits) at run time; the risk guard checks the value,
+    applies it and keeps it across restarts."""
+    reply = ask(settings, "risk.rep", RiskReplies, SetRiskLimit(name=name, value=value, by=by, src=by), by,
+                *ASK_RISK)
+    if isinstance(reply, LimitReply):
+        if not reply.ok:
+            return ControlOutcome("refused", reply.error, reply.limit_values)
+        return ControlOutcome("applied", f"{reply.name} {reply.old} -> {reply.new}" if reply.old != reply.new
+                              else f"{reply.name} stays {reply.new}", reply.limit_values)
+    if isinstance(reply, ErrorReply):  # answered, but not with a verdict on the change
+        return ControlOutcome("refused", f"the risk guard could not take it: {reply.error}")
+    return ControlOutcome("unanswered", "the risk guard did not answer (is the mesh up? mesh status); nothing changed")
+
+
+def risk_limits(settings: Settings) -> dict[str, str] | None:
+    """The risk limits in use, by name, as the risk guard says; None if it does not answer."""
+    reply = ask(settings, "risk.rep", RiskReplies, RiskStatus(src="cli"), "cli", *ASK_RISK)
+    return reply.limit_values if isinstance(reply, RiskStatusReply) else None
+
+
 def cmd_kill_switch(settings: Settings, args: argparse.Namespace) -> int:
-    answered, message = set_kill_switch(settings, args.state == "on", "cli")
+    answered, message = set_kill_switch(settings, args.state == "on", cli_user())
     print(message)
     return 0 if answered else 3
+
+
+def cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
+    answered, message = set_paused(settings, args.command == "pause", cli_user())
+    print(message)
+    return 0 if answered else 3
+
+
+def cmd_limit(settings: Settings, args: argparse.Namespace) -> int:
+    if args.name is None:
+        limits = risk_limits(settings)
+        if limits is None:
+            print("the risk guard did not answer (is the mesh up? mesh status)", file=sys.stderr)
+            return 3
+        for name, value in limits.items():
+            print(f"{name:28} {value}")
+        return 0
+    if args.value is None:
+        print("mesh limit NAME VALUE changes a limit (mesh limit lists them)", file=sys.stderr)
+        return 2
+    outcome = set_risk_limit(settings, args.name, args.value, cli_user())
+    print(outcome.message, file=sys.stdout if outcome.status == "applied" else sys.stderr)
+    return {"applied": 0, "refused": 2, "unanswered": 3}[outcome.status]
 
 
 def cmd_supervisord_conf(settings: Settings, args: argparse.Namespace) -> int:
@@ -239,7 +341,6 @@ def _market_time(text: str | None) -> int | None:
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from meshtrader.domain.candles import resample, timeframe_ms
     from meshtrader.marketdata.files import DataError, find_candle_file, find_series_file, load_bars, load_funding
-    from meshtrader.persistence.store import Store
     from meshtrader.research.backtest import Backtester
     from meshtrader.strategies import ParameterError
 
@@ -300,7 +401,6 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
 def fork_rows(settings: Settings) -> list[dict]:
     """The fork registry, newest first, destroyed forks included."""
     from meshtrader.persistence.fork_registry import ForkRegistry
-    from meshtrader.persistence.store import Store
 
     if not settings.db_url and not settings.db_path.exists():
         return []
@@ -336,12 +436,18 @@ def ask(settings: Settings, endpoint: str, replies: Any, request: Any, by: str, 
 
 
 def request_validation(settings: Settings, reason: str, optimize: bool, by: str) -> str | None:
-    """Ask the allocator to validate the strategies now (and optimise one); its answer, or None."""
+    """Ask the allocator to validate the strategies now (and optimise one); its answer, or None. An accepted
+    request is recorded with who asked (the allocator journals no request of its own)."""
     from meshtrader.wire.messages import Accepted, AllocatorReplies, RunValidation
 
     reply = ask(settings, "allocator.rep", AllocatorReplies, RunValidation(reason=reason, optimize=optimize, src=by),
                 by, 2000, 2)
-    return reply.message if isinstance(reply, Accepted) else None
+    if not isinstance(reply, Accepted):
+        return None
+    with closing(Store(settings.store_location)) as store:
+        journal_control(store, "allocator", "validate", by,
+                        f"validation requested ({reason})" + (", with a parameter optimisation" if optimize else ""))
+    return reply.message
 
 
 def close_all_positions(settings: Settings, by: str, reason: str) -> str | None:
@@ -360,7 +466,7 @@ def cmd_close_all(settings: Settings, args: argparse.Namespace) -> int:
         if input("Sell every open position at market now? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing done")
             return 1
-    message = close_all_positions(settings, "cli", args.reason)
+    message = close_all_positions(settings, cli_user(), args.reason)
     if message is None:
         print("the executor did not answer (is the mesh up? mesh status)", file=sys.stderr)
         return 1
@@ -369,7 +475,7 @@ def cmd_close_all(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
-    message = request_validation(settings, args.reason, args.optimize, "cli")
+    message = request_validation(settings, args.reason, args.optimize, cli_user())
     if message is None:
         print("the allocator did not answer (is the mesh up? mesh status)", file=sys.stderr)
         return 1
@@ -416,7 +522,7 @@ def results_line(results: dict | None) -> str:
 # Developer tools that live in the repository beside the package (not installed with it): `mesh TOOL ...`
 # runs `python -m MODULE ...` with the repository on the path. `mesh TOOL --help` lists their options.
 REPO_TOOLS = (("exchange-sim", "tools.exchange_sim", "a local exchange speaking Binance's wire formats over the data"),
-              ("bench", "bench", "run a benchmark suite (--suite latency|feed|backtest|sweep|forks|loops, --json)"))
+              ("bench", "bench", "run a benchmark suite (--suite latency|feed|backtest|sweep|forks|loops|dashboard, --json)"))
 
 
 def run_repo_tool(module: str, argv: list[str]) -> int:
@@ -442,6 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     kill = sub.add_parser("kill-switch", help="halt (on) or allow (off) all trading")
     kill.add_argument("state", choices=["on", "off"])
     kill.set_defaults(func=cmd_kill_switch)
+    sub.add_parser("pause", help="pause trading: only exposure-reducing orders pass until mesh resume"
+                   ).set_defaults(func=cmd_pause)
+    sub.add_parser("resume", help="resume trading after mesh pause").set_defaults(func=cmd_pause)
+    limit = sub.add_parser("limit", help="list the risk limits in use, or change one at run time (kept across "
+                                         "restarts)")
+    limit.add_argument("name", nargs="?", help="a limit, e.g. daily_loss_pct (mesh limit lists them)")
+    limit.add_argument("value", nargs="?", help="its new value: fractions as 0.03 for 3%%, counts as whole numbers")
+    limit.set_defaults(func=cmd_limit)
     conf = sub.add_parser("supervisord-conf", help="print the supervisord config for these settings")
     conf.add_argument("--default", action="store_true", help="the repo's own supervisord.conf (./var)")
     conf.set_defaults(func=cmd_supervisord_conf)

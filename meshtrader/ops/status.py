@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from meshtrader.domain.risk import BOOK_KEY
 from meshtrader.persistence import views
 from meshtrader.persistence.fork_registry import ForkRegistry
 from meshtrader.persistence.hotstate import HotState
@@ -20,8 +21,9 @@ from meshtrader.runtime.supervise import Supervisor
 STALE_HEARTBEATS = 3  # a service is unhealthy after this many missed heartbeats
 
 
-def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = True,
-               last_trades: int = 0) -> dict[str, Any]:
+def service_health(settings: Settings, hot: HotState, include_supervisor: bool = True) -> dict[str, dict]:
+    """Each service's state under supervisord, whether its heartbeat is fresh, its uptime, and its process
+    (pid and start time: a new one means it restarted, however briefly)."""
     processes = Supervisor(settings).processes() if include_supervisor else {}
     beats = hot.get_many("hb:*")
     now = time.time()
@@ -34,48 +36,65 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
             (not include_supervisor or state == "RUNNING")
         process = processes.get(name, {})
         up = round(process["now"] - process["start"]) if state == "RUNNING" and process.get("start") else None
-        services[name] = {"state": state, "healthy": healthy, "heartbeat_age_s": age, "up_s": up}
+        services[name] = {"state": state, "healthy": healthy, "heartbeat_age_s": age, "up_s": up,
+                          "pid": process.get("pid") or None, "started": process.get("start") or None}
     if "redis" in processes:
         services["redis"] = {"state": processes["redis"]["statename"], "healthy": hot.ping(),
-                             "heartbeat_age_s": None}
+                             "heartbeat_age_s": None, "pid": processes["redis"].get("pid") or None,
+                             "started": processes["redis"].get("start") or None}
+    return services
+
+
+def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = True,
+               last_trades: int = 0) -> dict[str, Any]:
+    services = service_health(settings, hot, include_supervisor)
     account = hot.get("account") or {}
     alloc = hot.get("alloc") or {}
     risk = hot.get("risk") or {}
-    positions = [{"strategy": a["strategy"], "symbol": p["symbol"], "qty": float(p["qty"]),
-                  "avg_price": float(p["avg_price"]), "last_price": float(p["last_price"]),
+    positions = [{"strategy": a["strategy"], "symbol": p["symbol"], "qty": p["qty"], "avg_price": p["avg_price"],
+                  "last_price": p["last_price"],
                   "unrealized_pnl": str(Decimal(p["qty"]) * Decimal(p["last_price"]) - Decimal(p["cost"]))
                   if "cost" in p else None}
                  for a in account.get("accounts", []) for p in a.get("positions", [])]
-    trades, recent, highlights, research, funded = _from_store(settings, last_trades)
+    stored = _from_store(settings, last_trades)
+    funded: dict[str, Decimal] = stored.pop("funded")
+    day_start: Decimal | None = stored.pop("day_start_equity")
     capital = sum(funded.values(), Decimal(0))
     deactivated = risk.get("deactivated", {})
     accounts = [{**a, "pnl": str(Decimal(a["equity"]) - funded[a["strategy"]]) if a["strategy"] in funded else None,
                  "active": a["strategy"] not in deactivated, "deactivated_because": deactivated.get(a["strategy"])}
                 for a in account.get("accounts", [])]
+    trading = [name for name in settings.service_names() if name != "dashboard"]  # the mesh, less its window
+    running = [name for name in trading if services[name]["state"] == "RUNNING"]
+    redis_up = hot.ping()
     state = {
         "mode": settings.mode,
         "symbols": settings.symbols,
+        "mesh": {"up": bool(running) and redis_up, "running": len(running), "services": len(trading),
+                 "redis": redis_up},
         "services": services,
-        "equity": float(account["equity"]) if account else None,
-        "cash": float(account["cash"]) if account else None,
+        "equity": account.get("equity"),
+        "cash": account.get("cash"),
+        "exposure": account.get("exposure"),
         # since the sub-accounts were funded, to the last digit: equity less what they were funded with
         "pnl": str(Decimal(account["equity"]) - capital) if account and capital else None,
+        # since the market day began (00:00 UTC market time), against the risk guard's day baseline
+        "pnl_today": str(Decimal(account["equity"]) - day_start) if account and day_start is not None else None,
         "positions": positions,
-        "trades": trades,
         "allocations": {k: float(v) * 100 for k, v in alloc.get("weights", {}).items()},
         "trading_state": risk.get("trading_state", "UNKNOWN"),
         "regime": (hot.get("regime") or {}).get("regime"),
         "kill_switch": risk.get("kill_switch"),
+        "paused": bool(risk.get("paused_by")),
+        "limit_values": risk.get("limit_values", {}),
         "risk_reason": risk.get("reason", ""),
         "risk_limits": risk.get("limits", []),
         "event_time": account.get("event_time"),
         "accounts": accounts,
+        **stored,
     }
     if last_trades:
-        state["last_trades"] = recent
-        state["highlights"] = highlights
         state["allocation_reason"] = alloc.get("reason")
-        state.update(research)
     return state
 
 
@@ -92,31 +111,37 @@ def reading(settings: Settings) -> Iterator[Store | None]:
         store.close()
 
 
-def _from_store(settings: Settings, last: int) -> tuple[int, list[dict], list[dict], dict, dict[str, Decimal]]:
-    """Trade count, and with `last`, the latest trades, narrator highlights, forks and the regime table;
-    and what each sub-account was funded with."""
+def _from_store(settings: Settings, last: int) -> dict[str, Any]:
+    """The trade count, what each sub-account was funded with and the risk guard's day baseline; with
+    `last`, also the latest trades, narrator highlights, forks, refusals and the regime table."""
     with reading(settings) as store:
         if store is None:
-            return 0, [], [], {}, {}
-        count, funded = store.trade_count(), views.funded_capital(store)
-        if not last:
-            return count, [], [], {}, funded
-        forks = ForkRegistry(store).summaries(last)
-        return (count, views.recent_trades(store, last), views.highlights(store, last),
-                {"forks": forks, "regime_table": store.regime_table(),
-                 "rejections": views.recent_rejections(store, last)}, funded)
+            return {"trades": 0, "funded": {}, "day_start_equity": None}
+        book = store.get_state(BOOK_KEY) or {}
+        stored: dict[str, Any] = {
+            "trades": store.trade_count(), "funded": views.funded_capital(store),
+            "day_start_equity": Decimal(book["day_start_equity"]) if book.get("day_start_equity") else None}
+        if last:
+            stored.update(last_trades=views.recent_trades(store, last), highlights=views.highlights(store, last),
+                          forks=ForkRegistry(store).summaries(last), regime_table=store.regime_table(),
+                          rejections=views.recent_rejections(store, last))
+        return stored
 
 
-def market_chart(settings: Settings, symbol: str, candles: int) -> dict[str, Any]:
-    """A symbol's latest candles (as the store has them) and the trades made over them, for the chart:
-    times in market seconds, prices as numbers for drawing, trade money as the store's exact strings."""
+def recent_candles(settings: Settings, symbol: str, n: int) -> dict[str, Any]:
+    """A symbol's latest candles as the store has them, for the chart: times in market seconds, prices as
+    numbers for drawing."""
     with reading(settings) as store:
-        bars = store.recent_candles(symbol, candles, settings.timeframe) if store else []
-        trades = views.trades_since(store, symbol, bars[0].open_time) if bars else []
+        bars = store.recent_candles(symbol, n, settings.timeframe) if store else []
     return {"symbol": symbol, "timeframe": settings.timeframe,
             "candles": [{"time": c.open_time // 1000, "open": c.open, "high": c.high, "low": c.low, "close": c.close,
-                         "volume": c.volume} for c in bars],
-            "trades": trades}
+                         "volume": c.volume} for c in bars]}
+
+
+def symbol_trades(settings: Settings, symbol: str, since_et: int) -> dict[str, Any]:
+    """A symbol's trades from a market time on, oldest first, money as the store's exact strings."""
+    with reading(settings) as store:
+        return {"symbol": symbol, "trades": views.trades_since(store, symbol, since_et) if store else []}
 
 
 def equity_curves(settings: Settings, since_et: int = 0) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import redis
 from meshtrader.runtime.log import Logger
 
 FLUSH_INTERVAL_S = 0.2
+STARTS, LAST_START = "starts:", "last_start:"  # + a service's name: how often it started, and when last
 
 
 def client(url: str, timeout_s: float = 1.0) -> redis.Redis:
@@ -67,6 +68,26 @@ class HotState:
             if self.connected and self.log:
                 self.log.warning("redis_unavailable", error=str(error))
             self.connected = False
+
+    def record_start(self, service: str, at: float) -> int | None:
+        """Count a service's start and keep its time; its count of starts, or None without Redis. One round
+        trip, made at once (a process that crashes a moment later is still counted): for start-up only,
+        never a message loop."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.incr(self.prefix + STARTS + service)
+            pipe.set(self.prefix + LAST_START + service, json.dumps(at))
+            return int(pipe.execute()[0])
+        except redis.RedisError as error:
+            if self.log:
+                self.log.warning("redis_unavailable", error=str(error))
+            return None
+
+    def starts(self) -> dict[str, tuple[int, float | None]]:
+        """(times started, last start in unix s) by service, as `record_start` kept them."""
+        counts, times = self.get_many(STARTS + "*"), self.get_many(LAST_START + "*")
+        return {key[len(STARTS):]: (int(count), times.get(LAST_START + key[len(STARTS):]))
+                for key, count in counts.items()}
 
     def close(self) -> None:
         self._closed = True

@@ -33,10 +33,11 @@ def recent_trades(store: Store, n: int) -> list[dict]:
         "ORDER BY created_at DESC, trade_id DESC LIMIT ?", (n,))]
 
 
-def highlights(store: Store, n: int) -> list[dict]:
-    """The narrator's latest highlights, newest first."""
+def highlights(store: Store, n: int, kind: str | None = None) -> list[dict]:
+    """The narrator's latest highlights, newest first; only those of one kind if given."""
+    where, params = ("WHERE kind=? ", (kind, n)) if kind else ("", (n,))
     return [dict(r) for r in store.query(
-        "SELECT kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (n,))]
+        f"SELECT kind, title, body, event_time FROM pr_events {where}ORDER BY id DESC LIMIT ?", params)]
 
 
 def trades_since(store: Store, symbol: str, since_et: int) -> list[dict]:
@@ -67,3 +68,51 @@ def recent_rejections(store: Store, n: int) -> list[dict]:
     return [dict(r) for r in store.query(
         "SELECT strategy, symbol, side, rule, reason, event_time FROM risk_events WHERE approved = 0 "
         "ORDER BY id DESC LIMIT ?", (n,))]
+
+
+def candles_start(store: Store) -> int | None:
+    """Open time of the first stored candle, None without any: no backtest on a copy of the store starts earlier."""
+    return store.scalar("SELECT MIN(open_time) FROM candles")
+
+
+def trade_results(store: Store) -> list[dict]:
+    """Every trade's strategy, fee and realized P&L (exact strings) and event time, oldest first: what the
+    per-strategy statistics are computed from."""
+    return [dict(r) for r in store.query(
+        "SELECT strategy, fee, realized_pnl, event_time FROM trades ORDER BY event_time, created_at")]
+
+
+def allocation_history(store: Store) -> list[tuple[int, dict[str, Decimal]]]:
+    """Every allocation decided, oldest first: (event time, weights as exact fractions)."""
+    return [(r["event_time"], {k: Decimal(v) for k, v in json.loads(r["weights"]).items()})
+            for r in store.query("SELECT event_time, weights FROM allocations ORDER BY id")]
+
+
+def params_adoptions(store: Store) -> dict[str, float]:
+    """When each strategy last adopted optimised parameters (unix seconds), from the allocator's journal."""
+    adopted: dict[str, float] = {}
+    for row in store.query("SELECT detail, created_at FROM agent_events WHERE event=? ORDER BY id",
+                           ("params_adopted",)):
+        adopted[json.loads(row["detail"])["strategy"]] = row["created_at"]
+    return adopted
+
+
+def fork_results(store: Store, purpose: str, n: int) -> list[dict]:
+    """The newest forks of a purpose that recorded results, with them parsed: for the dashboard's look-ups
+    of what a kind of fork produced (the registry reads rows for the fork manager's own needs)."""
+    return [{"fork_id": r["fork_id"], "created_et": r["created_et"], "results": json.loads(r["results"])}
+            for r in store.query("SELECT fork_id, created_et, results FROM fork_tracking WHERE purpose=? AND "
+                                 "results IS NOT NULL ORDER BY created_at DESC LIMIT ?", (purpose, n))]
+
+
+def fork_lifetimes(store: Store) -> list[dict]:
+    """Every fork's purpose, status and wall-clock birth and death, without its results: cheap enough to
+    total the time spent per purpose over the mesh's whole life."""
+    return [dict(r) for r in store.query("SELECT purpose, status, created_at, destroyed_at FROM fork_tracking")]
+
+
+def regime_changes(store: Store, n: int) -> list[dict]:
+    """The latest confirmed regime changes, oldest first, each with the reading's metrics parsed."""
+    rows = store.query("SELECT event_time, regime, metrics FROM market_regimes ORDER BY id DESC LIMIT ?", (n,))
+    return [{"event_time": r["event_time"], "regime": r["regime"], "metrics": json.loads(r["metrics"] or "{}")}
+            for r in reversed(rows)]

@@ -47,7 +47,7 @@ class Service:
 
 SERVICES: tuple[Service, ...] = (
     Service("redis", None, priority=10, only_without_redis_url=True),
-    Service("feed", "meshtrader.services.feed", priority=20, http=1, pub=40, rep=41, relays=("md.gap",),
+    Service("feed", "meshtrader.services.feed", priority=20, http=1, pub=40, rep=41, relays=("md.candle.", "md.gap"),
             publishes="market data: ticks, closed candles, funding, gaps, status, books"),
     Service("strategy", "meshtrader.services.strategy", priority=40, http=10, pub=60, per_strategy=True,
             publishes="signals (sig.<strategy>)"),

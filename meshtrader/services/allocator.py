@@ -36,7 +36,7 @@ from meshtrader.domain.allocation import (
     standardized,
 )
 from meshtrader.domain.candles import Bar
-from meshtrader.domain.regime import RegimeDetector
+from meshtrader.domain.regime import RegimeDetector, RegimeReading
 from meshtrader.persistence.fork_registry import ForkRegistry
 from meshtrader.persistence.store import Store
 from meshtrader.persistence.views import last_allocation
@@ -103,16 +103,21 @@ class Allocator(Service):
         self.optimized: queue.Queue = queue.Queue()
         self.next_to_optimize = 0
         symbols = s.symbols
-        self.detector = RegimeDetector(symbols[0], symbols[1] if len(symbols) > 1 else None)
+        # a regime per symbol, each read with the other's correlation; the first symbol's is the market's: it
+        # drives revalidation and the regime x strategy table
+        self.detectors = {sym: RegimeDetector(sym, next((o for o in symbols if o != sym), None)) for sym in symbols}
+        self.detector = self.detectors[symbols[0]]
         self.regime = ""
+        self.symbol_regimes: dict[str, dict] = {}
         warm = self.detector.rules.window + self.detector.rules.slope_bars + 10
-        history = {sym: self.store.recent_candles(sym, warm, s.timeframe) for sym in symbols[:2]}
+        history = {sym: self.store.recent_candles(sym, warm, s.timeframe) for sym in symbols}
         for candle in sorted((c for cs in history.values() for c in cs), key=lambda c: (c.open_time, c.symbol != symbols[0])):
-            reading = self.detector.update(candle)  # warm up after a restart: no re-announcement
-            if reading is not None and self.detector.confirm(reading):
-                self.regime = reading.regime
-        self.subscribe([s.endpoint("feed.pub")], [candle_topic(sym, s.timeframe) for sym in symbols[:2]],
-                       self.on_candle)
+            for detector in self.detectors.values():  # warm up after a restart: no re-announcement
+                reading = detector.update(candle)
+                confirmed = reading is not None and detector.confirm(reading)
+                if confirmed and detector is self.detector:
+                    self.regime = reading.regime
+        self.subscribe([s.endpoint("feed.pub")], [candle_topic(sym, s.timeframe) for sym in symbols], self.on_candle)
         self.subscribe([s.endpoint("executor.pub")], [b"acct"], self.on_account)
         self.loop.every(0.5, self.run_pending)
         self.loop.every(0.5, self.collect_optimizations)
@@ -129,9 +134,20 @@ class Allocator(Service):
             self.request_validation("schedule")
 
     def observe_regime(self, candle: Candle) -> None:
-        reading = self.detector.update(candle)
-        if reading is None or not self.detector.confirm(reading):
-            return
+        for symbol, detector in self.detectors.items():
+            reading = detector.update(candle)
+            if reading is None:
+                continue
+            confirmed = detector.confirm(reading)
+            # every reading, for the dashboard's gauges (a hot put is a dict write; Redis is written in the background)
+            self.symbol_regimes[symbol] = {"regime": detector.regime, "reading": reading.regime,
+                                           "metrics": reading.metrics(), "event_time": candle.et}
+            self.hot.put("regime.symbols", self.symbol_regimes)
+            if confirmed and detector is self.detector:
+                self.record_regime(reading, candle)
+
+    def record_regime(self, reading: RegimeReading, candle: Candle) -> None:
+        """The market's regime changed: stored, published, and strategies revalidated if it has been a while."""
         metrics = reading.metrics()
         previous, self.regime = self.regime, reading.regime
         self.store.insert_many("market_regimes", ("event_time", "regime", "metrics", "created_at"),

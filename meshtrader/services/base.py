@@ -118,6 +118,9 @@ class Service:
         return declared or type(self).background
 
     def run(self) -> None:
+        # counted before anything can fail, so a crash and restart shows however briefly it lasted
+        # (ops.logs.service_history); one Redis round trip, at start-up only
+        self.hot.record_start(self.name, self.started)
         if self.runs_in_background:
             os.nice(BACKGROUND_NICENESS)
         self.settings.prepare_home()

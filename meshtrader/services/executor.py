@@ -128,7 +128,8 @@ class Executor(Service):
     def on_request(self, request: CloseAll) -> ClosedAll:
         closed = self.engine.close_all(request.by, request.reason, self.engine.portfolio.marks)
         self.store.agent_event(self.name, "close_all", {"by": request.by, "reason": request.reason,
-                                                        "positions": closed.positions, "filled": closed.filled})
+                                                        "positions": closed.positions, "filled": closed.filled,
+                                                        "event_time": self.event_time})
         return closed
 
     def on_order_updates(self, client_order_ids: Iterator[list[bytes]]) -> None:

@@ -1,13 +1,16 @@
-"""Risk guard: the pre-trade gate (REQ/REP), the trading state, the kill switch.
+"""Risk guard: the pre-trade gate (REQ/REP), the trading state, the operators' controls (kill switch, pause,
+risk limits changed at run time).
 
-Rules live in meshtrader.domain.risk; this process holds the book (day baseline, peaks, halts, kill switch),
-persists it, and records every decision with its reason."""
+Rules live in meshtrader.domain.risk; this process holds the book (day baseline, peaks, halts, kill switch,
+pause, limit overrides), persists it, records every decision with its reason and every control with who
+asked (meshtrader.persistence.audit)."""
 from __future__ import annotations
 
 import time
 
 from meshtrader.domain.instruments import install_instruments
-from meshtrader.domain.risk import Limits, RiskBook, Verdict, judge
+from meshtrader.domain.risk import BOOK_KEY, LimitRefused, Limits, RiskBook, Verdict, judge, limit_values
+from meshtrader.persistence.audit import record_control
 from meshtrader.runtime.config import Settings
 from meshtrader.services.base import Service, main
 from meshtrader.venues.instruments import load_instruments
@@ -16,6 +19,7 @@ from meshtrader.wire.messages import (
     Approval,
     ApproveOrder,
     FeedStatus,
+    LimitReply,
     Reactivate,
     RiskDecision,
     RiskRequests,
@@ -23,9 +27,10 @@ from meshtrader.wire.messages import (
     RiskStatus,
     RiskStatusReply,
     SetKillSwitch,
+    SetPaused,
+    SetRiskLimit,
 )
 
-BOOK_KEY = "risk.book"
 EVENT_COLUMNS = ("request_id", "strategy", "symbol", "side", "approved", "rule", "reason", "trading_state",
                  "event_time", "created_at")
 
@@ -35,31 +40,45 @@ class RiskGuard(Service):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__("risk", settings)
-        self.limits = Limits.from_settings(settings)
+        self.settings_limits = Limits.from_settings(settings)
         install_instruments(load_instruments(settings, self.log))  # the venue's tick, step and minimums
         self.pending_events: list[tuple] = []
         self.answered: list[tuple[ApproveOrder, Verdict, str, float]] = []  # decisions not yet recorded
         self.book_dirty = False
         self.limits_in_use: list[dict[str, str]] = []  # each limit's use at the last account snapshot
+        self.controls: list[tuple[str, str, str, int]] = []  # (control, by, change, event time) not yet recorded
 
     def setup(self) -> None:
         self.book = RiskBook.from_json(self.store.get_state(BOOK_KEY))
+        self.use_limits(self.book.limits(self.settings_limits))
         self.publisher("risk.pub")
         self.serve("risk.rep", RiskRequests, self.on_request, after_reply=self.record_decisions)
         self.subscribe([self.settings.endpoint("executor.pub")], [b"acct"], self.on_account)
         self.subscribe([self.settings.endpoint("feed.pub")], [b"md.status."], self.on_feed_status)
         self.decisions = self.metrics.counter("mesh_risk_decisions_total", "pre-trade decisions", ("rule",))
+        self.control_count = self.metrics.counter("mesh_risk_controls_total", "operators' controls",
+                                                  ("control", "outcome"))
         self.loop.every(0.05, self.flush)
         self.loop.every(1.0, self.publish_state, first_in=0)
         self.log.info("risk_book_loaded", trading_state=self.book.trading_state, kill_switch=self.book.kill_switch,
-                      deactivated=list(self.book.deactivated))
+                      deactivated=list(self.book.deactivated), paused_by=self.book.paused_by,
+                      limit_overrides=self.book.limit_overrides)
+
+    def use_limits(self, limits: Limits) -> None:
+        self.limits = limits
+        self.limit_values = limit_values(limits)  # made once per change: the state published every second shows it
 
     # ----- requests -----------------------------------------------------------------------------
-    def on_request(self, request: ApproveOrder | SetKillSwitch | RiskStatus | Reactivate) -> Approval | RiskStatusReply:
+    def on_request(self, request: ApproveOrder | SetKillSwitch | SetPaused | SetRiskLimit | RiskStatus | Reactivate
+                   ) -> Approval | RiskStatusReply | LimitReply:
         if isinstance(request, ApproveOrder):
             return self.approve(request)
         if isinstance(request, SetKillSwitch):
-            self.set_kill_switch(request.on, request.by)
+            self.set_kill_switch(request.on, who(request.by))
+        elif isinstance(request, SetPaused):
+            self.set_paused(request.on, who(request.by))
+        elif isinstance(request, SetRiskLimit):
+            return self.set_limit(request.name, request.value, who(request.by))
         elif isinstance(request, Reactivate):
             self.apply_changes(self.book.reactivate(request.strategy, f"{request.reason} (by {request.src or '?'})"))
             self.flush()
@@ -95,15 +114,48 @@ class RiskGuard(Service):
     def set_kill_switch(self, on: bool, by: str) -> None:
         if self.book.kill_switch == on:
             return
+        was = self.book.trading_state
         self.book.kill_switch = on
-        reason = f"kill switch turned {'on' if on else 'off'} by {by}"
-        self.log.warning("kill_switch", on=on, by=by)
-        self.record_state_change("kill_switch", reason)
+        self.control("kill_switch", by, f"kill switch turned {'on' if on else 'off'} by {by} "
+                                        f"({was} -> {self.book.trading_state})")
+
+    def set_paused(self, on: bool, by: str) -> None:
+        """Paused, only exposure-reducing orders pass (REDUCING), until resumed; the kill switch still wins."""
+        if bool(self.book.paused_by) == on:
+            return
+        was = self.book.trading_state
+        self.book.paused_by = by if on else ""
+        self.control("pause", by, f"trading {'paused' if on else 'resumed'} by {by} "
+                                  f"({was} -> {self.book.trading_state})")
+
+    def set_limit(self, name: str, value: str, by: str) -> LimitReply:
+        """A limit changed at run time: checked (a refusal says why), applied at once, kept in the book."""
+        try:
+            limits, old, new = self.book.set_limit(self.limits, name, value)
+        except LimitRefused as refusal:
+            self.control_count.labels(self.name, "limit_change", "refused").inc()
+            self.log.warning("limit_change_refused", by=by, limit=name[:40], value=value[:40], reason=str(refusal))
+            return LimitReply(ok=False, error=str(refusal), name=name[:40], limit_values=self.limit_values)
+        changed = limits != self.limits
+        self.use_limits(limits)
+        self.book_dirty = True  # the override is kept even when it restates the value in force
+        if changed:
+            self.control("limit_change", by, f"{name} {old} -> {new} by {by}")
+        return LimitReply(name=name, old=old, new=new, limit_values=self.limit_values)
+
+    def control(self, control: str, by: str, change: str) -> None:
+        """An operator's control has changed the book: logged, counted, journaled with who and when, the
+        state republished, and the book stored before the answer goes."""
+        self.control_count.labels(self.name, control, "applied").inc()
+        self.log.warning(control, by=by, change=change, trading_state=self.book.trading_state)
+        self.controls.append((control, by, change, self.event_time))
+        self.record_state_change(control, change)
         self.flush()
 
     def status(self) -> RiskStatusReply:
         return RiskStatusReply(trading_state=self.book.trading_state, kill_switch=self.book.kill_switch,
-                               deactivated=sorted(self.book.deactivated), reason=self.book.state_reason())
+                               deactivated=sorted(self.book.deactivated), reason=self.book.state_reason(),
+                               paused=bool(self.book.paused_by), limit_values=self.limit_values)
 
     # ----- monitoring ---------------------------------------------------------------------------
     def on_account(self, topic: bytes, snapshot: AccountSnapshot) -> None:
@@ -140,10 +192,11 @@ class RiskGuard(Service):
         state = self.status()
         self.hot.put("risk", {"trading_state": state.trading_state, "kill_switch": state.kill_switch,
                               "deactivated": self.book.deactivated, "reason": state.reason,
-                              "limits": self.limits_in_use})
+                              "paused_by": self.book.paused_by or None, "limits": self.limits_in_use,
+                              "limit_values": self.limit_values})
         self.pub.publish(b"risk.state", RiskState(trading_state=state.trading_state, kill_switch=state.kill_switch,
-                                                  deactivated=state.deactivated, reason=reason or state.reason,
-                                                  et=self.event_time))
+                                                  paused=state.paused, deactivated=state.deactivated,
+                                                  reason=reason or state.reason, et=self.event_time))
 
     def flush(self) -> None:
         """Decisions and the book reach the store right after the answer, off the order's critical path."""
@@ -153,9 +206,18 @@ class RiskGuard(Service):
         if self.book_dirty:
             self.book_dirty = False
             self.store.put_state(BOOK_KEY, self.book.to_json())
+        if self.controls:
+            controls, self.controls = self.controls, []
+            for control, by, change, event_time in controls:
+                record_control(self.store, self.name, control, by, change, event_time or None)
 
     def teardown(self) -> None:
         self.flush()
+
+
+def who(by: str) -> str:
+    """Who asked, as recorded: a name the operator's client gave, kept short."""
+    return by.strip()[:80] or "unknown"
 
 
 if __name__ == "__main__":

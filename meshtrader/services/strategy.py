@@ -5,6 +5,9 @@ Its parameters are the configured ones, or the last set the allocator adopted af
 optimisation (kept in the store): a new set arrives on `params.<strategy>` and is swapped in without a
 restart, warmed up on recent candles first so its first decision is on whole indicators.
 
+Its instances' features (the inputs of their decisions) go to hot state for the dashboard, from a timer
+and only when a bar moved them: never between a candle and its signal.
+
 The strategy is any registered one: a module of meshtrader/strategies/, or a file named by
 MESH_STRATEGY_FILES (loaded with the settings)."""
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import sys
 
 from meshtrader.domain.candles import timeframe_ms
+from meshtrader.ops.features import features_key, features_snapshot
 from meshtrader.runtime.config import ConfigError, Settings
 from meshtrader.services.base import Service, main
 from meshtrader.strategies import Decision, ParameterError, Strategy, create
@@ -29,6 +33,8 @@ from meshtrader.wire.messages import (
     tick_topic,
 )
 
+FEATURES_EVERY_S = 0.5  # features are published at most this often
+
 
 class StrategyWorker(Service):
     def __init__(self, settings: Settings, strategy: str) -> None:
@@ -39,6 +45,7 @@ class StrategyWorker(Service):
         self.params = settings.strategy_params.get(strategy)
         self.instances: dict[str, Strategy] = {s: create(strategy, s, self.params) for s in settings.symbols}
         self.last_bar: dict[str, int] = {s: -1 for s in settings.symbols}
+        self.features_moved = False  # since they were last published
         self.topic = signal_topic(strategy)
         self.tf = settings.timeframe
         self.tf_ms = timeframe_ms(self.tf)
@@ -59,6 +66,7 @@ class StrategyWorker(Service):
         self.subscribe([self.settings.endpoint("allocator.pub")], [b"params." + self.strategy.encode()],
                        self.on_params)
         self.warm_up()
+        self.loop.every(FEATURES_EVERY_S, self.publish_features, first_in=0)
 
     def use_params(self, params: dict, why: str) -> bool:
         try:
@@ -93,6 +101,7 @@ class StrategyWorker(Service):
                 self.event_time = max(self.event_time, candle.et)
             self.log.info("warmed_up", symbol=symbol, candles=len(candles), source=source,
                           ready=len(candles) >= instance.warmup)
+        self.features_moved = True
 
     def on_market(self, topic: bytes, event: Candle | Tick | FundingRate) -> None:
         self.event_time = max(self.event_time, event.et)
@@ -101,6 +110,7 @@ class StrategyWorker(Service):
             return
         if isinstance(event, FundingRate):
             instance.on_funding(event)
+            self.features_moved = True
             return
         if isinstance(event, Tick):
             decision = instance.on_tick(event)
@@ -116,6 +126,13 @@ class StrategyWorker(Service):
         decision = instance.decide(event)
         if decision:
             self.emit(decision, event.symbol, event.open_time, event.close, event)
+        self.features_moved = True
+
+    def publish_features(self) -> None:
+        """The timer's: the instances' features to hot state, if a bar (or funding) moved them."""
+        if self.features_moved:
+            self.features_moved = False
+            self.hot.put(features_key(self.strategy), features_snapshot(self.instances, self.last_bar))
 
     def emit(self, decision: Decision, symbol: str, bar_time: int, price: float, origin: Candle | Tick) -> None:
         signal = Signal(signal_id=f"{self.strategy}:{symbol}:{bar_time}:{decision.side}", strategy=self.strategy,

@@ -7,11 +7,13 @@ backtester, the optimiser, `mesh backtest`).
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from meshtrader.domain.indicators import RollingStats
 from meshtrader.wire.messages import Candle, FundingRate, Tick
 
 
@@ -49,6 +51,9 @@ class Strategy:
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     search_space: ClassVar[dict[str, list]] = {}  # the values parameter optimisation tries, per parameter
+    # Which of features() are prices, so the chart can draw them over the candles. A class's own, except
+    # where it depends on the parameters (the ensemble's: its members'), so not a ClassVar.
+    price_features: frozenset[str] = frozenset()
 
     def __init__(self, symbol: str, params: dict[str, Any] | None = None) -> None:
         self.symbol = symbol
@@ -76,11 +81,28 @@ class Strategy:
         """A funding settlement of this symbol (perpetuals), delivered after the candle it falls in.
         It informs the strategy's state; decisions come from candles (and ticks)."""
 
+    def features(self) -> dict[str, float]:
+        """The current inputs of the strategy's decisions, by name, for people to see (the dashboard's
+        Features view and chart overlays). Read from the state decide() keeps anyway, and only when
+        asked, so the decision path pays nothing for it. Empty before warm-up; a value not known yet is
+        left out (see `feature_values`), never NaN."""
+        return {}
+
     @classmethod
     def wants(cls, hook: str) -> bool:
         """Whether the strategy overrides a hook ('decide', 'on_tick', 'on_funding'): workers subscribe to
         candles, ticks and funding only for the hooks a strategy has."""
         return getattr(cls, hook) is not getattr(Strategy, hook)
+
+
+def feature_values(**values: float | None) -> dict[str, float]:
+    """The values that are known and finite, as floats: what features() return (JSON has no NaN)."""
+    return {name: float(value) for name, value in values.items() if value is not None and math.isfinite(value)}
+
+
+def newest(stats: RollingStats) -> float:
+    """The last value a RollingStats took in: features read it there rather than decide() keeping a copy."""
+    return stats._window[-1]
 
 
 REGISTRY: dict[str, type[Strategy]] = {}  # name -> class, in the order they were registered

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import RollingStats
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, feature_values, register
 from meshtrader.wire.messages import Candle
 
 
@@ -18,6 +18,7 @@ class Bollinger(Strategy):
     name = "bollinger"
     Params = BollingerParams
     search_space = {"period": [14, 20, 30, 50], "k": [1.5, 2.0, 2.5, 3.0]}
+    price_features = frozenset({"band_upper", "band_middle", "band_lower"})
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)
@@ -39,3 +40,10 @@ class Bollinger(Strategy):
         if candle.close > mean:
             return Decision("sell", 0.5, f"close {candle.close} above the middle band {mean:.2f}")
         return None
+
+    def features(self) -> dict[str, float]:
+        mean, std = self.stats.mean, self.stats.std
+        if mean is None or std is None:
+            return {}
+        width = self.params.k * std
+        return feature_values(band_upper=mean + width, band_middle=mean, band_lower=mean - width)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import RollingExtreme
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, feature_values, register
 from meshtrader.wire.messages import Candle
 
 
@@ -19,6 +19,7 @@ class Breakout(Strategy):
     name = "breakout"
     Params = BreakoutParams
     search_space = {"entry": [10, 20, 40, 60], "exit": [5, 10, 20]}
+    price_features = frozenset({"channel_high", "channel_low"})
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)
@@ -38,3 +39,9 @@ class Breakout(Strategy):
         if low is not None and candle.close < low:
             return Decision("sell", 0.6, f"close {candle.close} broke the {self.params.exit}-bar low {low}")
         return None
+
+    def features(self) -> dict[str, float]:
+        """The channels the next close is held against (this bar's high and low included)."""
+        if self.highs.value is None or self.lows.value is None:
+            return {}
+        return feature_values(channel_high=self.highs.value, channel_low=self.lows.value)

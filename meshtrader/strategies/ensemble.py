@@ -36,6 +36,8 @@ class Ensemble(Strategy):
                         for name, weight in self.params.members.items()]
         self.total_weight = sum(w for _, w in self.members)
         self.steps = [(member.decide, weight, member.name) for member, weight in self.members]
+        self.price_features = frozenset(f"{member.name}.{name}" for member, _ in self.members
+                                        for name in member.price_features)
 
     @property
     def warmup(self) -> int:
@@ -54,6 +56,11 @@ class Ensemble(Strategy):
     def on_funding(self, funding: FundingRate) -> None:
         for member, _ in self.members:
             member.on_funding(funding)
+
+    def features(self) -> dict[str, float]:
+        """The members' features, each named `member.feature`: the inputs of their votes."""
+        return {f"{member.name}.{name}": value for member, _ in self.members
+                for name, value in member.features().items()}
 
     def vote(self, decisions: list[tuple[Decision, float, str]]) -> Decision | None:
         """The weighted net score of the members that decided something this bar."""

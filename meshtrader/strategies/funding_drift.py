@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, feature_values, register
 from meshtrader.wire.messages import Candle, FundingRate
 
 HOUR_MS = 3_600_000
@@ -47,3 +47,8 @@ class FundingDrift(Strategy):
             return Decision("buy", 0.55, f"settlement in {(nxt - candle.et) // 60_000} min, last funding "
                             f"{self.last_rate:.6f} <= {self.params.max_rate}")
         return None
+
+    def features(self) -> dict[str, float]:
+        """The last funding rate and the times (epoch ms) of the next settlement and of a held trade's exit."""
+        return feature_values(funding_rate=self.last_rate, next_settlement_ms=self.next_settlement,
+                              exit_at_ms=self.exit_at)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import MACD, Cross
-from meshtrader.strategies.base import Decision, FastSlowParams, Strategy, register
+from meshtrader.strategies.base import Decision, FastSlowParams, Strategy, feature_values, register
 from meshtrader.wire.messages import Candle
 
 
@@ -36,3 +36,9 @@ class MacdCross(Strategy):
         if crossed < 0:
             return Decision("sell", 0.6, f"MACD {self.macd.line:.4f} crossed below signal {self.macd.signal:.4f}")
         return None
+
+    def features(self) -> dict[str, float]:
+        line, signal = self.macd.line, self.macd.signal
+        if line is None or signal is None:
+            return {}
+        return feature_values(macd=line, signal=signal, histogram=line - signal)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import RollingStats, RollingVWAP
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, feature_values, newest, register
 from meshtrader.wire.messages import Candle
 
 
@@ -20,6 +20,7 @@ class MeanReversion(Strategy):
     name = "mean_reversion"
     Params = MeanReversionParams
     search_space = {"period": [30, 60, 120], "entry_z": [1.5, 2.0, 2.5], "exit_z": [0.0, 0.5]}
+    price_features = frozenset({"vwap", "buy_below", "sell_above"})
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)
@@ -45,3 +46,12 @@ class MeanReversion(Strategy):
         if z >= -self.params.exit_z:
             return Decision("sell", 0.5, f"z-score {z:.2f}: back to VWAP {vwap:.2f}")
         return None
+
+    def features(self) -> dict[str, float]:
+        """The last close's z-score against the VWAP, and the entry and exit z-scores as prices."""
+        vwap, std = self.vwap.value, self.spread.std
+        if vwap is None or not std:
+            return {}
+        p = self.params
+        return feature_values(vwap=vwap, z=newest(self.spread) / std, buy_below=vwap - p.entry_z * std,
+                              sell_above=vwap - p.exit_z * std)

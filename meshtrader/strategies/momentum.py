@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import RSI, SMA, Cross
-from meshtrader.strategies.base import Decision, FastSlowParams, Strategy, register
+from meshtrader.strategies.base import Decision, FastSlowParams, Strategy, feature_values, register
 from meshtrader.wire.messages import Candle
 
 
@@ -20,6 +20,7 @@ class Momentum(Strategy):
     name = "momentum"
     Params = MomentumParams
     search_space = {"fast": [3, 5, 8, 12], "slow": [20, 30, 50], "rsi_max": [65.0, 70.0, 80.0]}
+    price_features = frozenset({"sma_fast", "sma_slow"})
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)
@@ -40,3 +41,8 @@ class Momentum(Strategy):
         if crossed < 0:
             return Decision("sell", 0.6, f"SMA{self.params.fast} crossed below SMA{self.params.slow}")
         return None
+
+    def features(self) -> dict[str, float]:
+        if self.slow.value is None or self.rsi.value is None:
+            return {}
+        return feature_values(sma_fast=self.fast.value, sma_slow=self.slow.value, rsi=self.rsi.value)

@@ -20,7 +20,15 @@ from pathlib import Path
 from pydantic import Field
 
 from meshtrader.domain.indicators import EMA, RollingExtreme, RollingStats
-from meshtrader.strategies.base import Decision, ParameterError, Strategy, StrategyParams, register
+from meshtrader.strategies.base import (
+    Decision,
+    ParameterError,
+    Strategy,
+    StrategyParams,
+    feature_values,
+    newest,
+    register,
+)
 from meshtrader.wire.messages import Candle
 
 
@@ -45,6 +53,7 @@ class SellerExhaustionParams(StrategyParams):
 
 
 CONFIG_BLOCKS = ("seller_params", "backtest_params", "risk_management", "exchange", "data_feed")
+FIB_LEVELS = (0.236, 0.382, 0.5, 0.618, 0.786)  # the retracements a position's features show
 
 
 def params_from_config(path: Path | str) -> dict:
@@ -69,6 +78,8 @@ class SellerExhaustion(Strategy):
     name = "seller_exhaustion"
     Params = SellerExhaustionParams
     search_space = {"vol_z": [1.5, 2.0, 2.5], "tr_z": [1.0, 1.2, 1.5], "cloc_min": [0.5, 0.6, 0.7]}
+    price_features = frozenset({"ema_fast", "ema_slow", "swing_high", "entry", "stop", "target", "rr_target",
+                                *(f"fib_{level}" for level in FIB_LEVELS)})
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         params = dict(params or {})
@@ -117,7 +128,8 @@ class SellerExhaustion(Strategy):
         if self.swing_high is not None and self.swing_high > candle.close:
             target = candle.low + (self.swing_high - candle.low) * p.fib_target_level
         self.trade = {"entry": candle.close, "stop": stop, "fib": target, "bars": 0,
-                      "rr": candle.close + p.reward_r * (candle.close - stop)}
+                      "rr": candle.close + p.reward_r * (candle.close - stop),
+                      "low": candle.low, "swing": self.swing_high}  # the Fibonacci range, for features()
         return Decision("buy", min(1.0, 0.5 + vol_z / 10), f"seller exhaustion: volume z {vol_z:.1f}, "
                         f"range z {tr_z:.1f}, close location {location:.2f}, downtrend",
                         stop if p.use_stop_loss else None)
@@ -139,6 +151,31 @@ class SellerExhaustion(Strategy):
         self.trade = None
         return Decision("sell", 0.7, reason)
 
+    def features(self) -> dict[str, float]:
+        """The trend, the last bar's z-scores and the swing high; while it holds a position, that
+        position's levels too (see position_levels)."""
+        if self.slow.value is None or self.volume_stats.std is None:
+            return {}
+        values = feature_values(ema_fast=self.fast.value, ema_slow=self.slow.value, atr=self.atr.value,
+                                volume_z=last_z(self.volume_stats), range_z=last_z(self.range_stats),
+                                swing_high=self.swing_high)
+        if self.trade is not None:
+            values.update(self.position_levels(self.trade))
+        return values
+
+    def position_levels(self, trade: dict) -> dict[str, float]:
+        """Entry, the exits in force (stop, Fibonacci target, R:R target), bars held, and the Fibonacci
+        retracements from the entry bar's low up to the swing high the target was taken from."""
+        p = self.params
+        levels = {"entry": trade["entry"], "bars_held": trade["bars"],
+                  "stop": trade["stop"] if p.use_stop_loss else None,
+                  "target": trade["fib"] if p.use_fib_exits else None,
+                  "rr_target": trade["rr"] if p.use_traditional_tp else None}
+        if trade["fib"] is not None:
+            low, span = trade["low"], trade["swing"] - trade["low"]
+            levels.update({f"fib_{level}": low + span * level for level in FIB_LEVELS})
+        return feature_values(**levels)
+
     def track_swing_high(self, high: float) -> None:
         """A swing high is a bar's high no other bar beats from `lookback` bars before to `lookahead`
         bars after it: it is confirmed `lookahead` bars late, never with future data."""
@@ -146,3 +183,8 @@ class SellerExhaustion(Strategy):
         highest = self.highest.update(high)
         if highest is not None and self.highs[0] >= highest:
             self.swing_high = self.highs[0]
+
+
+def last_z(stats: RollingStats) -> float | None:
+    """The z-score of the newest value of a window; None while the window does not vary."""
+    return (newest(stats) - stats.mean) / stats.std if stats.std else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import SMA, Cross
-from meshtrader.strategies.base import Decision, FastSlowParams, Strategy, register
+from meshtrader.strategies.base import Decision, FastSlowParams, Strategy, feature_values, register
 from meshtrader.wire.messages import Candle
 
 
@@ -19,6 +19,7 @@ class SmaCross(Strategy):
     name = "sma_cross"
     Params = SmaCrossParams
     search_space = {"fast": [5, 10, 20], "slow": [30, 50, 100]}
+    price_features = frozenset({"sma_fast", "sma_slow"})
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)
@@ -35,3 +36,8 @@ class SmaCross(Strategy):
         if crossed < 0:
             return Decision("sell", 0.6, f"SMA{self.params.fast} crossed below SMA{self.params.slow}")
         return None
+
+    def features(self) -> dict[str, float]:
+        if self.slow.value is None:
+            return {}
+        return feature_values(sma_fast=self.fast.value, sma_slow=self.slow.value)

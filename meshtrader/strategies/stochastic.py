@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from meshtrader.domain.indicators import SMA, Cross, RollingExtreme
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, feature_values, register
 from meshtrader.wire.messages import Candle
 
 
@@ -26,6 +26,7 @@ class Stochastic(Strategy):
     name = "stochastic"
     Params = StochasticParams
     search_space = {"k_period": [9, 14, 21], "d_period": [3, 5], "oversold": [15.0, 20.0, 30.0]}
+    price_features = frozenset({"channel_high", "channel_low"})
 
     def __init__(self, symbol: str, params: dict | None = None) -> None:
         super().__init__(symbol, params)
@@ -49,3 +50,10 @@ class Stochastic(Strategy):
         if crossed < 0 and k > self.params.overbought:
             return Decision("sell", 0.6, f"%K {k:.1f} crossed below %D {d:.1f} while overbought")
         return None
+
+    def features(self) -> dict[str, float]:
+        d = self.d.value
+        if d is None:
+            return {}
+        k = d + self.cross._previous  # the cross keeps %K - %D: %K back, to a rounding
+        return feature_values(k=k, d=d, channel_high=self.highs.value, channel_low=self.lows.value)

@@ -197,6 +197,7 @@ class RiskDecision(Event, kw_only=True):
 class RiskState(Event, kw_only=True):
     trading_state: Literal["ACTIVE", "REDUCING", "HALTED"]
     kill_switch: bool
+    paused: bool = False  # only exposure-reducing orders, until resumed
     deactivated: list[str] = []
     reason: str = ""
 
@@ -315,6 +316,21 @@ class SetKillSwitch(Request, tag="kill_switch"):
     by: str = "cli"
 
 
+class SetPaused(Request, tag="pause"):
+    """Pause trading (only exposure-reducing orders pass) or resume it; unlike the kill switch, exits go on."""
+
+    on: bool
+    by: str = "cli"
+
+
+class SetRiskLimit(Request, tag="set_limit"):
+    """Change one risk limit (a field of domain.risk.Limits) at run time; the value as text, checked by the guard."""
+
+    name: str
+    value: str
+    by: str = "cli"
+
+
 class RiskStatus(Request, tag="risk_status"):
     pass
 
@@ -385,6 +401,17 @@ class RiskStatusReply(Reply, tag="risk_status"):
     kill_switch: bool
     deactivated: list[str] = []
     reason: str = ""
+    paused: bool = False
+    limit_values: dict[str, str] = {}  # every limit in use, by name
+
+
+class LimitReply(Reply, tag="limit"):
+    """A limit change applied (ok, with the old and new value) or refused (ok False, `error` says why)."""
+
+    name: str
+    old: str = ""
+    new: str = ""
+    limit_values: dict[str, str] = {}
 
 
 class CandlesReply(Reply, tag="candles"):
@@ -411,8 +438,8 @@ class ClosedAll(Reply, tag="closed_all"):
     message: str = ""
 
 
-RiskRequests = ApproveOrder | SetKillSwitch | RiskStatus | Reactivate
-RiskReplies = Approval | RiskStatusReply | ErrorReply
+RiskRequests = ApproveOrder | SetKillSwitch | SetPaused | SetRiskLimit | RiskStatus | Reactivate
+RiskReplies = Approval | RiskStatusReply | LimitReply | ErrorReply
 FeedRequests = RecentCandles
 FeedReplies = CandlesReply | ErrorReply
 ForkRequests = CreateFork | ListForks | KeepFork

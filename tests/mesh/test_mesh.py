@@ -77,7 +77,7 @@ def test_mesh_trades_and_reconciles(mesh):
     for position in status["positions"]:
         assert set(position) >= {"strategy", "symbol", "qty", "avg_price", "last_price", "unrealized_pnl"}
     funded = sum((Decimal(amount) for (amount,) in mesh.query("SELECT amount FROM ledger")), Decimal(0))
-    assert Decimal(status["pnl"]) + funded == Decimal(repr(status["equity"]))  # P&L: equity less the capital
+    assert Decimal(status["pnl"]) + funded == Decimal(status["equity"])  # P&L: equity less the capital
     assert sum(Decimal(a["pnl"]) for a in status["accounts"]) == Decimal(status["pnl"])  # each strategy's adds up
     assert all(a["active"] and a["deactivated_because"] is None for a in status["accounts"])
     [(filled,)] = mesh.query("SELECT order_id FROM orders WHERE status='FILLED' LIMIT 1")
@@ -253,14 +253,18 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
     for script in re.findall(r'<script src="(/[^"]+)"', page.text):  # the chart library is the dashboard's own
         assert httpx.get(f"{base}{script}").status_code == 200, script
     symbol = mesh.settings.symbols[0]
-    chart = wait_for(lambda: (c := httpx.get(f"{base}/api/chart", params={"symbol": symbol}).json())["trades"] and c,
+    bars = wait_for(lambda: httpx.get(f"{base}/api/candles", params={"symbol": symbol}).json()["candles"], 30,
+                    "candles on the chart")
+    assert [c["time"] for c in bars] == sorted({c["time"] for c in bars})
+    first = bars[0]["time"] * 1000
+    shown = wait_for(lambda: httpx.get(f"{base}/api/trades", params={"symbol": symbol, "since_et": first}).json()["trades"],
                      60, "a trade on the chart")
-    first = chart["candles"][0]["time"] * 1000
-    assert [c["time"] for c in chart["candles"]] == sorted({c["time"] for c in chart["candles"]})
     stored = mesh.query("SELECT price FROM trades WHERE symbol=? AND event_time>=? ORDER BY event_time, created_at",
                         (symbol, first))
-    assert stored[:len(chart["trades"])] == [(t["price"],) for t in chart["trades"]]  # the store's exact strings
-    assert httpx.get(f"{base}/api/chart", params={"symbol": "DOGEUSDT"}).status_code == 404
+    assert stored[:len(shown)] == [(t["price"],) for t in shown]  # the store's exact strings
+    for path in ("candles", "trades"):
+        unknown = httpx.get(f"{base}/api/{path}", params={"symbol": "DOGEUSDT"})
+        assert unknown.status_code == 404 and "DOGEUSDT is not traded here" in unknown.json()["detail"]
     curves = wait_for(lambda: (e := httpx.get(f"{base}/api/equity").json())["portfolio"] and e, 60, "an equity point")
     recorded = mesh.query("SELECT event_time, strategy, equity FROM strategy_performance WHERE event_time<=? "
                           "ORDER BY event_time, strategy", (curves["portfolio"][-1]["time"],))
@@ -268,36 +272,71 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
         == set(recorded)
     for point in curves["portfolio"]:  # the portfolio's equity is its strategies' to the last digit
         assert Decimal(point["equity"]) == sum(Decimal(e) for t, _, e in recorded if t == point["time"])
-    assert httpx.get(f"{base}/api/chart", params={"symbol": symbol, "candles": 0}).status_code == 422
+    assert httpx.get(f"{base}/api/candles", params={"symbol": symbol, "n": 0}).status_code == 422
     state = wait_for(lambda: (s := httpx.get(f"{base}/api/state").json())["risk_limits"] and s, 30, "limits in use")
     assert {"daily loss", "portfolio drawdown", "exposure", "entries today"} <= {r["limit"] for r in state["risk_limits"]}
     assert all(v["up_s"] is not None and v["up_s"] >= 0 for n, v in state["services"].items() if n != "redis")
     counters = httpx.get(f"{base}/api/services").json()
     assert counters["executor"]["messages_out"] > 0 and counters["feed"]["messages_out"] > 0
-    assert set(counters["risk"]) == {"messages_in", "messages_out", "decode_errors", "sequence_gaps"}
+    assert set(counters["risk"]) == {"messages_in", "messages_out", "decode_errors", "sequence_gaps", "starts",
+                                     "restarts", "last_start", "last_error"}
+    assert counters["risk"]["starts"] >= 1
     assert state["mode"] == "paper" and "last_trades" in state and state["services"]["executor"]["healthy"]
     assert {"forks", "regime_table"} <= set(state)
     token, _ = dashboard_token(mesh.settings)
     control = {"Authorization": f"Bearer {token}"}
     for headers, refused in (({}, 401), ({"Authorization": "Bearer guessed"}, 403)):  # controls need the token
         for path, body in (("validate", {"optimize": False}), ("kill-switch", {"on": True}),
-                           ("close-all", {"confirm": True})):
+                           ("close-all", {"confirm": True}), ("pause", {"on": True}),
+                           ("risk/limits", {"name": "daily_loss_pct", "value": "0.5"})):
             answer = httpx.post(f"{base}/api/{path}", json=body, headers=headers)
             assert answer.status_code == refused and "token" in answer.json()["detail"]
     logs = "".join(p.read_text(errors="replace") for p in mesh.settings.log_dir.glob("*.log"))
     assert mesh.status()["trading_state"] == "ACTIVE" and token not in logs
+    # bad requests: a 4xx that says what was wrong
+    for path, params, status, said in (("logs", {"service": "nosuch"}, 404, "no service 'nosuch'; one of"),
+                                       ("logs", {"service": "risk", "level": "LOUD"}, 422, "level"),
+                                       ("overlays", {"symbol": symbol, "strategy": "nosuch"}, 404, "not running here"),
+                                       ("forks", {"n": 0}, 422, "greater than or equal to 1")):
+        answer = httpx.get(f"{base}/api/{path}", params=params)
+        assert answer.status_code == status and said in json.dumps(answer.json()["detail"]), (path, answer.text)
+    refused = httpx.post(f"{base}/api/risk/limits", json={"name": "daily_loss_pct", "value": "5%"}, headers=control)
+    assert refused.status_code == 400 and "not a number" in refused.json()["detail"]
+    assert httpx.post(f"{base}/api/risk/limits", json={"value": "1"}, headers=control).status_code == 422
+    # every view's data, with money as exact strings
+    insights = httpx.get(f"{base}/api/strategies").json()["strategies"]
+    assert set(insights) == set(mesh.settings.strategies)
+    for name, figures in insights.items():
+        assert Decimal(figures["realized_pnl"]).is_finite() and Decimal(figures["fees"]) >= 0
+        assert figures["trades"] <= mesh.query("SELECT COUNT(*) FROM trades WHERE strategy=?", (name,))[0][0]
+    assert set(httpx.get(f"{base}/api/regimes").json()["symbols"]) == set(mesh.settings.symbols)
+    assert set(httpx.get(f"{base}/api/features").json()["strategies"]) == set(mesh.settings.strategies)
+    lines = httpx.get(f"{base}/api/logs", params={"service": "executor", "limit": 5}).json()["lines"]
+    assert 0 < len(lines) <= 5 and all(line["service"] == "executor" for line in lines if line["level"] != "RAW")
     asked = httpx.post(f"{base}/api/validate", json={"optimize": False}, headers=control)
     assert asked.status_code == 200 and "validation queued" in asked.json()["message"]
     assert "mesh_up" in httpx.get(f"{base}/metrics").text
     for program in ("feed", "executor", "risk", "strategy_macd"):
         assert "mesh_messages_out_total" in mesh.metrics(program)
+    # the live stream: a snapshot stamped with a number, then numbered events with no gap; a page that
+    # reconnects with the last number it saw gets exactly what it missed
     with connect(base.replace("http", "ws") + "/ws", open_timeout=10) as socket:
-        topics = set()
+        snapshot = json.loads(socket.recv(timeout=30))
+        assert snapshot["type"] == "snapshot" and snapshot["state"]["mode"] == "paper"
+        epoch, seen, topics = snapshot["epoch"], [snapshot["seq"]], set()
         deadline = time.monotonic() + 60
-        while "fill" not in topics and time.monotonic() < deadline:
+        while not {"fill", "health"} <= topics and time.monotonic() < deadline:
             message = json.loads(socket.recv(timeout=60))
-            topics.add(message["topic"])
-        assert "fill" in topics
+            topics.add(message["topic"].split(".")[0] if message["topic"].startswith("md.") else message["topic"])
+            seen.append(message["seq"])
+        assert {"fill", "health", "md"} <= topics and seen == list(range(seen[0], seen[-1] + 1))
+    after = seen[-1]
+    with connect(base.replace("http", "ws") + f"/ws?epoch={epoch}&after={after}", open_timeout=10) as socket:
+        resumed = json.loads(socket.recv(timeout=30))
+        assert resumed == {"type": "resume", "epoch": epoch, "seq": after}
+        assert json.loads(socket.recv(timeout=30))["seq"] == after + 1
+    with connect(base.replace("http", "ws") + "/ws?epoch=elsewhere&after=5", open_timeout=10) as socket:
+        assert json.loads(socket.recv(timeout=30))["type"] == "snapshot"  # another dashboard's numbers: start afresh
     bad = httpx.post(f"{base}/api/kill-switch", json={"on": "maybe"}, headers=control)
     assert bad.status_code == 422
     assert httpx.post(f"{base}/api/kill-switch", json={"on": True}, headers=control).json()["ok"]

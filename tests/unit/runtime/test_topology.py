@@ -114,7 +114,7 @@ def test_supervisord_programs_are_the_tables(tmp_path):
 
 
 def test_dashboard_relays_what_the_table_says(tmp_path):
-    from meshtrader.dashboard.app import relayed
+    from meshtrader.dashboard.stream import relayed
 
     settings = load_settings(home=tmp_path, strategies=STRATEGIES)
     relays = relayed(settings)

@@ -1,0 +1,66 @@
+// Risk & controls: the trading state, pause/resume, the kill switch, close all; each limit with its use
+// and its value (changeable at run time); the latest refusals; who used which control and when.
+import {$, act, esc, fmt, getJSON, num, row, wallclock, when} from "./core.js";
+
+let killOn = false, paused = false, limitValues = {};
+
+/** The buttons say what a click will do: from the state, and at once from the stream's risk states. */
+export function drawSwitches(kill, pause) {
+  killOn = !!kill; paused = !!pause;
+  $("kill").textContent = killOn ? "Release kill switch" : "Kill switch";
+  $("pause").textContent = paused ? "Resume trading" : "Pause trading";
+}
+
+export function draw(s) {
+  drawSwitches(s.kill_switch, s.paused);
+  $("riskreason").textContent = s.risk_reason || "";
+  $("limits").innerHTML = row(["limit", num("in use"), num("of"), ""], "th") + s.risk_limits.map((l) => {
+    const count = l.limit === "entries today", share = Number(l.used) / Number(l.of);
+    const show = (x) => count ? x : fmt(Number(x) * 100, 1) + " %";
+    return row([esc(l.limit), num(show(l.used)), num(show(l.of)), `<meter min="0" max="1" low="0.5" high="0.8" ` +
+                `optimum="0" value="${Math.min(share, 1)}"></meter>`]);
+  }).join("");
+  drawLimitValues(s.limit_values || {});
+  $("rejections").innerHTML = row(["time", "strategy", "symbol", "side", "rule", "reason"], "th") +
+    (s.rejections || []).slice(0, 12).map((r) => row([when(r.event_time), esc(r.strategy), esc(r.symbol), esc(r.side),
+      esc(r.rule), {html: `<span class="note">${esc(r.reason)}</span>`, cls: "wrap"}])).join("");
+}
+
+function drawLimitValues(values) {
+  limitValues = values;
+  $("limitvalues").innerHTML = row(["setting", num("value"), ""], "th") + Object.keys(values).map((name) =>
+    row([esc(name), num(esc(values[name])), `<button class="soft" data-limit="${esc(name)}">change</button>`])).join("");
+}
+
+$("limitvalues").addEventListener("click", (e) => {
+  const name = e.target.dataset && e.target.dataset.limit;
+  if (!name) return;
+  const value = prompt(`New value for ${name} (now ${limitValues[name]}):`, limitValues[name]);
+  if (value === null || value === limitValues[name]) return;
+  if (!confirm(`Change the risk limit ${name} from ${limitValues[name]} to ${value}?`)) return;
+  act("/api/risk/limits", {name, value}, refresh);
+});
+
+export async function refresh() {
+  let history;
+  try { history = await getJSON("/api/controls?n=30"); } catch (e) { return; }
+  $("controls").innerHTML = row(["at", "market time", "control", "by", "what"], "th") +
+    history.controls.map((c) => row([wallclock(c.at), when(c.event_time), esc(c.control), esc(c.by),
+      {html: esc(c.detail), cls: "wrap"}])).join("");
+}
+
+$("kill").onclick = () => {
+  const on = !killOn;
+  if (on && !confirm("Halt all trading now? No order of any kind is approved until the switch is released.")) return;
+  if (!on && !confirm("Release the kill switch and let trading resume?")) return;
+  act("/api/kill-switch", {on}, refresh);
+};
+$("pause").onclick = () => {
+  const on = !paused;
+  if (!confirm(on ? "Pause trading? Only orders that reduce exposure go through." : "Resume trading?")) return;
+  act("/api/pause", {on}, refresh);
+};
+$("closeall").onclick = () => {
+  if (!confirm("Close every open position at market now?")) return;
+  act("/api/close-all", {confirm: true, reason: "dashboard button"}, refresh);
+};
