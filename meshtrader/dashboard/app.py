@@ -3,18 +3,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
+import socket
 import time
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from meshtrader.dashboard.stream import LAGGING, HealthWatch, Stream
 from meshtrader.ops.cli import (
@@ -27,7 +32,7 @@ from meshtrader.ops.cli import (
 )
 from meshtrader.ops.features import live_features, strategy_overlays
 from meshtrader.ops.insights import fork_timeline, narratives, regime_history, strategy_insights
-from meshtrader.ops.logs import control_log, service_history, service_logs
+from meshtrader.ops.logs import UnknownService, control_log, service_history, service_logs
 from meshtrader.ops.status import (
     equity_curves,
     mesh_state,
@@ -42,6 +47,7 @@ from meshtrader.runtime.log import Logger
 from meshtrader.runtime.metrics import ServiceMetrics
 
 STATIC = Path(__file__).parent / "static"
+MAX_MS = 2**53  # market times beyond this are no times (and overflow SQLite's integers)
 SWAGGER_UI = "/static/vendor/swagger-ui"
 
 
@@ -67,6 +73,23 @@ class CloseAllBody(BaseModel):
     reason: str = ""
 
 
+def loosens(value: str, current: str | None) -> bool:
+    """Whether a new limit value is above the one in use (for every risk limit, higher is looser); a value
+    that is no number is left to the risk guard to refuse with its reason."""
+    try:
+        return current is not None and Decimal(value) > Decimal(current)
+    except InvalidOperation:
+        return False
+
+
+def listens_on_loopback(host: str) -> bool:
+    """Whether an address (or host name) is this machine's loopback only."""
+    try:
+        return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+    except (OSError, ValueError):
+        return False
+
+
 def create_app(settings: Settings) -> FastAPI:
     log = Logger("dashboard", settings.log_level)
     metrics = ServiceMetrics("dashboard")
@@ -81,10 +104,20 @@ def create_app(settings: Settings) -> FastAPI:
                                      "started": started}, ttl_s=max(5, int(settings.heartbeat_s * 5)))
             await asyncio.sleep(settings.heartbeat_s)
 
+    async def kept_running(job) -> None:
+        """A background job that fails is logged and started again: the stream must not stop for good."""
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - any failure: logged, then the job runs again
+                log.error("background_job_failed", job=job.__name__, error=repr(error))
+                await asyncio.sleep(1.0)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        tasks = [asyncio.create_task(stream.relay_bus()), asyncio.create_task(health.run()),
-                 asyncio.create_task(heartbeat())]
+        tasks = [asyncio.create_task(kept_running(job)) for job in (stream.relay_bus, health.run, heartbeat)]
         metrics.up.set(1)
         log.info("service_started", pid=os.getpid(), url=settings.dashboard_url)
         yield
@@ -94,21 +127,41 @@ def create_app(settings: Settings) -> FastAPI:
         log.info("service_stopped")
 
     token, _ = dashboard_token(settings)
+    loopback = listens_on_loopback(settings.host)
+
+    def check_token(authorization: str, what: str) -> None:
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise HTTPException(status_code=401, detail=f"{what} the dashboard token: Authorization: Bearer <token> "
+                                "(mesh up printed it; $MESH_HOME/dashboard.token)")
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(status_code=403, detail="wrong dashboard token")
 
     def control_token(authorization: str = Header("", description="Bearer <the dashboard token>")) -> None:
         """Controls that change trading need the dashboard token (MESH_DASHBOARD_TOKEN, or the one `mesh up`
         made and printed, kept in $MESH_HOME/dashboard.token)."""
-        scheme, _, given = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise HTTPException(status_code=401, detail="this control needs the dashboard token: "
-                                "Authorization: Bearer <token> (mesh up printed it; $MESH_HOME/dashboard.token)")
-        if not secrets.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(status_code=403, detail="wrong dashboard token")
+        check_token(authorization, "this control needs")
+
+    def viewer_token(authorization: str = Header("", description="Bearer <the dashboard token>, unless on loopback")) -> None:
+        """Read-only views need no token while the dashboard listens on loopback only; served beyond this
+        machine (MESH_HOST), they need it too."""
+        if not loopback:
+            check_token(authorization, "this dashboard is reachable from other machines: its views need")
 
     # The API docs from the vendored Swagger UI (static/vendor/swagger-ui/VERSION): nothing from a CDN.
     app = FastAPI(title="Meshtrader", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if loopback:  # another site's page must not reach it by a name that resolves here (DNS rebinding)
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=[settings.host, "localhost", "127.0.0.1"])
     control = [Depends(control_token)]
+    views = APIRouter(prefix="/api", dependencies=[Depends(viewer_token)])
+
+    def answered(outcome: tuple[bool, str]) -> dict:
+        """A risk guard control's reply; 503 if the guard did not answer (the change waits for its start)."""
+        done, message = outcome
+        if not done:
+            raise HTTPException(status_code=503, detail=message)
+        return {"ok": True, "message": message}
 
     def who(request: Request) -> str:
         """How a control is recorded: from the dashboard, and the address it came from."""
@@ -129,11 +182,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def healthz() -> dict:
         return {"ok": True, "redis": await asyncio.to_thread(hot.ping)}
 
-    @app.get("/api/state")
+    @views.get("/state")
     async def state() -> dict:
         return await asyncio.to_thread(mesh_state, settings, hot, True, 20)
 
-    @app.get("/api/services")
+    @views.get("/services")
     async def services() -> dict:
         """Each service's message counters (in, out, decode errors, sequence gaps, from its /metrics), starts,
         restarts and last error (from its log)."""
@@ -141,22 +194,24 @@ def create_app(settings: Settings) -> FastAPI:
                                                  asyncio.to_thread(service_history, settings, hot))
         return {name: {**history.get(name, {}), **counters.get(name, {})} for name in history.keys() | counters.keys()}
 
-    @app.get("/api/logs")
+    @views.get("/logs")
     async def logs(service: str, level: str | None = Query(None, description="at least this level: INFO, WARNING, ERROR"),
                    contains: str | None = Query(None, description="text the line holds (any field)"),
                    trace_id: str | None = None, limit: int = Query(200, ge=1, le=2000)) -> dict:
         """A service's recent structured log lines, newest first, filtered (crash tracebacks always shown)."""
         try:
             return await asyncio.to_thread(service_logs, settings, service, level, contains, trace_id, limit)
+        except UnknownService as error:
+            raise HTTPException(status_code=404, detail=str(error)) from None
         except ValueError as error:
-            raise HTTPException(status_code=404 if "service" in str(error) else 422, detail=str(error)) from None
+            raise HTTPException(status_code=422, detail=str(error)) from None
 
-    @app.get("/api/controls")
+    @views.get("/controls")
     async def controls(n: int = Query(50, ge=1, le=1000)) -> dict:
         """Who used which control and when (kill switch, pause, limit changes, close all, validate), newest first."""
         return {"controls": await asyncio.to_thread(control_log, settings, n)}
 
-    @app.get("/api/risk/limits")
+    @views.get("/risk/limits")
     async def limits() -> dict:
         """The risk limits in use, as the risk guard says (503 if it does not answer)."""
         values = await asyncio.to_thread(risk_limits, settings)
@@ -169,22 +224,22 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=404, detail=f"{symbol} is not traded here: {', '.join(settings.symbols)}")
         return symbol
 
-    @app.get("/api/candles")
+    @views.get("/candles")
     async def candles(symbol: str, n: int = Query(1440, ge=1, le=20_000, description="how many, latest last")) -> dict:
         """A symbol's latest candles (times in market seconds)."""
         return await asyncio.to_thread(recent_candles, settings, traded(symbol), n)
 
-    @app.get("/api/trades")
-    async def trades(symbol: str, since_et: int = Query(0, ge=0, description="from this market time (ms) on")) -> dict:
+    @views.get("/trades")
+    async def trades(symbol: str, since_et: int = Query(0, ge=0, le=MAX_MS, description="from this market time (ms) on")) -> dict:
         """A symbol's trades, oldest first, money as exact strings."""
         return await asyncio.to_thread(symbol_trades, settings, traded(symbol), since_et)
 
-    @app.get("/api/equity")
-    async def equity(since_et: int = Query(0, ge=0, description="from this market time (ms) on")) -> dict:
+    @views.get("/equity")
+    async def equity(since_et: int = Query(0, ge=0, le=MAX_MS, description="from this market time (ms) on")) -> dict:
         """The portfolio's and each strategy's equity over market time, every 15 market minutes (exact strings)."""
         return await asyncio.to_thread(equity_curves, settings, since_et)
 
-    @app.get("/api/overlays")
+    @views.get("/overlays")
     async def overlays(symbol: str, strategy: str,
                        n: int = Query(1440, ge=1, le=20_000, description="candles, as the chart's")) -> dict:
         """A strategy's price features (averages, bands, channels; a seller-exhaustion position's stop,
@@ -194,55 +249,58 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=404, detail=f"{strategy} is not running here: {', '.join(settings.strategies)}")
         return await asyncio.to_thread(strategy_overlays, settings, traded(symbol), strategy, n)
 
-    @app.get("/api/features")
+    @views.get("/features")
     async def features() -> dict:
         """Each strategy's live indicator values per symbol (the inputs of its decisions), as its worker last
         published them, and which of them are prices."""
         return await asyncio.to_thread(live_features, hot, settings)
 
-    @app.get("/api/strategies")
+    @views.get("/strategies")
     async def strategies() -> dict:
         """Each strategy's trades, win rate, Sharpe, drawdown, allocation over time, parameters in use and
         when they were adopted, and its latest validation backtest beside live over the same window."""
         return await asyncio.to_thread(strategy_insights, settings)
 
-    @app.get("/api/forks")
+    @views.get("/forks")
     async def forks(n: int = Query(200, ge=1, le=5000, description="the newest n forks")) -> dict:
         """The forks' lifecycle (created, destroyed, purpose, requester, what each produced) and counts and
         time per purpose."""
         return await asyncio.to_thread(fork_timeline, settings, n)
 
-    @app.get("/api/regimes")
+    @views.get("/regimes")
     async def regimes(n: int = Query(500, ge=1, le=10_000, description="the latest n regime changes")) -> dict:
         """The market regime's history, and per symbol its regime and gauges of the latest reading with the
         classifier's thresholds."""
         live = await asyncio.to_thread(hot.get, "regime.symbols")
         return await asyncio.to_thread(regime_history, settings, n, live)
 
-    @app.get("/api/narratives")
+    @views.get("/narratives")
     async def narrated(n: int = Query(100, ge=1, le=5000), kind: str | None = None) -> dict:
         """The narrator's highlights, newest first (of one kind if given: first_trade, big_win, ...)."""
         return {"narratives": await asyncio.to_thread(narratives, settings, n, kind)}
 
     @app.post("/api/kill-switch", dependencies=control)
     async def kill_switch(body: KillSwitch, request: Request) -> dict:
-        answered, message = await asyncio.to_thread(set_kill_switch, settings, body.on, who(request))
-        if not answered:
-            raise HTTPException(status_code=503, detail=message)
-        return {"ok": True, "message": message}
+        """Halt every order (HALTED), or release."""
+        return answered(await asyncio.to_thread(set_kill_switch, settings, body.on, who(request)))
 
     @app.post("/api/pause", dependencies=control)
     async def pause(body: Pause, request: Request) -> dict:
         """Pause (only exposure-reducing orders go through: REDUCING) or resume trading."""
-        answered, message = await asyncio.to_thread(set_paused, settings, body.on, who(request))
-        if not answered:
-            raise HTTPException(status_code=503, detail=message)
-        return {"ok": True, "message": message}
+        return answered(await asyncio.to_thread(set_paused, settings, body.on, who(request)))
 
     @app.post("/api/risk/limits", dependencies=control)
     async def change_limit(body: LimitChange, request: Request) -> dict:
         """Change one risk limit at run time; the risk guard checks it (400 with the reason if it is wrong),
         applies it, keeps it across restarts and records who changed it."""
+        if settings.mode == "live":
+            current = await asyncio.to_thread(risk_limits, settings)
+            if current is None:
+                raise HTTPException(status_code=503, detail="the risk guard did not answer")
+            if loosens(body.value, current.get(body.name)):
+                raise HTTPException(status_code=403, detail=f"trading live, the dashboard may only tighten a limit "
+                                    f"(lower {body.name} below {current[body.name]}); loosen it with "
+                                    f"`mesh limit {body.name} {body.value}` on the mesh's host")
         outcome = await asyncio.to_thread(set_risk_limit, settings, body.name, body.value, who(request))
         if outcome.status != "applied":
             raise HTTPException(status_code=400 if outcome.status == "refused" else 503, detail=outcome.message)
@@ -270,26 +328,35 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")
-    async def events(socket: WebSocket, epoch: str = "", after: int = -1) -> None:
+    async def events(page: WebSocket, epoch: str = "", after: int = -1) -> None:
         """The live stream (see dashboard/stream.py): a snapshot stamped with a sequence number, or the missed
         events of a page resuming (`epoch`, `after`: the last number it saw), then every event, numbered."""
-        await socket.accept()
+        await page.accept()
+        origin = page.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != page.headers.get("host"):
+            await page.close(code=4403, reason="the stream is for the dashboard's own page, not other sites")
+            return
+        given = page.query_params.get("token", "")
+        if not loopback and not secrets.compare_digest(given.encode(), token.encode()):
+            await page.close(code=4401, reason="the dashboard token is needed: /ws?token=<token>")
+            return
         queue: asyncio.Queue = asyncio.Queue()
         resumed = stream.join(queue, epoch, after)
         try:
             if resumed is None:
                 seq = stream.seq
                 snapshot = await asyncio.to_thread(mesh_state, settings, hot, True, 20)
-                await socket.send_text(json.dumps({"type": "snapshot", "epoch": stream.epoch, "seq": seq,
+                await page.send_text(json.dumps({"type": "snapshot", "epoch": stream.epoch, "seq": seq,
                                                    "state": snapshot}, default=str))
             else:
-                await socket.send_text(json.dumps({"type": "resume", "epoch": stream.epoch, "seq": resumed}))
+                await page.send_text(json.dumps({"type": "resume", "epoch": stream.epoch, "seq": resumed}))
             while (text := await queue.get()) is not LAGGING:
-                await socket.send_text(text)
-            await socket.close(code=4000, reason="fell behind: reconnect to resume")
+                await page.send_text(text)
+            await page.close(code=4000, reason="fell behind: reconnect to resume")
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
             stream.leave(queue)
 
+    app.include_router(views)
     return app

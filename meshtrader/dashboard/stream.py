@@ -6,13 +6,16 @@ since the page joins the stream before the snapshot is read (events that the sna
 harmless to apply twice). A page that reconnects says the epoch and the last number it saw, and gets the
 events it missed from a window of recent ones, or a fresh snapshot when they are gone (the dashboard
 restarted: a new epoch; or it was away too long). A page too slow to keep up is told to reconnect, which
-resumes it from the window: the stream never skips silently."""
+resumes it from the window: the stream never skips silently.
+
+The bus is subscribed from the dashboard's start, not when a page comes: a subscription takes a moment to
+reach the publishers, and what they sent meanwhile would be in neither a first page's snapshot nor its
+stream. The relayed topics are the low-rate ones (no ticks)."""
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
-import time
 from collections import deque
 from typing import Any
 
@@ -24,10 +27,10 @@ from meshtrader.runtime.log import Logger
 from meshtrader.runtime.metrics import ServiceMetrics, topic_kind
 from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_event, to_json_ready
 
-CLIENT_QUEUE = 2000  # events a page may fall behind before it is told to reconnect
+CLIENT_QUEUE = 5000  # events a page may fall behind before it is told to reconnect
 RESUME_WINDOW = 20_000  # recent events kept for pages that reconnect
-LINGER_S = 60.0  # the bus stays subscribed this long after the last page left, so a reconnect resumes
-HEALTH_EVERY_S = 0.5
+HEALTH_EVERY_S = 0.5  # while pages watch; else every IDLE_HEALTH_EVERY_S (a resuming page still gets the changes)
+IDLE_HEALTH_EVERY_S = 5.0
 LAGGING = None  # put in a page's queue when it fell too far behind
 
 
@@ -39,7 +42,7 @@ def relayed(settings: Settings) -> dict[str, tuple[str, list[bytes]]]:
 
 class Stream:
     """The numbered stream pages watch: the bus's relayed topics (one SUB socket to every publisher with
-    topics to relay, subscribed only while someone watches) and health changes the dashboard notices."""
+    topics to relay) and health changes the dashboard notices."""
 
     def __init__(self, settings: Settings, metrics: ServiceMetrics, log: Logger) -> None:
         self.settings, self.metrics, self.log = settings, metrics, log
@@ -47,28 +50,23 @@ class Stream:
         self.seq = 0
         self.recent: deque[tuple[int, str]] = deque(maxlen=RESUME_WINDOW)
         self.pages: set[asyncio.Queue] = set()
-        self.watched = asyncio.Event()
-        self.idle_since = 0.0
 
     # ----- the pages ----------------------------------------------------------------------------
     def join(self, queue: asyncio.Queue, epoch: str = "", after: int = -1) -> int | None:
         """Adds a page's queue to the stream. Resuming (its epoch, the last number it saw): the missed events
         are queued first and the number it resumes from is returned; otherwise None (it needs a snapshot,
-        to be stamped with `self.seq` as it is now)."""
+        to be stamped with `self.seq` as it is now). Missing more than a page may queue: a snapshot too."""
         oldest = self.recent[0][0] if self.recent else self.seq + 1
-        resumable = epoch == self.epoch and oldest - 1 <= after <= self.seq
+        resumable = epoch == self.epoch and oldest - 1 <= after <= self.seq and self.seq - after < CLIENT_QUEUE
         if resumable:
             for seq, text in self.recent:
                 if seq > after:
                     queue.put_nowait(text)
         self.pages.add(queue)
-        self.watched.set()
         return after if resumable else None
 
     def leave(self, queue: asyncio.Queue) -> None:
         self.pages.discard(queue)
-        if not self.pages:
-            self.idle_since = time.monotonic()
 
     def publish(self, topic: str, event: Any) -> None:
         """Numbers an event and hands it to every page; a page whose queue is full is told to reconnect."""
@@ -83,31 +81,21 @@ class Stream:
                 queue.put_nowait(text)
 
     # ----- the bus ------------------------------------------------------------------------------
-    def lingering(self) -> bool:
-        return bool(self.pages) or time.monotonic() - self.idle_since < LINGER_S
-
     async def relay_bus(self) -> None:
-        """Subscribed while a page watches (and a while after, for reconnects): an idle dashboard costs the
-        mesh nothing."""
         ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
         try:
+            sources = relayed(self.settings)
+            for endpoint, _ in sources.values():
+                sock.connect(endpoint)
+            for prefix in sorted({prefix for _, prefixes in sources.values() for prefix in prefixes}):
+                sock.setsockopt(zmq.SUBSCRIBE, prefix)
             while True:
-                await self.watched.wait()
-                sock = ctx.socket(zmq.SUB)
-                sock.setsockopt(zmq.LINGER, 0)
-                sources = relayed(self.settings)
-                for endpoint, _ in sources.values():
-                    sock.connect(endpoint)
-                for prefix in sorted({prefix for _, prefixes in sources.values() for prefix in prefixes}):
-                    sock.setsockopt(zmq.SUBSCRIBE, prefix)
-                try:
-                    while self.lingering():
-                        if await sock.poll(1000):
-                            self.relay(await sock.recv_multipart())
-                finally:
-                    sock.close()
-                self.watched.clear()
+                if await sock.poll(1000):
+                    self.relay(await sock.recv_multipart())
         finally:
+            sock.close()
             ctx.term()
 
     def relay(self, frames: list[bytes]) -> None:
@@ -150,8 +138,7 @@ class HealthWatch:
 
     async def run(self) -> None:
         while True:
-            await self.stream.watched.wait()
             changed = self.changes(await asyncio.to_thread(self.look))
             if changed:
                 self.stream.publish("health", changed)
-            await asyncio.sleep(HEALTH_EVERY_S)
+            await asyncio.sleep(HEALTH_EVERY_S if self.stream.pages else IDLE_HEALTH_EVERY_S)

@@ -106,6 +106,11 @@ class Cross:
     def __init__(self) -> None:
         self._previous: float | None = None
 
+    @property
+    def diff(self) -> float | None:
+        """a - b at the last update with both (None before)."""
+        return self._previous
+
     def update(self, a: float | None, b: float | None) -> int:
         if a is None or b is None:
             return 0
@@ -132,6 +137,11 @@ class RollingStats:
         self._sumsq = 0.0
         self.mean: float | None = None
         self.std: float | None = None
+
+    @property
+    def last(self) -> float | None:
+        """The latest value taken in (None before any)."""
+        return self._window[-1] if self._window else None
 
     def update(self, x: float) -> float | None:
         window, period = self._window, self.period

@@ -153,11 +153,19 @@ class RiskBook:
                           + ")")
         return "; ".join(causes) + ": only exposure-reducing orders" if causes else ""
 
-    def limits(self, settings_limits: Limits) -> Limits:
-        """The limits in force: the settings' with the run-time overrides on top (each checked again, so a
-        store edited by hand cannot slip a value past the ranges)."""
-        overrides = {name: parse_limit(name, text) for name, text in self.limit_overrides.items()}
-        return replace(settings_limits, **overrides)
+    def limits(self, settings_limits: Limits) -> tuple[Limits, list[str]]:
+        """The limits in force: the settings' with the run-time overrides on top, each checked again (a store
+        edited by hand cannot slip a value past the ranges). An override the ranges refuse is dropped, the
+        settings' value applies, and why is returned: a guard that refused to start over it would approve
+        no exit either."""
+        overrides, dropped = {}, []
+        for name, text in list(self.limit_overrides.items()):
+            try:
+                overrides[name] = parse_limit(name, text)
+            except LimitRefused as refusal:
+                del self.limit_overrides[name]
+                dropped.append(str(refusal))
+        return replace(settings_limits, **overrides), dropped
 
     def set_limit(self, limits: Limits, name: str, text: str) -> tuple[Limits, str, str]:
         """Change one limit at run time: the new limits, and the old and new value as text. Raises

@@ -211,38 +211,43 @@ def journal_control(store: Store, service: str, control: str, by: str, change: s
     record_control(store, service, control, by, change, views.candles_end(store) or None)
 
 
-def save_for_risk_guard(settings: Settings, control: str, by: str, change: str, **book: Any) -> None:
-    """The risk guard did not answer: write the change into its stored book, which it reads when it starts, and
-    record it (in its risk_events and the controls' journal) as made while it was not answering."""
+def save_for_risk_guard(settings: Settings, control: str, by: str, change: str, **book: Any) -> str | None:
+    """The risk guard did not answer. If it is down, write the change into its stored book, which it reads when
+    it starts, record it (in its risk_events and the controls' journal) as made while it was not answering,
+    and return None. If it runs but was too slow, write nothing (its next save would overwrite the book and
+    lose the change) and say so."""
+    if Supervisor(settings).processes().get("risk", {}).get("statename") == "RUNNING":
+        return "the risk guard is running but did not answer in time; nothing changed: try again"
     change = f"{change} while the risk guard was not answering"
     with closing(Store(settings.store_location)) as store:
         store.put_state(BOOK_KEY, {**(store.get_state(BOOK_KEY) or {}), **book})
         store.insert_many("risk_events", ("rule", "reason", "created_at"), [(control, change, time.time())])
         journal_control(store, "risk", control, by, change)
+    return None
 
 
 def set_kill_switch(settings: Settings, on: bool, by: str) -> tuple[bool, str]:
-    """Ask the risk guard; if it does not answer, persist the switch where it will read it at start."""
+    """Ask the risk guard; if it is down, persist the switch where it will read it at start."""
     reply = ask(settings, "risk.rep", RiskReplies, SetKillSwitch(on=on, by=by, src=by), by, *ASK_RISK)
     if isinstance(reply, RiskStatusReply):
         return True, f"kill switch {'ON' if reply.kill_switch else 'OFF'}; trading state {reply.trading_state}"
-    save_for_risk_guard(settings, "kill_switch", by, f"kill switch turned {'on' if on else 'off'} by {by}",
-                        kill_switch=on)
-    return False, (f"the risk guard did not answer; kill switch {'ON' if on else 'OFF'} is saved and applies when "
-                   "it starts (no orders are approved while it is down)")
+    busy = save_for_risk_guard(settings, "kill_switch", by, f"kill switch turned {'on' if on else 'off'} by {by}",
+                               kill_switch=on)
+    return False, busy or (f"the risk guard did not answer; kill switch {'ON' if on else 'OFF'} is saved and applies "
+                           "when it starts (no orders are approved while it is down)")
 
 
 def set_paused(settings: Settings, on: bool, by: str) -> tuple[bool, str]:
-    """Pause trading (exits only, REDUCING) or resume it. Ask the risk guard; if it does not answer, persist
-    the pause where it will read it at start."""
+    """Pause trading (exits only, REDUCING) or resume it. Ask the risk guard; if it is down, persist the pause
+    where it will read it at start."""
     reply = ask(settings, "risk.rep", RiskReplies, SetPaused(on=on, by=by, src=by), by, *ASK_RISK)
     if isinstance(reply, RiskStatusReply):
         return True, (f"trading {'paused: only exposure-reducing orders pass' if reply.paused else 'not paused'}; "
                       f"trading state {reply.trading_state}" + (f" ({reply.reason})" if reply.reason else ""))
-    save_for_risk_guard(settings, "pause", by, f"trading {'paused' if on else 'resumed'} by {by}",
-                        paused_by=by if on else "")
-    return False, (f"the risk guard did not answer; trading {'paused' if on else 'resumed'} is saved and applies "
-                   "when it starts (no orders are approved while it is down)")
+    busy = save_for_risk_guard(settings, "pause", by, f"trading {'paused' if on else 'resumed'} by {by}",
+                               paused_by=by if on else "")
+    return False, busy or (f"the risk guard did not answer; trading {'paused' if on else 'resumed'} is saved and "
+                           "applies when it starts (no orders are approved while it is down)")
 
 
 @dataclass(frozen=True)

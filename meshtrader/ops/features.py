@@ -48,7 +48,11 @@ def chart_overlays(settings: Settings, symbol: str, strategy: str, candles: list
     its worker uses, is replayed from the first candle: its lines start once it has warmed up (after about
     `warmup` candles; the caller picks the window, so it can fetch that many more). Unknown strategy:
     ParameterError."""
-    instance = strategy_in_use(settings, strategy, symbol)
+    return replayed(strategy_in_use(settings, strategy, symbol), strategy, candles)
+
+
+def replayed(instance: Strategy, strategy: str, candles: list[Candle]) -> dict[str, Any]:
+    """A fresh instance fed `candles`, its price features read after each: what it saw at every bar."""
     series: dict[str, list[dict[str, float]]] = {name: [] for name in sorted(instance.price_features)}
     for candle in candles:
         instance.decide(candle)
@@ -74,10 +78,10 @@ def strategy_in_use(settings: Settings, strategy: str, symbol: str) -> Strategy:
 def strategy_overlays(settings: Settings, symbol: str, strategy: str, n: int) -> dict[str, Any]:
     """`chart_overlays` over a symbol's latest `n` stored candles, warmed up on the ones before them, so the
     lines start at the chart's first candle."""
-    warmup = strategy_in_use(settings, strategy, symbol).warmup
+    instance = strategy_in_use(settings, strategy, symbol)
     with reading(settings) as store:
-        candles = store.recent_candles(symbol, n + warmup, settings.timeframe) if store else []
-    overlays = chart_overlays(settings, symbol, strategy, candles)
+        candles = store.recent_candles(symbol, n + instance.warmup, settings.timeframe) if store else []
+    overlays = replayed(instance, strategy, candles)
     first = candles[max(0, len(candles) - n)].open_time // 1000 if candles else 0
     overlays["series"] = {name: [p for p in points if p["time"] >= first] for name, points in overlays["series"].items()}
     return overlays

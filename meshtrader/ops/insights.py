@@ -45,10 +45,12 @@ def strategy_insights(settings: Settings) -> dict[str, Any]:
         trades, equity, transfers = defaultdict(list), defaultdict(list), defaultdict(list)
         for row in views.trade_results(store):
             trades[row["strategy"]].append(row)
+        # keyed by (market time, wall time): a transfer at the market time of an equity record falls before or
+        # after it as it happened
         for row in views.equity_history(store):
-            equity[row["strategy"]].append((row["event_time"], Decimal(row["equity"])))
+            equity[row["strategy"]].append(((row["event_time"], row["created_at"]), Decimal(row["equity"])))
         for row in store.ledger():
-            transfers[row["strategy"]].append((row["event_time"], Decimal(row["amount"])))
+            transfers[row["strategy"]].append(((row["event_time"] or 0, row["created_at"]), Decimal(row["amount"])))
         allocations = views.allocation_history(store)
         adoptions = views.params_adoptions(store)
         validations = views.fork_results(store, "validation", VALIDATIONS_SEARCHED)
@@ -75,7 +77,10 @@ def trade_figures(trades: list[dict]) -> dict[str, Any]:
             "fees": str(sum((Decimal(t["fee"]) for t in trades), Decimal(0)))}
 
 
-def periods(equity: list[tuple[int, Decimal]], transfers: list[tuple[int, Decimal]]) -> list[Period]:
+Moment = tuple[int, float]  # (market time ms, wall-clock time s): orders records made at the same market time
+
+
+def periods(equity: list[tuple[Moment, Decimal]], transfers: list[tuple[Moment, Decimal]]) -> list[Period]:
     """Each period between two equity records with its return net of the transfers made in it (after the
     first record, up to and including the second): r = (equity_t - transfers) / equity_t-1 - 1, so capital
     the allocator moves is no performance. Transfers up to the first record are the capital it starts
@@ -93,7 +98,7 @@ def periods(equity: list[tuple[int, Decimal]], transfers: list[tuple[int, Decima
             moved += moves[k][1]
             k += 1
         if before > 0:
-            result.append(Period(start, end, float((after - moved) / before - 1)))
+            result.append(Period(start[0], end[0], float((after - moved) / before - 1)))
     return result
 
 

@@ -24,6 +24,11 @@ ERROR_MARK = '"level": "ERROR"'  # how an ERROR line reads (runtime.log's json.d
 TRACEBACK = "Traceback (most recent call last)"
 
 
+
+class UnknownService(ValueError):
+    """A name that is none of the mesh's programs."""
+
+
 def log_file(settings: Settings, program: str) -> Path:
     """Where supervisord writes a program's output (runtime/supervise.py names it after the program)."""
     return settings.log_dir / f"{program}.log"
@@ -77,7 +82,7 @@ def service_logs(settings: Settings, service: str, level: str | None = None, con
     a program that has not logged yet has no lines. Returns {"service", "file", "lines", "scanned"}."""
     programs = known_programs(settings)
     if service not in programs:
-        raise ValueError(f"no service {service[:40]!r}; one of {', '.join(programs)}")
+        raise UnknownService(f"no service {service[:40]!r}; one of {', '.join(programs)}")
     threshold = 0
     if level is not None:
         if level.upper() not in LEVELS:

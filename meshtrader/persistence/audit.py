@@ -6,7 +6,6 @@ its trading-state history in `risk_events`; this is the record of the people beh
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from meshtrader.persistence.store import Store
 
@@ -15,10 +14,9 @@ CONTROLS = ("kill_switch", "pause", "limit_change", "close_all", "validate")
 COMMON_KEYS = ("by", "event_time", "change")  # the fields every control record of this module has
 
 
-def record_control(store: Store, service: str, control: str, by: str, change: str, event_time: int | None,
-                   **more: Any) -> None:
+def record_control(store: Store, service: str, control: str, by: str, change: str, event_time: int | None) -> None:
     """Journal one control: `change` says what it changed, in words ("daily_loss_pct 0.05 -> 0.03")."""
-    store.agent_event(service, control, {"by": by, "event_time": event_time, "change": change, **more})
+    store.agent_event(service, control, {"by": by, "event_time": event_time, "change": change})
 
 
 def control_history(store: Store, n: int) -> list[dict]:

@@ -59,8 +59,8 @@ def funded_capital(store: Store) -> dict[str, Decimal]:
 def equity_history(store: Store, since_et: int = 0) -> list[dict]:
     """Each strategy's equity as the executor recorded it (every 15 market minutes), oldest first."""
     return [dict(r) for r in store.query(
-        "SELECT strategy, event_time, equity FROM strategy_performance WHERE event_time>=? ORDER BY event_time, "
-        "strategy", (since_et,))]
+        "SELECT strategy, event_time, equity, created_at FROM strategy_performance WHERE event_time>=? "
+        "ORDER BY event_time, strategy", (since_et,))]
 
 
 def recent_rejections(store: Store, n: int) -> list[dict]:

@@ -134,17 +134,19 @@ class Allocator(Service):
             self.request_validation("schedule")
 
     def observe_regime(self, candle: Candle) -> None:
+        read = False
         for symbol, detector in self.detectors.items():
             reading = detector.update(candle)
             if reading is None:
                 continue
             confirmed = detector.confirm(reading)
-            # every reading, for the dashboard's gauges (a hot put is a dict write; Redis is written in the background)
             self.symbol_regimes[symbol] = {"regime": detector.regime, "reading": reading.regime,
                                            "metrics": reading.metrics(), "event_time": candle.et}
-            self.hot.put("regime.symbols", self.symbol_regimes)
+            read = True
             if confirmed and detector is self.detector:
                 self.record_regime(reading, candle)
+        if read:  # every reading, for the dashboard's gauges (Redis is written in the background, the latest only)
+            self.hot.put("regime.symbols", self.symbol_regimes)
 
     def record_regime(self, reading: RegimeReading, candle: Candle) -> None:
         """The market's regime changed: stored, published, and strategies revalidated if it has been a while."""

@@ -50,8 +50,12 @@ class RiskGuard(Service):
 
     def setup(self) -> None:
         self.book = RiskBook.from_json(self.store.get_state(BOOK_KEY))
-        self.use_limits(self.book.limits(self.settings_limits))
+        limits, dropped = self.book.limits(self.settings_limits)
+        self.use_limits(limits)
         self.publisher("risk.pub")
+        for why in dropped:
+            self.log.error("limit_override_dropped", reason=why)
+            self.record_state_change("limit_change", f"stored override dropped, the setting applies: {why}")
         self.serve("risk.rep", RiskRequests, self.on_request, after_reply=self.record_decisions)
         self.subscribe([self.settings.endpoint("executor.pub")], [b"acct"], self.on_account)
         self.subscribe([self.settings.endpoint("feed.pub")], [b"md.status."], self.on_feed_status)

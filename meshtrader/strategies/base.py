@@ -13,7 +13,6 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from meshtrader.domain.indicators import RollingStats
 from meshtrader.wire.messages import Candle, FundingRate, Tick
 
 
@@ -98,11 +97,6 @@ class Strategy:
 def feature_values(**values: float | None) -> dict[str, float]:
     """The values that are known and finite, as floats: what features() return (JSON has no NaN)."""
     return {name: float(value) for name, value in values.items() if value is not None and math.isfinite(value)}
-
-
-def newest(stats: RollingStats) -> float:
-    """The last value a RollingStats took in: features read it there rather than decide() keeping a copy."""
-    return stats._window[-1]
 
 
 REGISTRY: dict[str, type[Strategy]] = {}  # name -> class, in the order they were registered

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import RollingStats, RollingVWAP
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams, feature_values, newest, register
+from meshtrader.strategies.base import Decision, Strategy, StrategyParams, feature_values, register
 from meshtrader.wire.messages import Candle
 
 
@@ -53,5 +53,5 @@ class MeanReversion(Strategy):
         if vwap is None or not std:
             return {}
         p = self.params
-        return feature_values(vwap=vwap, z=newest(self.spread) / std, buy_below=vwap - p.entry_z * std,
+        return feature_values(vwap=vwap, z=self.spread.last / std, buy_below=vwap - p.entry_z * std,
                               sell_above=vwap - p.exit_z * std)

@@ -26,7 +26,6 @@ from meshtrader.strategies.base import (
     Strategy,
     StrategyParams,
     feature_values,
-    newest,
     register,
 )
 from meshtrader.wire.messages import Candle
@@ -187,4 +186,4 @@ class SellerExhaustion(Strategy):
 
 def last_z(stats: RollingStats) -> float | None:
     """The z-score of the newest value of a window; None while the window does not vary."""
-    return (newest(stats) - stats.mean) / stats.std if stats.std else None
+    return (stats.last - stats.mean) / stats.std if stats.std else None

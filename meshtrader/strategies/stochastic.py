@@ -55,5 +55,5 @@ class Stochastic(Strategy):
         d = self.d.value
         if d is None:
             return {}
-        k = d + self.cross._previous  # the cross keeps %K - %D: %K back, to a rounding
+        k = d + self.cross.diff  # the cross keeps %K - %D: %K back, to a rounding
         return feature_values(k=k, d=d, channel_high=self.highs.value, channel_low=self.lows.value)

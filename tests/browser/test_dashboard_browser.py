@@ -127,6 +127,8 @@ def test_trading_view_shows_the_store_and_draws_the_charts(page, trading_mesh, s
 def test_new_trades_and_candles_arrive_without_a_reload(page, trading_mesh):
     show(page, "trading")
     page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+    page.wait_for_function("/ [0-9]+ 1m candles/.test(document.getElementById('chartnote').textContent)",
+                           timeout=60_000)
     candles = number(page.text_content("#chartnote").split(":")[1].split()[0])
     trades = int(number(page.text_content("#trades")))
     until(page, lambda: int(number(page.text_content("#trades"))) > trades, 60, "a new trade on the page")
@@ -246,7 +248,6 @@ def test_the_page_survives_the_mesh_restarting_under_it(page, trading_mesh, scre
     page.wait_for_function("!document.getElementById('banner').textContent.includes('down') && "
                            "document.getElementById('live').textContent.startsWith('live')", timeout=60_000)
     page.goto(trading_mesh.settings.dashboard_url.rstrip("/") + "/docs")  # the API docs, offline
-    page.screenshot(path=str(screenshots / "api-docs.png"), full_page=True)
     page.get_by_text("/api/candles", exact=True).wait_for(timeout=30_000)
     page.screenshot(path=str(screenshots / "api-docs.png"), full_page=True)
     assert not page.errors, page.errors

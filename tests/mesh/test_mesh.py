@@ -325,11 +325,11 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
         assert snapshot["type"] == "snapshot" and snapshot["state"]["mode"] == "paper"
         epoch, seen, topics = snapshot["epoch"], [snapshot["seq"]], set()
         deadline = time.monotonic() + 60
-        while not {"fill", "health"} <= topics and time.monotonic() < deadline:
+        while not {"fill", "md"} <= topics and time.monotonic() < deadline:
             message = json.loads(socket.recv(timeout=60))
             topics.add(message["topic"].split(".")[0] if message["topic"].startswith("md.") else message["topic"])
             seen.append(message["seq"])
-        assert {"fill", "health", "md"} <= topics and seen == list(range(seen[0], seen[-1] + 1))
+        assert {"fill", "md"} <= topics and seen == list(range(seen[0], seen[-1] + 1))
     after = seen[-1]
     with connect(base.replace("http", "ws") + f"/ws?epoch={epoch}&after={after}", open_timeout=10) as socket:
         resumed = json.loads(socket.recv(timeout=30))

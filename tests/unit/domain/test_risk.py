@@ -1,11 +1,13 @@
-"""Risk rules and the risk book."""
+"""Risk rules and the risk book, and the operators' controls on it: pause (exits only) and risk limits
+changed at run time."""
 from __future__ import annotations
 
+from dataclasses import fields
 from decimal import Decimal
 
 import pytest
 
-from meshtrader.domain.risk import Limits, RiskBook, evaluate, judge
+from meshtrader.domain.risk import LIMIT_RANGES, LimitRefused, Limits, RiskBook, evaluate, judge, limit_values
 from meshtrader.runtime.config import load_settings
 from meshtrader.wire.messages import ApproveOrder
 
@@ -111,3 +113,87 @@ def test_each_limit_shows_how_much_of_it_is_in_use():
     assert use == {"daily loss": ("0.0200", "0.05"), "portfolio drawdown": ("0.0200", "0.10"),
                    "exposure": ("0.2500", "0.80"), "entries today": ("3", "1000"), "macd drawdown": ("0.0500", "0.10")}
     assert book.trading_state == "ACTIVE"  # 2% of a 5% daily loss: in use, not tripped
+
+
+# ----- the operators' controls ------------------------------------------------------------------------
+def test_a_paused_book_refuses_entries_and_lets_exits_through():
+    book = RiskBook(paused_by="dashboard:alice")
+    assert book.trading_state == "REDUCING"
+    assert book.state_reason() == "paused by dashboard:alice: only exposure-reducing orders"
+    entry = evaluate(order(), book, LIMITS)
+    assert not entry.approved and entry.rule == "paused" and "paused by dashboard:alice" in entry.reason
+    exit_ = evaluate(order(side="sell", reduces=True, opens_position=False), book, LIMITS)
+    assert exit_.approved and exit_.rule == "reduce_only"
+    verdict, _ = judge(book, order(), LIMITS)
+    assert verdict.rule == "paused" and book.entries_today == 0  # a refused entry is not counted
+
+
+def test_pause_is_not_the_kill_switch_and_both_causes_show():
+    book = RiskBook(paused_by="cli", stale={"BTCUSDT": "no tick for 30s"})
+    assert book.trading_state == "REDUCING"
+    assert book.state_reason().startswith("paused by cli; stale market data (BTCUSDT: no tick for 30s)")
+    book.kill_switch = True  # the kill switch halts even exits; a pause does not
+    assert book.trading_state == "HALTED"
+    assert evaluate(order(reduces=True, opens_position=False), book, LIMITS).rule == "kill_switch"
+    book.kill_switch, book.paused_by = False, ""
+    book.stale.clear()
+    assert book.trading_state == "ACTIVE" and evaluate(order(), book, LIMITS).approved
+
+
+def test_every_limit_has_a_run_time_range():
+    assert set(LIMIT_RANGES) == {f.name for f in fields(Limits)}
+    assert set(limit_values(LIMITS)) == set(LIMIT_RANGES)
+    assert limit_values(LIMITS)["daily_loss_pct"] == "0.05" and limit_values(LIMITS)["max_open_positions"] == "10"
+
+
+def test_a_limit_changed_at_run_time_applies_at_once():
+    book = RiskBook()
+    limits, old, new = book.set_limit(LIMITS, "max_order_pct", " 0.05 ")
+    assert (old, new, limits.max_order_pct) == ("0.20", "0.05", D("0.05"))
+    assert evaluate(order(), book, LIMITS).approved  # 5,000 is 10% of the strategy's 50,000
+    assert evaluate(order(), book, limits).rule == "max_order_size"
+    limits, old, new = book.set_limit(limits, "max_trades_per_day", "0")
+    assert (old, new, limits.max_trades_per_day) == ("1000", "0", 0)
+    assert book.limit_overrides == {"max_order_pct": "0.05", "max_trades_per_day": "0"}
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("daily_loss", "0.03", "no risk limit 'daily_loss'; one of max_order_pct"),
+    ("daily_loss_pct", "three", "'three' is not a number"),
+    ("daily_loss_pct", "3%", "write 0.03 for 3%"),
+    ("daily_loss_pct", "NaN", "not a finite number"),
+    ("daily_loss_pct", "0", "out of range (0 would stop all trading"),
+    ("daily_loss_pct", "1.5", "over 1 is more than all of it"),
+    ("max_exposure_pct", "11", "a multiple of equity above 0 and at most 10"),
+    ("max_trades_per_day", "2.5", "is not a whole number"),
+    ("max_open_positions", "-1", "out of range (it counts positions or entries"),
+    ("kelly_multiple", "-0.5", "0 turns the Kelly cap off"),
+    ("kelly_multiple", "1e9", "a multiple from 0 to 10"),
+])
+def test_a_bad_limit_is_refused_with_the_reason_and_changes_nothing(name, value, says):
+    book = RiskBook()
+    with pytest.raises(LimitRefused) as refusal:
+        book.set_limit(LIMITS, name, value)
+    assert says in str(refusal.value)
+    assert book.limit_overrides == {}
+
+
+def test_pause_and_overrides_survive_the_store():
+    book = RiskBook(paused_by="cli:bob")
+    book.set_limit(LIMITS, "daily_loss_pct", "0.03")
+    book.set_limit(LIMITS, "max_positions_per_strategy", "1")
+    again = RiskBook.from_json(book.to_json())
+    assert again.paused_by == "cli:bob" and again.trading_state == "REDUCING"
+    restored, dropped = again.limits(LIMITS)
+    assert dropped == []
+    assert restored.daily_loss_pct == D("0.03") and restored.max_positions_per_strategy == 1
+    assert restored.max_order_pct == LIMITS.max_order_pct  # the rest stay the settings'
+    old = RiskBook.from_json({"kill_switch": False, "day": 3})  # a book stored before these controls existed
+    assert old.paused_by == "" and old.limit_overrides == {} and old.limits(LIMITS) == (LIMITS, [])
+
+
+def test_an_override_edited_by_hand_is_checked_again_and_dropped():
+    book = RiskBook.from_json({"limit_overrides": {"daily_loss_pct": "7", "max_open_positions": "3"}})
+    limits, dropped = book.limits(LIMITS)
+    assert limits.daily_loss_pct == LIMITS.daily_loss_pct and limits.max_open_positions == 3
+    assert len(dropped) == 1 and "daily_loss_pct" in dropped[0] and book.limit_overrides == {"max_open_positions": "3"}

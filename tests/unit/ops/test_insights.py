@@ -263,3 +263,11 @@ def test_narratives_newest_first_and_by_kind(settings, store):
     assert insights.narratives(settings, kind="big_win") == [
         {"kind": "big_win", "title": "momentum won 1200.00", "body": "Closing ...", "event_time": T + MIN}]
     assert [n["kind"] for n in insights.narratives(settings, limit=2)] == ["allocation", "big_win"]
+
+
+def test_a_transfer_at_the_market_time_of_an_equity_record_counts_where_it_happened():
+    # the record at 15:00 was written before the rebalance at 15:00: the transfer belongs to the next period
+    equity = [((T, 1.0), Decimal("1000")), ((T + 15 * MIN, 2.0), Decimal("1000")), ((T + 30 * MIN, 4.0), Decimal("1510"))]
+    transfers = [((T + 15 * MIN, 3.0), Decimal("500"))]
+    returns = [round(p.ret, 6) for p in insights.periods(equity, transfers)]
+    assert returns == [0.0, 0.01]  # no drawdown at 15:00, 1% after it

@@ -27,23 +27,35 @@ export const row = (cells, tag = "td") => "<tr>" + cells.map((c) => c !== null &
   ? `<${tag} class="${c.cls}">${c.html}</${tag}>` : `<${tag}>${c}</${tag}>`).join("") + "</tr>";
 export const num = (html) => ({html, cls: "num"});
 
+// The dashboard token: controls always need it; views too when the dashboard is reachable from other
+// machines. Asked for once, kept for this tab only.
+const TOKEN = "meshToken";
+let refused = false;  // the operator cancelled the prompt for views: do not ask again on every refresh
+export const token = () => sessionStorage.getItem(TOKEN);
+const authorization = () => (token() ? {"Authorization": "Bearer " + token()} : {});
+
+function askToken(why) {
+  const given = prompt(`${why}\nDashboard token (mesh up printed it; also in $MESH_HOME/dashboard.token):`);
+  if (given) sessionStorage.setItem(TOKEN, given);
+  return !!given;
+}
+
 export async function getJSON(path) {
-  const answer = await fetch(path);
+  let answer = await fetch(path, {headers: authorization()});
+  if ((answer.status === 401 || answer.status === 403) && !refused) {
+    sessionStorage.removeItem(TOKEN);
+    refused = !askToken("This dashboard is reachable from other machines: its views need the token too.");
+    if (!refused) answer = await fetch(path, {headers: authorization()});
+  }
   if (!answer.ok) throw new Error(`${path}: ${answer.status} ${(await answer.text()).slice(0, 200)}`);
   return answer.json();
 }
 
-// Controls that change trading need the dashboard token (mesh up prints it); it is kept for this tab only.
 export async function control(path, body) {
-  let token = sessionStorage.getItem("meshToken");
-  if (!token) {
-    token = prompt("Dashboard token (mesh up printed it; also in $MESH_HOME/dashboard.token):");
-    if (!token) return null;
-  }
+  if (!token() && !askToken("Controls that change trading need the token.")) return null;
   const answer = await fetch(path, {method: "POST", body: JSON.stringify(body),
-                                    headers: {"Content-Type": "application/json", "Authorization": "Bearer " + token}});
-  if (answer.status === 401 || answer.status === 403) sessionStorage.removeItem("meshToken");
-  else sessionStorage.setItem("meshToken", token);
+                                    headers: {"Content-Type": "application/json", ...authorization()}});
+  if (answer.status === 401 || answer.status === 403) sessionStorage.removeItem(TOKEN);
   return answer;
 }
 
@@ -75,8 +87,9 @@ export class Stream {
 
   connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const resume = this.epoch ? `?epoch=${this.epoch}&after=${this.seq}` : "";
-    const ws = new WebSocket(scheme + location.host + "/ws" + resume);
+    const query = new URLSearchParams(this.epoch ? {epoch: this.epoch, after: this.seq} : {});
+    if (token()) query.set("token", token());
+    const ws = new WebSocket(scheme + location.host + "/ws?" + query);
     ws.onmessage = (message) => this.receive(ws, JSON.parse(message.data));
     ws.onclose = () => { this.onStatus(false, this.seq); setTimeout(() => this.connect(), 1000); };
     ws.onerror = () => ws.close();

@@ -81,8 +81,11 @@ stream.on("narr", narratives.onHighlight);
 stream.on("fork.", coalesce(() => current === "forks" && forks.refresh(), 500));
 stream.on("", services.onEvent);
 
-for (const [id, optimize] of [["validate", false], ["optimize", true]])
-  $(id).onclick = () => act("/api/validate", {optimize});
+for (const [id, optimize] of [["validate", false], ["optimize", true]]) {
+  $(id).onclick = () => confirm(optimize ? "Validate every strategy on a fork now, then optimise their parameters?"
+                                         : "Validate every strategy on a fork now (it may reallocate capital)?")
+    && act("/api/validate", {optimize});
+}
 
 show(location.hash.slice(1) || "trading");
 refreshState();

@@ -16,7 +16,7 @@ export function draw(s) {
   $("riskreason").textContent = s.risk_reason || "";
   $("limits").innerHTML = row(["limit", num("in use"), num("of"), ""], "th") + s.risk_limits.map((l) => {
     const count = l.limit === "entries today", share = Number(l.used) / Number(l.of);
-    const show = (x) => count ? x : fmt(Number(x) * 100, 1) + " %";
+    const show = (x) => count ? esc(x) : fmt(Number(x) * 100, 1) + " %";
     return row([esc(l.limit), num(show(l.used)), num(show(l.of)), `<meter min="0" max="1" low="0.5" high="0.8" ` +
                 `optimum="0" value="${Math.min(share, 1)}"></meter>`]);
   }).join("");

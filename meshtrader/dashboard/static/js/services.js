@@ -66,8 +66,9 @@ export async function refresh() {
   rates = {};
   for (const [name, d] of Object.entries(answer)) {
     const was = before && before.details[name];
-    if (was) rates[name] = {in: fmt((d.messages_in - was.messages_in) / (now - before.now), 1),
-                            out: fmt((d.messages_out - was.messages_out) / (now - before.now), 1)};
+    // a restarted service counts from zero again: no rate until two looks at the same process
+    const rate = (key) => d[key] >= was[key] ? fmt((d[key] - was[key]) / (now - before.now), 1) : "-";
+    if (was) rates[name] = {in: rate("messages_in"), out: rate("messages_out")};
   }
   before = {now, details: answer};
   details = answer;

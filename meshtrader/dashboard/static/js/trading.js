@@ -36,13 +36,19 @@ function drawTrades() {
 
 export async function loadTrades() {
   if (!symbol || !firstBar) return;
-  try { trades = (await getJSON(`/api/trades?symbol=${symbol}&since_et=${firstBar * 1000}`)).trades; } catch (e) { return; }
+  const asked = symbol;
+  let answer;
+  try { answer = await getJSON(`/api/trades?symbol=${asked}&since_et=${firstBar * 1000}`); } catch (e) { return; }
+  if (asked !== symbol) return;  // another symbol was picked meanwhile
+  trades = answer.trades;
   drawTrades();
 }
 
 async function loadChart() {
+  const asked = symbol;
   let data;
-  try { data = await getJSON(`/api/candles?symbol=${symbol}&n=${CANDLES}`); } catch (e) { return; }
+  try { data = await getJSON(`/api/candles?symbol=${asked}&n=${CANDLES}`); } catch (e) { return; }
+  if (asked !== symbol) return;  // another symbol was picked meanwhile: its own load draws it
   const bars = data.candles;
   timeframe = data.timeframe;
   step = bars.length > 1 ? bars[1].time - bars[0].time : 60;
@@ -66,10 +72,11 @@ function broken(points) {
 /** The chosen strategy's price features (its averages, bands, channels; a seller-exhaustion position's stop,
  * Fibonacci levels and target) replayed over the chart's candles with the parameters it trades with. */
 async function loadOverlays() {
-  const strategy = $("overlay").value;
+  const strategy = $("overlay").value, asked = symbol;
   let data = {series: {}};
-  if (strategy && symbol) {
-    try { data = await getJSON(`/api/overlays?symbol=${symbol}&strategy=${strategy}&n=${CANDLES}`); } catch (e) { return; }
+  if (strategy && asked) {
+    try { data = await getJSON(`/api/overlays?symbol=${asked}&strategy=${strategy}&n=${CANDLES}`); } catch (e) { return; }
+    if (asked !== symbol || strategy !== $("overlay").value) return;  // the choice changed meanwhile
   }
   for (const [name, series] of Object.entries(overlays)) {
     if (!(name in data.series)) { chart.removeSeries(series); delete overlays[name]; }
@@ -141,11 +148,11 @@ export function draw(s) {
                : `<span class="bad" title="${esc(a.deactivated_because)}">deactivated</span>`])).join("");
   $("allocreason").textContent = s.allocation_reason || "";
   $("positions").innerHTML = row(["strategy", "symbol", num("qty"), num("avg price"), num("last"), num("unrealized")], "th") +
-    s.positions.map((p) => row([esc(p.strategy), esc(p.symbol), num(p.qty), num(fmt(p.avg_price)), num(fmt(p.last_price)),
+    s.positions.map((p) => row([esc(p.strategy), esc(p.symbol), num(esc(p.qty)), num(fmt(p.avg_price)), num(fmt(p.last_price)),
       num(money(p.unrealized_pnl))])).join("");
   $("lasttrades").innerHTML = row(["time", "strategy", "side", num("qty"), "symbol", num("price"), num("fee"),
                                    num("realized")], "th") +
-    (s.last_trades || []).map((t) => row([when(t.event_time), esc(t.strategy), `<span class="${t.side}">${t.side}</span>`,
+    (s.last_trades || []).map((t) => row([when(t.event_time), esc(t.strategy), `<span class="${esc(t.side)}">${esc(t.side)}</span>`,
       num(esc(t.qty)), esc(t.symbol), num(fmt(t.price)), num(money(t.fee, 4)), num(money(t.realized_pnl))])).join("");
 }
 
