@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-SUITES = ("latency", "feed", "backtest", "sweep", "forks", "loops", "dashboard")
+SUITES = ("latency", "feed", "backtest", "sweep", "forks", "loops", "dashboard", "soak", "bus", "chaos")
 
 
 def run_suite(args: argparse.Namespace) -> dict:
@@ -35,6 +35,18 @@ def run_suite(args: argparse.Namespace) -> dict:
         from bench.dashboard import run_dashboard_suite
 
         return run_dashboard_suite(progress=progress)
+    if args.suite == "soak":
+        from bench.soak import run_soak_suite
+
+        return run_soak_suite(progress=progress, seconds=args.seconds)
+    if args.suite == "bus":
+        from bench.bus import run_bus_suite
+
+        return run_bus_suite(progress=progress)
+    if args.suite == "chaos":
+        from bench.chaos import run_chaos_suite
+
+        return run_chaos_suite(progress=progress)
     from bench.feed import run_feed_suite
 
     return run_feed_suite(progress=progress)
@@ -46,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--rate", type=int, default=300, help="ticks per second offered (below saturation)")
+    parser.add_argument("--seconds", type=float, default=180.0, help="soak: how long the mesh is sampled")
     args = parser.parse_args(argv)
     result = run_suite(args)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))

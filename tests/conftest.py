@@ -33,6 +33,14 @@ for _name in [n for n in os.environ if n.startswith("MESH_")]:
     del os.environ[_name]
 
 
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    """A ZeroMQ context for a test with real sockets in one process (inproc)."""
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,6 +8,9 @@ from collections.abc import Callable, Iterator
 import uvloop
 import zmq
 
+from meshtrader.bus.frames import drain
+from meshtrader.bus.policy import INBOX_HWM, RCVHWM, SNDHWM
+
 INBOX_BATCH = 1000  # messages read per turn of the service loop, so its other sockets get theirs
 
 
@@ -34,6 +37,7 @@ class AsyncioThread:
 
     def _thread_main(self) -> None:
         self.push = self.ctx.socket(zmq.PUSH)
+        self.push.setsockopt(SNDHWM, INBOX_HWM)
         self.push.setsockopt(zmq.LINGER, 0)
         self.push.connect(self.push_endpoint)
         try:
@@ -56,6 +60,7 @@ class Inbox:
 
     def __init__(self, ctx: zmq.Context, endpoint: str, handler: Callable[[Iterator[list[bytes]]], None]) -> None:
         self.socket = ctx.socket(zmq.PULL)
+        self.socket.setsockopt(RCVHWM, INBOX_HWM)
         self.socket.bind(endpoint)
         self.endpoint, self.handler = endpoint, handler
 
@@ -64,11 +69,7 @@ class Inbox:
 
     def waiting(self) -> Iterator[list[bytes]]:
         """At most INBOX_BATCH messages: the loop polls level-triggered, so the rest come next turn."""
-        for _ in range(INBOX_BATCH):
-            try:
-                yield self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        return drain(self.socket, INBOX_BATCH)
 
     def close(self) -> None:
         self.socket.close()

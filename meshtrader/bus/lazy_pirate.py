@@ -5,7 +5,7 @@ from typing import Any
 
 import zmq
 
-from meshtrader.bus.policy import NOBLOCK, POLLIN
+from meshtrader.bus.policy import NOBLOCK, POLLIN, RCVHWM, REQ_REP_HWM, SNDHWM
 from meshtrader.runtime.log import Logger
 from meshtrader.wire.codec import DecodeError, decoder_for, encode
 from meshtrader.wire.messages import ErrorReply, Reply, Request
@@ -32,6 +32,8 @@ class ReqClient:
 
     def _connect(self) -> zmq.Socket:
         socket = self.ctx.socket(zmq.REQ)
+        socket.setsockopt(SNDHWM, REQ_REP_HWM)
+        socket.setsockopt(RCVHWM, REQ_REP_HWM)
         socket.setsockopt(zmq.LINGER, 0)
         socket.connect(self.endpoint)
         return socket

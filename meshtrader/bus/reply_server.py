@@ -7,7 +7,8 @@ from typing import Any
 
 import zmq
 
-from meshtrader.bus.policy import DRAIN_LIMIT, EVENTS, NOBLOCK, POLLIN
+from meshtrader.bus.frames import drain
+from meshtrader.bus.policy import DRAIN_LIMIT, RCVHWM, REQ_REP_HWM, SNDHWM
 from meshtrader.runtime.log import Logger
 from meshtrader.runtime.metrics import ServiceMetrics
 from meshtrader.wire.codec import DecodeError, decoder_for, encode
@@ -22,6 +23,8 @@ class RepServer:
                  after_reply: Callable[[], None] | None = None) -> None:
         self.after_reply = after_reply  # work that must not delay the answer (publishing, journaling)
         self.socket = ctx.socket(zmq.REP)
+        self.socket.setsockopt(SNDHWM, REQ_REP_HWM)
+        self.socket.setsockopt(RCVHWM, REQ_REP_HWM)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(endpoint)
         self.decoder = decoder_for(request_schema)
@@ -30,10 +33,7 @@ class RepServer:
         self.log = log
 
     def on_readable(self) -> None:
-        for _ in range(DRAIN_LIMIT):
-            if not self.socket.get(EVENTS) & POLLIN:
-                return
-            frames = self.socket.recv_multipart(NOBLOCK)
+        for frames in drain(self.socket, DRAIN_LIMIT):
             self.socket.send(encode(self._answer(frames)), 0)
             if self.after_reply is not None:
                 self.after_reply()

@@ -8,10 +8,11 @@ from typing import Any
 
 import zmq
 
-from meshtrader.bus.policy import DRAIN_LIMIT, EVENTS, HWM, NOBLOCK, POLLIN
+from meshtrader.bus.frames import drain
+from meshtrader.bus.policy import DRAIN_LIMIT, RCVHWM, SUB_RCVHWM
 from meshtrader.runtime.log import Logger
 from meshtrader.runtime.metrics import ServiceMetrics, topic_kind
-from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_event, decoder_for
+from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_stream, decoder_for
 from meshtrader.wire.messages import Event
 
 
@@ -19,9 +20,10 @@ class Subscriber:
     """Calls `handler(topic, event)` for every valid message on the subscribed prefixes."""
 
     def __init__(self, ctx: zmq.Context, endpoints: Iterable[str], prefixes: Iterable[bytes],
-                 handler: Callable[[bytes, Any], None], metrics: ServiceMetrics, log: Logger) -> None:
+                 handler: Callable[[bytes, Any], None], metrics: ServiceMetrics, log: Logger,
+                 rcvhwm: int = SUB_RCVHWM) -> None:
         self.socket = ctx.socket(zmq.SUB)
-        self.socket.setsockopt(zmq.RCVHWM, HWM)
+        self.socket.setsockopt(RCVHWM, rcvhwm)
         self.socket.setsockopt(zmq.LINGER, 0)
         for endpoint in endpoints:
             self.socket.connect(endpoint)
@@ -44,33 +46,35 @@ class Subscriber:
         return kind
 
     def on_readable(self) -> None:
-        """Drain what is queued (up to DRAIN_LIMIT, so one busy socket cannot starve the others). Asking
-        the socket whether more is queued is cheaper than the exception a failed NOBLOCK receive raises."""
-        recv, events = self.socket.recv_multipart, self.socket.get
-        for _ in range(DRAIN_LIMIT):
-            if not events(EVENTS) & POLLIN:
-                return
-            frames = recv(NOBLOCK)
+        """Drain what is queued (up to DRAIN_LIMIT, so one busy socket cannot starve the others)."""
+        for frames in drain(self.socket, DRAIN_LIMIT):
             if len(frames) != 2:
-                self._reject(frames[0] if frames else b"", "expected [topic, payload]", f"{len(frames)} frames")
+                self._reject(frames[0], "expected [topic, payload]", f"{len(frames)} frames")
                 continue
             topic, payload = frames
             try:
-                event = decode_event(topic, payload)
+                decoded = decode_stream(topic, payload)
             except (UnknownTopic, *DecodeError) as error:
                 self._reject(topic, "undecodable frame", str(error), payload)
                 continue
-            kind = self._kind(topic)
-            self.metrics.message_in(kind)
-            self._check_sequence(topic, event)
-            started = time.perf_counter()
-            try:
-                self.handler(topic, event)
-            except Exception as error:  # a bad message must not stop the service
-                self.metrics.decode_error("handler")
-                self.log.error("handler_failed", trace_id=event.tid, topic=topic.decode(errors="replace"),
-                               source=event.src, error=repr(error))
-            self.metrics.handler_latency(kind, time.perf_counter() - started)
+            if decoded.__class__ is list:
+                for event in decoded:
+                    self._deliver(topic, event)
+            else:
+                self._deliver(topic, decoded)
+
+    def _deliver(self, topic: bytes, event: Event) -> None:
+        kind = self._kind(topic)
+        self.metrics.message_in(kind)
+        self._check_sequence(topic, event)
+        started = time.perf_counter()
+        try:
+            self.handler(topic, event)
+        except Exception as error:  # a bad message must not stop the service
+            self.metrics.decode_error("handler")
+            self.log.error("handler_failed", trace_id=event.tid, topic=topic.decode(errors="replace"),
+                           source=event.src, error=repr(error))
+        self.metrics.handler_latency(kind, time.perf_counter() - started)
 
     def _check_sequence(self, topic: bytes, event: Event) -> None:
         key = (event.src, topic)

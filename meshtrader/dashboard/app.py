@@ -9,16 +9,23 @@ import os
 import secrets
 import socket
 import time
+import traceback
+from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from meshtrader.dashboard.stream import LAGGING, HealthWatch, Stream
@@ -49,6 +56,9 @@ from meshtrader.runtime.metrics import ServiceMetrics
 STATIC = Path(__file__).parent / "static"
 MAX_MS = 2**53  # market times beyond this are no times (and overflow SQLite's integers)
 SWAGGER_UI = "/static/vendor/swagger-ui"
+UNANSWERED = {503: {"description": "the service that applies it did not answer (the mesh is down or busy); "
+                                   "`detail` says what became of the request"}}
+LOGGED_CHARS = 300  # what a rejection's log line keeps of the path and of the reason: a huge input stays out
 
 
 class KillSwitch(BaseModel):
@@ -80,6 +90,19 @@ def loosens(value: str, current: str | None) -> bool:
         return current is not None and Decimal(value) > Decimal(current)
     except InvalidOperation:
         return False
+
+
+def status_reason(status: int) -> str:
+    """A status as a metric label (`not_found`, `unprocessable_entity`): named, and a small fixed set."""
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return str(status)
+
+
+def validation_summary(error: RequestValidationError) -> str:
+    """What was wrong with a request, field by field, without the values given (they may be anything)."""
+    return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error.errors())
 
 
 def listens_on_loopback(host: str) -> bool:
@@ -154,6 +177,53 @@ def create_app(settings: Settings) -> FastAPI:
     if loopback:  # another site's page must not reach it by a name that resolves here (DNS rebinding)
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=[settings.host, "localhost", "127.0.0.1"])
     control = [Depends(control_token)]
+    rejected = metrics.counter("mesh_http_requests_rejected_total", "API calls refused as wrong (4xx: bad input, "
+                               "unknown route, missing or wrong token), by reason", ("reason",))
+    failed = metrics.counter("mesh_http_requests_failed_total", "API calls not served (5xx: a service did not "
+                             "answer, or a fault here), by reason", ("reason",))
+
+    def scrubbed(text: str, limit: int | None = LOGGED_CHARS) -> str:
+        """Text for the log, the token cut out wherever a caller put it (a path, a value echoed in an error)."""
+        return text.replace(token, "<token>")[:limit]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, error: StarletteHTTPException) -> Response:
+        """FastAPI's JSON reply; the reason is kept for `accounted` to log."""
+        request.state.why = str(error.detail)
+        return await http_exception_handler(request, error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        """FastAPI's 422 with each field's error, the input given included even when it is bytes that are no
+        UTF-8 (a body not sent as JSON: FastAPI's own handler fails on those with a 500); a summary is kept for
+        `accounted` to log."""
+        request.state.why = validation_summary(error)
+        errors = jsonable_encoder(error.errors(), custom_encoder={bytes: lambda raw: raw.decode("utf-8", "replace")})
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.middleware("http")  # added last, so outermost: it also sees the trusted-host check's refusals
+    async def accounted(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Every refused or failed API call is counted on /metrics and logged with its method, path, status and
+        reason, so bad input shows beyond the caller's own reply; never the token or the Authorization header.
+        A fault in a handler is answered with a JSON 500 and logged with its traceback, not a dropped call."""
+        fault: str | None = None
+        try:
+            response = await call_next(request)
+        except Exception as error:  # noqa: BLE001 - any fault: answered, counted and logged with its context
+            request.state.why, fault = repr(error), scrubbed(traceback.format_exc(), None)
+            response = JSONResponse({"detail": "the dashboard failed on this request; its log has why"},
+                                    status_code=500)
+        status = response.status_code
+        if status >= 400:
+            reason = status_reason(status)
+            (rejected if status < 500 else failed).labels(metrics.service, reason).inc()
+            log.log("WARNING" if status < 500 else "ERROR", "api_call_rejected" if status < 500 else "api_call_failed",
+                    method=request.method, path=scrubbed(request.url.path), status=status, reason=reason,
+                    detail=scrubbed(getattr(request.state, "why", "")),
+                    client=request.client.host if request.client else None,
+                    **({"traceback": fault} if fault else {}))
+        return response
+
     views = APIRouter(prefix="/api", dependencies=[Depends(viewer_token)])
 
     def answered(outcome: tuple[bool, str]) -> dict:
@@ -211,7 +281,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Who used which control and when (kill switch, pause, limit changes, close all, validate), newest first."""
         return {"controls": await asyncio.to_thread(control_log, settings, n)}
 
-    @views.get("/risk/limits")
+    @views.get("/risk/limits", responses=UNANSWERED)
     async def limits() -> dict:
         """The risk limits in use, as the risk guard says (503 if it does not answer)."""
         values = await asyncio.to_thread(risk_limits, settings)
@@ -279,17 +349,17 @@ def create_app(settings: Settings) -> FastAPI:
         """The narrator's highlights, newest first (of one kind if given: first_trade, big_win, ...)."""
         return {"narratives": await asyncio.to_thread(narratives, settings, n, kind)}
 
-    @app.post("/api/kill-switch", dependencies=control)
+    @app.post("/api/kill-switch", dependencies=control, responses=UNANSWERED)
     async def kill_switch(body: KillSwitch, request: Request) -> dict:
         """Halt every order (HALTED), or release."""
         return answered(await asyncio.to_thread(set_kill_switch, settings, body.on, who(request)))
 
-    @app.post("/api/pause", dependencies=control)
+    @app.post("/api/pause", dependencies=control, responses=UNANSWERED)
     async def pause(body: Pause, request: Request) -> dict:
         """Pause (only exposure-reducing orders go through: REDUCING) or resume trading."""
         return answered(await asyncio.to_thread(set_paused, settings, body.on, who(request)))
 
-    @app.post("/api/risk/limits", dependencies=control)
+    @app.post("/api/risk/limits", dependencies=control, responses=UNANSWERED)
     async def change_limit(body: LimitChange, request: Request) -> dict:
         """Change one risk limit at run time; the risk guard checks it (400 with the reason if it is wrong),
         applies it, keeps it across restarts and records who changed it."""
@@ -306,7 +376,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=400 if outcome.status == "refused" else 503, detail=outcome.message)
         return {"ok": True, "message": outcome.message, "limits": outcome.limit_values}
 
-    @app.post("/api/close-all", dependencies=control)
+    @app.post("/api/close-all", dependencies=control, responses=UNANSWERED)
     async def close_all(body: CloseAllBody, request: Request) -> dict:
         if not body.confirm:
             raise HTTPException(status_code=400, detail='closing every position needs {"confirm": true}')
@@ -315,7 +385,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=503, detail="the executor did not answer")
         return {"ok": True, "message": message}
 
-    @app.post("/api/validate", dependencies=control)
+    @app.post("/api/validate", dependencies=control, responses=UNANSWERED)
     async def validate(body: Validate, request: Request) -> dict:
         message = await asyncio.to_thread(request_validation, settings, "asked from the dashboard", body.optimize,
                                           who(request))

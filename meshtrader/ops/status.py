@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from meshtrader.domain.risk import BOOK_KEY
 from meshtrader.persistence import views
 from meshtrader.persistence.fork_registry import ForkRegistry
-from meshtrader.persistence.hotstate import HotState
+from meshtrader.persistence.hotstate import CRASH_LOOP_KEY, HotState
 from meshtrader.persistence.store import Store
 from meshtrader.runtime.config import Settings
 from meshtrader.runtime.supervise import Supervisor
@@ -23,9 +23,11 @@ STALE_HEARTBEATS = 3  # a service is unhealthy after this many missed heartbeats
 
 def service_health(settings: Settings, hot: HotState, include_supervisor: bool = True) -> dict[str, dict]:
     """Each service's state under supervisord, whether its heartbeat is fresh, its uptime, and its process
-    (pid and start time: a new one means it restarted, however briefly)."""
+    (pid and start time: a new one means it restarted, however briefly), and whether it is in a crash loop
+    (the watchdog's word, or supervisord gave up on it: FATAL)."""
     processes = Supervisor(settings).processes() if include_supervisor else {}
     beats = hot.get_many("hb:*")
+    looping = {key[len(CRASH_LOOP_KEY):] for key in hot.get_many(CRASH_LOOP_KEY + "*")}
     now = time.time()
     services: dict[str, dict] = {}
     for name in settings.service_names():
@@ -37,11 +39,13 @@ def service_health(settings: Settings, hot: HotState, include_supervisor: bool =
         process = processes.get(name, {})
         up = round(process["now"] - process["start"]) if state == "RUNNING" and process.get("start") else None
         services[name] = {"state": state, "healthy": healthy, "heartbeat_age_s": age, "up_s": up,
-                          "pid": process.get("pid") or None, "started": process.get("start") or None}
+                          "pid": process.get("pid") or None, "started": process.get("start") or None,
+                          "crash_loop": name in looping or state == "FATAL"}
     if "redis" in processes:
         services["redis"] = {"state": processes["redis"]["statename"], "healthy": hot.ping(),
                              "heartbeat_age_s": None, "pid": processes["redis"].get("pid") or None,
-                             "started": processes["redis"].get("start") or None}
+                             "started": processes["redis"].get("start") or None,
+                             "crash_loop": "redis" in looping or processes["redis"]["statename"] == "FATAL"}
     return services
 
 

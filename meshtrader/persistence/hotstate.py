@@ -15,6 +15,7 @@ from meshtrader.runtime.log import Logger
 
 FLUSH_INTERVAL_S = 0.2
 STARTS, LAST_START = "starts:", "last_start:"  # + a service's name: how often it started, and when last
+CRASH_LOOP_KEY = "crash_loop:"  # + a program's name: kept by the watchdog while the program is in a crash loop
 
 
 def client(url: str, timeout_s: float = 1.0) -> redis.Redis:

@@ -116,3 +116,9 @@ def regime_changes(store: Store, n: int) -> list[dict]:
     rows = store.query("SELECT event_time, regime, metrics FROM market_regimes ORDER BY id DESC LIMIT ?", (n,))
     return [{"event_time": r["event_time"], "regime": r["regime"], "metrics": json.loads(r["metrics"] or "{}")}
             for r in reversed(rows)]
+
+
+def agent_events_after(store: Store, service: str, after_id: int) -> list[tuple[int, str, str]]:
+    """A service's journal entries after one already read, oldest first: (id, event, detail JSON)."""
+    return [(r["id"], r["event"], r["detail"]) for r in store.query(
+        "SELECT id, event, detail FROM agent_events WHERE service=? AND id>? ORDER BY id", (service, after_id))]

@@ -3,7 +3,8 @@
 The programs are the topology table's (runtime/topology.py). The repo's supervisord.conf is `render()`
 for the default MESH_HOME (./var, via %(here)s); `mesh up` renders the same programs with absolute
 paths into $MESH_HOME/supervisord.conf, so meshes with other MESH_HOME / MESH_PORT_BASE run side by
-side. A test keeps the committed file equal to the renderer's.
+side. A test keeps the committed file equal to the renderer's. Beside the programs runs one event
+listener, the watchdog (services/watchdog.py), which hears every process's exit from supervisord itself.
 
 Each program's environment names only MESH_HOME: a service loads the mesh's settings from
 $MESH_HOME/settings.json, which `mesh up` records before it starts supervisord (config.load_settings
@@ -27,6 +28,8 @@ from supervisor.xmlrpc import SupervisorTransport
 from meshtrader.runtime.config import REPO_ROOT, SETTINGS_FILE, Settings
 
 UNREACHABLE = (OSError, xmlrpc.client.Error, http.client.HTTPException)
+WATCHDOG = "watchdog"  # supervisord's event listener for process deaths (services/watchdog.py)
+WATCHED_EVENTS = "PROCESS_STATE_EXITED,PROCESS_STATE_BACKOFF,PROCESS_STATE_FATAL,PROCESS_STATE_RUNNING,TICK_5"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,26 @@ environment=MESH_HOME="{paths.home}",PYTHONUNBUFFERED="1"{extra}
 """
 
 
+def _watchdog(paths: Paths) -> str:
+    """The event listener that tells the narrator of every death: not a mesh service (no sockets, no
+    heartbeat), part of the supervision. Its stdout is the protocol, so only stderr is logged; started
+    first so it hears the others' first exits."""
+    return f"""
+[eventlistener:{WATCHDOG}]
+command={paths.python} -m meshtrader.services.watchdog
+directory={paths.root}
+events={WATCHED_EVENTS}
+buffer_size=100
+priority=1
+autostart=true
+autorestart=true
+stderr_logfile={paths.home}/logs/%(program_name)s.log
+stderr_logfile_maxbytes=10MB
+stderr_logfile_backups=3
+environment=MESH_HOME="{paths.home}",PYTHONUNBUFFERED="1"
+"""
+
+
 def _redis_command(paths: Paths) -> str:
     return (f"{paths.redis_server} --port 0 --unixsocket {paths.home}/redis.sock --unixsocketperm 700 "
             f"--dir {paths.home} --save \"\" --appendonly no")
@@ -103,6 +126,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://{paths.home}/supervisor.sock
 """]
+    parts.append(_watchdog(paths))
     for program in settings.programs(with_redis=with_redis):
         if program.service.module is None:  # the bundled redis-server
             command = _redis_command(paths)

@@ -2,13 +2,15 @@
 under MESH_HOME, and the `narr` topic)."""
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal
 
-from meshtrader.persistence.views import narrated
+from meshtrader.persistence.views import agent_events_after, narrated
 from meshtrader.runtime.alerts import Alerter
 from meshtrader.runtime.config import Settings
 from meshtrader.services.base import Service, main
+from meshtrader.services.watchdog import JOURNAL
 from meshtrader.wire.messages import (
     Allocation,
     FeedStatus,
@@ -24,6 +26,9 @@ from meshtrader.wire.messages import (
     RiskState,
     VenueStatus,
 )
+
+DEATHS_SEEN = "narrator.deaths_seen"  # service_state: the last watchdog journal entry told
+DEATHS_POLL_S = 0.5
 
 
 class Narrator(Service):
@@ -47,6 +52,8 @@ class Narrator(Service):
         self.alerts = Alerter.from_settings(self.settings, self.log, self.name)
         self._closables.append(self.alerts)
         self.subscribe([self.settings.endpoint("feed.pub")], [b"md.status."], self.on_feed_status)
+        self.deaths_seen = self.store.get_state(DEATHS_SEEN) or 0
+        self.loop.every(DEATHS_POLL_S, self.on_deaths, first_in=0)
         if self.settings.mode == "live":
             self.subscribe([self.settings.endpoint("executor.pub")], [b"order", b"venue.status"], self.on_live_order)
 
@@ -123,6 +130,30 @@ class Narrator(Service):
             self.alerts.alert("warning", f"{strategy} deactivated", state.reason or "drawdown limit hit",
                               self.event_time)
         self.deactivated = set(state.deactivated)
+
+    def on_deaths(self) -> None:
+        """The watchdog's journal (supervisord's word on every exit) since the last entry told: read from the
+        store, so a death while the narrator itself was down (or its own) is told once it is back."""
+        rows = agent_events_after(self.store, JOURNAL, self.deaths_seen)
+        for _, event, detail in rows:
+            death = json.loads(detail)
+            program = death["program"]
+            if event == "died":
+                title = f"{program} died"
+                body = f"{program} died ({death['how']}) and was restarted in {death['restarted_in_s']:.1f} s."
+                self.tell("service_died", title, body)
+                self.alerts.alert("warning", title, body, self.event_time)
+            else:
+                title = f"{program} is crash-looping"
+                body = (f"supervisord gave up on {program} after repeated failed starts ({death['how']})."
+                        if death["gave_up"] else
+                        f"{program} exited {death['exits']} times within {death['window_s']:.0f} s "
+                        f"(last: {death['how']}); supervisord keeps restarting it.")
+                self.tell("crash_loop", title, body)
+                self.alerts.alert("critical", title, body, self.event_time)
+        if rows:
+            self.deaths_seen = rows[-1][0]
+            self.store.put_state(DEATHS_SEEN, self.deaths_seen)
 
     def on_live_order(self, topic: bytes, update: OrderUpdate | VenueStatus) -> None:
         if isinstance(update, VenueStatus):

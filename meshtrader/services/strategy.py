@@ -65,6 +65,9 @@ class StrategyWorker(Service):
         self.subscribe([self.settings.endpoint("feed.pub")], prefixes, self.on_market)
         self.subscribe([self.settings.endpoint("allocator.pub")], [b"params." + self.strategy.encode()],
                        self.on_params)
+        # one client for the worker's life: every warm-up (each adopted parameter set) asks through it, so
+        # adoptions leave no socket behind (a client per warm-up kept two descriptors open per adoption)
+        self.feed = self.client("feed.rep", FeedReplies, timeout_ms=1000, retries=2)
         self.warm_up()
         self.loop.every(FEATURES_EVERY_S, self.publish_features, first_in=0)
 
@@ -87,10 +90,9 @@ class StrategyWorker(Service):
             self.warm_up()
 
     def warm_up(self) -> None:
-        feed = self.client("feed.rep", FeedReplies, timeout_ms=1000, retries=2)
         for symbol, instance in self.instances.items():
             wanted = instance.warmup + 10
-            reply = feed.request(RecentCandles(symbol=symbol, n=wanted, src=self.name))
+            reply = self.feed.request(RecentCandles(symbol=symbol, n=wanted, src=self.name))
             if reply is not None and reply.ok:
                 candles, source = reply.candles, "feed"
             else:
