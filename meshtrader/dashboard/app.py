@@ -43,7 +43,9 @@ from meshtrader.ops.logs import UnknownService, control_log, service_history, se
 from meshtrader.ops.status import (
     equity_curves,
     mesh_state,
+    open_positions,
     recent_candles,
+    risk_view,
     service_counters,
     service_health,
     symbol_trades,
@@ -255,6 +257,18 @@ def create_app(settings: Settings) -> FastAPI:
     @views.get("/state")
     async def state() -> dict:
         return await asyncio.to_thread(mesh_state, settings, hot, True, 20)
+
+    @views.get("/positions")
+    async def positions() -> dict:
+        """Every open position with unrealized P&L at the last price (exact strings), as the executor last
+        published its account."""
+        return {"positions": open_positions(await asyncio.to_thread(hot.get, "account") or {})}
+
+    @views.get("/risk")
+    async def risk(n: int = Query(20, ge=1, le=1000, description="the latest n refusals")) -> dict:
+        """The trading state and why, the kill switch, the pause, each limit's use and value, deactivated
+        strategies, and the latest refusals with rule and reason."""
+        return await asyncio.to_thread(risk_view, settings, hot, n)
 
     @views.get("/services")
     async def services() -> dict:

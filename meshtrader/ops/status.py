@@ -55,11 +55,7 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     account = hot.get("account") or {}
     alloc = hot.get("alloc") or {}
     risk = hot.get("risk") or {}
-    positions = [{"strategy": a["strategy"], "symbol": p["symbol"], "qty": p["qty"], "avg_price": p["avg_price"],
-                  "last_price": p["last_price"],
-                  "unrealized_pnl": str(Decimal(p["qty"]) * Decimal(p["last_price"]) - Decimal(p["cost"]))
-                  if "cost" in p else None}
-                 for a in account.get("accounts", []) for p in a.get("positions", [])]
+    positions = open_positions(account)
     stored = _from_store(settings, last_trades)
     funded: dict[str, Decimal] = stored.pop("funded")
     day_start: Decimal | None = stored.pop("day_start_equity")
@@ -100,6 +96,28 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     if last_trades:
         state["allocation_reason"] = alloc.get("reason")
     return state
+
+
+def open_positions(account: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every strategy's open positions in the executor's account snapshot, with unrealized P&L at the last
+    price (exact strings)."""
+    return [{"strategy": a["strategy"], "symbol": p["symbol"], "qty": p["qty"], "avg_price": p["avg_price"],
+             "last_price": p["last_price"],
+             "unrealized_pnl": str(Decimal(p["qty"]) * Decimal(p["last_price"]) - Decimal(p["cost"]))
+             if "cost" in p else None}
+            for a in account.get("accounts", []) for p in a.get("positions", [])]
+
+
+def risk_view(settings: Settings, hot: HotState, refusals: int) -> dict[str, Any]:
+    """The risk guard's state as it last published it (trading state, why, the kill switch, the pause, each
+    limit's use and value, deactivated strategies) and its latest refusals from the store."""
+    risk = hot.get("risk") or {}
+    with reading(settings) as store:
+        rejections = views.recent_rejections(store, refusals) if store else []
+    return {"trading_state": risk.get("trading_state", "UNKNOWN"), "reason": risk.get("reason", ""),
+            "kill_switch": risk.get("kill_switch"), "paused_by": risk.get("paused_by"),
+            "limits_in_use": risk.get("limits", []), "limit_values": risk.get("limit_values", {}),
+            "deactivated": risk.get("deactivated", {}), "rejections": rejections}
 
 
 @contextmanager

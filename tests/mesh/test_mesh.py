@@ -310,6 +310,11 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
         assert Decimal(figures["realized_pnl"]).is_finite() and Decimal(figures["fees"]) >= 0
         assert figures["trades"] <= mesh.query("SELECT COUNT(*) FROM trades WHERE strategy=?", (name,))[0][0]
     assert set(httpx.get(f"{base}/api/regimes").json()["symbols"]) == set(mesh.settings.symbols)
+    for position in httpx.get(f"{base}/api/positions").json()["positions"]:  # exact strings, marked at the last price
+        assert Decimal(position["unrealized_pnl"]).is_finite() and Decimal(position["qty"]) != 0
+    risk = httpx.get(f"{base}/api/risk").json()
+    assert risk["trading_state"] == "ACTIVE" and "daily_loss_pct" in risk["limit_values"]
+    assert {"daily loss", "exposure"} <= {r["limit"] for r in risk["limits_in_use"]}
     assert set(httpx.get(f"{base}/api/features").json()["strategies"]) == set(mesh.settings.strategies)
     lines = httpx.get(f"{base}/api/logs", params={"service": "executor", "limit": 5}).json()["lines"]
     assert 0 < len(lines) <= 5 and all(line["service"] == "executor" for line in lines if line["level"] != "RAW")
