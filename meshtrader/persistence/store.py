@@ -343,11 +343,12 @@ class Store:
                           (symbol, tf, n))
         return [row_to_candle(r) for r in reversed(rows)]
 
-    def bars(self, symbol: str, tf: str = "1m") -> list[Bar]:
-        """Every stored candle of a symbol, oldest first, for the backtester."""
+    def bars(self, symbol: str, tf: str = "1m", since: int = 0, until: int = 2**62) -> list[Bar]:
+        """A symbol's stored candles opened in [since, until), oldest first, for the backtester: a window is
+        read from the store, not filtered from every bar (a validation's peak memory stays its window's)."""
         return [Bar(*row) for row in self.query(
-            "SELECT open_time, open, high, low, close, volume FROM candles WHERE symbol=? AND tf=? ORDER BY open_time",
-            (symbol, tf))]
+            "SELECT open_time, open, high, low, close, volume FROM candles WHERE symbol=? AND tf=? AND open_time>=? "
+            "AND open_time<? ORDER BY open_time", (symbol, tf, since, until))]
 
     # ----- key/value state (risk book, ...) -----------------------------------------------------
     def get_state(self, key: str) -> Any:

@@ -110,7 +110,7 @@ def _load_segments(location: str, symbols: list[str], tf: str, since: int, until
 
     store = Store(location, read_only=True)
     try:
-        series = {s: [b for b in store.bars(s, tf) if since <= b.open_time < until] for s in symbols}
+        series = {s: store.bars(s, tf, since, until) for s in symbols}
     finally:
         store.close()
     return split_in_time(series, in_sample_share)

@@ -226,8 +226,7 @@ class Allocator(Service):
     def read_fork(self, location: str, since: int) -> dict[str, list[Bar]]:
         fork = Store(self.settings.fork_location(location), read_only=True)
         try:
-            return {sym: [b for b in fork.bars(sym, self.settings.timeframe) if b.open_time >= since]
-                    for sym in self.settings.symbols}
+            return {sym: fork.bars(sym, self.settings.timeframe, since) for sym in self.settings.symbols}
         finally:
             fork.close()
 
