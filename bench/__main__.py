@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-SUITES = ("latency", "feed", "backtest", "sweep", "forks", "loops", "dashboard", "soak", "bus", "chaos")
+SUITES = ("latency", "feed", "backtest", "sweep", "forks", "loops", "dashboard", "soak", "bus", "chaos", "cluster")
 
 
 def run_suite(args: argparse.Namespace) -> dict:
@@ -47,6 +47,10 @@ def run_suite(args: argparse.Namespace) -> dict:
         from bench.chaos import run_chaos_suite
 
         return run_chaos_suite(progress=progress)
+    if args.suite == "cluster":
+        from bench.cluster import run_cluster_suite
+
+        return run_cluster_suite(progress=progress)
     from bench.feed import run_feed_suite
 
     return run_feed_suite(progress=progress)

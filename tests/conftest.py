@@ -51,13 +51,28 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def wait_settled(read: Callable[[], object], timeout: float, what: str, readings: int = 3, interval: float = 0.3):
+    """Wait until `read` gives the same value `readings` times running (in-flight work has landed); the value."""
+    seen: list = []
+
+    def settled() -> bool:
+        seen.append(read())
+        return len(seen) >= readings and all(v == seen[-1] for v in seen[-readings:])
+
+    wait_for(settled, timeout, what, interval)
+    return seen[-1]
+
+
 class FillCollector:
-    """Subscribes to the executor's fills from before the mesh starts (ZeroMQ connects before bind)."""
+    """Subscribes to the executor's fills from before the mesh starts (ZeroMQ connects before bind), and
+    counts its connections: a test that restarts the executor waits for the next before trading resumes."""
 
     def __init__(self, endpoint: str) -> None:
         self.fills: dict[str, object] = {}
+        self.connections = 0
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED)
         self._sock.connect(endpoint)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"fill")
         self._stop = False
@@ -65,8 +80,15 @@ class FillCollector:
         self._thread.start()
 
     def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         while not self._stop:
-            if self._sock.poll(100):
+            ready = dict(poller.poll(100))
+            if self._monitor in ready:
+                self._monitor.recv_multipart()
+                self.connections += 1
+            if self._sock in ready:
                 frames = self._sock.recv_multipart()
                 try:
                     fill = decode_event(*frames)
@@ -77,6 +99,8 @@ class FillCollector:
     def close(self) -> None:
         self._stop = True
         self._thread.join(2)
+        self._sock.disable_monitor()
+        self._monitor.close(0)
         self._sock.close(0)
         self._ctx.term()
 
@@ -117,13 +141,8 @@ class Mesh(LocalMesh):
         """Stop the feed so no new signals arrive, and wait until in-flight work has settled: the trades
         and the executor's account snapshot (republished every second) the same three readings running."""
         assert "stopped" in self.ctl("stop", "feed")
-        seen: list = []
-
-        def settled() -> bool:
-            seen.append((self.trade_count(), self.status().get("accounts")))
-            return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
-
-        wait_for(settled, 60, "the mesh to settle with the feed stopped", interval=0.6)
+        wait_settled(lambda: (self.trade_count(), self.status().get("accounts")), 60,
+                     "the mesh to settle with the feed stopped", interval=0.6)
 
     def stop(self) -> None:
         super().stop()
@@ -176,6 +195,20 @@ class AlertSink:
 
 
 TELEGRAM_TOKEN = "123456:planted-telegram-token-never-logged"
+# more secrets planted in the mesh fixture's environment: tests/mesh/test_operations.py looks for them everywhere
+ALERT_URL_PASSWORD = "planted-alert-url-password-0003"
+WEBHOOK_PASSWORD = "planted-webhook-password-0004"
+EXCHANGE_KEY, EXCHANGE_SECRET = "planted-exchange-key-0005", "planted-exchange-secret-0006"
+
+
+def planted_secrets(sink: AlertSink) -> dict[str, str]:
+    """Alert URLs with a password (one delivered, one refused: its failure is logged), the webhook's
+    password, and exchange API keys (read in live mode only: still never to be shown)."""
+    host = sink.url.removeprefix("http://")
+    return {"MESH_ALERT_URLS": f"json://alerts:{ALERT_URL_PASSWORD}@{host}/apprise,"
+                               f"json://alerts:{ALERT_URL_PASSWORD}@127.0.0.1:1/refused",
+            "MESH_ALERT_WEBHOOK_URL": f"http://hook:{WEBHOOK_PASSWORD}@{host}/hook",
+            "BINANCE_API_KEY": EXCHANGE_KEY, "BINANCE_API_SECRET": EXCHANGE_SECRET}
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +221,7 @@ def alert_sink():
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory, alert_sink):
     home = Path(tmp_path_factory.mktemp("mesh"))
-    with running_mesh(home, {"MESH_ALERT_WEBHOOK_URL": alert_sink.url + "/hook", "MESH_TELEGRAM_CHAT_ID": "42",
+    with running_mesh(home, {**planted_secrets(alert_sink), "MESH_TELEGRAM_CHAT_ID": "42",
                           "MESH_TELEGRAM_API_URL": alert_sink.url, "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,"MESH_REPLAY_SPEED": "40", "MESH_LOG_LEVEL": "INFO", "MESH_VALIDATION_EVERY_MIN": "240",
                           # the fork manager's clock moves in heartbeat steps of 40 market minutes here:
                           "MESH_FORK_SHARE_S": "3600", "MESH_MAX_FORKS": "40",

@@ -8,6 +8,7 @@ import random
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from meshtrader.runtime.config import Settings, load_settings
@@ -45,8 +46,11 @@ def free_port_base() -> int:
 
 
 class LocalMesh:
-    def __init__(self, home: Path, env_overrides: dict[str, str] | None = None) -> None:
+    """`run_in`: a prefix for its commands, e.g. `ip netns exec NAME` (a mesh host in a network namespace)."""
+
+    def __init__(self, home: Path, env_overrides: dict[str, str] | None = None, run_in: Sequence[str] = ()) -> None:
         self.home = Path(home)
+        self.run_in = list(run_in)
         clean = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
         self.env = {**clean, "MESH_HOME": str(self.home), "MESH_PORT_BASE": str(free_port_base()),
                     **(env_overrides or {})}
@@ -55,8 +59,8 @@ class LocalMesh:
         self.supervisor = Supervisor(self.settings)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "meshtrader", *args], env=self.env, capture_output=True,
-                              stdin=subprocess.DEVNULL, text=True, check=check, timeout=180)
+        return subprocess.run([*self.run_in, sys.executable, "-m", "meshtrader", *args], env=self.env,
+                              capture_output=True, stdin=subprocess.DEVNULL, text=True, check=check, timeout=180)
 
     def ctl(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c",

@@ -1,5 +1,6 @@
 """ZeroMQ socket patterns, one per module: PUB (publisher), SUB (subscriber), REQ with Lazy Pirate
-(lazy_pirate), REP (reply_server), the poll-then-drain loop (loop) and asyncio threads (asyncio_thread)."""
+(lazy_pirate), REP (reply_server), the poll-then-drain loop (loop), asyncio threads (asyncio_thread), and
+CURVE authentication and encryption between hosts (curve)."""
 from meshtrader.bus.asyncio_thread import AsyncioThread
 from meshtrader.bus.lazy_pirate import ReqClient
 from meshtrader.bus.loop import Loop

@@ -5,6 +5,7 @@ from typing import Any
 
 import zmq
 
+from meshtrader.bus.curve import CurveKeys
 from meshtrader.bus.policy import NOBLOCK, POLLIN, RCVHWM, REQ_REP_HWM, SNDHWM
 from meshtrader.runtime.log import Logger
 from meshtrader.wire.codec import DecodeError, decoder_for, encode
@@ -21,8 +22,9 @@ class ReqClient:
     """Lazy Pirate: send, wait `timeout_ms`, on silence close the socket, reconnect and retry."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, reply_schema: Any, timeout_ms: int,
-                 retries: int, log: Logger) -> None:
+                 retries: int, log: Logger, curve: CurveKeys | None = None) -> None:
         self.ctx = ctx
+        self.curve = curve
         self.endpoint = endpoint
         self.decoder = decoder_for(reply_schema)
         self.timeout_ms = timeout_ms
@@ -35,6 +37,8 @@ class ReqClient:
         socket.setsockopt(SNDHWM, REQ_REP_HWM)
         socket.setsockopt(RCVHWM, REQ_REP_HWM)
         socket.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.client(socket)
         socket.connect(self.endpoint)
         return socket
 

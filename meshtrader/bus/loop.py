@@ -47,6 +47,11 @@ class Loop:
         """Safe from a signal handler, and before `run` (a SIGTERM during start-up is not lost)."""
         self._stop_requested = True
 
+    @property
+    def stopping(self) -> bool:
+        """`stop` was asked: long work on the loop's thread (a validation) checks it to end early."""
+        return self._stop_requested
+
     def run(self, profile_to: Path | None = None) -> None:
         """Until `stop`. With `profile_to`, under cProfile, whose stats are written there at the end
         (what the latency bench breaks a hop's time down with)."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import zmq
 
+from meshtrader.bus.curve import Curve
 from meshtrader.bus.policy import PUB_SNDHWM, SNDHWM, SNDMORE
 from meshtrader.runtime.metrics import ServiceMetrics, topic_kind
 from meshtrader.wire.codec import encode
@@ -18,10 +19,12 @@ class Publisher:
     which it counts as sequence gaps; the others, and this service, go on at full speed."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, source: str, metrics: ServiceMetrics,
-                 sndhwm: int = PUB_SNDHWM) -> None:
+                 sndhwm: int = PUB_SNDHWM, curve: Curve | None = None) -> None:
         self.socket = ctx.socket(zmq.PUB)
         self.socket.setsockopt(SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, 500)
+        if curve is not None:
+            curve.server(self.socket)
         self.socket.bind(endpoint)
         self.endpoint = endpoint
         self.source = source
@@ -42,7 +45,7 @@ class Publisher:
 
     def _stamp(self, topic: bytes, messages: Sequence[Event]) -> None:
         seq = self._seq.get(topic, 0)
-        now, source = time.monotonic_ns(), self.source
+        now, source = time.time_ns(), self.source  # wall clock: a send time other hosts can compare (NTP)
         for message in messages:
             seq += 1
             message.src, message.seq, message.st = source, seq, now

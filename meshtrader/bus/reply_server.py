@@ -7,6 +7,7 @@ from typing import Any
 
 import zmq
 
+from meshtrader.bus.curve import Curve
 from meshtrader.bus.frames import drain
 from meshtrader.bus.policy import DRAIN_LIMIT, RCVHWM, REQ_REP_HWM, SNDHWM
 from meshtrader.runtime.log import Logger
@@ -20,12 +21,14 @@ class RepServer:
 
     def __init__(self, ctx: zmq.Context, endpoint: str, request_schema: Any,
                  handler: Callable[[Any], Reply], metrics: ServiceMetrics, log: Logger,
-                 after_reply: Callable[[], None] | None = None) -> None:
+                 after_reply: Callable[[], None] | None = None, curve: Curve | None = None) -> None:
         self.after_reply = after_reply  # work that must not delay the answer (publishing, journaling)
         self.socket = ctx.socket(zmq.REP)
         self.socket.setsockopt(SNDHWM, REQ_REP_HWM)
         self.socket.setsockopt(RCVHWM, REQ_REP_HWM)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.server(self.socket)
         self.socket.bind(endpoint)
         self.decoder = decoder_for(request_schema)
         self.handler = handler

@@ -8,6 +8,7 @@ from typing import Any
 
 import zmq
 
+from meshtrader.bus.curve import CurveKeys
 from meshtrader.bus.frames import drain
 from meshtrader.bus.policy import DRAIN_LIMIT, RCVHWM, SUB_RCVHWM
 from meshtrader.runtime.log import Logger
@@ -21,10 +22,12 @@ class Subscriber:
 
     def __init__(self, ctx: zmq.Context, endpoints: Iterable[str], prefixes: Iterable[bytes],
                  handler: Callable[[bytes, Any], None], metrics: ServiceMetrics, log: Logger,
-                 rcvhwm: int = SUB_RCVHWM) -> None:
+                 rcvhwm: int = SUB_RCVHWM, curve: CurveKeys | None = None) -> None:
         self.socket = ctx.socket(zmq.SUB)
         self.socket.setsockopt(RCVHWM, rcvhwm)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.client(self.socket)
         for endpoint in endpoints:
             self.socket.connect(endpoint)
         for prefix in prefixes:

@@ -152,7 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.info("service_stopped")
 
     token, _ = dashboard_token(settings)
-    loopback = listens_on_loopback(settings.host)
+    loopback = listens_on_loopback(settings.bind_address("dashboard"))
 
     def check_token(authorization: str, what: str) -> None:
         scheme, _, given = authorization.partition(" ")
@@ -177,7 +177,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Meshtrader", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if loopback:  # another site's page must not reach it by a name that resolves here (DNS rebinding)
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=[settings.host, "localhost", "127.0.0.1"])
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*settings.addresses("dashboard"), "localhost", "127.0.0.1"])
     control = [Depends(control_token)]
     rejected = metrics.counter("mesh_http_requests_rejected_total", "API calls refused as wrong (4xx: bad input, "
                                "unknown route, missing or wrong token), by reason", ("reason",))

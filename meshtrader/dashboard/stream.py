@@ -22,6 +22,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from meshtrader.bus.curve import CurveKeys
 from meshtrader.runtime.config import Settings
 from meshtrader.runtime.log import Logger
 from meshtrader.runtime.metrics import ServiceMetrics, topic_kind
@@ -86,9 +87,12 @@ class Stream:
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         try:
+            if self.settings.curve_keys:
+                CurveKeys.load(self.settings.curve_keys).client(sock)
             sources = relayed(self.settings)
             for endpoint, _ in sources.values():
-                sock.connect(endpoint)
+                for instance in self.settings.instances(endpoint):
+                    sock.connect(instance)
             for prefix in sorted({prefix for _, prefixes in sources.values() for prefix in prefixes}):
                 sock.setsockopt(zmq.SUBSCRIBE, prefix)
             while True:

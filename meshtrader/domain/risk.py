@@ -15,6 +15,10 @@ from meshtrader.wire.messages import ApproveOrder
 
 DAY_MS = 86_400_000
 BOOK_KEY = "risk.book"  # where the risk guard keeps its book in the store (read by `mesh` and the dashboard)
+# Entries approved today whose request ids the book remembers, so a request asked again counts once: a repeat
+# comes within seconds (a Lazy Pirate retry; a signal replayed to an executor that restarted between the
+# approval and its journal, within the signal TTL), far fewer entries than this apart.
+REMEMBERED_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ class RiskBook:
     entries_today: int = 0
     paused_by: str = ""  # who paused trading (exits only until resumed); "" while not paused
     limit_overrides: dict[str, str] = field(default_factory=dict)  # limit -> value set at run time, over settings
+    entry_ids: list[str] = field(default_factory=list)  # request ids of today's latest approved entries, oldest first
     stale: dict[str, str] = field(default_factory=dict)  # symbol -> why; live state, never persisted
 
     @property
@@ -185,6 +190,7 @@ class RiskBook:
             self.day = day
             self.day_start_equity = portfolio_equity
             self.entries_today = 0
+            self.entry_ids = []
             if self.daily_halt:
                 self.daily_halt = False
                 changes.append(("daily_loss", "new UTC day: daily loss halt lifted"))
@@ -246,7 +252,7 @@ class RiskBook:
                 "daily_halt": self.daily_halt, "peaks": {k: str(v) for k, v in self.peaks.items()},
                 "deactivated": self.deactivated, "kill_reason": self.kill_reason, "entries_today": self.entries_today,
                 "portfolio_peak": str(self.portfolio_peak) if self.portfolio_peak is not None else None,
-                "paused_by": self.paused_by, "limit_overrides": self.limit_overrides}
+                "paused_by": self.paused_by, "limit_overrides": self.limit_overrides, "entry_ids": self.entry_ids}
 
     @classmethod
     def from_json(cls, data: dict | None) -> RiskBook:
@@ -261,7 +267,8 @@ class RiskBook:
                    entries_today=int(data.get("entries_today", 0)),
                    portfolio_peak=Decimal(data["portfolio_peak"]) if data.get("portfolio_peak") else None,
                    paused_by=str(data.get("paused_by") or ""),
-                   limit_overrides={k: str(v) for k, v in (data.get("limit_overrides") or {}).items()})
+                   limit_overrides={k: str(v) for k, v in (data.get("limit_overrides") or {}).items()},
+                   entry_ids=[str(i) for i in data.get("entry_ids") or []][-REMEMBERED_ENTRIES:])
 
 
 # The verdicts whose words never vary: made once, as most requests end in one of them (every order is
@@ -346,10 +353,19 @@ def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
 
 
 def judge(book: RiskBook, request: ApproveOrder, limits: Limits) -> tuple[Verdict, list[tuple[str, str]]]:
-    """What the risk guard does for each order: update the book from the request's numbers, then rule."""
+    """What the risk guard does for each order: update the book from the request's numbers, then rule.
+
+    An entry counts against the day's entries once, however often it is asked (its request id derives
+    from the signal id): asked again, it is judged afresh as if it had not been counted, and counted again
+    only if approved again."""
     changes = book.observe(request.event_time, request.portfolio_equity, {request.strategy: request.strategy_nav},
                            limits)  # the same numbers seen again (after a `standing_refusal` check) change nothing
+    repeated = not request.reduces and request.request_id in book.entry_ids
+    if repeated:
+        book.entry_ids.remove(request.request_id)
+        book.entries_today -= 1
     verdict = evaluate(request, book, limits)
     if verdict.approved and not request.reduces:
         book.entries_today += 1
+        book.entry_ids = [*book.entry_ids[1 - REMEMBERED_ENTRIES:], request.request_id]
     return verdict, changes

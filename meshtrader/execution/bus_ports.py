@@ -33,9 +33,12 @@ class BusEvents:
         self.tick_to_fill = metrics.histogram("mesh_tick_to_fill_seconds", "tick sent to fill published").labels(
             self.service)
         self.orders_total = metrics.counter("mesh_orders_total", "orders by final status", ("status",))
+        self.trades_total = metrics.counter("mesh_trades_total", "fills booked, by strategy and side",
+                                            ("strategy", "side"))
 
     def fill(self, fill: Fill) -> None:
         self.pub.publish(b"fill", fill)
+        self.trades_total.labels(self.service, fill.strategy, fill.side).inc()
         if fill.origin_ns:
             self.tick_to_fill.observe((fill.st - fill.origin_ns) / 1e9)
 

@@ -90,7 +90,7 @@ class WorkingOrder:
     reserved: Decimal = ZERO  # cash a resting buy holds back from its strategy
     booked: set[str] = field(default_factory=set)  # venue trade ids already in the books
     cancel_reason: str = ""  # why a cancel was asked for, until the venue confirms it
-    origin_ns: int = 0  # the tick that caused it (monotonic), for tick-to-fill on its first fill
+    origin_ns: int = 0  # the tick that caused it (wall clock ns, as every send stamp: comparable across hosts), for tick-to-fill on its first fill
 
     @property
     def unanswered(self) -> bool:
@@ -138,7 +138,7 @@ class ExecutionEngine:
     def on_signal(self, signal: Signal) -> None:
         """A strategy's signal from the bus: deduplicated, refused when stale, executed at the marks as of
         its event time (however late it arrives, so the mesh and the backtester agree bar for bar)."""
-        self.signal_ns, self.received_ns = signal.st, time.monotonic_ns()
+        self.signal_ns, self.received_ns = signal.st, time.time_ns()
         if signal.signal_id in self.seen:
             self.duplicates += 1
             return
@@ -147,7 +147,7 @@ class ExecutionEngine:
             self.event_time = signal.et
         if signal.strategy not in self.portfolio.accounts:
             return self.journal.outcome(signal, f"no sub-account for strategy {signal.strategy!r}")
-        waited_s = (time.monotonic_ns() - signal.st) / 1e9
+        waited_s = (time.time_ns() - signal.st) / 1e9
         if waited_s > self.signal_ttl_s:
             return self.journal.outcome(signal, f"stale: waited {waited_s:.1f}s")
         price = to_decimal(signal.price)
@@ -187,7 +187,7 @@ class ExecutionEngine:
             return self.reject(signal, order_id, planned.qty, "risk_unavailable", str(reply))
         if not reply.approved:
             return self.reject(signal, order_id, planned.qty, reply.rule, reply.reason)
-        self.approved_ns = time.monotonic_ns()
+        self.approved_ns = time.time_ns()
         self.submit(signal, order_id, planned)
 
     def submit(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
@@ -524,7 +524,7 @@ class ExecutionEngine:
                 continue
             signal = Signal(signal_id=f"close-all:{stamp}:{n}", strategy=strategy, symbol=symbol, side="sell",
                             confidence=1.0, reason=f"close all ({by}): {reason or 'operator request'}",
-                            price=float(price), et=self.event_time, st=time.monotonic_ns(), src=self.source)
+                            price=float(price), et=self.event_time, st=time.time_ns(), src=self.source)
             self.seen.add(signal.signal_id)
             self.execute(signal, close_all=True)
         filled = self.portfolio.trades() - trades_before

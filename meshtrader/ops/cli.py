@@ -73,6 +73,14 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     if supervisor.running():
         print(f"a mesh is already running in {settings.home_dir} (mesh status; mesh down to stop it)")
         return 1
+    if settings.curve_keys:  # every service loads them: a bad key directory is said once, here
+        from meshtrader.bus.curve import CurveKeys
+
+        try:
+            CurveKeys.load(settings.curve_keys)
+        except ConfigError as error:
+            print(f"config error: {error}", file=sys.stderr)
+            return 2
     settings.prepare_home()
     record_settings(settings)  # every program loads these (credentials excepted), whatever its environment
     dashboard_token(settings)  # made now, before the dashboard starts, unless MESH_DASHBOARD_TOKEN is set
@@ -126,18 +134,22 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _wait_until_up(settings: Settings, supervisor: Supervisor) -> bool:
+    """Until this machine's programs run and, if the dashboard is one of them, it answers."""
     deadline = time.monotonic() + START_TIMEOUT_S
     last_report = ""
+    dashboard_here = "dashboard" in {p.name for p in settings.local_programs()}
     while time.monotonic() < deadline:
         states = {name: info["statename"] for name, info in supervisor.processes().items()}
         waiting = sorted(name for name, state in states.items() if state != "RUNNING")
-        if states and not waiting and _healthy(settings.dashboard_url + "healthz"):
+        if states and not waiting and (not dashboard_here or _healthy(settings.dashboard_url + "healthz")):
             from meshtrader.runtime.config import dashboard_token
             from meshtrader.runtime.supervise import supervisorctl_command
 
             token, kept_in = dashboard_token(settings)
-            print(f"mesh up: {len(states)} programs RUNNING\ndashboard: {settings.dashboard_url}\n"
-                  + (f"dashboard token (its controls ask for it): {token}  (kept in {kept_in})\n" if kept_in else "")
+            print(f"mesh up: {len(states)} programs RUNNING\n"
+                  + (f"dashboard: {settings.dashboard_url}\n" if dashboard_here else "")
+                  + (f"dashboard token (its controls ask for it): {token}  (kept in {kept_in})\n"
+                     if kept_in and dashboard_here else "")
                   + f"supervisorctl: {supervisorctl_command(settings)} status")
             return True
         report = "waiting for: " + (", ".join(f"{n} ({states[n]})" for n in waiting) if waiting else "dashboard")
@@ -324,9 +336,9 @@ def cmd_prometheus_targets(settings: Settings, args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
-    host = args.host or settings.host
-    groups = [{"targets": [f"{host}:{settings.http_port(name)}"], "labels": {"mesh_service": name}}
-              for name in settings.service_names()]
+    groups = [{"targets": [f"{host}:{settings.http_port(name)}" for host in
+                           ([args.host] if args.host else settings.addresses(name))],
+               "labels": {"mesh_service": name}} for name in settings.service_names()]
     print(json.dumps(groups, indent=2))
     return 0
 
@@ -429,10 +441,12 @@ def ask(settings: Settings, endpoint: str, replies: Any, request: Any, by: str, 
     import zmq
 
     from meshtrader.bus import ReqClient
+    from meshtrader.bus.curve import CurveKeys
     from meshtrader.runtime.log import Logger
 
     ctx = zmq.Context()
-    client = ReqClient(ctx, settings.endpoint(endpoint), replies, timeout_ms, retries, Logger(by, "ERROR"))
+    client = ReqClient(ctx, settings.endpoint(endpoint), replies, timeout_ms, retries, Logger(by, "ERROR"),
+                       curve=CurveKeys.load(settings.curve_keys) if settings.curve_keys else None)
     try:
         return client.request(request)
     finally:
@@ -536,6 +550,23 @@ def run_repo_tool(module: str, argv: list[str]) -> int:
     return 0  # not reached: the tool replaces this process
 
 
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """Write a CURVE key directory per host; each host's MESH_CURVE_KEYS points at its own."""
+    from meshtrader.bus.curve import write_key_directory
+
+    hosts = args.hosts.split(",") if args.hosts else sorted({a for p in settings.programs()
+                                                             for a in settings.addresses(p.name)})
+    try:
+        made = write_key_directory(args.directory, [host.strip() for host in hosts])
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    for directory in made:
+        print(f"{directory}  (copy it to {directory.name}; there MESH_CURVE_KEYS={directory})")
+    print("secret keys are readable by their owner only; copy each host only its own directory")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mesh", description="Meshtrader: a paper-trading mesh of processes")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -565,8 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--default", action="store_true", help="the repo's own supervisord.conf (./var)")
     conf.set_defaults(func=cmd_supervisord_conf)
     targets = sub.add_parser("prometheus-targets", help="print Prometheus file_sd targets for /metrics")
-    targets.add_argument("--host", help="address Prometheus reaches the mesh at (default MESH_HOST)")
+    targets.add_argument("--host", help="address Prometheus reaches the mesh at (default: where each program "
+                                        "runs, MESH_HOSTS / MESH_HOST)")
     targets.set_defaults(func=cmd_prometheus_targets)
+    keys = sub.add_parser("keys", help="write CURVE keys for the mesh's hosts: a directory each (MESH_CURVE_KEYS)")
+    keys.add_argument("directory", type=Path, help="where: one subdirectory per host is made (never overwritten)")
+    keys.add_argument("--hosts", help="host names, comma-separated (default: the addresses of MESH_HOSTS and "
+                                      "MESH_HOST)")
+    keys.set_defaults(func=cmd_keys)
     for tool, _module, what in REPO_TOOLS:
         sub.add_parser(tool, help=what, add_help=False)  # listed here; `main` hands it its arguments
     close = sub.add_parser("close-all", help="sell every open position at market now (allowed even when halted)")

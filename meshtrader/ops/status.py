@@ -192,7 +192,7 @@ def service_counters(settings: Settings, timeout_s: float = 0.5) -> dict[str, di
         if name == "dashboard":
             continue
         try:
-            with urllib.request.urlopen(f"http://{settings.host}:{settings.http_port(name)}/metrics",
+            with urllib.request.urlopen(f"http://{settings.addresses(name)[0]}:{settings.http_port(name)}/metrics",
                                         timeout=timeout_s) as answer:
                 text = answer.read().decode()
         except OSError:

@@ -1,4 +1,4 @@
-"""Parameter optimisation with a walk-forward check, in parallel worker processes reading a fork.
+"""Parameter optimisation with a walk-forward check, in parallel workers reading a fork.
 
 The window of candles is split in time: the first part (in sample) ranks every parameter set of the
 strategy's search space (a grid, or a seeded random sample of it) by the objective; the best set and
@@ -6,22 +6,24 @@ the live set are then both run on the rest (out of sample), which neither has se
 The best is proposed for adoption only if it beats the live set out of sample: a set that merely fits
 the past better is not enough.
 
-Each worker process opens the fork itself (read-only) and keeps the candles for all of its trials;
-the work is the same event-driven backtester the mesh's validation uses.
+Each worker (a local process, or one of the Dask cluster's: meshtrader.research.cluster) opens the fork
+itself (read-only) and keeps the candles for all of its trials; the work is the same event-driven
+backtester the mesh's validation uses.
 """
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from meshtrader.domain.candles import Bar
 from meshtrader.research.backtest import Backtester
+from meshtrader.research.cluster import WORKER_CACHE, Bars, BarSource, Shared, research_executor
+from meshtrader.runtime.config import Settings
+from meshtrader.runtime.log import Logger
 from meshtrader.strategies import REGISTRY, ParameterError, create
 
 OBJECTIVES = ("sharpe", "sortino", "roi", "profit_factor")
@@ -100,95 +102,58 @@ def rank_key(trial: Trial) -> tuple:
     return (trial.score is None, -(trial.score or 0.0), repr(sorted(trial.params.items())))
 
 
-# ----- worker processes ------------------------------------------------------------------------------
-_WORKER: dict[str, Any] = {}
+# ----- the tasks (on a worker) ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrialRun(Shared):
+    """What every trial of one optimisation shares."""
+    objective: str = "sharpe"
+    in_sample_share: float = 0.7
 
 
-def _load_segments(location: str, symbols: list[str], tf: str, since: int, until: int,
-                   in_sample_share: float) -> tuple[dict, dict]:
-    from meshtrader.persistence.store import Store
-
-    store = Store(location, read_only=True)
-    try:
-        series = {s: store.bars(s, tf, since, until) for s in symbols}
-    finally:
-        store.close()
-    return split_in_time(series, in_sample_share)
+def segments(run: TrialRun) -> tuple[Bars, Bars]:
+    """The run's bars in sample and out of sample, read from the fork once per worker."""
+    return WORKER_CACHE.get(("segments", run.source, run.in_sample_share),
+                            lambda: split_in_time(run.source.read(), run.in_sample_share))
 
 
-def _init_worker(location: str, symbols: list[str], tf: str, since: int, until: int, in_sample_share: float,
-                 settings: Any) -> None:
-    _WORKER["segments"] = _load_segments(location, symbols, tf, since, until, in_sample_share)
-    _WORKER["settings"] = settings
-
-
-def _trial(job: tuple[str, dict, int]) -> tuple[dict, float | None, int, float]:
+def run_trial(run: TrialRun, job: tuple[str, dict, int]) -> tuple[dict, float | None, int, float]:
     strategy, params, segment = job
-    settings = _WORKER["settings"]
-    series = _WORKER["segments"][segment]
-    report = Backtester({strategy: params}, list(series), settings, settings.timeframe).run(series)
-    return params, score(report, _WORKER["objective"]), report.trades, report.roi
+    series = segments(run)[segment]
+    report = Backtester({strategy: params}, list(series), run.settings, run.settings.timeframe).run(series)
+    return params, score(report, run.objective), report.trades, report.roi
 
 
-class Runner:
-    """Runs trials in `workers` processes (spawned: the caller may hold sockets and threads), or in
-    this process when workers is 1."""
-
-    def __init__(self, location: str, symbols: list[str], settings: Any, since: int, until: int, objective: str,
-                 workers: int, in_sample_share: float) -> None:
-        args = (location, symbols, settings.timeframe, since, until, in_sample_share, settings)
-        self.workers = workers
-        if workers > 1:
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_start_worker, initargs=(objective, *args))
-        else:
-            self.pool = None
-            _start_worker(objective, *args)
-
-    def bar_counts(self) -> tuple[int, int]:
-        """Bars in sample and out of sample, as the workers loaded them."""
-        return _segment_sizes() if self.pool is None else self.pool.submit(_segment_sizes).result()
-
-    def run(self, jobs: list[tuple[str, dict, int]]) -> list[Trial]:
-        if self.pool is None:
-            results = map(_trial, jobs)
-        else:
-            results = self.pool.map(_trial, jobs)  # one trial per task: few, heavy, uneven tasks balance best
-        return [Trial(params, value, trades, roi) for params, value, trades, roi in results]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
+def segment_sizes(run: TrialRun, _: object) -> tuple[int, int]:
+    """Bars in sample and out of sample, as the workers load them."""
+    early, late = segments(run)
+    return sum(len(b) for b in early.values()), sum(len(b) for b in late.values())
 
 
-def _start_worker(objective: str, *args: Any) -> None:
-    _init_worker(*args)
-    _WORKER["objective"] = objective
+def trials(results: list[tuple[dict, float | None, int, float]]) -> list[Trial]:
+    return [Trial(params, value, trades, roi) for params, value, trades, roi in results]
 
 
-def _segment_sizes() -> tuple[int, int]:
-    return tuple(sum(len(b) for b in seg.values()) for seg in _WORKER["segments"])
-
-
-def optimize(strategy: str, live_params: dict | None, location: str, symbols: list[str], settings: Any,
+def optimize(strategy: str, live_params: dict | None, location: str, symbols: list[str], settings: Settings,
              since: int, until: int, objective: str = "sharpe", samples: int = 0, workers: int = 2,
-             in_sample_share: float = 0.7, progress: Callable[[str], None] | None = None) -> Optimization:
-    """Search the strategy's parameters in sample, check the best against the live set out of sample."""
+             in_sample_share: float = 0.7, progress: Callable[[str], None] | None = None,
+             log: Logger | None = None) -> Optimization:
+    """Search the strategy's parameters in sample, check the best against the live set out of sample, where
+    research runs (meshtrader.research.cluster: `workers` local processes, or the Dask cluster)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
     started = time.perf_counter()
     candidates = parameter_sets(strategy, samples, seed=until)
     live = dict(create(strategy, symbols[0], live_params).params.model_dump())
-    runner = Runner(location, symbols, settings, since, until, objective, workers, in_sample_share)
-    try:
-        bars_in, bars_out = runner.bar_counts()
+    run = TrialRun(BarSource(location, tuple(symbols), settings.timeframe, since, until), settings, objective,
+                   in_sample_share)
+    with research_executor(settings, workers, log) as executor:
+        (bars_in, bars_out), = executor.map(segment_sizes, run, [None])
         if progress:
-            progress(f"{strategy}: {len(candidates)} parameter sets x {bars_in} bars in sample, {workers} workers")
-        ranked = sorted(runner.run([(strategy, p, 0) for p in candidates]), key=rank_key)
+            progress(f"{strategy}: {len(candidates)} parameter sets x {bars_in} bars in sample on {executor.where}")
+        ranked = sorted(trials(executor.map(run_trial, run, [(strategy, p, 0) for p in candidates])), key=rank_key)
         best = ranked[0] if ranked else Trial(live, None, 0, 0.0)
-        best_out, live_out = runner.run([(strategy, best.params, 1), (strategy, live_params or {}, 1)])
-    finally:
-        runner.close()
+        best_out, live_out = trials(executor.map(run_trial, run, [(strategy, best.params, 1),
+                                                                  (strategy, live_params or {}, 1)]))
     best_params = dict(create(strategy, symbols[0], best.params).params.model_dump())
     adopt = (best_params != live and best_out.score is not None
              and (live_out.score is None or best_out.score > live_out.score))
@@ -198,7 +163,8 @@ def optimize(strategy: str, live_params: dict | None, location: str, symbols: li
     return Optimization(strategy=strategy, objective=objective, trials=len(candidates), bars_in_sample=bars_in,
                         bars_out_of_sample=bars_out, best_params=best_params, best_in_sample=best.score,
                         best_out_of_sample=best_out.score, live_params=live, live_out_of_sample=live_out.score,
-                        adopt=adopt, reason=reason, seconds=round(time.perf_counter() - started, 3), workers=workers,
+                        adopt=adopt, reason=reason, seconds=round(time.perf_counter() - started, 3),
+                        workers=executor.workers,
                         top=[{"params": t.params, "score": t.score, "trades": t.trades} for t in ranked[:5]])
 
 

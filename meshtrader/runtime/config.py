@@ -9,6 +9,11 @@ $MESH_HOME/settings.json, and its services and `mesh status` load them from ther
 (`load_settings(recorded=True)`), whatever environment, working directory or .env they run with.
 Credentials (passwords in URLs, the webhook URL, API keys, tokens) are never recorded: they come only
 from the environment or .env.
+
+More than one machine (MESH_TRANSPORT=tcp): MESH_HOSTS says where each program runs (default: every one on
+MESH_HOST), MESH_SERVICES which of them this machine runs, MESH_CURVE_KEYS where this machine's CURVE keys
+are (files, referenced by path: the secret keys are never read into the settings). A service binds on its
+own address (or MESH_BIND_HOST), never wider than configured.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,7 +43,7 @@ from meshtrader.runtime.topology import MAX_STRATEGIES
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_DATA = REPO_ROOT / "data"
 SETTINGS_FILE = "settings.json"  # in MESH_HOME: the running mesh's settings, written by `mesh up`
-CREDENTIAL_SETTINGS = ("alert_webhook_url",)  # the whole value is a secret: never recorded
+CREDENTIAL_SETTINGS = ("alert_webhook_url", "alert_urls")  # the whole value is a secret: never recorded
 
 LIVE_CONFIRMATION = "I-ACCEPT-REAL-MONEY-RISK"
 
@@ -60,7 +66,16 @@ class Settings(BaseSettings):
     home: Path = Field(Path("var"), description="runtime directory: sockets, SQLite, logs, pids")
     port_base: int = Field(7100, ge=1024, le=65000, description="first port of this mesh's port range")
     transport: Literal["ipc", "tcp"] = "ipc"
-    host: str = Field("127.0.0.1", description="address services bind and connect to with tcp")
+    host: str = Field("127.0.0.1", description="address services bind and connect to with tcp (those MESH_HOSTS "
+                      "does not place elsewhere)")
+    hosts: Annotated[dict[str, list[str]], NoDecode] = Field(
+        default_factory=dict, description='tcp: where programs run, JSON: {"executor": "10.9.0.1", '
+        '"strategy_macd": ["10.9.0.1", "10.9.0.2"]}; a strategy worker may run on several hosts')
+    services: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="the programs this machine runs (mesh up starts only these); unset: all")
+    bind_host: str | None = Field(None, description="address services bind instead of their own, e.g. 0.0.0.0")
+    curve_keys: Path | None = Field(None, description="this machine's key directory (mesh keys): CURVE "
+                                    "authentication and encryption of every ZeroMQ socket")
     redis_url: str | None = Field(None, description="external Redis; unset starts the bundled redis-server")
     db_url: str | None = Field(None, description="PostgreSQL store, postgresql://...; unset: SQLite in MESH_HOME")
     mode: Literal["paper", "live"] = Field("paper", description="paper trading, or live orders through ccxt")
@@ -133,6 +148,8 @@ class Settings(BaseSettings):
     optimize_samples: int = Field(24, ge=0, description="parameter sets tried (random from the grid); 0: the whole grid")
     optimize_workers: int = Field(2, ge=1, le=64, description="worker processes of a parameter optimisation")
     optimize_window_min: float = Field(10080.0, gt=0, description="market minutes an optimisation walks forward over")
+    research_cluster: str | None = Field(None, description="Dask scheduler address (tcp://host:8786): validation "
+                                         "backtests and optimisation trials run on that cluster, not local processes")
     kelly_cap: Decimal = Field(Decimal("1"), ge=0, description="cap a weight at this multiple of its Kelly fraction; 0: off")
     correlation_max: float = Field(0.7, gt=0, le=1, description="strategies holding together above this are penalised")
     regime_weight: float = Field(0.5, ge=0, description="how much the learned regime x strategy table counts")
@@ -182,6 +199,9 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = Field(None, description="POST each alert here as JSON (environment or .env)")
     telegram_chat_id: str | None = Field(None, description="alerts to this Telegram chat (token: TELEGRAM_BOT_TOKEN)")
     telegram_api_url: str = Field("https://api.telegram.org", description="the Telegram Bot API")
+    alert_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Apprise URLs (tgram://, discord://, slack://, mailto://, json://...), "
+        "comma-separated; each may carry a token: environment or .env only")
     alert_rate_per_min: int = Field(10, ge=1, description="alerts sent per minute at most (and a title once in 5 min)")
     big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -189,7 +209,7 @@ class Settings(BaseSettings):
                                      "<service>.prof here when it stops (the latency bench's breakdown)")
 
     @field_validator("symbols", "strategy_files", "strategies", "validation_windows_min", "validation_window_weights",
-                     mode="before")
+                     "alert_urls", "services", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -202,6 +222,15 @@ class Settings(BaseSettings):
                 return json.loads(value) if value.strip() else {}
             except ValueError as error:
                 raise ValueError(f"not valid JSON: {error}") from None
+        return value
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        """JSON; a program's one address may be given bare, several as a list."""
+        value = cls._json(value)
+        if isinstance(value, dict):
+            return {name: [where] if isinstance(where, str) else where for name, where in value.items()}
         return value
 
     @field_validator("timeframe")
@@ -278,6 +307,33 @@ class Settings(BaseSettings):
         elif self.feed == "live" and self.market_type != "spot":
             raise ValueError(f"MESH_MARKET_TYPE {self.market_type}: the live feed streams spot markets only")
         return self
+
+    @model_validator(mode="after")
+    def _placement_names_programs(self) -> Settings:
+        """MESH_HOSTS and MESH_SERVICES name this mesh's programs; only a strategy worker runs on several hosts
+        (its signals are deterministic and deduplicated; two risk guards or executors would each keep books)."""
+        if self.hosts and self.transport != "tcp":
+            raise ValueError("MESH_HOSTS places programs on hosts: it needs MESH_TRANSPORT=tcp")
+        names = {p.name: p for p in self.programs(with_redis=True)}
+        for name, addresses in self.hosts.items():
+            if name not in names or names[name].service.module is None:
+                raise ValueError(f"MESH_HOSTS: no program {name!r} to place; one of {', '.join(self.service_names())}")
+            if not addresses or not all(a.strip() for a in addresses) or len(set(addresses)) != len(addresses):
+                raise ValueError(f"MESH_HOSTS: {name} needs an address, or a list of distinct ones")
+            if len(addresses) > 1 and not names[name].service.per_strategy:
+                raise ValueError(f"MESH_HOSTS: only strategy workers run on several hosts, not {name}")
+        unknown = [name for name in self.services if name not in names]
+        if unknown:
+            raise ValueError(f"MESH_SERVICES: no program {unknown[0]!r}; one of redis, "
+                             f"{', '.join(self.service_names())}")
+        return self
+
+    @field_validator("curve_keys")
+    @classmethod
+    def _curve_keys(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_dir():
+            raise ValueError("not a directory: make one with `mesh keys DIR` and copy each host its own")
+        return value.expanduser().resolve() if value is not None else None
 
     @model_validator(mode="after")
     def _fork_backend_fits_the_store(self) -> Settings:
@@ -378,7 +434,7 @@ class Settings(BaseSettings):
 
     @property
     def dashboard_url(self) -> str:
-        return f"http://{self.host}:{self.http_port('dashboard')}/"
+        return f"http://{self.addresses('dashboard')[0]}:{self.http_port('dashboard')}/"
 
     @property
     def settings_file(self) -> Path:
@@ -397,6 +453,40 @@ class Settings(BaseSettings):
         """The mesh's programs (from the topology table), in the table's order."""
         return topology.programs(self.strategies, with_redis=with_redis)
 
+    def local_programs(self, with_redis: bool = False) -> list[topology.Program]:
+        """The programs this machine runs (MESH_SERVICES; unset: all of them)."""
+        programs = self.programs(with_redis=with_redis)
+        return [p for p in programs if p.name in self.services] if self.services else programs
+
+    # ----- where programs run ---------------------------------------------------------------------
+    def addresses(self, program: str) -> list[str]:
+        """Where a program runs: its MESH_HOSTS entry (more than one address for a strategy worker on
+        several hosts), else MESH_HOST."""
+        return list(self.hosts.get(program) or [self.host])
+
+    def own_address(self, program: str) -> str:
+        """The address of this machine's instance of a program: its only one, or of a program on several
+        hosts the one that belongs to this machine."""
+        addresses = self.addresses(program)
+        if len(addresses) == 1:
+            return addresses[0]
+        local = [address for address in addresses if is_local_address(address)]
+        if len(local) != 1:
+            raise ConfigError(f"MESH_HOSTS: {program} runs at {', '.join(addresses)}, and {len(local)} of them are "
+                              "this machine's: run one instance per host")
+        return local[0]
+
+    def bind_address(self, program: str) -> str:
+        """Where a program's sockets and HTTP server listen: MESH_BIND_HOST if set, else its own address."""
+        return self.bind_host or self.own_address(program)
+
+    def instance_name(self, program: str) -> str:
+        """How a program's publisher signs its messages: its name, and for a program on several hosts also
+        its address, so subscribers count each instance's sequence apart."""
+        if len(self.addresses(program)) == 1:
+            return program
+        return f"{program}@{self.own_address(program)}"
+
     def http_port(self, service: str) -> int:
         """Port of a service's HTTP server (dashboard) or Prometheus /metrics."""
         offset = topology.program(service, self.strategies).offset("http")
@@ -405,14 +495,38 @@ class Settings(BaseSettings):
         return self.port_base + offset
 
     def endpoint(self, name: str) -> str:
-        """ZeroMQ endpoint of a publisher or REP socket, e.g. 'feed.pub', 'risk.rep', 'strategy.macd.pub'."""
+        """ZeroMQ endpoint of a publisher or REP socket, e.g. 'feed.pub', 'risk.rep', 'strategy.macd.pub'
+        (of a program on several hosts, the first instance's: `instances` gives them all)."""
+        return self.endpoints(name)[0]
+
+    def endpoints(self, name: str) -> list[str]:
+        """The endpoint of each instance of a publisher or REP socket (one, but for a strategy worker on
+        several hosts)."""
         program, kind = topology.endpoint_program(name, self.strategies)
         if self.transport == "tcp":
-            return f"tcp://{self.host}:{self.port_base + program.offset(kind)}"
+            port = self.port_base + program.offset(kind)
+            return [f"tcp://{address}:{port}" for address in self.addresses(program.name)]
         path = self.home_dir / "sock" / name
         if len(str(path)) > 100:
             raise ConfigError(f"MESH_HOME: path too long for ipc sockets ({path}); use a shorter MESH_HOME")
-        return f"ipc://{path}"
+        return [f"ipc://{path}"]
+
+    def bind_endpoint(self, name: str) -> str:
+        """Where this machine's instance of a publisher or REP socket binds: its own address (or MESH_BIND_HOST)."""
+        program, kind = topology.endpoint_program(name, self.strategies)
+        if self.transport == "tcp":
+            return f"tcp://{self.bind_address(program.name)}:{self.port_base + program.offset(kind)}"
+        return self.endpoint(name)
+
+    def instances(self, endpoint: str) -> list[str]:
+        """Every instance of the publisher at `endpoint` (as `endpoint` gives it): a subscriber connects to
+        them all, so a strategy worker on several hosts is heard from each."""
+        for program in self.programs():
+            if program.offset("pub") is not None and len(self.addresses(program.name)) > 1:
+                every = self.endpoints(program.endpoint_name("pub"))
+                if endpoint == every[0]:
+                    return every
+        return [endpoint]
 
     def publisher_endpoints(self) -> dict[str, str]:
         """Every publisher of the mesh, by program name: what a subscriber to 'everything' connects to."""
@@ -449,6 +563,22 @@ class Settings(BaseSettings):
             from meshtrader.strategies import load_files
 
             load_files(self.strategy_files)
+
+
+def is_local_address(address: str) -> bool:
+    """Whether `address` is one of this machine's (it can be bound)."""
+    try:
+        infos = socket.getaddrinfo(address, 0, type=socket.SOCK_DGRAM)
+    except OSError:
+        return False
+    for family, kind, proto, _, where in infos:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.bind(where)
+                return True
+            except OSError:
+                continue
+    return False
 
 
 def _without_password(url: str) -> str:
@@ -563,9 +693,10 @@ def refuse_secrets_in_config_file() -> None:
         values = tomllib.loads(Path(config_file).read_text())
     except (OSError, ValueError):
         return  # reported, with the file's name, by the settings source
-    if values.get("alert_webhook_url"):
-        raise ConfigError(f"invalid config file {config_file}: alert_webhook_url may carry a token; set "
-                          "MESH_ALERT_WEBHOOK_URL in the environment or .env")
+    for key in CREDENTIAL_SETTINGS:
+        if values.get(key):
+            raise ConfigError(f"invalid config file {config_file}: {key} may carry a token; set "
+                              f"MESH_{key.upper()} in the environment or .env")
     for key in ("db_url", "redis_url"):
         value = values.get(key)
         if isinstance(value, str) and "://" in value and urlsplit(value).password:

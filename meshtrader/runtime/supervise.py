@@ -3,7 +3,7 @@
 The programs are the topology table's (runtime/topology.py). The repo's supervisord.conf is `render()`
 for the default MESH_HOME (./var, via %(here)s); `mesh up` renders the same programs with absolute
 paths into $MESH_HOME/supervisord.conf, so meshes with other MESH_HOME / MESH_PORT_BASE run side by
-side. A test keeps the committed file equal to the renderer's. Beside the programs runs one event
+side; with MESH_SERVICES, only the programs this machine runs (a mesh over several hosts). A test keeps the committed file equal to the renderer's. Beside the programs runs one event
 listener, the watchdog (services/watchdog.py), which hears every process's exit from supervisord itself.
 
 Each program's environment names only MESH_HOME: a service loads the mesh's settings from
@@ -127,7 +127,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{paths.home}/supervisor.sock
 """]
     parts.append(_watchdog(paths))
-    for program in settings.programs(with_redis=with_redis):
+    for program in settings.local_programs(with_redis=with_redis):  # MESH_SERVICES: this machine's share
         if program.service.module is None:  # the bundled redis-server
             command = _redis_command(paths)
         else:

@@ -40,8 +40,10 @@ from meshtrader.domain.regime import RegimeDetector, RegimeReading
 from meshtrader.persistence.fork_registry import ForkRegistry
 from meshtrader.persistence.store import Store
 from meshtrader.persistence.views import last_allocation
-from meshtrader.research.backtest import Backtester, Report, simulate_allocations
+from meshtrader.research.backtest import Report, simulate_allocations
+from meshtrader.research.cluster import Cancelled
 from meshtrader.research.optimize import optimize
+from meshtrader.research.validation import validation_backtests
 from meshtrader.runtime.config import Settings
 from meshtrader.services.base import Service, main
 from meshtrader.wire.messages import (
@@ -76,6 +78,8 @@ class Allocator(Service):
     def setup(self) -> None:
         s = self.settings
         self.publisher("allocator.pub")
+        self.allocation_gauge = self.metrics.gauge("mesh_allocation_ratio", "each strategy's share of the capital",
+                                                   ("strategy",))
         self.registry = ForkRegistry(self.store)
         self.held: list[str] = []  # forks cited by what was published last: released at the next validation
         last = last_allocation(self.store)
@@ -239,6 +243,8 @@ class Allocator(Service):
             return
         try:
             self.validate_on(reply, triggers, optimize_now)
+        except Cancelled as cut:  # supervisord stops us: end within one backtest, not after all of them
+            self.log.info("validation_cancelled", fork_id=reply.fork_id, why=str(cut))
         finally:
             self.done_with(reply.fork_id)
 
@@ -248,21 +254,16 @@ class Allocator(Service):
         self.validations += 1
         self.last_validation_et = self.event_time
         windows = sorted(s.validation_windows_min)
-        series = self.read_fork(reply.path, self.event_time - int(windows[-1] * 60_000))
-        per_window, reports = [], {}
-        for minutes in windows:
-            since = self.event_time - int(minutes * 60_000)
-            window = {sym: [b for b in bars if b.open_time >= since] for sym, bars in series.items()}
-            results = {name: Backtester({name: self.live_params.get(name)}, s.symbols, s, s.timeframe).run(window)
-                       for name in s.strategies}
-            per_window.append(results)
-            reports[f"{minutes:g}m"] = {name: summary(r) for name, r in results.items()}
+        validation = validation_backtests({name: self.live_params.get(name) for name in s.strategies}, windows,
+                                          s.fork_location(reply.path), s, self.event_time, self.log,
+                                          cancelled=lambda: self.loop.stopping)
+        per_window = validation.windows
+        reports = {f"{minutes:g}m": {name: summary(r) for name, r in results.items()}
+                   for minutes, results in zip(windows, per_window, strict=True)}
         recent, longest = per_window[0], per_window[-1]
         scores = blend_windows([{n: r.sharpe if r.trades >= MIN_TRADES else 0.0 for n, r in w.items()}
                                 for w in per_window], s.validation_window_weights)
-        recent_since = self.event_time - int(windows[0] * 60_000)
-        times = sorted({b.open_time for bars in series.values() for b in bars if b.open_time >= recent_since})
-        inputs = self.adjust_scores(scores, recent, longest, times)
+        inputs = self.adjust_scores(scores, recent, longest, validation.first_window_times)
         if self.regime:
             self.store.learn_regime_scores(self.regime, {n: r.sharpe for n, r in recent.items()
                                                          if r.trades >= MIN_TRADES})
@@ -380,7 +381,8 @@ class Allocator(Service):
         def work() -> None:
             try:
                 result = optimize(strategy, self.live_params.get(strategy), s.fork_location(reply.path), s.symbols,
-                                  s, since, until, s.optimize_objective, s.optimize_samples, s.optimize_workers)
+                                  s, since, until, s.optimize_objective, s.optimize_samples, s.optimize_workers,
+                                  log=self.log)
             except Exception as error:  # reported on the loop; the allocator carries on
                 result = error
             self.optimized.put((reply.fork_id, validation_forks, strategy, result))
@@ -437,6 +439,8 @@ class Allocator(Service):
     def publish(self) -> None:
         """On a change only; a late joiner reads the current allocation from Redis."""
         self.hot.put("alloc", {"weights": {k: str(v) for k, v in self.weights.items()}, "reason": self.reason})
+        for strategy, weight in self.weights.items():
+            self.allocation_gauge.labels(self.name, strategy).set(float(weight))
         self.pub.publish(b"alloc", Allocation(weights=self.weights, reason=self.reason, forks=self.based_on,
                                               et=self.event_time))
 

@@ -17,6 +17,7 @@ import zmq
 
 from meshtrader.bus import Loop, Publisher, RepServer, ReqClient, Subscriber
 from meshtrader.bus.asyncio_thread import Inbox
+from meshtrader.bus.curve import Curve, CurveKeys
 from meshtrader.persistence.hotstate import HotState
 from meshtrader.persistence.store import Store
 from meshtrader.runtime import topology
@@ -38,6 +39,7 @@ class Service:
     def __init__(self, name: str, settings: Settings) -> None:
         self.name = name
         self.settings = settings
+        self.source = settings.instance_name(name)  # what its messages are signed with (a ConfigError stops it here)
         self.log = Logger(name, settings.log_level)
         self.metrics = ServiceMetrics(name)
         self.ctx = zmq.Context()
@@ -48,6 +50,11 @@ class Service:
         self.event_time = 0  # latest market time seen: the mesh's clock
         self._closables: list[Any] = []
         self._store: Store | None = None
+        # MESH_CURVE_KEYS: every socket but inproc ones authenticates and encrypts (closed last: after the sockets)
+        self.curve_keys = CurveKeys.load(settings.curve_keys) if settings.curve_keys else None
+        self.curve = Curve(self.ctx, self.curve_keys, self.metrics, self.log, self.loop) if self.curve_keys else None
+        if self.curve is not None:
+            self._closables.append(self.curve)
 
     # ----- building blocks ----------------------------------------------------------------------
     @property
@@ -57,15 +64,21 @@ class Service:
         return self._store
 
     def publisher(self, endpoint_name: str) -> Publisher:
-        self.pub = Publisher(self.ctx, self.settings.endpoint(endpoint_name), self.name, self.metrics)
+        """Binds this machine's instance of the endpoint; signed with the instance's name, so subscribers of a
+        program on several hosts check each one's sequence apart."""
+        self.pub = Publisher(self.ctx, self.settings.bind_endpoint(endpoint_name), self.source, self.metrics,
+                             curve=self.curve)
         self._closables.append(self.pub)
         return self.pub
 
     def subscribe(self, endpoints: Iterable[str], prefixes: Iterable[bytes],
                   handler: Callable[[bytes, Any], None], wake: bool = True) -> Subscriber:
-        """With `wake=False` the stream does not wake the service: it queues until the service reads it
-        (`subscriber.on_readable()`), e.g. just before the message it needs it for."""
-        subscriber = Subscriber(self.ctx, endpoints, prefixes, handler, self.metrics, self.log)
+        """Connects to every instance of each publisher (a strategy worker may run on several hosts: its
+        signals are deduplicated by id downstream). With `wake=False` the stream does not wake the service: it
+        queues until the service reads it (`subscriber.on_readable()`), e.g. just before the message it needs
+        it for."""
+        every = [instance for endpoint in endpoints for instance in self.settings.instances(endpoint)]
+        subscriber = Subscriber(self.ctx, every, prefixes, handler, self.metrics, self.log, curve=self.curve_keys)
         if wake:
             self.loop.add_reader(subscriber.socket, subscriber.on_readable)
         self._closables.append(subscriber)
@@ -73,8 +86,8 @@ class Service:
 
     def serve(self, endpoint_name: str, schema: Any, handler: Callable[[Any], Any],
               after_reply: Callable[[], None] | None = None) -> RepServer:
-        server = RepServer(self.ctx, self.settings.endpoint(endpoint_name), schema, handler, self.metrics, self.log,
-                           after_reply)
+        server = RepServer(self.ctx, self.settings.bind_endpoint(endpoint_name), schema, handler, self.metrics,
+                           self.log, after_reply, curve=self.curve)
         self.loop.add_reader(server.socket, server.on_readable)
         self._closables.append(server)
         return server
@@ -83,7 +96,7 @@ class Service:
                retries: int | None = None) -> ReqClient:
         client = ReqClient(self.ctx, self.settings.endpoint(endpoint_name), reply_schema,
                            timeout_ms or self.settings.risk_timeout_ms, retries or self.settings.risk_retries,
-                           self.log)
+                           self.log, curve=self.curve_keys)
         self._closables.append(client)
         return client
 
@@ -124,7 +137,7 @@ class Service:
         if self.runs_in_background:
             os.nice(BACKGROUND_NICENESS)
         self.settings.prepare_home()
-        self.metrics.serve(self.settings.http_port(self.name), self.settings.host)
+        self.metrics.serve(self.settings.http_port(self.name), self.settings.bind_address(self.name))
         signal.signal(signal.SIGTERM, lambda *_: self.loop.stop())
         signal.signal(signal.SIGINT, lambda *_: self.loop.stop())
         self.setup()

@@ -15,7 +15,7 @@ def run(settings: Settings) -> None:
 
     # uvloop: the relay (zmq.asyncio, JSON, a queue per browser) spends 1.15-1.6x less CPU per event than
     # on asyncio's loop (bench/asyncio_loops.py, zmq_relay)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.http_port("dashboard"),
+    uvicorn.run(create_app(settings), host=settings.bind_address("dashboard"), port=settings.http_port("dashboard"),
                 log_level="warning", access_log=False, loop="uvloop")
 
 

@@ -25,6 +25,7 @@ from meshtrader.venues.ccxt_venue import CcxtVenue, UserStream
 from meshtrader.venues.instruments import load_instruments
 from meshtrader.venues.paper import PaperVenue
 from meshtrader.wire.messages import (
+    AccountSnapshot,
     Allocation,
     CloseAll,
     ClosedAll,
@@ -43,7 +44,7 @@ class Executor(Service):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__("executor", settings)
-        install_instruments(load_instruments(settings, self.log))  # the venue's tick, step and minimums
+        install_instruments(load_instruments(settings, self.log, self.metrics))  # the venue's tick, step, minimums
         self.user_stream: UserStream | None = None
 
     def setup(self) -> None:
@@ -53,7 +54,8 @@ class Executor(Service):
         portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades())
         portfolio.restore_units(self.treasury.ledger.units())
         rules = OrderRules.from_settings(s)
-        venue: Venue = CcxtVenue(s) if s.mode == "live" else PaperVenue(rules.fees, s.fill_model, self.log)
+        venue: Venue = (CcxtVenue(s, self.metrics) if s.mode == "live"
+                        else PaperVenue(rules.fees, s.fill_model, self.log))
         approver, events = RiskGuardApprover(self.client("risk.rep", RiskReplies)), BusEvents(self.pub, self.metrics)
         self.engine = ExecutionEngine(portfolio, venue, rules, approver, self.journal, events, self.log,
                                       order_timeout_s=s.order_timeout_s, signal_ttl_s=s.signal_ttl_s,
@@ -64,7 +66,12 @@ class Executor(Service):
                                         else equal_weights(s.strategies), self.event_time)
         self.engine.seen = self.journal.seen_signal_ids()
         self.engine.restore()
-        self.equity_gauge = self.metrics.gauge("mesh_equity", "portfolio equity (quote currency)")
+        gauge = self.metrics.gauge
+        self.equity_gauge = gauge("mesh_equity_usdt", "portfolio equity: cash and positions at the last price")
+        self.exposure_gauge = gauge("mesh_exposure_usdt", "open positions at the last price")
+        self.strategy_equity_gauge = gauge("mesh_strategy_equity_usdt", "a strategy's sub-account equity",
+                                           ("strategy",))
+        self.positions_gauge = gauge("mesh_open_positions", "open positions (symbols held)", ("strategy",))
         for (strategy, symbol), stored, rebuilt in self.journal.refresh_positions(portfolio):
             self.log.warning("position_mirror_refreshed", strategy=strategy, symbol=symbol, stored=stored,
                              from_trades=rebuilt)
@@ -151,9 +158,17 @@ class Executor(Service):
         snapshot = portfolio.snapshot()
         snapshot.et = self.event_time
         self.pub.publish(b"acct", snapshot)
-        self.equity_gauge.labels(self.name).set(float(snapshot.equity))
+        self.gauge_account(snapshot)
         self.hot.put_account(snapshot, self.event_time)
         self.treasury.track_performance(portfolio, snapshot, self.event_time)
+
+    def gauge_account(self, snapshot: AccountSnapshot) -> None:
+        """The account for Prometheus, from the snapshot published every second: never per fill."""
+        self.equity_gauge.labels(self.name).set(float(snapshot.equity))
+        self.exposure_gauge.labels(self.name).set(float(snapshot.exposure))
+        for account in snapshot.accounts:
+            self.strategy_equity_gauge.labels(self.name, account.strategy).set(float(account.equity))
+            self.positions_gauge.labels(self.name, account.strategy).set(len(account.positions))
 
     def teardown(self) -> None:
         if self.user_stream is not None:

@@ -26,6 +26,7 @@ from meshtrader.wire.messages import (
     CandlesReply,
     ErrorReply,
     FeedRequests,
+    FeedStatus,
     FundingRate,
     RecentCandles,
     Tick,
@@ -47,6 +48,8 @@ class Feed(Service):
         self.history: dict[str, deque[Candle]] = {}
         self.unsaved: list[Candle] = []
         self.finished = False
+        self.replay_started: float | None = None  # monotonic time the replay's clock starts from
+        self.replay_origin = 0  # the market time (ms) it starts from
 
     def setup(self) -> None:
         s = self.settings
@@ -59,6 +62,16 @@ class Feed(Service):
                 self.event_time = max(self.event_time, stored[-1].et)
         self.rejected_total = self.metrics.counter("mesh_candles_rejected_total", "candles that failed validation",
                                                    ("symbol",))
+        self.events = self.metrics.counter("mesh_feed_events_total", "reconnects, gaps, backfilled candles, "
+                                           "rate limits, malformed messages, stalls", ("symbol", "kind"))
+        self.stale = self.metrics.gauge("mesh_feed_stale", "1 while the symbol's market data is stale (live stream: "
+                                        "the alarm that restricts trading to exits)", ("symbol",))
+        self.lag = self.metrics.gauge("mesh_feed_lag_seconds", "how far the market data is behind its clock (live: "
+                                      "the exchange's; replay: the replay's schedule)").labels(self.name)
+        for symbol in s.symbols:  # at 0 from the start, so a first gap or stale alarm is a change of a series
+            self.events.labels(self.name, symbol, "gaps")
+            self.stale.labels(self.name, symbol).set(0)
+        self.loop.every(1.0, self.gauge_lag)
         if s.feed == "live":
             self.start_live()
         else:
@@ -91,6 +104,7 @@ class Feed(Service):
                       funding={k: len(v) for k, v in self.funding.items()})
         self.timeline = merged_timeline(series, start)
         self._lookahead: tuple[str, Bar] | None = next(self.timeline, None)
+        self.replay_origin = self._lookahead[1].open_time if self._lookahead else self.event_time
         self.minutes_emitted = 0
         self.when_mesh_ready(lambda: self.loop.every(min(1.0 / s.replay_speed, 0.005), self.replay_step, first_in=0))
 
@@ -98,8 +112,6 @@ class Feed(Service):
     def start_live(self) -> None:
         s = self.settings
         endpoint = self.inbox("livefeed", self.on_live)
-        events = self.metrics.counter("mesh_feed_events_total", "reconnects, gaps, backfilled candles, "
-                                      "rate limits, malformed messages", ("symbol", "kind"))
         connected = self.metrics.gauge("mesh_feed_connected", "1 while the market data stream is up", ("symbol",))
         self.added_latency = self.metrics.histogram("mesh_feed_added_latency_seconds",
                                                     "websocket message received to tick published").labels(self.name)
@@ -110,7 +122,7 @@ class Feed(Service):
             elif kind == "rejected":
                 self.rejected_total.labels(self.name, symbol).inc(amount)
             else:
-                events.labels(self.name, symbol, kind).inc(amount)
+                self.events.labels(self.name, symbol, kind).inc(amount)
 
         resume = {sym: h[-1].open_time for sym, h in self.history.items() if h}
         self.live = LiveMarketData(s.exchange, s.exchange_url, s.symbols, self.tf, endpoint, self.ctx, self.log, count,
@@ -127,6 +139,8 @@ class Feed(Service):
             if isinstance(event, Candle):
                 self.accept_candle(event)
             else:
+                if isinstance(event, FeedStatus):
+                    self.stale.labels(self.name, event.symbol).set(event.stale)
                 self.pub.publish(topic, event)
             received_ns = int.from_bytes(received, "little")
             if received_ns:
@@ -201,7 +215,7 @@ class Feed(Service):
         self.tape = sorted((item for tape in tapes for item in tape), key=lambda item: item[0])  # stable: tape order
         self.tape_index = 0
         self.builders = {symbol: CandleBuilder(self.tf_ms) for symbol in self.settings.symbols}
-        self.tape_origin = self.tape[0][0] if self.tape else 0
+        self.tape_origin = self.replay_origin = self.tape[0][0] if self.tape else 0
         self.log.info("trade_replay_ready", trades=len(self.tape), speed=self.settings.replay_speed)
         self.when_mesh_ready(lambda: self.loop.every(0.005, self.trade_step, first_in=0))
 
@@ -243,6 +257,19 @@ class Feed(Service):
                                           et=bar.open_time + self.tf_ms, tid=random.getrandbits(63)))
             self.pub.publish(tick_topic(symbol), Tick(symbol=symbol, price=trade.price, qty=trade.qty, et=at,
                                                       tid=random.getrandbits(63)))
+
+    def gauge_lag(self) -> None:
+        """Once a second: how far the market data is behind, in wall seconds. Live, the clock against the
+        newest exchange event; replaying, the replay's schedule against the newest replayed event. A stream
+        or a replay that stops (or ends) makes it grow; before the first event it is 0."""
+        if self.settings.feed == "live":
+            behind = time.time() - self.event_time / 1000 if self.event_time else 0.0
+        elif self.replay_started is None:
+            behind = 0.0  # waiting for the mesh to be up
+        else:
+            market_ms_per_s = self.settings.replay_speed * self.tf_ms
+            behind = time.monotonic() - self.replay_started - (self.event_time - self.replay_origin) / market_ms_per_s
+        self.lag.set(max(0.0, behind))
 
     def save_candles(self) -> None:
         if self.unsaved:

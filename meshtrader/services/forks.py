@@ -18,10 +18,11 @@ import secrets
 import threading
 import time
 
-from meshtrader.forks.backends import FORK_PREFIX, ForkBackendError, backend_for
+from meshtrader.forks.backends import FORK_PREFIX, Fork, ForkBackendError, backend_for
 from meshtrader.persistence import views
 from meshtrader.persistence.fork_registry import ACTIVE, RELEASED, ForkRegistry
 from meshtrader.runtime.config import Settings
+from meshtrader.runtime.metrics import FORK_BUCKETS
 from meshtrader.runtime.redaction import redact
 from meshtrader.services.base import Service, main
 from meshtrader.wire.messages import (
@@ -53,12 +54,17 @@ class ForkManager(Service):
             self.backend, self.backend_error = None, str(error)
             self.log.error("fork_backend_unavailable", backend=self.settings.fork_backend, error=str(error))
         self.registry = ForkRegistry(self.store)
+        self.creation_seconds = self.metrics.histogram("mesh_fork_creation_seconds", "time a backend takes to make "
+                                                       "a fork", ("backend",), FORK_BUCKETS)
+        self.active_gauge = self.metrics.gauge("mesh_forks_active", "forks being made or in use, kept ones included",
+                                               ("purpose",))
         self.publisher("forks.pub")
         self.serve("forks.rep", ForkRequests, self.on_request)
         # Event time from the feed's heartbeat: once a second is plenty for TTLs, and costs nothing.
         self.subscribe([self.settings.endpoint("feed.pub")], [b"hb.feed"], self.on_feed_heartbeat)
         self.subscribe([self.settings.endpoint("risk.pub")], [b"risk.state"], self.on_risk_state)
         self.risk_seen: RiskState | None = None
+        self.purposes_seen: set[str] = set()  # fork purposes the active gauge has shown
         self.last_incident: dict[str, float] = {}
         self.pool_made: queue.Queue = queue.Queue()
         self.pool_maker: threading.Thread | None = None
@@ -124,7 +130,7 @@ class ForkManager(Service):
                                request.requester, self.event_time, ttl, self.event_time + ttl * 1000, request.writable,
                                kept=request.purpose == "incident")
         try:
-            fork = self.backend.create(fork_id, request.writable)
+            fork = self.timed_create(fork_id, request.writable)
         except ForkBackendError as error:
             self.registry.set_status(fork_id, "destroyed", {"error": str(error)})
             self.log.error("fork_failed", fork_id=fork_id, error=str(error))
@@ -141,7 +147,8 @@ class ForkManager(Service):
     def refill_pool(self) -> None:
         """Take in what the pool thread made; start making the next spare if the pool is short."""
         while not self.pool_made.empty():
-            fork_id, made = self.pool_made.get()
+            fork_id, made, seconds = self.pool_made.get()
+            self.creation_seconds.labels(self.name, self.backend.name).observe(seconds)
             if isinstance(made, ForkBackendError):
                 self.registry.set_status(fork_id, "destroyed", {"error": str(made)})
                 self.log.error("pool_fork_failed", fork_id=fork_id, error=str(made))
@@ -156,14 +163,24 @@ class ForkManager(Service):
         self.registry.register(fork_id, self.backend.name, redact(self.settings.store_location), "pool", self.name,
                                self.event_time, 0, 0, writable=False)
 
-        def make() -> None:
+        def make() -> None:  # timed here, counted on the loop thread (refill_pool), which owns the histogram
+            started = time.perf_counter()
             try:
-                self.pool_made.put((fork_id, self.backend.create(fork_id, False)))
+                made = self.backend.create(fork_id, False)
             except ForkBackendError as error:
-                self.pool_made.put((fork_id, error))
+                made = error
+            self.pool_made.put((fork_id, made, time.perf_counter() - started))
 
         self.pool_maker = threading.Thread(target=make, name="fork-pool", daemon=True)
         self.pool_maker.start()
+
+    def timed_create(self, fork_id: str, writable: bool) -> Fork:
+        """The backend's fork, its making timed (failed attempts too: a slow failure is slow)."""
+        started = time.perf_counter()
+        try:
+            return self.backend.create(fork_id, writable)
+        finally:
+            self.creation_seconds.labels(self.name, self.backend.name).observe(time.perf_counter() - started)
 
     def from_pool(self, request: CreateFork) -> ForkReply | None:
         """The oldest spare, for a read-only request: it becomes the requester's fork, TTL from now."""
@@ -228,12 +245,24 @@ class ForkManager(Service):
         """Forks every holder released, forks past their TTL, and half-destroyed ones go."""
         if self.backend is None:
             return
+        self.gauge_active()
         for row in self.registry.due(self.event_time):
             self.destroy(row, "released" if row["status"] == RELEASED else "expired")
         try:
             self.backend.maintain()
         except ForkBackendError as error:
             self.log.error("fork_maintenance_failed", error=str(error))
+
+    def gauge_active(self) -> None:
+        """Live forks by purpose for Prometheus, with each sweep; a purpose with none left shows 0."""
+        active = self.registry.counts_by_purpose()
+        for purpose, count in self.registry.counts_by_purpose(kept=True).items():
+            active[purpose] = active.get(purpose, 0) + count
+        for purpose in self.purposes_seen - set(active):
+            self.active_gauge.labels(self.name, purpose).set(0)
+        for purpose, count in active.items():
+            self.active_gauge.labels(self.name, purpose).set(count)
+        self.purposes_seen |= set(active)
 
     def destroy(self, row: dict, why: str) -> None:
         """Marked destroying first: a manager that dies half-way finishes the job at its next start."""

@@ -7,6 +7,7 @@ asked (meshtrader.persistence.audit)."""
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 from meshtrader.domain.instruments import install_instruments
 from meshtrader.domain.risk import BOOK_KEY, LimitRefused, Limits, RiskBook, Verdict, judge, limit_values
@@ -31,6 +32,7 @@ from meshtrader.wire.messages import (
     SetRiskLimit,
 )
 
+TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")  # RiskState.trading_state's values
 EVENT_COLUMNS = ("request_id", "strategy", "symbol", "side", "approved", "rule", "reason", "trading_state",
                  "event_time", "created_at")
 
@@ -41,12 +43,19 @@ class RiskGuard(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__("risk", settings)
         self.settings_limits = Limits.from_settings(settings)
-        install_instruments(load_instruments(settings, self.log))  # the venue's tick, step and minimums
+        install_instruments(load_instruments(settings, self.log, self.metrics))  # the venue's tick, step, minimums
         self.pending_events: list[tuple] = []
         self.answered: list[tuple[ApproveOrder, Verdict, str, float]] = []  # decisions not yet recorded
         self.book_dirty = False
         self.limits_in_use: list[dict[str, str]] = []  # each limit's use at the last account snapshot
         self.controls: list[tuple[str, str, str, int]] = []  # (control, by, change, event time) not yet recorded
+        self.equity: Decimal | None = None  # the portfolio's, at the last account snapshot
+        gauge = self.metrics.gauge
+        self.kill_switch_gauge = gauge("mesh_kill_switch", "1 while the kill switch is on").labels(self.name)
+        self.state_gauge = gauge("mesh_trading_state", "1 for the trading state in force", ("state",))
+        self.daily_pnl_gauge = gauge("mesh_daily_pnl_usdt", "equity less the day's start (00:00 UTC market time)")
+        self.daily_pnl_ratio_gauge = gauge("mesh_daily_pnl_ratio", "the day's P&L as a fraction of its start")
+        self.drawdown_gauge = gauge("mesh_drawdown_ratio", "how far equity is below its peak, as a fraction")
 
     def setup(self) -> None:
         self.book = RiskBook.from_json(self.store.get_state(BOOK_KEY))
@@ -167,6 +176,7 @@ class RiskGuard(Service):
             return
         self.event_time = max(self.event_time, snapshot.et)
         navs = {a.strategy: a.nav for a in snapshot.accounts}
+        self.equity = snapshot.equity
         self.apply_changes(self.book.observe(snapshot.et, snapshot.equity, navs, self.limits))
         self.limits_in_use = self.book.limit_use(snapshot.equity, snapshot.exposure, navs, self.limits)
         self.book_dirty = True
@@ -201,6 +211,19 @@ class RiskGuard(Service):
         self.pub.publish(b"risk.state", RiskState(trading_state=state.trading_state, kill_switch=state.kill_switch,
                                                   paused=state.paused, deactivated=state.deactivated,
                                                   reason=reason or state.reason, et=self.event_time))
+        self.gauge_book()
+
+    def gauge_book(self) -> None:
+        """The book for Prometheus, with the state published every second and at each change: never per order."""
+        book, equity = self.book, self.equity
+        self.kill_switch_gauge.set(book.kill_switch)
+        for state in TRADING_STATES:
+            self.state_gauge.labels(self.name, state).set(state == book.trading_state)
+        if equity is not None and book.day_start_equity:
+            self.daily_pnl_gauge.labels(self.name).set(float(equity - book.day_start_equity))
+            self.daily_pnl_ratio_gauge.labels(self.name).set(float(equity / book.day_start_equity - 1))
+        if equity is not None and book.portfolio_peak:
+            self.drawdown_gauge.labels(self.name).set(float(1 - equity / book.portfolio_peak))
 
     def flush(self) -> None:
         """Decisions and the book reach the store right after the answer, off the order's critical path."""

@@ -55,6 +55,10 @@ class StrategyWorker(Service):
         if adopted is not None and adopted != self.params:
             self.use_params(adopted, "adopted after an optimisation")
         self.publisher(f"strategy.{self.strategy}.pub")
+        self.signals = self.metrics.counter("mesh_signals_total", "signals emitted, by strategy and side",
+                                            ("strategy", "side"))
+        for side in ("buy", "sell"):  # at 0 from the start
+            self.signals.labels(self.name, self.strategy, side)
         kind = type(next(iter(self.instances.values())))
         prefixes = [candle_topic(s, self.tf) for s in self.settings.symbols] if kind.wants("decide") else []
         if kind.wants("on_tick"):
@@ -143,6 +147,7 @@ class StrategyWorker(Service):
                         stop=decision.stop or 0.0,
                         origin_ns=origin.st, et=origin.et, tid=origin.tid)
         self.pub.publish(self.topic, signal)
+        self.signals.labels(self.name, self.strategy, decision.side).inc()
         self.log.debug("signal", trace_id=origin.tid, signal_id=signal.signal_id, reason=decision.reason)
 
 

@@ -10,6 +10,8 @@ instruments (tick, step, minimums) are the exchange's, from its markets.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +30,7 @@ from meshtrader.execution.venue import (
 )
 from meshtrader.marketdata.live import Backoff, point_at
 from meshtrader.runtime.config import credential
+from meshtrader.runtime.metrics import REMOTE_BUCKETS, ServiceMetrics
 from meshtrader.venues.adapters import ExchangeAdapter, adapter_for
 from meshtrader.wire.messages import OrderBook
 
@@ -99,11 +102,12 @@ def instrument_of(market: dict, market_type: MarketType, precision_mode: int) ->
 
 class CcxtVenue:
     """The Venue an exchange is, through ccxt's synchronous client (the executor's loop waits at most
-    MESH_LIVE_TIMEOUT_S for an answer; no answer is VenueUnavailable and the order is looked up later)."""
+    MESH_LIVE_TIMEOUT_S for an answer; no answer is VenueUnavailable and the order is looked up later).
+    Every request to the exchange is timed, and its errors counted by ccxt's error class, per method."""
 
     remote = True
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, metrics: ServiceMetrics) -> None:
         import ccxt
 
         self.ccxt = ccxt
@@ -112,6 +116,11 @@ class CcxtVenue:
         self.lost_after_s = self.adapter.lost_after_s
         self.settings = settings
         self._exchange: Any = None
+        self.service = metrics.service
+        self.latency = metrics.histogram("mesh_exchange_request_seconds", "a request to the exchange, answered or not",
+                                         ("method",), REMOTE_BUCKETS)
+        self.errors = metrics.counter("mesh_exchange_errors_total", "requests the exchange refused or did not answer, "
+                                      "by ccxt error class", ("method", "error"))
 
     @property
     def exchange(self) -> Any:
@@ -122,11 +131,23 @@ class CcxtVenue:
             self._exchange = exchange
         return self._exchange
 
+    def request(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One request to the exchange, timed; an error is counted by its type and raised as it is."""
+        name = getattr(method, "__name__", "?")
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        except self.ccxt.BaseError as error:
+            self.errors.labels(self.service, name, type(error).__name__).inc()
+            raise
+        finally:
+            self.latency.labels(self.service, name).observe(time.perf_counter() - started)
+
     def call(self, method, *args, **kwargs):
         """ccxt errors sorted into refused (the exchange said no) and unknown (no clear answer)."""
         ccxt = self.ccxt
         try:
-            return method(*args, **kwargs)
+            return self.request(method, *args, **kwargs)
         except (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.PermissionDenied,
                 ccxt.AuthenticationError) as error:
             raise VenueRejected(_short(error)) from None
@@ -164,7 +185,7 @@ class CcxtVenue:
         unified = self.market_symbol(symbol)
         params = self.adapter.lookup_params(order_id)
         try:
-            order = self.exchange.fetch_order(None, unified, params)
+            order = self.request(self.exchange.fetch_order, None, unified, params)
         except self.ccxt.OrderNotFound:
             return None
         except self.ccxt.BaseError:
@@ -177,7 +198,7 @@ class CcxtVenue:
         unified = self.market_symbol(symbol)
         params = self.adapter.lookup_params(order_id)
         try:
-            self.exchange.cancel_order(None, unified, params)
+            self.request(self.exchange.cancel_order, None, unified, params)
         except self.ccxt.OrderNotFound:
             pass  # filled (or canceled) before the cancel got there: its final state says which
         except self.ccxt.BaseError:

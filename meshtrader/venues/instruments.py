@@ -11,19 +11,21 @@ from meshtrader.marketdata.files import DataError, load_data_instruments
 from meshtrader.marketdata.live import Backoff
 from meshtrader.runtime.config import ConfigError, Settings
 from meshtrader.runtime.log import Logger
+from meshtrader.runtime.metrics import ServiceMetrics
 from meshtrader.venues.ccxt_venue import CcxtVenue, MissingCredentials
 
 
-def load_instruments(settings: Settings, log: Logger) -> InstrumentSet:
+def load_instruments(settings: Settings, log: Logger, metrics: ServiceMetrics | None = None) -> InstrumentSet:
     """Live: the exchange's instruments for MESH_SYMBOLS, waiting (with backoff) until the exchange answers,
-    since without them no order can be sized. A symbol it does not list, missing credentials or a refusal
+    since without them no order can be sized (its requests counted in `metrics`: the service's, or a
+    one-off set for a caller that serves none). A symbol it does not list, missing credentials or a refusal
     is a ConfigError. Paper: every instrument the data describes (other symbols get conservative ones)."""
     if settings.mode != "live":
         try:
             return load_data_instruments(settings.data_dir, settings.market_type)
         except DataError as error:
             raise ConfigError(f"MESH_DATA: {error}") from None
-    venue, backoff = CcxtVenue(settings), Backoff(0.5, 16.0)
+    venue, backoff = CcxtVenue(settings, metrics or ServiceMetrics("instruments")), Backoff(0.5, 16.0)
     while True:
         try:
             return venue.instruments(settings.symbols)

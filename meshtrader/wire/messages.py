@@ -7,7 +7,7 @@ schema (see TOPIC_SCHEMAS). Every stream payload carries the envelope fields of 
 - src: the publishing service
 - seq: per-publisher, per-topic sequence number (1, 2, ...; subscribers detect gaps)
 - et:  event time, market time in ms since the epoch (the whole mesh runs on it)
-- st:  monotonic send time in ns (CLOCK_MONOTONIC is system-wide, so hops can be timed across processes)
+- st:  send time, wall clock in ns (CLOCK_REALTIME: hops are timed across processes, and across hosts whose clocks NTP keeps together)
 - tid: trace id, minted by the feed for each tick and carried through signal, order and fill
 
 Money (prices of orders and fills, quantities, cash, fees) is Decimal, encoded as a string, so it stays

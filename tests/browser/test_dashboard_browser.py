@@ -5,30 +5,17 @@ against the mesh restarting under it. A screenshot of each view is saved in the 
 (README's screenshots are these)."""
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import running_mesh, wait_for
+from support.debian import debian_program
 
 from meshtrader.runtime.config import dashboard_token
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' brings Playwright")
 
 VIEWS = ("trading", "strategies", "forks", "market", "services", "risk", "narratives")
-
-
-def chromium() -> str:
-    """Debian's chromium, installed with apt-get where missing (the tests run as root on a fresh machine)."""
-    found = shutil.which("chromium")
-    if found is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True, timeout=600)
-        installed = subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, text=True,
-                                   timeout=900, env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/bin:/bin"})
-        found = shutil.which("chromium")
-        assert found, f"headless Chromium is needed and could not be installed: {installed.stderr[-500:]}"
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +57,7 @@ class Operator:
 @pytest.fixture(scope="module")
 def page(trading_mesh):
     with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        browser = driver.chromium.launch(executable_path=debian_program("chromium"), args=["--no-sandbox"])
         opened = browser.new_page(viewport={"width": 1400, "height": 1000})
         opened.operator = Operator()
         opened.errors = []

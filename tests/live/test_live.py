@@ -190,8 +190,12 @@ def test_the_simulators_user_data_stream_is_binances_websocket_api(sim):
         point_at(exchange.urls["api"], sim)
         try:
             await exchange.load_markets()
+            async with aiohttp.ClientSession() as session:
+                streams = (await (await session.get(f"{sim}/admin/state")).json())["user_streams"]
             watching = asyncio.create_task(exchange.watch_orders())
-            await asyncio.sleep(1)  # subscribed before the order
+            async with asyncio.timeout(10), aiohttp.ClientSession() as session:  # subscribed before the order
+                while (await (await session.get(f"{sim}/admin/state")).json())["user_streams"] == streams:
+                    await asyncio.sleep(0.05)
             await exchange.create_order("ETH/USDT", "market", "buy", 0.1, params={"newClientOrderId": "mt-uds-1"})
             seen = []
             while not any(o["status"] == "closed" for o in seen):

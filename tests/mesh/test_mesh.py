@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 import zmq
-from conftest import wait_for
+from conftest import wait_for, wait_settled
 
 from meshtrader.bus import ReqClient
 from meshtrader.domain.portfolio import Portfolio
@@ -125,12 +125,14 @@ def test_kill_9_strategy_worker_and_risk_guard(mesh):
 
 
 def test_executor_refuses_to_trade_without_risk_guard(mesh):
+    def refused() -> int:
+        return mesh.query("SELECT COUNT(*) FROM orders WHERE status='REJECTED' AND reason LIKE 'risk_unavailable%'")[0][0]
+
     assert "stopped" in mesh.ctl("stop", "risk")
-    try:
-        time.sleep(1)
+    try:  # once one order was refused, whatever was approved before the stop has landed
+        first = wait_for(refused, 90, "an order refused for want of a risk guard")
         trades = mesh.trade_count()
-        wait_for(lambda: mesh.query("SELECT COUNT(*) FROM orders WHERE status='REJECTED' AND reason LIKE "
-                                    "'risk_unavailable%'")[0][0] > 0, 90, "an order refused for want of a risk guard")
+        wait_for(lambda: refused() > first, 90, "another order refused")
         assert mesh.trade_count() == trades, "no trade may happen while the risk guard is down"
     finally:
         mesh.ctl("start", "risk")
@@ -209,11 +211,13 @@ def test_malformed_frames_are_counted_and_survived(mesh):
 
             wait_for(garbage_counted, 30, f"{publisher}'s subscribers to count the garbage", interval=0.3)
             pub.close(0)
+            connections = mesh.collector.connections
             if publisher != "feed":
                 assert "started" in mesh.ctl("start", publisher)
+                wait_for(lambda n=connections: mesh.collector.connections > n, 30,
+                         "the fill collector connected to the restarted executor before trading resumes")
             for subscriber in subscribers:
                 assert mesh.pid(subscriber) == pids[subscriber], f"{subscriber} restarted"
-        time.sleep(1.5)  # the fill collector reconnects to the restarted executor before trading resumes
         assert "started" in mesh.ctl("start", "feed")
         wait_for(mesh.all_running, 30, "everything running")
         trades = mesh.trade_count()
@@ -458,10 +462,11 @@ def test_new_parameters_are_swapped_in_without_a_restart(mesh):
     pid = mesh.pid("strategy_momentum")
     assert "stopped" in mesh.ctl("stop", "allocator")  # the test speaks for the allocator
     ctx = zmq.Context()
-    pub = ctx.socket(zmq.PUB)
+    pub = ctx.socket(zmq.XPUB)  # sees the worker's subscription arrive: only then is a message not lost
     try:
         pub.bind(mesh.settings.endpoint("allocator.pub"))
-        time.sleep(1.5)  # the worker reconnects
+        wait_for(lambda: pub.poll(100) and pub.recv() == b"\x01params.momentum", 30,
+                 "the worker subscribed to parameters again")
         for params in ({"fast": 40, "slow": 10}, {"fast": 4, "slow": 27}):
             update = ParamsUpdate(strategy="momentum", params=params, reason="test", et=1)
             pub.send_multipart([b"params.momentum", encode(update)])
@@ -482,8 +487,9 @@ def test_a_risk_breach_freezes_an_incident_fork_and_close_all_works_while_halted
     for _ in range(10):  # halted with a position open: nothing but a close-all can sell it now
         wait_for(lambda: mesh.status()["positions"], 60, "an open position")
         assert "kill switch ON" in mesh.cli("kill-switch", "on").stdout
-        time.sleep(1.5)  # the account snapshot catches up
-        if mesh.status()["positions"]:
+        held = wait_settled(lambda: [(p["strategy"], p["symbol"], p["qty"]) for p in mesh.status()["positions"]], 30,
+                            "the account snapshot to catch up", interval=0.5)
+        if held:
             break
         assert "kill switch OFF" in mesh.cli("kill-switch", "off").stdout
     try:
@@ -624,7 +630,7 @@ def test_alerts_reach_telegram_and_the_webhook_and_the_token_stays_secret(mesh, 
         assert "kill switch OFF" in mesh.cli("kill-switch", "off").stdout
     hook = next(body for path, body in alert_sink.received if path == "/hook" and "halted" in body["title"].lower())
     assert hook["level"] == "critical" and hook["service"] == "narrator" and "kill switch" in hook["body"]
-    telegram = next(body for path, body in alert_sink.received if path.startswith("/bot"))
-    assert telegram["chat_id"] == "42" and telegram["text"].startswith("[")
+    telegram = next(body for path, body in alert_sink.received if path.startswith("/bot") and "halted" in str(body))
+    assert telegram["chat_id"] == 42 and telegram["text"].startswith("<b>[CRITICAL] Trading halted</b>")  # Apprise's
     logs = "".join(p.read_text(errors="replace") for p in mesh.settings.log_dir.glob("*.log"))
     assert logs and TELEGRAM_TOKEN not in logs and "planted-telegram-token" not in logs

@@ -2,11 +2,10 @@
 market trades through them (as makers), time out, and survive a restart of the executor."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from conftest import Mesh, wait_for
+from conftest import Mesh, wait_for, wait_settled
 from test_mesh import reconcile
 
 
@@ -36,8 +35,8 @@ def test_limit_orders_rest_fill_through_time_out_and_survive_a_restart(limit_mes
     resting = None
     for _ in range(20):  # freeze market time with an order resting, then restart the executor under it
         assert "stopped" in mesh.ctl("stop", "feed")
-        time.sleep(1)  # ticks already sent are handled
-        resting = mesh.query("SELECT order_id FROM orders WHERE status='ACCEPTED'")
+        resting = wait_settled(lambda: mesh.query("SELECT order_id FROM orders WHERE status='ACCEPTED'"), 30,
+                               "the ticks already sent to be handled")
         if resting:
             break
         assert "started" in mesh.ctl("start", "feed")

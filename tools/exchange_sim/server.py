@@ -583,7 +583,8 @@ class ExchangeSim:
 
     async def admin_state(self, request: Request) -> Response:
         return JSONResponse({"market_time": self.market.now_ms(), "clients": len(self.clients),
-                             "symbols": self.symbols, "speed": self.market.speed})
+                             "user_streams": len(self.user_streams), "symbols": self.symbols,
+                             "speed": self.market.speed})
 
     async def periodic_chaos(self) -> None:
         while True:

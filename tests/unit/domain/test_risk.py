@@ -50,7 +50,7 @@ def test_each_limit_trips(changes, rule):
 def test_entries_per_day_are_counted_and_exits_still_pass():
     limits = Limits(D("0.20"), D("0.80"), 2, D("0.05"), D("0.10"), max_trades_per_day=2)
     book = RiskBook()
-    assert [judge(book, order(), limits)[0].rule for _ in range(3)] == ["within_limits"] * 2 + ["max_trades_per_day"]
+    assert [judge(book, order(request_id=f"r{n}"), limits)[0].rule for n in range(3)] == ["within_limits"] * 2 + ["max_trades_per_day"]
     assert judge(book, order(reduces=True, opens_position=False), limits)[0].approved
     assert judge(book, order(event_time=1_746_372_780_000 + 86_400_000), limits)[0].approved  # a new UTC day
 

@@ -69,7 +69,7 @@ class Rig:
 
     def signal(self, side: str, price: float, et: int, n: int = 0) -> Signal:
         signal = Signal(signal_id=f"s:ETHUSDT:{et}:{side}:{n}", strategy="s", symbol="ETHUSDT", side=side,
-                        confidence=1.0, reason="test", price=price, et=et, st=time.monotonic_ns())
+                        confidence=1.0, reason="test", price=price, et=et, st=time.time_ns())
         self.engine.on_tick("ETHUSDT", et - 1, D(repr(price)))
         self.engine.on_signal(signal)
         return signal

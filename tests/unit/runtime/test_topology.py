@@ -96,6 +96,71 @@ def test_settings_derive_names_ports_and_endpoints_from_the_table(tmp_path):
             tcp.endpoint(wrong)
 
 
+def test_programs_placed_on_hosts_bind_their_own_address_and_subscribers_hear_every_instance(tmp_path):
+    """MESH_HOSTS: a program's endpoints are at its host; a strategy worker on several hosts has an endpoint on
+    each, which subscribers all connect to, and signs its messages with its address. Binding is never wider than
+    configured: the service's own address, or MESH_BIND_HOST."""
+    hosts = {"risk": "10.9.0.1", "executor": ["10.9.0.1"], "strategy_macd": ["127.0.0.1", "192.0.2.1"]}
+    settings = load_settings(home=tmp_path, port_base=20000, transport="tcp", host="10.9.0.2",
+                             hosts=json.dumps(hosts), strategies=STRATEGIES)
+    assert settings.endpoint("risk.rep") == settings.bind_endpoint("risk.rep") == "tcp://10.9.0.1:20044"
+    assert settings.endpoint("feed.pub") == "tcp://10.9.0.2:20040" and settings.addresses("executor") == ["10.9.0.1"]
+    assert settings.dashboard_url == "http://10.9.0.2:20000/"
+    macd = ["tcp://127.0.0.1:20061", "tcp://192.0.2.1:20061"]
+    assert settings.endpoints("strategy.macd.pub") == macd
+    assert settings.instances(settings.endpoint("strategy.macd.pub")) == macd
+    assert settings.instances(settings.endpoint("feed.pub")) == [settings.endpoint("feed.pub")]
+    # this machine holds 127.0.0.1 of macd's addresses (192.0.2.1 is a documentation address: nobody's)
+    assert settings.bind_endpoint("strategy.macd.pub") == "tcp://127.0.0.1:20061"
+    assert settings.instance_name("strategy_macd") == "strategy_macd@127.0.0.1"
+    assert settings.instance_name("risk") == "risk"
+    wide = load_settings(home=tmp_path, port_base=20000, transport="tcp", hosts=json.dumps(hosts), bind_host="0.0.0.0")
+    assert wide.bind_endpoint("risk.rep") == "tcp://0.0.0.0:20044"
+    assert wide.endpoint("risk.rep") == "tcp://10.9.0.1:20044"
+    default = load_settings(home=tmp_path, port_base=20000, transport="tcp")
+    assert default.bind_endpoint("risk.rep") == "tcp://127.0.0.1:20044" and default.bind_address("feed") == "127.0.0.1"
+    both_here = load_settings(home=tmp_path, transport="tcp", hosts='{"strategy_macd": ["127.0.0.1", "127.0.0.2"]}',
+                              strategies=STRATEGIES)
+    with pytest.raises(ConfigError, match="2 of them are this machine's"):
+        both_here.bind_endpoint("strategy.macd.pub")
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"hosts": '{"risk": "10.9.0.1"}'}, "needs MESH_TRANSPORT=tcp"),
+    ({"transport": "tcp", "hosts": '{"riskk": "10.9.0.1"}'}, "no program 'riskk' to place"),
+    ({"transport": "tcp", "hosts": '{"redis": "10.9.0.1"}'}, "no program 'redis' to place"),
+    ({"transport": "tcp", "hosts": '{"executor": ["10.9.0.1", "10.9.0.2"]}'}, "only strategy workers"),
+    ({"transport": "tcp", "hosts": '{"executor": []}'}, "needs an address"),
+    ({"transport": "tcp", "hosts": "{not json"}, "not valid JSON"),
+    ({"services": "risk,executr"}, "MESH_SERVICES: no program 'executr'"),
+    ({"curve_keys": "/nonexistent/keys"}, "MESH_CURVE_KEYS: not a directory"),
+])
+def test_placements_that_cannot_be_are_refused_with_one_line(tmp_path, settings, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(home=tmp_path, **settings)
+
+
+def test_a_host_runs_its_share_of_the_programs(tmp_path):
+    """MESH_SERVICES: `mesh up` on this machine starts only these (the watchdog always: it supervises them)."""
+    settings = load_settings(home=tmp_path, strategies=STRATEGIES, services="redis,risk,executor,strategy_macd")
+    assert [p.name for p in settings.local_programs(with_redis=True)] == ["redis", "strategy_macd", "risk", "executor"]
+    assert settings.service_names() == load_settings(home=tmp_path, strategies=STRATEGIES).service_names()
+    parser = configparser.RawConfigParser()
+    parser.read_string(render(settings, local_paths(settings), with_redis=False))
+    assert [s.removeprefix("program:") for s in parser.sections() if s.startswith("program:")] == [
+        "strategy_macd", "risk", "executor"]
+    assert "eventlistener:watchdog" in parser.sections()
+
+
+def test_prometheus_targets_follow_the_programs_to_their_hosts(tmp_path):
+    env = clean_env(MESH_HOME=str(tmp_path / "home"), MESH_PORT_BASE="21000", MESH_STRATEGIES="macd",
+                    MESH_TRANSPORT="tcp", MESH_HOSTS='{"risk": "10.9.0.1", "strategy_macd": ["10.9.0.1", "10.9.0.2"]}')
+    groups = {g["labels"]["mesh_service"]: g["targets"] for g in json.loads(
+        mesh_cli("prometheus-targets", env=env, cwd=tmp_path).stdout)}
+    assert groups["risk"] == ["10.9.0.1:21003"] and groups["feed"] == ["127.0.0.1:21001"]
+    assert groups["strategy_macd"] == ["10.9.0.1:21010", "10.9.0.2:21010"]
+
+
 def test_supervisord_programs_are_the_tables(tmp_path):
     settings = load_settings(home=tmp_path, strategies=STRATEGIES)
     for paths, with_redis in ((default_paths(), True), (local_paths(settings), False)):
