@@ -49,16 +49,16 @@ class StrategyWorker(Service):
         self.topic = signal_topic(strategy)
         self.tf = settings.timeframe
         self.tf_ms = timeframe_ms(self.tf)
+        self.signals = self.metrics.counter("mesh_signals_total", "signals emitted, by strategy and side",
+                                            ("strategy", "side"))
+        for side in ("buy", "sell"):  # at 0 from the start
+            self.signals.labels(self.name, self.strategy, side)
 
     def setup(self) -> None:
         adopted = self.store.get_state(f"params.{self.strategy}")
         if adopted is not None and adopted != self.params:
             self.use_params(adopted, "adopted after an optimisation")
         self.publisher(f"strategy.{self.strategy}.pub")
-        self.signals = self.metrics.counter("mesh_signals_total", "signals emitted, by strategy and side",
-                                            ("strategy", "side"))
-        for side in ("buy", "sell"):  # at 0 from the start
-            self.signals.labels(self.name, self.strategy, side)
         kind = type(next(iter(self.instances.values())))
         prefixes = [candle_topic(s, self.tf) for s in self.settings.symbols] if kind.wants("decide") else []
         if kind.wants("on_tick"):
