@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import zmq
+from support.alert_servers import AlertSink
 from support.strategy_files import EVERY_BAR, readme_example
 from support.tiger_contract import TigerContract
 
@@ -163,35 +164,6 @@ def running_mesh(home: Path, env_overrides: dict[str, str]) -> Iterator[Mesh]:
 def live_feed(sim: str, **more: str) -> dict[str, str]:
     """Settings of a paper mesh whose market data streams live from the exchange simulator."""
     return {"MESH_FEED": "live", "MESH_EXCHANGE_URL": sim, "MESH_FEED_BACKOFF_S": "0.2", **more}
-
-
-class AlertSink:
-    """A local HTTP server standing in for a webhook receiver and the Telegram Bot API: records what it is sent."""
-
-    def __init__(self) -> None:
-        import json
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append((self.path, json.loads(body or b"{}")))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b'{"ok": true}')
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 TELEGRAM_TOKEN = "123456:planted-telegram-token-never-logged"

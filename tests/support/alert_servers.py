@@ -1,5 +1,5 @@
-"""A local HTTP server standing in for an alert service that refuses everything and, as Telegram's Bot API
-does, says why in its answer, quoting the request's path (which holds a Telegram URL's token)."""
+"""Local HTTP servers standing in for alert services (a webhook receiver, the Telegram Bot API): each
+records what it is posted and answers as the service would."""
 from __future__ import annotations
 
 import json
@@ -7,16 +7,26 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-class RefusingServer:
+class AlertServer:
+    """Records each POST as (path, JSON body) in `received` and answers `status` with `answer(path)`."""
+
+    status = 200
+
+    def answer(self, path: str) -> dict:
+        return {"ok": True}
+
     def __init__(self) -> None:
+        self.received: list[tuple[str, dict]] = []
+        received, server = self.received, self
+
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                answer = json.dumps({"ok": False, "error_code": 400, "description": f"Bad Request: {self.path}"})
-                self.send_response(400)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((self.path, json.loads(body or b"{}")))
+                self.send_response(server.status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
-                self.wfile.write(answer.encode())
+                self.wfile.write(json.dumps(server.answer(self.path)).encode())
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -28,3 +38,17 @@ class RefusingServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class AlertSink(AlertServer):
+    """Takes every alert: the webhook receiver and the Telegram Bot API of the mesh tests."""
+
+
+class RefusingServer(AlertServer):
+    """Refuses everything and, as Telegram's Bot API does, says why quoting the request's path (which holds
+    a Telegram URL's token)."""
+
+    status = 400
+
+    def answer(self, path: str) -> dict:
+        return {"ok": False, "error_code": 400, "description": f"Bad Request: {path}"}
