@@ -91,7 +91,7 @@ class Allocator(Service):
             self.publish()
         self.live_params = {name: self.store.get_state(f"params.{name}") or s.strategy_params.get(name)
                             for name in s.strategies}
-        self.forks = self.client("forks.rep", ForkReplies, timeout_ms=15_000, retries=1)
+        self.forks = self.client("forks.rep", ForkReplies, timeout_ms=15_000, retries=1, stoppable=True)
         self.risk = self.client("risk.rep", RiskReplies, timeout_ms=1000, retries=1)
         self.serve("allocator.rep", AllocatorRequests, self.on_request)
         self.next_validation: int | None = None

@@ -93,10 +93,13 @@ class Service:
         return server
 
     def client(self, endpoint_name: str, reply_schema: Any, timeout_ms: int | None = None,
-               retries: int | None = None) -> ReqClient:
+               retries: int | None = None, stoppable: bool = False) -> ReqClient:
+        """A Lazy Pirate client. `stoppable`: its long waits end once the service is told to stop (background
+        work; the order path instead finishes what it asked, rather than turn an order down on the way out)."""
         client = ReqClient(self.ctx, self.settings.endpoint(endpoint_name), reply_schema,
                            timeout_ms or self.settings.risk_timeout_ms, retries or self.settings.risk_retries,
-                           self.log, curve=self.curve_keys)
+                           self.log, curve=self.curve_keys,
+                           cancelled=(lambda: self.loop.stopping) if stoppable else None)
         self._closables.append(client)
         return client
 
