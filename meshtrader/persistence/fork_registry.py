@@ -173,9 +173,13 @@ class ForkRegistry:
         self.store.execute("UPDATE fork_tracking SET status=?, destroyed_at=? WHERE fork_id=?",
                            (DESTROYED, time.time(), fork_id))
 
-    def merge_results(self, fork_id: str, results: dict[str, Any]) -> None:
-        """Add keys to a fork's recorded results (JSON), keeping the others."""
+    def merge_results(self, fork_id: str, results: dict[str, Any], accumulate: tuple[str, ...] = ()) -> None:
+        """Add keys to a fork's recorded results (JSON), keeping the others. The lists under `accumulate` are
+        joined to those recorded, not replaced: a shared fork used twice keeps what both uses were for."""
         with self.store.transaction() as db:
             row = db.execute("SELECT results FROM fork_tracking WHERE fork_id=?", (fork_id,)).fetchone()
-            merged = {**_results(row[0]), **results} if row else results
+            recorded = _results(row[0]) if row else {}
+            for key in accumulate:
+                results = {**results, key: [*dict.fromkeys([*recorded.get(key, []), *results.get(key, [])])]}
+            merged = {**recorded, **results}
             db.execute("UPDATE fork_tracking SET results=? WHERE fork_id=?", (json.dumps(merged, default=str), fork_id))

@@ -286,7 +286,8 @@ class Allocator(Service):
         reason += "".join(f"; {n}" for n in notes if n)
         self.registry.merge_results(reply.fork_id, {"validation": reports, "trigger": why, "triggers": triggers, "inputs": {
             "scores": inputs["scores"], "kelly": inputs["kelly"], "regime": self.regime,
-            "correlations": {f"{a}~{b}": c for (a, b), c in inputs["correlations"].items()}}})
+            "correlations": {f"{a}~{b}": c for (a, b), c in inputs["correlations"].items()}}},
+            accumulate=("triggers",))  # a shared fork validated twice: both validations' triggers
         self.log.info("validated", fork_id=reply.fork_id, trigger=why, scores=inputs["scores"])
         if meaningful_change(self.weights, weights, s.alloc_change_pct):
             self.what_if_then_set(weights, reason, reply.fork_id)

@@ -1,6 +1,8 @@
 """The store on SQLite: schema, uniqueness, migrations."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from meshtrader.persistence.store import ORDER_BASICS, SCHEMA_VERSION, Store
@@ -36,4 +38,20 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path):
     store = Store(tmp_path / "v1.db")
     assert store.scalar("PRAGMA user_version") == SCHEMA_VERSION
     assert [dict(r)["liquidity"] for r in store.trades()] == ["taker"]  # fills made before maker fees: takers
+    store.close()
+
+
+def test_a_shared_fork_keeps_what_each_use_was_for(tmp_path):
+    """A read-only fork shared by two validations: the second's results replace the first's, but the triggers
+    of both are kept (the one a caller asked for must stay findable)."""
+    from meshtrader.persistence.fork_registry import ForkRegistry
+
+    store = Store(str(tmp_path / "mesh.db"))
+    registry = ForkRegistry(store)
+    registry.register("f", "sqlite", "mesh.db", "validation", "allocator", 0, 60, 60_000, writable=False)
+    registry.merge_results("f", {"trigger": "test", "triggers": ["test"], "scores": 1}, accumulate=("triggers",))
+    registry.merge_results("f", {"trigger": "schedule", "triggers": ["schedule", "test"], "scores": 2},
+                           accumulate=("triggers",))
+    [row] = store.query("SELECT results FROM fork_tracking WHERE fork_id='f'")
+    assert json.loads(row["results"]) == {"trigger": "schedule", "triggers": ["test", "schedule"], "scores": 2}
     store.close()
