@@ -33,14 +33,15 @@ def test_limit_orders_rest_fill_through_time_out_and_survive_a_restart(limit_mes
                                 "AND reason LIKE 'timeout%'"), 90, "a limit order timing out")
 
     resting = None
-    for _ in range(20):  # freeze market time with an order resting, then restart the executor under it
+    for _ in range(40):  # freeze market time with an order resting, then restart the executor under it
         assert "stopped" in mesh.ctl("stop", "feed")
         resting = wait_settled(lambda: mesh.query("SELECT order_id FROM orders WHERE status='ACCEPTED'"), 30,
                                "the ticks already sent to be handled")
         if resting:
             break
         assert "started" in mesh.ctl("start", "feed")
-        wait_for(lambda: mesh.query("SELECT 1 FROM orders WHERE status='ACCEPTED'"), 30, "an order resting")
+        wait_for(lambda: mesh.query("SELECT 1 FROM orders WHERE status='ACCEPTED'"), 30, "an order resting",
+                 interval=0.02)  # stop the feed as soon as one rests: most fill within a few ticks
     assert resting, "no order was resting when the feed stopped"
     order_id = resting[0][0]
     assert "started" in mesh.ctl("restart", "executor")
