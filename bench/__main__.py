@@ -23,6 +23,8 @@ SUITES: dict[str, tuple[str, Callable[[argparse.Namespace], dict]]] = {
     "bus": ("bench.bus", lambda args: {}),
     "chaos": ("bench.chaos", lambda args: {}),
     "cluster": ("bench.cluster", lambda args: {}),
+    "cash": ("bench.cash", lambda args: {}),
+    "optimize": ("bench.optimize", lambda args: {}),
 }
 
 

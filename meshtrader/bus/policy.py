@@ -10,6 +10,7 @@ from __future__ import annotations
 import zmq
 
 DRAIN_LIMIT = 1000  # messages taken from one socket before giving the others a turn
+DRAIN_BUDGET_S = 0.05  # ... or seconds of handling them (slow handlers: a live order waits on the exchange)
 
 # Streams (PUB/SUB): deep enough to ride out a subscriber's GC pause or a burst of a few seconds of replay,
 # bounded so a stalled subscriber costs its publisher at most PUB_SNDHWM queued frames (~100 B to a few KB).

@@ -10,7 +10,7 @@ import zmq
 
 from meshtrader.bus.curve import CurveKeys
 from meshtrader.bus.frames import drain
-from meshtrader.bus.policy import DRAIN_LIMIT, RCVHWM, SUB_RCVHWM
+from meshtrader.bus.policy import DRAIN_BUDGET_S, DRAIN_LIMIT, RCVHWM, SUB_RCVHWM
 from meshtrader.runtime.log import Logger
 from meshtrader.runtime.metrics import ServiceMetrics, topic_kind
 from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_stream, decoder_for
@@ -49,7 +49,9 @@ class Subscriber:
         return kind
 
     def on_readable(self) -> None:
-        """Drain what is queued (up to DRAIN_LIMIT, so one busy socket cannot starve the others)."""
+        """Drain what is queued, up to DRAIN_LIMIT messages or DRAIN_BUDGET_S of handling, so one busy
+        socket (or slow handlers: live orders wait on the exchange) cannot starve the others or the timers."""
+        deadline = time.perf_counter() + DRAIN_BUDGET_S
         for frames in drain(self.socket, DRAIN_LIMIT):
             if len(frames) != 2:
                 self._reject(frames[0], "expected [topic, payload]", f"{len(frames)} frames")
@@ -65,6 +67,8 @@ class Subscriber:
                     self._deliver(topic, event)
             else:
                 self._deliver(topic, decoded)
+            if time.perf_counter() > deadline:  # the rest stays queued: the socket is readable at the next turn
+                break
 
     def _deliver(self, topic: bytes, event: Event) -> None:
         kind = self._kind(topic)

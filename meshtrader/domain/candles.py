@@ -6,8 +6,10 @@ import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
-TIMEFRAMES_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000,
-                 "1d": 86_400_000}
+# Under a minute, candles come from trades only (the live feed's trade stream, MESH_REPLAY=trades): the
+# bundled candle files and most exchanges' kline streams start at 1m.
+TIMEFRAMES_MS = {"15s": 15_000, "30s": 30_000, "1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000,
+                 "4h": 14_400_000, "1d": 86_400_000}
 
 
 def timeframe_ms(tf: str) -> int:
@@ -96,28 +98,3 @@ class Trade(NamedTuple):
     time: int
     price: float
     qty: float
-
-
-class CandleBuilder:
-    """Builds candles from trades. A candle closes when a trade of a later period arrives; periods with
-    no trade become flat candles at the last price, so the series has no holes."""
-
-    def __init__(self, tf_ms: int) -> None:
-        self.tf_ms = tf_ms
-        self.current: list[float] | None = None  # open_time, open, high, low, close, volume
-
-    def add(self, trade: Trade) -> list[Bar]:
-        bucket = trade.time - trade.time % self.tf_ms
-        closed: list[Bar] = []
-        if self.current is not None and bucket > self.current[0]:
-            closed.append(Bar(int(self.current[0]), *self.current[1:]))
-            last = self.current[4]
-            for empty in range(int(self.current[0]) + self.tf_ms, bucket, self.tf_ms):
-                closed.append(Bar(empty, last, last, last, last, 0.0))
-            self.current = None
-        if self.current is None:
-            self.current = [bucket, trade.price, trade.price, trade.price, trade.price, trade.qty]
-        elif bucket == self.current[0]:
-            c = self.current
-            c[2], c[3], c[4], c[5] = max(c[2], trade.price), min(c[3], trade.price), trade.price, c[5] + trade.qty
-        return closed

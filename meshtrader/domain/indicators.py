@@ -287,3 +287,27 @@ class RollingCorrelation:
             var_y = self._syy / n - (self._sy / n) ** 2
             self.value = cov / math.sqrt(var_x * var_y) if var_x > 0 and var_y > 0 else 0.0
         return self.value
+
+
+class RealisedVolatility:
+    """The daily volatility of a series of closes: the standard deviation of the last `lookback` log
+    returns, scaled by sqrt(bars per day). What volatility-targeted sizing divides by; the strategy
+    worker and the backtester keep one per symbol, so both size alike."""
+
+    __slots__ = ("returns", "bars_per_day", "last", "value")
+
+    def __init__(self, lookback: int, bar_ms: int) -> None:
+        self.returns: deque[float] = deque(maxlen=lookback)
+        self.bars_per_day = 86_400_000 / bar_ms
+        self.last: float | None = None
+        self.value = 0.0  # 0 until `lookback` returns are known
+
+    def update(self, close: float) -> float:
+        if self.last and close > 0:
+            self.returns.append(math.log(close / self.last))
+            if len(self.returns) == self.returns.maxlen:
+                n = len(self.returns)
+                mean = sum(self.returns) / n
+                self.value = math.sqrt(sum((r - mean) ** 2 for r in self.returns) / (n - 1) * self.bars_per_day)
+        self.last = close
+        return self.value

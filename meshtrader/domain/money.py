@@ -40,6 +40,7 @@ def fee(notional: Decimal, rate: Decimal) -> Decimal:
 
 
 TAKER, MAKER = "taker", "maker"  # a market order takes liquidity; a resting limit order adds it
+LIQUIDATION = "liquidation"  # a futures position the exchange closed at its liquidation price
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,17 @@ class Limits:
     max_position_pct: Decimal = Decimal("0.10")
     kelly_multiple: Decimal = Decimal(0)
     portfolio_drawdown_pct: Decimal = Decimal("0.10")
+    max_leverage: Decimal = Decimal(5)
+    margin_reduce_ratio: Decimal = Decimal("0.5")
+    margin_close_ratio: Decimal = Decimal("0.8")
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
         return cls(settings.max_order_pct, settings.max_exposure_pct, settings.max_positions_per_strategy,
                    settings.daily_loss_pct, settings.strategy_drawdown_pct, settings.max_open_positions,
                    settings.max_trades_per_day, settings.risk_per_trade_pct, settings.max_position_pct,
-                   settings.risk_kelly_multiple, settings.portfolio_drawdown_pct)
+                   settings.risk_kelly_multiple, settings.portfolio_drawdown_pct, settings.max_leverage,
+                   settings.margin_reduce_ratio, settings.margin_close_ratio)
 
 
 class LimitRefused(ValueError):
@@ -101,6 +105,10 @@ LIMIT_RANGES: dict[str, LimitRange] = {
     "kelly_multiple": LimitRange(False, Decimal(0), True, Decimal(10), "a multiple from 0 to 10",
                                  "0 turns the Kelly cap off; over 10 times the Kelly fraction it caps nothing"),
     "portfolio_drawdown_pct": FRACTION,
+    "max_leverage": LimitRange(False, Decimal(1), True, Decimal(125), "a multiple from 1 to 125",
+                               "1 is no leverage; Binance allows at most 125"),
+    "margin_reduce_ratio": FRACTION,
+    "margin_close_ratio": FRACTION,
 }
 
 
@@ -140,12 +148,13 @@ class RiskBook:
     limit_overrides: dict[str, str] = field(default_factory=dict)  # limit -> value set at run time, over settings
     entry_ids: list[str] = field(default_factory=list)  # request ids of today's latest approved entries, oldest first
     stale: dict[str, str] = field(default_factory=dict)  # symbol -> why; live state, never persisted
+    margin_calls: dict[str, str] = field(default_factory=dict)  # strategy -> why (futures); live, never persisted
 
     @property
     def trading_state(self) -> str:
         if self.kill_switch or self.daily_halt:
             return "HALTED"
-        return "REDUCING" if self.stale or self.paused_by else "ACTIVE"
+        return "REDUCING" if self.stale or self.paused_by else "ACTIVE"  # margin calls: per strategy
 
     def state_reason(self) -> str:
         if self.kill_switch:
@@ -238,6 +247,30 @@ class RiskBook:
                 rows.append(use(f"{strategy} drawdown", 1 - nav / peak, limits.strategy_drawdown_pct))
         return rows
 
+    def observe_margins(self, ratios: dict[str, Decimal], limits: Limits) -> tuple[list[tuple[str, str]], list[str]]:
+        """Futures: each strategy's margin ratio (maintenance margin / margin balance of its worst position).
+        At `margin_reduce_ratio` it may only reduce; at `margin_close_ratio` its positions are to be closed,
+        before the exchange would liquidate them at 1. Returns the (rule, reason) changes and the strategies
+        to close now."""
+        changes: list[tuple[str, str]] = []
+        to_close = []
+        for strategy, ratio in ratios.items():
+            if ratio >= limits.margin_reduce_ratio and strategy not in self.margin_calls:
+                self.margin_calls[strategy] = f"margin ratio {ratio} at or over {limits.margin_reduce_ratio}: " \
+                                              "only reducing orders"
+                changes.append(("margin_ratio", f"{strategy}: {self.margin_calls[strategy]}"))
+            if ratio >= limits.margin_close_ratio:
+                to_close.append(strategy)
+                if not self.margin_calls[strategy].endswith("closed"):
+                    self.margin_calls[strategy] += f"; at or over {limits.margin_close_ratio}: positions closed"
+                    changes.append(("margin_ratio", f"{strategy}: margin ratio {ratio} at or over "
+                                    f"{limits.margin_close_ratio}: its positions are closed before liquidation"))
+            elif ratio < limits.margin_reduce_ratio and strategy in self.margin_calls:
+                del self.margin_calls[strategy]
+                changes.append(("margin_ratio", f"{strategy}: margin ratio {ratio} back under "
+                                f"{limits.margin_reduce_ratio}: entries allowed again"))
+        return changes, to_close
+
     def reactivate(self, strategy: str, reason: str) -> list[tuple[str, str]]:
         """Lift a drawdown deactivation (after a successful validation): its drawdown counts afresh."""
         if strategy not in self.deactivated:
@@ -312,12 +345,21 @@ def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
     if request.strategy in book.deactivated:
         return Verdict(False, "strategy_drawdown", f"{request.strategy} is deactivated: "
                        f"{book.deactivated[request.strategy]}")
+    if request.leverage > limits.max_leverage:
+        return Verdict(False, "max_leverage", f"{request.strategy} trades at {request.leverage}x, over the "
+                       f"{limits.max_leverage}x allowed")
+    if request.strategy in book.margin_calls:
+        return Verdict(False, "margin_ratio", f"{request.strategy}: {book.margin_calls[request.strategy]}")
+    if request.margin_ratio >= limits.margin_reduce_ratio:
+        return Verdict(False, "margin_ratio", f"{request.strategy}'s margin ratio {request.margin_ratio} is at or "
+                       f"over {limits.margin_reduce_ratio}: only reducing orders")
     notional = request.qty * request.price
-    max_order = request.strategy_equity * limits.max_order_pct
+    max_order = request.strategy_equity * limits.max_order_pct * request.leverage
     if notional > max_order:
         return Verdict(False, "max_order_size", f"order notional {notional:.2f} exceeds "
                        f"{limits.max_order_pct * 100}% of {request.strategy}'s capital "
-                       f"{request.strategy_equity:.2f} (max {max_order:.2f})")
+                       f"{request.strategy_equity:.2f}" + (f" at {request.leverage}x" if request.leverage != 1 else "")
+                       + f" (max {max_order:.2f})")
     if request.opens_position and request.strategy_open_positions >= limits.max_positions_per_strategy:
         return Verdict(False, "max_positions", f"{request.strategy} already holds "
                        f"{request.strategy_open_positions} positions (max {limits.max_positions_per_strategy})")
@@ -333,13 +375,13 @@ def evaluate(request: ApproveOrder, book: RiskBook, limits: Limits) -> Verdict:
         return Verdict(False, "max_trades_per_day", f"{book.entries_today} entries today "
                        f"(max {limits.max_trades_per_day} per UTC day)")
     if request.stop_price is not None:
-        at_risk = (request.price - request.stop_price) * request.qty
+        at_risk = abs(request.price - request.stop_price) * request.qty
         allowed = request.strategy_equity * limits.risk_per_trade_pct
         if at_risk > allowed:
             return Verdict(False, "risk_per_trade", f"{at_risk:.2f} at risk to the stop {request.stop_price} is over "
                            f"{limits.risk_per_trade_pct * 100}% of {request.strategy}'s equity (max {allowed:.2f})")
-        position = (request.position_qty + request.qty) * request.price
-        cap = request.strategy_equity * limits.max_position_pct
+        position = (abs(request.position_qty) + request.qty) * request.price
+        cap = request.strategy_equity * limits.max_position_pct * request.leverage
         if position > cap:
             return Verdict(False, "max_position_size", f"position would be {position:.2f}, over "
                            f"{limits.max_position_pct * 100}% of {request.strategy}'s equity (max {cap:.2f})")

@@ -3,6 +3,9 @@ risk approval asked of the risk guard over REQ/REP, and the engine's events publ
 (with the metrics they feed). A backtest plugs the risk book and a list into the same two ports."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from decimal import Decimal
+
 from meshtrader.bus import Publisher, ReqClient
 from meshtrader.domain.orders import TERMINAL
 from meshtrader.runtime.metrics import ServiceMetrics
@@ -27,8 +30,10 @@ class RiskGuardApprover:
 class BusEvents:
     """ExecutionEvents on the bus: fills, order updates and venue status, once the journal has them."""
 
-    def __init__(self, pub: Publisher, metrics: ServiceMetrics) -> None:
-        self.pub = pub
+    def __init__(self, pub: Publisher, metrics: ServiceMetrics, publish_account: Callable[[], None]) -> None:
+        """`publish_account`: publishes the account snapshot now (a margin call must reach the risk guard
+        before the next second's)."""
+        self.pub, self.publish_account = pub, publish_account
         self.service = metrics.service
         self.tick_to_fill = metrics.histogram("mesh_tick_to_fill_seconds", "tick sent to fill published").labels(
             self.service)
@@ -49,3 +54,6 @@ class BusEvents:
 
     def venue_status(self, status: VenueStatus) -> None:
         self.pub.publish(b"venue.status", status)
+
+    def margin_call(self, strategy: str, symbol: str, ratio: Decimal) -> None:
+        self.publish_account()

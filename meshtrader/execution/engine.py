@@ -21,11 +21,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from meshtrader.domain.money import MAKER, TAKER, ZERO, to_decimal
+import msgspec
+
+from meshtrader.domain.futures import FUNDING_INTERVAL_MS, funding_payment
+from meshtrader.domain.money import LIQUIDATION, MAKER, TAKER, ZERO, cash, instrument, to_decimal
 from meshtrader.domain.orders import Order, OrderStatus, Transition
-from meshtrader.domain.portfolio import Portfolio
-from meshtrader.execution.journal import Journal, MemoryJournal
+from meshtrader.domain.portfolio import Portfolio, outlay
+from meshtrader.execution.journal import FundingEntry, Journal, MemoryJournal
 from meshtrader.execution.planning import (
+    EXITS,
     MarkHistory,
     OrderRules,
     PlannedOrder,
@@ -33,8 +37,8 @@ from meshtrader.execution.planning import (
     plan_order,
     slippage_problem,
 )
-from meshtrader.execution.reconciliation import reconcile
-from meshtrader.execution.venue import OrderRequest, Venue, VenueRejected, VenueReport, VenueUnavailable
+from meshtrader.execution.reconciliation import reconcile, reconcile_positions
+from meshtrader.execution.venue import OrderRequest, Venue, VenueFill, VenueRejected, VenueReport, VenueUnavailable
 from meshtrader.persistence.orders import OrderChange, OrderRow, TradeRow
 from meshtrader.runtime.log import Logger
 from meshtrader.wire.messages import (
@@ -55,6 +59,7 @@ class ExecutionEvents(Protocol):
     def fill(self, fill: Fill) -> None: ...
     def order(self, update: OrderUpdate) -> None: ...
     def venue_status(self, status: VenueStatus) -> None: ...
+    def margin_call(self, strategy: str, symbol: str, ratio: Decimal) -> None: ...
 
 
 Approver = Callable[[ApproveOrder], Approval | str]  # the risk rules' verdict, or why there is none
@@ -62,6 +67,9 @@ Approver = Callable[[ApproveOrder], Approval | str]  # the risk rules' verdict, 
 # asked where the approver would be, so a refused order costs no approval request.
 StandingRefusal = Callable[[Signal], Approval | None]
 
+# A remote futures venue's income history is read once just after each settlement (a read weighs 30 of
+# Binance's request weight: ~1.5 s of the rate limit), this long after it in market time.
+FUNDING_BOOKED_MS = 60_000
 END_STATES = {"canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}
 
 
@@ -101,8 +109,16 @@ class ExecutionEngine:
     def __init__(self, portfolio: Portfolio, venue: Venue, rules: OrderRules, approve: Approver, journal: Journal,
                  events: ExecutionEvents, log: Logger, *, source: str = "executor", order_timeout_s: float = 300.0,
                  signal_ttl_s: float = 30.0, tolerance: Decimal = Decimal("0.01"), symbols: list[str] = (),
-                 standing_refusal: StandingRefusal | None = None) -> None:
+                 standing_refusal: StandingRefusal | None = None,
+                 margin_levels: tuple[Decimal, ...] = (Decimal("0.5"), Decimal("0.8"))) -> None:
+        """`margin_levels`: futures margin ratios the risk guard acts at (reduce only, close): crossing one
+        is told to `events.margin_call` at once, and a position reaching 1 is liquidated (a paper venue's
+        exchange would)."""
         self.portfolio, self.venue, self.rules, self.approve = portfolio, venue, rules, approve
+        self.margin_levels = margin_levels
+        # futures: per symbol, the marks at which a position's margin ratio reaches each level, then 1:
+        # (strategy, is long, [(price, level), ...] nearest first); ticks are checked against the nearest only
+        self.watched: dict[str, dict[str, tuple[bool, list[tuple[Decimal, Decimal]]]]] = {}
         self.standing_refusal = standing_refusal
         self.journal, self.events, self.log, self.source = journal, events, log, source
         self.journaling = not isinstance(journal, MemoryJournal)  # a backtest's keeps nothing: rows go unbuilt
@@ -119,6 +135,8 @@ class ExecutionEngine:
         self.unpublished: list[str] = []  # trade ids published since the journal last marked them
         self.touched: set[tuple[str, str]] = set()  # (strategy, symbol) whose position moved
         self.signal_ns = self.received_ns = self.approved_ns = 0  # the order path's timestamps, carried on the fill
+        self.funding_since = 0  # a remote futures venue's income history is read from here on (ms)
+        self.funding_due = 0  # market time of its next read: at start, then just after each settlement
 
     # ----- market data --------------------------------------------------------------------------------
     def on_tick(self, symbol: str, event_time: int, price: Decimal) -> None:
@@ -130,6 +148,95 @@ class ExecutionEngine:
             for order_id, report in self.venue.on_trade(symbol, price):
                 if (working := self.working.get(order_id)) is not None:
                     self.apply(working, report, event_time)
+        if symbol in self.watched:
+            self.check_margin(symbol, price, event_time)
+
+    # ----- futures: margin levels, liquidation, funding ---------------------------------------------------
+    def watch(self, strategy: str, symbol: str) -> None:
+        """The marks at which a futures position reaches each margin level and its liquidation price."""
+        position = self.portfolio.accounts[strategy].positions.get(symbol)
+        watched = self.watched.setdefault(symbol, {})
+        if position is None or not position.qty:
+            watched.pop(strategy, None)
+        else:
+            tick = instrument(symbol).price_tick
+            levels = [(price, level) for level in (*self.margin_levels, Decimal(1))
+                      if (price := self.portfolio.threshold(strategy, symbol, level, tick)) is not None]
+            watched[strategy] = (position.qty > 0, levels)
+        if not watched:
+            del self.watched[symbol]
+
+    def check_margin(self, symbol: str, price: Decimal, event_time: int) -> None:
+        """A tick against the watched levels: a level reached is a margin call (the last, liquidation)."""
+        for strategy, (long, levels) in list(self.watched.get(symbol, {}).items()):
+            reached = [(at, level) for at, level in levels if (price <= at if long else price >= at)]
+            if not reached:
+                continue
+            at, level = reached[-1]
+            if level == 1 and not self.venue.remote:  # an exchange liquidates itself: its trade comes as any other
+                self.liquidate(strategy, symbol, at, event_time)
+                continue
+            if strategy in (watched := self.watched.get(symbol, {})):
+                watched[strategy] = (long, [(p, lv) for p, lv in levels if lv > level])
+            self.events.margin_call(strategy, symbol, level)
+
+    def liquidate(self, strategy: str, symbol: str, price: Decimal, event_time: int) -> None:
+        """Close a position whose margin fell to maintenance, at its liquidation price with the liquidation
+        fee, as the exchange does: recorded as an order of its own (the paper venue is this exchange)."""
+        side, qty, fee_due = self.portfolio.liquidation(strategy, symbol, price)
+        signal_id = f"liquidation:{strategy}:{symbol}:{event_time}"
+        order_id = order_id_for(signal_id)
+        request = OrderRequest(order_id, strategy, symbol, side, qty, price, False, reduce_only=True)
+        working = WorkingOrder(Order(order_id, qty), request, signal_id, 0, time.time())
+        submitted = working.order.move(OrderStatus.SUBMITTED, "liquidation: margin fell to maintenance")
+        fill = VenueFill("1", qty, price, fee_due, LIQUIDATION, f"liquidated at {price}")
+        self.log.warning("liquidated", strategy=strategy, symbol=symbol, side=side, qty=str(qty), price=str(price),
+                         fee=str(fee_due))
+        self.apply(working, VenueReport((fill,)), event_time, [submitted],
+                   f"liquidation: {strategy}'s {symbol} margin fell to maintenance at {price}")
+
+    def settle_funding(self, symbol: str, rate: Decimal, mark: Decimal, event_time: int) -> list[FundingEntry]:
+        """A funding settlement of `symbol` on every open position (paper and backtest: at the mark), booked
+        once per settlement and sub-account (the ledger's ref); the entries booked."""
+        due = []
+        for name, account in self.portfolio.accounts.items():
+            position = account.positions.get(symbol)
+            if position is not None and position.qty:
+                amount = funding_payment(position.qty, mark, rate)
+                due.append(FundingEntry(name, symbol, amount, event_time, f"funding:{symbol}:{event_time}:{name}",
+                                        f"funding {rate} on {position.qty} {symbol} at mark {mark}"))
+        return self.book_funding(due)
+
+    def collect_funding(self) -> None:
+        """A remote futures venue settles funding itself: what its income history booked since the last look
+        goes into the ledger, split across the sub-accounts holding the symbol in proportion to their
+        positions (exact: the remainder to the last), each share booked once (the venue's id, the account)."""
+        payments = self.venue.funding_payments(self.symbols, self.funding_since)
+        entries = []
+        for payment in payments:
+            holders = [(name, abs(account.positions[payment.symbol].qty))
+                       for name, account in sorted(self.portfolio.accounts.items())
+                       if payment.symbol in account.positions and account.positions[payment.symbol].qty]
+            if not holders:
+                self.log.warning("funding_unassigned", symbol=payment.symbol, amount=str(payment.amount),
+                                 why="no sub-account holds the symbol now")
+                continue
+            held = sum((qty for _, qty in holders), ZERO)
+            shares = [cash(payment.amount * qty / held) for _, qty in holders]
+            shares[-1] += payment.amount - sum(shares, ZERO)
+            entries += [FundingEntry(name, payment.symbol, share, payment.time_ms, f"{payment.payment_id}:{name}",
+                                     f"exchange funding {payment.amount} on {payment.symbol}")
+                        for (name, _), share in zip(holders, shares, strict=True)]
+            self.funding_since = max(self.funding_since, payment.time_ms)
+        self.book_funding(entries)
+
+    def book_funding(self, entries: list[FundingEntry]) -> list[FundingEntry]:
+        """Funding entries (paper settlements, or an exchange's income history) into the ledger and the
+        books; those already booked are skipped."""
+        booked = self.journal.funding(entries) if entries else []
+        for entry in booked:
+            self.portfolio.credit_funding(entry.strategy, entry.amount)
+        return booked
 
     def on_book(self, book: OrderBook) -> None:
         self.venue.on_book(book)
@@ -160,17 +267,26 @@ class ExecutionEngine:
             self.portfolio.marks = latest
 
     def execute(self, signal: Signal, close_all: bool = False) -> None:
-        """Plan, approve and submit at the portfolio's current marks."""
-        if signal.side == "sell" and self.working:  # an exit first withdraws the strategy's resting entries there
+        """Plan, approve and submit at the portfolio's current marks. On futures an entry against a
+        position held the other way first closes it (its own order, `<signal id>:exit`)."""
+        if signal.side in EXITS and self.working:  # an exit first withdraws the strategy's resting entries there
             for working in [w for w in self.working.values() if w.request.limit and not w.cancel_reason
                             and (w.request.strategy, w.request.symbol) == (signal.strategy, signal.symbol)]:
                 self.cancel(working, f"canceled by the exit signal {signal.signal_id}")
-        planned = plan_order(self.portfolio, signal.strategy, signal.symbol, signal.side, self.rules, signal.bar_volume)
+        if self.portfolio.futures and signal.side in ("buy", "short"):
+            position = self.portfolio.accounts[signal.strategy].positions.get(signal.symbol)
+            if position is not None and position.qty and (position.qty > 0) != (signal.side == "buy"):
+                exit_side = "sell" if position.qty > 0 else "cover"
+                self.execute(msgspec.structs.replace(signal, side=exit_side, signal_id=signal.signal_id + ":exit",
+                                                     reason=f"{exit_side} before the {signal.side}: {signal.reason}"))
+        planned = plan_order(self.portfolio, signal.strategy, signal.symbol, signal.side, self.rules, signal.bar_volume,
+                             signal.confidence, signal.volatility)
         if isinstance(planned, str):
             return self.journal.outcome(signal, planned)
         order_id = order_id_for(signal.signal_id)
         if planned.liquidity == TAKER:
-            budget = self.portfolio.accounts[planned.strategy].free_cash if planned.side == "buy" else None
+            budget = self.portfolio.accounts[planned.strategy].free_cash if planned.side == "buy" and \
+                not self.portfolio.futures else None
             walked = self.venue.expected_slippage_bp(planned.symbol, planned.side, planned.qty,
                                                      self.portfolio.marks[planned.symbol], budget)
             if walked is not None:
@@ -192,7 +308,8 @@ class ExecutionEngine:
 
     def submit(self, signal: Signal, order_id: str, planned: PlannedOrder) -> None:
         limit = planned.liquidity == MAKER
-        request = OrderRequest(order_id, signal.strategy, signal.symbol, signal.side, planned.qty, planned.price, limit)
+        request = OrderRequest(order_id, signal.strategy, signal.symbol, planned.side, planned.qty, planned.price, limit,
+                               reduce_only=planned.reduces and self.portfolio.futures)
         order = Order(order_id, planned.qty)
         expires = signal.et + self.order_timeout_ms if limit else None
         working = WorkingOrder(order, request, signal.signal_id, signal.tid, time.time(), expires,
@@ -246,9 +363,12 @@ class ExecutionEngine:
             if fill.note:
                 self.log.warning("fee_outside_books", order_id=order.order_id, note=fill.note)
             if working.reserved:
-                self.consume(working, fill.qty * fill.price + fill.fee)
+                account = self.portfolio.accounts[request.strategy]
+                self.consume(working, outlay(account, fill.qty, fill.price, ZERO, self.portfolio.futures) + fill.fee)
             realized = self.portfolio.apply_fill(request.strategy, request.symbol, request.side, fill.qty, fill.price,
                                                  fill.fee)
+            if self.portfolio.futures:
+                self.watch(request.strategy, request.symbol)
             working.booked.add(fill.trade_id)
             trades.append(TradeRow(f"{order.order_id}-{fill.trade_id}", order.order_id, request.strategy,
                                    request.symbol, request.side, fill.qty, fill.price, fill.fee, realized, event_time,
@@ -367,12 +487,14 @@ class ExecutionEngine:
 
     # ----- cash held back by resting buys ----------------------------------------------------------------------
     def hold_back(self, working: WorkingOrder) -> None:
-        r = working.request
-        if r.side != "buy":
+        """A resting entry holds back what it will spend: spot buys the notional and fee, futures entries
+        (either side) the margin and fee."""
+        r, futures = working.request, self.portfolio.futures
+        if r.reduce_only or (r.side != "buy" and not futures):
             return
-        left = r.qty - working.order.filled_qty
-        working.reserved = left * r.price + self.rules.fees.fee(left * r.price, MAKER)
-        self.portfolio.accounts[r.strategy].reserved += working.reserved
+        account = self.portfolio.accounts[r.strategy]
+        working.reserved = outlay(account, r.qty - working.order.filled_qty, r.price, self.rules.fees.maker, futures)
+        account.reserved += working.reserved
 
     def consume(self, working: WorkingOrder, spent: Decimal) -> None:
         """A part fill spent some of what the order held back: hold back only the rest."""
@@ -413,6 +535,9 @@ class ExecutionEngine:
                 self.venue.ping()
             for working in list(self.working.values()):
                 self.refresh(working)
+            if self.portfolio.futures and self.event_time >= self.funding_due:
+                self.collect_funding()
+                self.funding_due = (self.event_time // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS + FUNDING_BOOKED_MS
         except VenueUnavailable as error:
             return self.venue_unreachable(error)
         if self.venue_down:
@@ -458,6 +583,20 @@ class ExecutionEngine:
                       if w.unanswered and (w.request.strategy, w.request.symbol) == (signal.strategy, signal.symbol)]
         if unanswered:
             return f"order {unanswered[0]} for {signal.symbol} has no answer from the exchange yet"
+        if self.portfolio.futures and signal.side in ("buy", "short"):
+            return self.netting_refusal(signal)
+        return None
+
+    def netting_refusal(self, signal: Signal) -> str | None:
+        """A futures account in one-way mode holds one position per symbol: the exchange would net a
+        strategy's entry against another's position the other way (its PnL, margin and funding then
+        differ from the books'), so such an entry is refused while the other is open."""
+        long = signal.side == "buy"
+        for name, account in self.portfolio.accounts.items():
+            position = account.positions.get(signal.symbol)
+            if name != signal.strategy and position is not None and position.qty and (position.qty > 0) != long:
+                return (f"{name} holds a {'long' if position.qty > 0 else 'short'} {signal.symbol} position: "
+                        "the exchange's one-way account would net the two")
         return None
 
     # ----- start-up: restore, settle, reconcile --------------------------------------------------------------
@@ -486,7 +625,12 @@ class ExecutionEngine:
         try:
             for working in list(self.working.values()):
                 self.apply(working, self.venue.lookup(working.request.symbol, working.order.order_id))
+            if self.portfolio.futures:  # one-way mode: one leverage per symbol for the account (config checks so)
+                leverage = max(self.portfolio.leverage.values(), default=Decimal(1))
+                for symbol in self.symbols:
+                    self.venue.set_leverage(symbol, leverage)
             balances = self.venue.balances() or {}
+            positions = self.venue.positions(self.symbols)
             open_orders = self.venue.open_orders(self.symbols)
             unbooked = self.venue.unbooked_fills(self.symbols, self.journal.booked_venue_trade_ids())
         except (VenueRejected, VenueUnavailable) as error:
@@ -498,8 +642,12 @@ class ExecutionEngine:
         self.started = True
         held = self.portfolio.held_assets()
         ours = self.journal.known_order_ids({fill.client_id for fill in unbooked})
+        if self.portfolio.futures:
+            held = {}  # a futures account holds no base asset: its positions are compared instead
         problems, notes = reconcile(self.portfolio.cash(), held, balances, open_orders, set(self.working),
                                     self.tolerance, unbooked, ours)
+        if positions is not None:
+            problems += reconcile_positions(self.portfolio, positions)
         if problems:  # a human has to look: this is not retried
             self.blocked = "books and exchange disagree: " + "; ".join(problems)
             self.log.error("reconciliation_failed", problems=problems, notes=notes)
@@ -509,20 +657,22 @@ class ExecutionEngine:
                           open_orders=len(self.working), notes=notes)
 
     # ----- operator commands ------------------------------------------------------------------------------------
-    def close_all(self, by: str, reason: str, prices: dict[str, Decimal]) -> ClosedAll:
-        """Sell every open position at market now, through the risk guard (which lets a close-all pass
-        even when trading is halted) and the usual order path: recorded and published like any order."""
+    def close_all(self, by: str, reason: str, prices: dict[str, Decimal], strategy: str = "") -> ClosedAll:
+        """Close every open position (or `strategy`'s) at market now, through the risk guard (which lets a
+        close-all pass even when trading is halted) and the usual order path: recorded and published like
+        any order."""
         trades_before = self.portfolio.trades()
-        for working in list(self.working.values()):
+        for working in [w for w in self.working.values() if not strategy or w.request.strategy == strategy]:
             self.cancel(working, f"close all ({by})")
-        held = [(a.strategy, symbol) for a in self.portfolio.accounts.values()
-                for symbol, p in a.positions.items() if p.qty > 0]
+        held = [(a.strategy, symbol, p.qty) for a in self.portfolio.accounts.values()
+                if not strategy or a.strategy == strategy for symbol, p in a.positions.items() if p.qty]
         stamp = time.time_ns()
-        for n, (strategy, symbol) in enumerate(held):
+        for n, (owner, symbol, qty) in enumerate(held):
             price = self.marks.latest(symbol) or prices.get(symbol)
             if price is None:
                 continue
-            signal = Signal(signal_id=f"close-all:{stamp}:{n}", strategy=strategy, symbol=symbol, side="sell",
+            signal = Signal(signal_id=f"close-all:{stamp}:{n}", strategy=owner, symbol=symbol,
+                            side="sell" if qty > 0 else "cover",
                             confidence=1.0, reason=f"close all ({by}): {reason or 'operator request'}",
                             price=float(price), et=self.event_time, st=time.time_ns(), src=self.source)
             self.seen.add(signal.signal_id)
@@ -530,7 +680,7 @@ class ExecutionEngine:
         filled = self.portfolio.trades() - trades_before
         self.log.warning("close_all", by=by, reason=reason, positions=len(held), filled=filled)
         return ClosedAll(positions=len(held), filled=filled, message=f"close all by {by}: {filled} of {len(held)} "
-                         "positions sold")
+                         "positions closed")
 
 
 def average_price(trades: list[TradeRow]) -> Decimal:

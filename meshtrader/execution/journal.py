@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from meshtrader.domain.portfolio import Portfolio
-from meshtrader.persistence.orders import OrderChange, OrderRow, SavedOrder, TradeRow
+from meshtrader.persistence.orders import FundingEntry, OrderChange, OrderRow, SavedOrder, TradeRow
 
-__all__ = ["Journal", "MemoryJournal", "OrderChange", "OrderRow", "SavedOrder", "TradeRow"]
+__all__ = ["FundingEntry", "Journal", "MemoryJournal", "OrderChange", "OrderRow", "SavedOrder", "TradeRow"]
 
 
 class Journal(Protocol):
@@ -17,6 +17,7 @@ class Journal(Protocol):
     def working_orders(self) -> list[SavedOrder]: ...
     def booked_venue_trade_ids(self) -> set[str]: ...
     def known_order_ids(self, order_ids: set[str]) -> set[str]: ...
+    def funding(self, payments: list[FundingEntry]) -> list[FundingEntry]: ...
 
 
 class MemoryJournal:
@@ -39,5 +40,8 @@ class MemoryJournal:
 
     def known_order_ids(self, order_ids: set[str]) -> set[str]:
         return set()
+
+    def funding(self, payments: list[FundingEntry]) -> list[FundingEntry]:
+        return payments
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from meshtrader.execution.venue import UnbookedFill
+from meshtrader.domain.portfolio import Portfolio
+from meshtrader.execution.venue import UnbookedFill, VenuePosition
 
 
 def reconcile(cash: Decimal, positions: dict[str, Decimal], balances: dict[str, Decimal], open_at_exchange: list[str],
@@ -31,3 +32,27 @@ def reconcile(cash: Decimal, positions: dict[str, Decimal], balances: dict[str, 
     if unknown:
         problems.append(f"open orders at the exchange the store does not know: {', '.join(unknown)}")
     return problems, notes
+
+
+def reconcile_positions(portfolio: Portfolio, positions: list[VenuePosition]) -> list[str]:
+    """Futures: each symbol's position at the exchange (one-way: one signed size) against the sub-accounts'
+    together: side and size must agree exactly, and so must the entry price where one sub-account holds it
+    all (several holders average theirs, which the exchange does by its own rounding)."""
+    books: dict[str, list] = {}
+    for account in portfolio.accounts.values():
+        for symbol, position in account.positions.items():
+            if position.qty:
+                books.setdefault(symbol, []).append(position)
+    exchange = {p.symbol: p for p in positions if p.qty}
+    problems = []
+    for symbol in sorted(set(books) | set(exchange)):
+        ours = books.get(symbol, [])
+        qty = sum((p.qty for p in ours), Decimal(0))
+        theirs = exchange.get(symbol)
+        their_qty = theirs.qty if theirs else Decimal(0)
+        if qty != their_qty:
+            problems.append(f"{symbol}: the exchange holds a position of {their_qty}, the books {qty}")
+        elif theirs and len(ours) == 1 and ours[0].entry_price != theirs.entry_price:
+            problems.append(f"{symbol}: entry price at the exchange {theirs.entry_price}, in the books "
+                            f"{ours[0].entry_price}")
+    return problems

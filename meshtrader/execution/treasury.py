@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from meshtrader.domain.allocation import CASH
 from meshtrader.domain.money import ZERO, cash
 from meshtrader.domain.portfolio import Portfolio, rebalance_transfers
 from meshtrader.execution.venue import Venue, VenueRejected, VenueUnavailable
@@ -46,6 +47,8 @@ class Treasury:
         with the weights applied; False if there was nothing to do."""
         if weights == self.applied:
             return False
+        if weights.get(CASH):  # the cash line: a sub-account that holds cash only, opened when first needed
+            portfolio.account(CASH)
         unknown = [s for s in weights if s not in portfolio.accounts]
         if unknown:
             self.log.warning("allocation_for_unfunded_strategy", strategies=unknown)

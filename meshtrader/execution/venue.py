@@ -67,6 +67,28 @@ class OrderRequest:
     qty: Decimal
     price: Decimal  # a limit order's limit; a market order's expected price (what the fill model prices)
     limit: bool  # rests until the market trades through `price`, as a maker
+    reduce_only: bool = False  # futures: may only shrink the position (an exit never opens the other side)
+
+
+@dataclass(frozen=True)
+class VenuePosition:
+    """A futures position as the venue knows it (one-way mode)."""
+
+    symbol: str
+    qty: Decimal  # signed: a short is negative
+    entry_price: Decimal
+    leverage: Decimal
+    liquidation_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class FundingPayment:
+    """A funding settlement the venue booked on the account (Binance's income history, FUNDING_FEE)."""
+
+    payment_id: str  # the venue's id of the entry, so a payment is booked once
+    symbol: str
+    amount: Decimal  # received: positive; paid: negative
+    time_ms: int
 
 
 class Venue(Protocol):
@@ -112,3 +134,12 @@ class Venue(Protocol):
 
     def unbooked_fills(self, symbols: list[str], booked: set[str]) -> list[UnbookedFill]:
         """The venue's recent trades whose ids are not in `booked`."""
+
+    def positions(self, symbols: list[str]) -> list[VenuePosition] | None:
+        """The account's open futures positions, or None where the venue holds spot balances only."""
+
+    def funding_payments(self, symbols: list[str], since_ms: int) -> list[FundingPayment]:
+        """Funding the venue booked on the account since `since_ms` (futures; none on spot)."""
+
+    def set_leverage(self, symbol: str, leverage: Decimal) -> None:
+        """Futures: isolated margin at this leverage for the symbol, before the first order."""

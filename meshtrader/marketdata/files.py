@@ -78,7 +78,9 @@ def load_trades(path: Path) -> list[Trade]:
 
 
 def load_funding(path: Path) -> list[tuple[int, float]]:
-    return [(int(r[0]), float(r[1])) for r in load_rows(path, ("timestamp_ms", "funding_rate"))]
+    """(settlement time, rate). Binance stamps a settlement a few ms after the hour it settles at: the time
+    is taken to the second, so it falls with the candle that closes then (its mark)."""
+    return [(int(r[0]) // 1000 * 1000, float(r[1])) for r in load_rows(path, ("timestamp_ms", "funding_rate"))]
 
 
 def load_data_instruments(data_dir: Path, market_type: MarketType) -> InstrumentSet:

@@ -1,4 +1,6 @@
-"""Live market data through ccxt: websocket klines first, REST as the fallback and the repair tool.
+"""Live market data through ccxt: websocket klines first, candles built from the websocket trade stream
+where klines do not serve (bars under 1m, exchanges with no kline stream in ccxt, MESH_FEED_TRANSPORT=trades),
+REST as the fallback and the repair tool.
 
 Rules that keep the published series continuous and true:
 - A candle is published once, when closed, never revised. The still-open candle goes out as ticks.
@@ -7,6 +9,10 @@ Rules that keep the published series continuous and true:
   jump) the missing and doubtful candles are fetched through REST *before* anything newer is published.
 - Every candle is validated (meshtrader.marketdata.files.candle_problem); a bad one is refetched through REST, and
   if that is bad too it is rejected (counted, logged) and never reaches a strategy.
+- From the trade stream (meshtrader.marketdata.trade_bars) a bar is taken only if the stream was connected
+  from before its first trade could have happened: after a reconnect (or a restart) the bars since the last
+  one published are rebuilt from REST trades, or fetched as REST candles where the exchange serves the
+  timeframe, before anything newer is published. A fresh start begins with the first interval seen whole.
 - Disconnections retry forever with exponential backoff and jitter (1, 2, 4, 8, 16 s, capped); 429/418
   answers back off the same way instead of hammering. No data for `stale_s` raises a stale alarm.
 
@@ -18,14 +24,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import zmq
 
 from meshtrader.bus import AsyncioThread
-from meshtrader.domain.candles import Bar, candle_problem, timeframe_ms
+from meshtrader.domain.candles import TIMEFRAMES_MS, Bar, candle_problem, timeframe_ms
+from meshtrader.marketdata.trade_bars import MarketTrade, TradeBars
 from meshtrader.runtime.log import Logger
 from meshtrader.wire.codec import encode
 from meshtrader.wire.messages import (
@@ -39,7 +47,11 @@ from meshtrader.wire.messages import (
     tick_topic,
 )
 
-BACKFILL_LIMIT = 1000
+BACKFILL_LIMIT = 1000  # candles a REST request asks for; also how far back a trade-stream repair reaches
+TRADES_PAGE = 1000  # trades a REST request asks for (Binance's and Coinbase's maximum)
+TRADES_WINDOW_MS = 3_599_000  # a REST trades request spans under an hour (Binance refuses more)
+REPAIR_TRIES = 3  # a trade-stream repair gives up (and reports the gap) after this many failed REST requests
+GRACE_MS = 2000  # a bar from trades closes this long after its end on the exchange's clock (trades arrive late)
 BOOK_LEVELS = 20  # order book levels a side the feed publishes (MESH_FILL_MODEL=book)
 STATUS_EVERY_S = 5.0
 
@@ -83,21 +95,33 @@ class SymbolState:
     stale: bool = False
     connected: bool = False
     finals: set[int] = field(default_factory=set)  # open times whose closing kline the stream carried
-
-
+    last_close: float | None = None  # close of the last candle published
+    # the trade stream only:
+    bars: TradeBars | None = None  # None while disconnected: nothing closes on the clock then
+    trusted_from: int = -1  # bars opening before this were not seen whole: never published as built
+    rest_until: int = -1  # REST candles owed up to this open time, fetched once the last doubtful bar closed
+    clock: tuple[int, float] = (0, 0.0)  # the newest trade's exchange time and the monotonic time it came
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one trade batch or bar close at a time
 
 
 class LiveMarketData(AsyncioThread):
     def __init__(self, exchange_id: str, exchange_url: str | None, symbols: list[str], tf: str,
                  push_endpoint: str, ctx: zmq.Context, log: Logger, counters: Callable[[str, str, float], None],
                  backoff_s: float = 1.0, backoff_cap_s: float = 16.0, stale_s: float | None = None,
-                 resume_from: dict[str, int] | None = None, transport: str = "auto",
-                 poll_s: float | None = None, book_levels: int = 0) -> None:
+                 resume_from: dict[str, tuple[int, float]] | None = None, transport: str = "auto",
+                 poll_s: float | None = None, book_levels: int = 0, grace_ms: int = GRACE_MS,
+                 futures: bool = False) -> None:
+        """`resume_from`: per symbol, the open time and close of the last candle published before a restart;
+        `futures`: the symbols' USD-M perpetuals (linear contracts) rather than their spot markets."""
         self.exchange_id = exchange_id
+        self.futures = futures
         self.exchange_url = exchange_url
         self.tf = tf
         self.tf_ms = timeframe_ms(tf)
-        self.states = {s: SymbolState(s, last_published=(resume_from or {}).get(s, -1)) for s in symbols}
+        self.states: dict[str, SymbolState] = {}
+        for symbol in symbols:
+            last_open, last_close = (resume_from or {}).get(symbol, (-1, None))
+            self.states[symbol] = SymbolState(symbol, last_published=last_open, last_close=last_close)
         super().__init__("livefeed", ctx, push_endpoint)
         self.log = log
         self.count = counters  # count(metric, symbol, amount)
@@ -106,6 +130,9 @@ class LiveMarketData(AsyncioThread):
         self.transport = transport
         self.poll_s = poll_s or min(10.0, self.tf_ms / 6000)
         self.book_levels = book_levels  # 0: no order book
+        self.grace_ms = grace_ms
+        self.source, self.source_why = "klines", ""  # klines, trades or rest: see choose_source
+        self.rest_candles = False  # trade stream: repairs fetch REST candles (the exchange serves the timeframe)
         self.finals_marked = False  # the exchange flags closing klines (Binance's "x"): only those are final
         self.received_ns: dict[str, int] = {}
 
@@ -118,21 +145,31 @@ class LiveMarketData(AsyncioThread):
 
         if not hasattr(ccxtpro, self.exchange_id):
             raise ValueError(f"ccxt does not know the exchange {self.exchange_id!r}")
-        exchange = getattr(ccxtpro, self.exchange_id)({"enableRateLimit": True, "newUpdates": False,
-                                                       "options": {"defaultType": "spot",
-                                                                   "fetchMarkets": {"types": ["spot"]}}})
+        exchange = getattr(ccxtpro, self.exchange_id)({"enableRateLimit": True})
+        # market data needs the markets only: no currencies (coinbase's cost three rate-limited requests, ~1 s)
+        exchange.has = {**exchange.has, "fetchCurrencies": False}
+        exchange.options["defaultType"] = "swap" if self.futures else "spot"
+        if isinstance(exchange.options.get("fetchMarkets", {}), dict):  # coinbase's names a method instead
+            exchange.options["fetchMarkets"] = {**exchange.options.get("fetchMarkets", {}),
+                                                "types": ["linear" if self.futures else "spot"]}
+        self.source, self.source_why = self.choose_source(exchange.has)
+        # the trade stream takes each trade once (ccxt hands over those new since the last call); the kline
+        # stream wants the whole cache, the candle still trading included
+        exchange.newUpdates = self.source == "trades"
+        self.rest_candles = self.tf in exchange.timeframes and bool(exchange.has.get("fetchOHLCV"))
         if self.exchange_url:
             point_at(exchange.urls["api"], self.exchange_url)
         handle = exchange.handle_message
 
         def stamped(client, message):  # when each websocket message arrived, for the feed's added latency
-            if isinstance(message, dict) and message.get("s") in self.states:
-                self.received_ns[message["s"]] = time.monotonic_ns()
+            symbol = _message_symbol(message)
+            if symbol in self.states:
+                self.received_ns[symbol] = time.monotonic_ns()
                 kline = message.get("k")
                 if isinstance(kline, dict) and "x" in kline:  # Binance says which kline closes its candle
                     self.finals_marked = True
                     if kline["x"] is True and isinstance(kline.get("t"), int):
-                        finals = self.states[message["s"]].finals
+                        finals = self.states[symbol].finals
                         finals.add(kline["t"])
                         if len(finals) > 64:
                             finals.discard(min(finals))
@@ -140,6 +177,22 @@ class LiveMarketData(AsyncioThread):
 
         exchange.handle_message = stamped
         return exchange
+
+    def choose_source(self, has: dict) -> tuple[str, str]:
+        """Where candles come from, and why: websocket klines, bars built from the websocket trade stream
+        (asked for, bars under a minute, or no kline stream in ccxt for the exchange), or REST polling."""
+        klines, trades = has.get("watchOHLCV"), has.get("watchTrades")
+        if self.transport == "rest":
+            return "rest", "asked for"
+        if self.transport == "trades" and trades:
+            return "trades", "asked for"
+        if self.transport == "auto" and trades and self.tf_ms < TIMEFRAMES_MS["1m"]:
+            return "trades", "no kline stream under a minute"
+        if klines and self.transport != "trades":
+            return "klines", "websocket klines"
+        if trades and self.transport != "websocket":
+            return "trades", "no websocket klines in ccxt for it"
+        return "rest", f"no websocket {'trades' if self.transport == 'trades' else 'klines'} in ccxt for it"
 
     async def run_async(self) -> None:
         import ccxt
@@ -157,17 +210,19 @@ class LiveMarketData(AsyncioThread):
                 await asyncio.sleep(delay)
         for state in self.states.values():
             markets = exchange.markets_by_id.get(state.symbol) or []
-            spot = [m for m in markets if m.get("spot")] or markets
-            if not spot:
+            kind = [m for m in markets if (m.get("contract") and m.get("linear") if self.futures else m.get("spot"))]
+            if not (kind or markets):
                 self.log.error("unknown_symbol", exchange=self.exchange_id, symbol=state.symbol)
                 continue
-            state.unified = spot[0]["symbol"]
-        streaming = self.transport != "rest" and exchange.has.get("watchOHLCV")
-        if not streaming:
-            self.log.info("rest_polling", exchange=self.exchange_id, every_s=self.poll_s,
-                          why="asked for" if self.transport == "rest" else "no websocket klines in ccxt for it")
-        source = self.watch if streaming else self.poll
+            state.unified = (kind or markets)[0]["symbol"]
+        details = {"every_s": self.poll_s} if self.source == "rest" else {
+            "repairs_with": "REST candles" if self.rest_candles else "REST trades"} if self.source == "trades" else {}
+        self.log.info("candle_source", exchange=self.exchange_id, source=self.source, why=self.source_why,
+                      timeframe=self.tf, **details)
+        source = {"klines": self.watch, "trades": self.watch_trades, "rest": self.poll}[self.source]
         tasks = [asyncio.create_task(source(exchange, s)) for s in self.states.values() if s.unified]
+        if self.source == "trades":
+            tasks.append(asyncio.create_task(self.close_on_the_clock(exchange)))
         if self.book_levels and exchange.has.get("watchOrderBook"):
             tasks += [asyncio.create_task(self.watch_book(exchange, s)) for s in self.states.values() if s.unified]
         tasks.append(asyncio.create_task(self.watchdog(exchange)))
@@ -180,12 +235,26 @@ class LiveMarketData(AsyncioThread):
 
     # ----- streaming -----------------------------------------------------------------------------
     async def watch(self, exchange, state: SymbolState) -> None:
+        """Candles from the websocket kline stream."""
+        await self.stream(state, lambda: exchange.watch_ohlcv(state.unified, self.tf),
+                          lambda cache: self.on_update(exchange, state, list(cache)))
+
+    async def watch_trades(self, exchange, state: SymbolState) -> None:
+        """Candles built from the websocket trade stream."""
+        async def receive() -> list[MarketTrade]:
+            return [_market_trade(trade) for trade in await exchange.watch_trades(state.unified)]
+
+        await self.stream(state, receive, lambda trades: self.on_trades(exchange, state, trades))
+
+    async def stream(self, state: SymbolState, receive: Callable[[], Awaitable], handle: Callable[[Any], Awaitable]
+                     ) -> None:
+        """Hand what each `receive()` gets to `handle`, forever; a broken stream reconnects with backoff."""
         import ccxt
 
         backoff = Backoff(self.backoff_s, self.backoff_cap_s)
         while not self.stopping:
             try:
-                cache = await exchange.watch_ohlcv(state.unified, self.tf)
+                update = await receive()
             except asyncio.CancelledError as error:
                 if asyncio.current_task().cancelling():  # we are being stopped
                     raise
@@ -200,7 +269,7 @@ class LiveMarketData(AsyncioThread):
                 continue
             backoff.reset()
             state.last_data = time.monotonic()
-            await self.on_update(exchange, state, list(cache))
+            await handle(update)
 
     async def watch_book(self, exchange, state: SymbolState) -> None:
         """The top `book_levels` of the order book, as `md.book.<SYM>` on every update ccxt assembles
@@ -245,6 +314,7 @@ class LiveMarketData(AsyncioThread):
 
     async def stream_down(self, state: SymbolState, backoff: Backoff, error: str) -> None:
         self.set_connected(state, False, f"stream error: {error[:160]}")
+        state.bars = None  # the trade stream's builder: rebuilt, and repaired, at the reconnection
         delay = backoff.next_delay()
         self.count("reconnects", state.symbol, 1)
         self.log.warning("stream_down", symbol=state.symbol, error=error[:200], retry_in_s=round(delay, 2))
@@ -285,6 +355,132 @@ class LiveMarketData(AsyncioThread):
             await self.backfill(exchange, state, until_open=until_open,
                                 reason="candles missing from the stream" if clean else "stream reconnected")
 
+    # ----- the trade stream ----------------------------------------------------------------------
+    async def on_trades(self, exchange, state: SymbolState, trades: list[MarketTrade]) -> None:
+        """Each new trade into the bar builder; the bars it closes go out before its tick."""
+        if not trades:
+            return
+        async with state.lock:
+            resumed = not state.connected
+            if resumed:
+                await self.resume_bars(exchange, state, min(t.time for t in trades))
+                self.set_connected(state, True, "stream connected")
+            received_ns = self.received_ns.pop(state.symbol, 0)
+            late = state.bars.late
+            for trade in trades:
+                closed = state.bars.add(trade)
+                if closed is None:
+                    continue
+                await self.publish_built(exchange, state, closed)
+                if trade.time >= state.clock[0]:
+                    state.clock = (trade.time, time.monotonic())
+                self.emit(tick_topic(state.symbol), Tick(symbol=state.symbol, price=trade.price, qty=trade.amount,
+                                                         et=trade.time, tid=random.getrandbits(63)), received_ns)
+                received_ns = 0
+            if state.bars.late > late and not resumed:  # a reconnect's snapshot is no news
+                self.count("late_trades", state.symbol, state.bars.late - late)
+                self.log.warning("late_trades", symbol=state.symbol, dropped=state.bars.late - late,
+                                 why="their bar had closed (a closed bar is never revised)")
+
+    async def resume_bars(self, exchange, state: SymbolState, first: int) -> None:
+        """The stream (re)connected and its first trade is at `first`: a new bar builder, and the bars since
+        the last one published repaired before anything newer. The stream is whole from `first` on (a
+        snapshot of recent trades included), so the repair needs REST only for what came before it."""
+        tf = self.tf_ms
+        joined = first - first % tf  # the interval the stream joined in
+        next_open = state.last_published + tf
+        if state.last_published < 0:  # a fresh start: the series begins with the first interval seen whole
+            state.bars, state.trusted_from = TradeBars(tf, self.grace_ms, closed_until=joined - tf), joined + tf
+            return
+        if first < next_open:  # the stream reaches back past the last bar published: nothing is missing
+            state.bars = TradeBars(tf, self.grace_ms, closed_until=state.last_published, last_close=state.last_close)
+            state.trusted_from = next_open
+            return
+        state.bars = TradeBars(tf, self.grace_ms, closed_until=joined - tf)  # no flat bars over unknown ground
+        state.trusted_from = joined + tf
+        if self.rest_candles:  # fetched once the interval joined closes (it is still trading)
+            state.rest_until = joined + tf
+            return
+        repair_from = max(next_open, joined - BACKFILL_LIMIT * tf)
+        fetched = await self.rest_trades(exchange, state, repair_from, first)
+        if fetched is None:
+            return  # the hole is reported with the first bar published after it
+        state.bars = TradeBars(tf, self.grace_ms, closed_until=repair_from - tf,
+                               last_close=state.last_close if repair_from == next_open else None)
+        state.trusted_from = repair_from
+        closed = [bar for trade in sorted(fetched, key=lambda t: t.time) for bar in state.bars.add(trade) or []]
+        await self.publish_built(exchange, state, closed)
+        self.report_gap(state, repair_from, joined + tf, (joined + tf - repair_from) // tf,
+                        f"stream reconnected: rebuilt from {len(fetched)} REST trades")
+
+    async def publish_built(self, exchange, state: SymbolState, bars: list) -> None:
+        """Publish bars the builder closed. Those opening before `trusted_from` were not seen whole: they
+        are dropped, or replaced by REST candles when the last of them closes."""
+        for bar in bars:
+            if bar.open_time < state.trusted_from:
+                if bar.open_time + self.tf_ms == state.rest_until:
+                    state.rest_until = -1
+                    await self.backfill(exchange, state, until_open=bar.open_time + self.tf_ms,
+                                        reason="stream reconnected")
+                continue
+            if 0 <= state.last_published < bar.open_time - self.tf_ms:
+                self.report_gap(state, state.last_published + self.tf_ms, bar.open_time, 0,
+                                f"not rebuilt: no REST trades for it, or more than {BACKFILL_LIMIT} bars back")
+            await self.publish_candle(exchange, state, bar, source="trades")
+
+    async def rest_trades(self, exchange, state: SymbolState, since: int, until: int) -> list[MarketTrade] | None:
+        """Every trade in [since, until) through REST, or None if the exchange would not give them. A page
+        holds the oldest or the newest trades of its window depending on the exchange, so a window whose
+        answer comes back full is split in two (down to a second: Coinbase's resolution)."""
+        trades: list[MarketTrade] = []
+        windows = [(start, min(start + TRADES_WINDOW_MS, until)) for start in range(since, until, TRADES_WINDOW_MS)]
+        while windows:
+            start, end = windows.pop()
+            # `until` rounded up to a whole second: Coinbase's windows are in seconds
+            page = await self.rest_call(state, exchange.fetch_trades, state.unified, start, TRADES_PAGE,
+                                        {"until": end + 999})
+            if page is None:
+                return None
+            if len(page) >= TRADES_PAGE and end - start > 1000:
+                middle = start + (end - start) // 2
+                windows += [(middle, end), (start, middle)]
+                continue
+            trades += [t for t in map(_market_trade, page) if start <= t.time < end]
+        return trades
+
+    async def rest_call(self, state: SymbolState, call: Callable[..., Awaitable], *args) -> Any:
+        """A REST request for a repair, retried with backoff; None after REPAIR_TRIES failures."""
+        import ccxt
+
+        backoff = Backoff(self.backoff_s, self.backoff_cap_s)
+        for attempt in range(1, REPAIR_TRIES + 1):
+            try:
+                return await call(*args)
+            except ccxt.BaseError as error:
+                kind = _error_kind(error)
+                self.count(kind, state.symbol, 1)
+                self.log.warning("repair_request_failed", symbol=state.symbol, error=str(error)[:200], kind=kind,
+                                 attempt=attempt, of=REPAIR_TRIES)
+                if attempt < REPAIR_TRIES:
+                    await asyncio.sleep(backoff.next_delay())
+        return None
+
+    async def close_on_the_clock(self, exchange) -> None:
+        """Close the bars whose end the exchange's clock passed by the grace period, so a quiet market still
+        gets its bars (flat ones where nothing traded). The clock is the newest trade's exchange time plus
+        the time since it arrived, and runs only while the stream is up and fresh: a dead stream closes
+        nothing (the stale alarm then reconnects it and the repair rebuilds what it missed)."""
+        while not self.stopping:
+            await asyncio.sleep(min(1.0, self.tf_ms / 4000))
+            for state in self.states.values():
+                if not state.connected or state.stale:
+                    continue
+                async with state.lock:
+                    newest_ms, arrived = state.clock
+                    if state.bars is not None and newest_ms:
+                        bars = state.bars.close_due(newest_ms + int((time.monotonic() - arrived) * 1000))
+                        await self.publish_built(exchange, state, bars)
+
     async def publish_candle(self, exchange, state: SymbolState, bar: Bar, source: str) -> None:
         previous = state.last_published if state.last_published >= 0 else None
         problem = candle_problem(bar, previous)
@@ -299,7 +495,7 @@ class LiveMarketData(AsyncioThread):
             self.log.warning("candle_rejected", symbol=state.symbol, open_time=bar.open_time, problem=problem,
                              source=source)
             return
-        state.last_published = bar.open_time
+        state.last_published, state.last_close = bar.open_time, bar.close
         self.emit(candle_topic(state.symbol, self.tf), Candle(
             symbol=state.symbol, tf=self.tf, open_time=bar.open_time, open=bar.open, high=bar.high, low=bar.low,
             close=bar.close, volume=bar.volume, et=bar.open_time + self.tf_ms, tid=random.getrandbits(63)))
@@ -312,7 +508,6 @@ class LiveMarketData(AsyncioThread):
         start = state.last_published + self.tf_ms if state.last_published >= 0 else until_open - self.tf_ms
         if start >= until_open:
             return
-        missing = (until_open - start) // self.tf_ms
         backoff = Backoff(self.backoff_s, self.backoff_cap_s)
         fetched: list[list] = []
         since = start
@@ -335,12 +530,18 @@ class LiveMarketData(AsyncioThread):
             since = int(rows[-1][0]) + self.tf_ms
         for row in fetched:
             await self.publish_candle(exchange, state, _bar(row), source="rest")
+        self.report_gap(state, start, until_open, len(fetched), reason)
+
+    def report_gap(self, state: SymbolState, start: int, until_open: int, backfilled: int, reason: str) -> None:
+        """Candles [start, until_open) were doubtful: counted, logged and published as `md.gap.<SYM>`."""
+        missing = (until_open - start) // self.tf_ms
         self.count("gaps", state.symbol, 1)
-        self.count("backfilled", state.symbol, len(fetched))
-        self.log.warning("gap_repaired", symbol=state.symbol, reason=reason, missing=missing, backfilled=len(fetched))
+        self.count("backfilled", state.symbol, backfilled)
+        self.log.warning("gap_repaired" if backfilled else "gap_not_repaired", symbol=state.symbol, reason=reason,
+                         missing=missing, backfilled=backfilled)
         self.emit(b"md.gap." + state.symbol.encode(), MarketGap(
             symbol=state.symbol, tf=self.tf, from_open=start, to_open=until_open - self.tf_ms, missing=missing,
-            backfilled=len(fetched), reason=reason, et=until_open))
+            backfilled=backfilled, reason=reason, et=until_open))
 
     # ----- health --------------------------------------------------------------------------------
     def set_connected(self, state: SymbolState, connected: bool, reason: str) -> None:
@@ -393,6 +594,24 @@ def _error_kind(error: Exception) -> str:
     import ccxt
 
     return "rate_limited" if isinstance(error, ccxt.DDoSProtection | ccxt.RateLimitExceeded) else "rest_error"
+
+
+def _market_trade(trade: dict) -> MarketTrade:
+    """A ccxt trade structure as the bar builder takes it."""
+    return MarketTrade(int(trade["timestamp"]), float(trade["price"]), float(trade["amount"] or 0.0),
+                       None if trade.get("id") is None else str(trade["id"]))
+
+
+def _message_symbol(message: Any) -> str | None:
+    """The exchange id a websocket message is about: Binance's "s", Coinbase's product id."""
+    if not isinstance(message, dict):
+        return None
+    if "s" in message:
+        return message["s"]
+    try:
+        return message["events"][0]["trades"][0]["product_id"]
+    except (KeyError, IndexError, TypeError):
+        return None
 
 
 def _bar(row: list) -> Bar:

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from contextlib import closing
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from meshtrader.domain.risk import BOOK_KEY
 from meshtrader.ops.status import mesh_state
 from meshtrader.persistence.hotstate import HotState
 from meshtrader.persistence.store import Store
+from meshtrader.research.metrics import shown
 from meshtrader.runtime.config import LIVE_CONFIRMATION, REPO_ROOT, ConfigError, Settings, load_settings
 from meshtrader.runtime.supervise import Supervisor, default_paths, local_paths, render
 from meshtrader.wire.messages import (
@@ -190,7 +192,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(state))
         return 0
-    print(f"mode {state['mode']}  trading {state['trading_state']}  equity {state['equity']}  "
+    print(f"mode {state['mode']}  market {state['market']}  trading {state['trading_state']}  equity {state['equity']}  "
           f"cash {state['cash']}  trades {state['trades']}")
     if state["risk_reason"]:  # why trading is not ACTIVE: who paused it, the halt, the stale data
         print(f"  {state['risk_reason']}")
@@ -199,7 +201,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {name:22} {service['state']:10} {'healthy' if service['healthy'] else 'UNHEALTHY':10} "
               f"heartbeat {'-' if age is None else f'{age:.1f}s ago'}")
     for p in state["positions"]:
-        print(f"  position {p['strategy']:12} {p['symbol']:9} qty {p['qty']} avg {p['avg_price']} last {p['last_price']}")
+        futures = f"  margin {p['margin']}  liquidation {p['liquidation_price']}" if "margin" in p else ""
+        print(f"  position {p['strategy']:12} {p['symbol']:9} qty {p['qty']} avg {p['avg_price']} last {p['last_price']}"
+              + futures)
     print("  allocations: " + ", ".join(f"{k} {v:.2f}%" for k, v in state["allocations"].items()))
     return 0
 
@@ -358,7 +362,7 @@ def _market_time(text: str | None) -> int | None:
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from meshtrader.domain.candles import resample, timeframe_ms
     from meshtrader.marketdata.files import DataError, find_candle_file, find_series_file, load_bars, load_funding
-    from meshtrader.research.backtest import Backtester
+    from meshtrader.research.backtest import Backtester, FundingGap
     from meshtrader.strategies import ParameterError
 
     try:
@@ -375,8 +379,20 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
         args.db = settings.fork_location(fork["path"])
     symbols = [args.symbol.upper().replace("/", "")] if args.symbol else settings.symbols
     data_dir = args.data.resolve() if args.data else settings.data_dir
+    market = args.market or settings.market
+    leverage = Decimal(args.leverage) if args.leverage else settings.leverage.get(args.strategy, Decimal(1))
+    if market == "spot" and leverage != 1 or not 1 <= leverage <= settings.max_leverage:
+        print(f"backtest: --leverage {leverage}: spot has none; usdm allows 1 to MESH_MAX_LEVERAGE "
+              f"{settings.max_leverage}", file=sys.stderr)
+        return 2
+    settings = settings.model_copy(update={"market": market, "leverage": {args.strategy: leverage}})
+    if not args.db and timeframe_ms(settings.timeframe) < 60_000:
+        print(f"backtest: {settings.timeframe} candles come from trades, not the minute files: backtest them from a "
+              "store that recorded them (--db or --fork)", file=sys.stderr)
+        return 2
     try:
-        backtester = Backtester({args.strategy: params}, symbols, settings, settings.timeframe)
+        backtester = Backtester({args.strategy: params}, symbols, settings, settings.timeframe,
+                                funding_gaps=args.funding_gaps)
         series, funding = {}, {}
         store = Store(args.db, read_only=True) if args.db else None
         for symbol in symbols:
@@ -394,7 +410,11 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
         print("backtest: no candles in that window", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    report = backtester.run(series, funding)
+    try:
+        report = backtester.run(series, funding)
+    except FundingGap as error:
+        print(f"backtest: {error}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - started
     summary = {**report.summary(), "seconds": round(seconds, 3), "bars_per_s": round(report.bars / seconds)}
     if args.plot:
@@ -409,7 +429,15 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
           f"({summary['bars_per_s']:,} bars/s)")
     for key in ("trades", "roi", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "exposure",
                 "fees", "final_equity", "rejected"):
-        print(f"  {key:14} {summary[key]}")
+        # Sharpe and Sortino of daily returns, with the days they rest on ("n/a (1 day)": not defined)
+        print(f"  {key:14} {shown(summary[key], report.days) if key in ('sharpe', 'sortino') else summary[key]}")
+    if report.market == "usdm":
+        print(f"  {'market':14} usdm (USD-M perpetual futures, {leverage}x, isolated margin)")
+        print(f"  {'funding':14} paid {report.funding_paid:.2f}, received {report.funding_received:.2f} USDT "
+              f"(net {report.funding_received - report.funding_paid:+.2f})")
+        print(f"  {'liquidations':14} {report.liquidations}")
+        for assumption in report.funding_assumed:
+            print(f"  {'assumed':14} {assumption}")
     if args.plot:
         print(f"  equity curve and drawdown: {args.plot}")
     return 0
@@ -626,6 +654,12 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--data", type=Path, help="directory of candle files (default: MESH_DATA)")
     backtest.add_argument("--db", help="candles from a store instead: a mesh.db, a fork of it, or a postgresql:// URL")
     backtest.add_argument("--fork", help="candles from a fork, by id (mesh forks)")
+    backtest.add_argument("--market", choices=["spot", "usdm"], help="spot, or USD-M futures: shorts, leverage, "
+                          "funding, liquidation (default: MESH_MARKET)")
+    backtest.add_argument("--funding-gaps", choices=["error", "carry"], default="error",
+                          help="usdm: a settlement the funding data lacks is an error, or gets the last known rate "
+                          "(stated in the report)")
+    backtest.add_argument("--leverage", help="the strategy's leverage under usdm (default: MESH_LEVERAGE, else 1)")
     backtest.add_argument("--json", action="store_true", help="one JSON object")
     backtest.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the equity curve and drawdown")
     backtest.set_defaults(func=cmd_backtest)

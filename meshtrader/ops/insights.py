@@ -14,12 +14,14 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from meshtrader.domain.portfolio import FUNDING
 from meshtrader.domain.regime import RegimeRules
 from meshtrader.ops.status import reading
 from meshtrader.persistence import views
 from meshtrader.persistence.fork_registry import DESTROYED, ForkRegistry
 from meshtrader.persistence.store import Store
 from meshtrader.research.backtest import MINUTES_PER_YEAR
+from meshtrader.research.metrics import shown
 from meshtrader.runtime.config import Settings
 from meshtrader.strategies import ParameterError, create
 
@@ -50,6 +52,8 @@ def strategy_insights(settings: Settings) -> dict[str, Any]:
         for row in views.equity_history(store):
             equity[row["strategy"]].append(((row["event_time"], row["created_at"]), Decimal(row["equity"])))
         for row in store.ledger():
+            if row["kind"] == FUNDING:  # funding is the positions' performance, not capital moved
+                continue
             transfers[row["strategy"]].append(((row["event_time"] or 0, row["created_at"]), Decimal(row["amount"])))
         allocations = views.allocation_history(store)
         adoptions = views.params_adoptions(store)
@@ -129,7 +133,8 @@ def params_in_use(store: Store, settings: Settings, name: str, adopted_at: float
     adopted = store.get_state(f"params.{name}")
     given = adopted if adopted is not None else settings.strategy_params.get(name, {})
     try:
-        params = create(name, settings.symbols[0], given).params.model_dump()
+        params = create(name, settings.symbols[0], given).params.model_dump(
+            exclude=None if settings.market == "usdm" else {"short"})  # a futures-only knob
     except ParameterError:  # recorded before the strategy's parameters changed: shown as recorded
         params = given
     return {"params": params, "params_source": "configured" if adopted is None else "adopted",
@@ -154,7 +159,8 @@ def validation_vs_live(name: str, validations: list[dict], first_candle: int | N
     live = [p for p in history if from_et < p.end <= to_et]
     return {"fork_id": fork["fork_id"], "window_min": minutes, "from_et": from_et, "to_et": to_et,
             "backtest": {"return_pct": percent(report.get("roi")), "trades": report.get("trades"),
-                         "sharpe": report.get("sharpe"), "max_drawdown_pct": percent(report.get("max_drawdown")),
+                         "sharpe": report.get("sharpe"), "days": report.get("days"),
+                         "max_drawdown_pct": percent(report.get("max_drawdown")),
                          "win_rate": report.get("win_rate"), "profit_factor": report.get("profit_factor")},
             "live": {**performance(live), "trades": sum(1 for t in trades if from_et < t["event_time"] <= to_et),
                      "from_et": live[0].start if live else None, "to_et": live[-1].end if live else None}}
@@ -212,7 +218,8 @@ def produced(results: dict) -> str:
     if "whatif" in results:
         whatif = results["whatif"]
         said.append(f"what-if chose {whatif['chosen']}: " + ", ".join(
-            f"{n} Sharpe {o['sharpe']:.2f} ROI {o['roi'] * 100:.2f}%" for n, o in whatif["outcome"].items()))
+            f"{n} Sharpe {shown(o['sharpe'], o.get('days', 0))} ROI {o['roi'] * 100:.2f}%"  # no days: stored before
+            for n, o in whatif["outcome"].items()))
     if "optimization" in results:
         said.append(optimization_verdict(results["optimization"]))
     said += [f"{label}: {results[key]}" for key, label in (("incident", "incident"), ("error", "failed"),

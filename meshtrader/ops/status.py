@@ -69,6 +69,7 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
     redis_up = hot.ping()
     state = {
         "mode": settings.mode,
+        "market": settings.market,  # spot, or usdm: cash is then the wallet, equity wallet + unrealized PnL
         "symbols": settings.symbols,
         "mesh": {"up": bool(running) and redis_up, "running": len(running), "services": len(trading),
                  "redis": redis_up},
@@ -81,7 +82,9 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
         # since the market day began (00:00 UTC market time), against the risk guard's day baseline
         "pnl_today": str(Decimal(account["equity"]) - day_start) if account and day_start is not None else None,
         "positions": positions,
+        # each strategy's share, then the cash line's while it holds any (domain.allocation.CASH), in percent
         "allocations": {k: float(v) * 100 for k, v in alloc.get("weights", {}).items()},
+        "allocation_cash_max_pct": float(settings.alloc_cash_max_pct) * 100,
         "trading_state": risk.get("trading_state", "UNKNOWN"),
         "regime": (hot.get("regime") or {}).get("regime"),
         "kill_switch": risk.get("kill_switch"),
@@ -100,11 +103,14 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
 
 def open_positions(account: dict[str, Any]) -> list[dict[str, Any]]:
     """Every strategy's open positions in the executor's account snapshot, with unrealized P&L at the last
-    price (exact strings)."""
+    price (exact strings; a short's quantity is negative). Futures add each position's isolated margin and
+    liquidation price."""
+    futures = account.get("market") == "usdm"
     return [{"strategy": a["strategy"], "symbol": p["symbol"], "qty": p["qty"], "avg_price": p["avg_price"],
              "last_price": p["last_price"],
              "unrealized_pnl": str(Decimal(p["qty"]) * Decimal(p["last_price"]) - Decimal(p["cost"]))
-             if "cost" in p else None}
+             if "cost" in p else None,
+             **({"margin": p.get("margin"), "liquidation_price": p.get("liquidation_price")} if futures else {})}
             for a in account.get("accounts", []) for p in a.get("positions", [])]
 
 

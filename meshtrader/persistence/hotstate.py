@@ -9,6 +9,7 @@ import json
 import threading
 from typing import Any
 
+import msgspec
 import redis
 
 from meshtrader.runtime.log import Logger
@@ -99,14 +100,11 @@ class HotState:
 
     # ----- reading (CLI, dashboard, start-up) ---------------------------------------------------
     def put_account(self, snapshot: Any, event_time: int) -> None:
-        """The executor's account snapshot as the dashboard and `mesh status` read it (money as strings)."""
-        self.put("account", {"equity": str(snapshot.equity), "cash": str(snapshot.cash),
+        """The executor's account snapshot as the dashboard and `mesh status` read it (money as strings; the
+        futures fields, margin, margin ratio, funding, liquidation price, with it)."""
+        self.put("account", {"market": snapshot.market, "equity": str(snapshot.equity), "cash": str(snapshot.cash),
                              "exposure": str(snapshot.exposure), "trades": snapshot.trades, "event_time": event_time,
-                             "accounts": [{"strategy": a.strategy, "cash": str(a.cash), "equity": str(a.equity), "nav": str(a.nav),
-                                           "positions": [{"symbol": p.symbol, "qty": str(p.qty),
-                                                          "cost": str(p.cost), "avg_price": str(p.avg_price),
-                                                          "last_price": str(p.last_price)} for p in a.positions]}
-                                          for a in snapshot.accounts]})
+                             "accounts": msgspec.to_builtins(snapshot.accounts)})
 
     def get(self, key: str) -> Any:
         try:

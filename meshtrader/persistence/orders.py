@@ -14,7 +14,7 @@ from typing import Any
 
 from meshtrader.domain.money import ZERO
 from meshtrader.domain.orders import Transition
-from meshtrader.domain.portfolio import Portfolio
+from meshtrader.domain.portfolio import FUNDING, Portfolio
 from meshtrader.persistence.store import Store
 
 ORDER_COLUMNS = ("order_id, signal_id, strategy, symbol, side, qty, price, status, reason, event_time, trace_id, "
@@ -26,6 +26,20 @@ INSERT_TRANSITION = "INSERT INTO order_events VALUES (?,?,?,?,?,?,?,?)"
 UPSERT_POSITION = ("INSERT INTO positions VALUES (?,?,?,?,?) ON CONFLICT(strategy, symbol) DO UPDATE SET "
                    "qty=excluded.qty, cost=excluded.cost, updated_at=excluded.updated_at")
 WORKING = ("SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED")
+INSERT_FUNDING = ("INSERT INTO ledger(strategy, amount, reason, event_time, created_at, kind, symbol, ref) "
+                  "VALUES (?,?,?,?,?,?,?,?)")
+
+
+@dataclass(frozen=True)
+class FundingEntry:
+    """A funding settlement on one sub-account's position: received (+) or paid (-)."""
+
+    strategy: str
+    symbol: str
+    amount: Decimal
+    event_time: int
+    ref: str  # unique: the settlement and the sub-account (paper), or the exchange's income id (live)
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -136,10 +150,24 @@ class OrderJournal:
 
     def rebuild(self, previous: Portfolio) -> Portfolio:
         """The books as the store has them (after a write the store refused), keeping the marks."""
-        portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades())
+        portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades(), **previous.books())
         portfolio.marks.update(previous.marks)
         portfolio.restore_units(previous.units_state())
         return portfolio
+
+    def funding(self, payments: Sequence[FundingEntry]) -> list[FundingEntry]:
+        """Funding settlements as ledger entries, each once (a ref seen before is skipped): the ones new."""
+        if not payments:
+            return []
+        refs = [p.ref for p in payments]
+        known = {r[0] for r in self.store.query(f"SELECT ref FROM ledger WHERE ref IN ({','.join('?' * len(refs))})",
+                                                tuple(refs))}
+        new = [p for p in payments if p.ref not in known]
+        now = time.time()
+        with self.store.transaction() as db:
+            db.executemany(INSERT_FUNDING, [(p.strategy, str(p.amount), p.reason, p.event_time, now, FUNDING, p.symbol,
+                                             p.ref) for p in new])
+        return new
 
     def working_orders(self) -> list[SavedOrder]:
         rows = self.store.query(

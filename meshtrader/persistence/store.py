@@ -117,6 +117,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX trades_unpublished ON trades(published) WHERE published = 0;
     CREATE INDEX trades_by_order ON trades(order_id);
     """,
+    # version 7: futures funding settlements are ledger entries of their own kind, each booked once (its ref)
+    """
+    ALTER TABLE ledger ADD COLUMN kind TEXT NOT NULL DEFAULT 'transfer';
+    ALTER TABLE ledger ADD COLUMN symbol TEXT;
+    ALTER TABLE ledger ADD COLUMN ref TEXT;
+    CREATE UNIQUE INDEX ledger_ref ON ledger(ref);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 ORDER_BASICS = "order_id, signal_id, strategy, symbol, side, qty, price, status, reason, event_time, trace_id, created_at"
@@ -401,7 +408,8 @@ class Store:
 
     # ----- accounts -----------------------------------------------------------------------------
     def ledger(self) -> list:
-        return self.query("SELECT strategy, amount, reason, event_time, created_at FROM ledger ORDER BY entry_id")
+        return self.query("SELECT strategy, amount, reason, event_time, created_at, kind, symbol, ref FROM ledger "
+                          "ORDER BY entry_id")
 
     def trades(self) -> list:
         """Every trade in the order it was made."""

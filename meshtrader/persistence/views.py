@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+from meshtrader.domain.candles import timeframe_ms
 from meshtrader.persistence.store import Store
 
 
@@ -22,8 +23,10 @@ def narrated(store: Store, kind: str) -> bool:
 
 
 def candles_end(store: Store) -> int:
-    """Event time just after the last stored 1-minute candle, 0 without any: where a restarted clock resumes."""
-    return store.scalar("SELECT MAX(open_time) + 60000 FROM candles") or 0
+    """Event time just after the last stored candle (of any timeframe), 0 without any: where a restarted
+    clock resumes."""
+    row = store.query("SELECT open_time, tf FROM candles ORDER BY open_time DESC LIMIT 1")
+    return row[0][0] + timeframe_ms(row[0][1]) if row else 0
 
 
 def recent_trades(store: Store, n: int) -> list[dict]:

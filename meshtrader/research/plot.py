@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meshtrader.research.backtest import Report
+from meshtrader.research.metrics import shown
 
 
 def plot_equity(report: Report, path: Path) -> None:
@@ -20,7 +21,7 @@ def plot_equity(report: Report, path: Path) -> None:
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, height_ratios=(3, 1))
     top.plot(curve, color="#2e7d32", linewidth=1)
     top.set_title(f"{', '.join(report.strategies)} on {', '.join(report.symbols)}: ROI {report.roi * 100:.2f}%, "
-                  f"Sharpe {report.sharpe:.2f}, {report.trades} trades")
+                  f"Sharpe {shown(report.sharpe, report.days)}, {report.trades} trades")
     top.set_ylabel("equity")
     bottom.fill_between(range(len(drawdown)), drawdown, 0, color="#c62828", alpha=0.5)
     bottom.set_ylabel("drawdown %")

@@ -93,13 +93,15 @@ class Settings(BaseSettings):
     market_type: MarketType | None = Field(
         None, description="the instruments' market: spot, or usdm (USD-M futures); unset: spot with live data "
         "(MESH_FEED=live), else usdm (the bundled candles)")
-    feed_transport: Literal["auto", "websocket", "rest"] = Field(
-        "auto", description="websocket klines where ccxt has them, else REST polling")
+    feed_transport: Literal["auto", "websocket", "rest", "trades"] = Field(
+        "auto", description="websocket klines where ccxt has them, else the trade stream (always under 1m), else "
+        "REST polling; trades: candles built from the trade stream")
     feed_poll_s: float | None = Field(None, gt=0, description="REST polling interval (default 10 s)")
     feed_backoff_s: float = Field(1.0, gt=0, le=60, description="first reconnect delay; doubles up to 16x")
     feed_stale_s: float | None = Field(None, gt=0, description="stale-data alarm after this silence (2 candles)")
     data: Path | None = Field(None, description="directory of candle CSVs (plain or .gz), one per symbol")
-    timeframe: str = Field("1m", description="candle timeframe the mesh trades on (1m, 5m, 15m, 1h, 4h, 1d)")
+    timeframe: str = Field("1m", description="candle timeframe the mesh trades on (15s, 30s, 1m, 5m, 15m, 1h, 4h, "
+                           "1d; under 1m candles come from trades)")
     replay: Literal["candles", "trades"] = Field("candles", description="replay candle files, or the raw trade tape")
     symbols: Annotated[list[str], NoDecode] = ["BTCUSDT", "ETHUSDT"]
     replay_speed: float = Field(10.0, gt=0, le=1_000_000, description="candles per second per symbol")
@@ -134,6 +136,27 @@ class Settings(BaseSettings):
     slippage_impact_bp: Decimal = Field(Decimal("0"), ge=0, le=10000,
                                         description="volume-aware slippage: + this x sqrt(qty / bar volume)")
     signal_ttl_s: float = Field(30.0, gt=0, description="signals that waited longer than this (seconds) are refused")
+    sizing: Literal["fixed", "volatility"] = Field(
+        "fixed", description="entry size: fixed = MESH_ORDER_PCT of the strategy's equity; volatility = sized so "
+        "the position's expected daily move is MESH_VOL_TARGET_PCT of the equity (capped by MESH_ORDER_PCT)")
+    vol_target_pct: Decimal = Field(Decimal("0.005"), gt=0, le=1,
+                                    description="volatility sizing: a position's expected daily move / equity")
+    vol_lookback: int = Field(60, ge=2, le=10_000, description="volatility sizing: bars of realised volatility")
+    confidence_sizing: bool = Field(False, description="scale an entry's size by its signal's confidence (0-1)")
+
+    # futures (MESH_MARKET=usdm): shorts, leverage, margin, funding, liquidation
+    market: MarketType = Field("spot", description="spot: buy and hold the asset; usdm: USD-M perpetual futures "
+                               "(long and short, leverage, isolated margin, funding, liquidation)")
+    max_leverage: Decimal = Field(Decimal("5"), ge=1, le=125, description="no strategy's leverage above this")
+    leverage: Annotated[dict[str, Decimal], NoDecode] = Field(
+        default_factory=dict, description='per-strategy leverage under usdm, JSON: {"macd": 3}; unlisted: 1')
+    liquidation_fee_bp: Decimal = Field(Decimal("125"), ge=0, le=1000,
+                                        description="fee of a liquidation, bp of the notional at the liquidation "
+                                        "price (never more than the margin left)")
+    margin_reduce_ratio: Decimal = Field(Decimal("0.5"), gt=0, le=1, description="margin ratio (maintenance / "
+                                         "margin balance) at which the risk guard lets a strategy only reduce")
+    margin_close_ratio: Decimal = Field(Decimal("0.8"), gt=0, le=1, description="margin ratio at which the risk "
+                                        "guard closes the strategy's position, before the exchange liquidates")
 
     # allocation
     validation_every_min: float = Field(360.0, gt=0, description="market minutes between strategy validations")
@@ -145,7 +168,8 @@ class Settings(BaseSettings):
                                          description="validate early when a strategy lost this much since the last")
     optimize_every: int = Field(2, ge=0, description="optimise one strategy's parameters every Nth validation; 0: never")
     optimize_objective: Literal["sharpe", "sortino", "roi", "profit_factor"] = "sharpe"
-    optimize_samples: int = Field(24, ge=0, description="parameter sets tried (random from the grid); 0: the whole grid")
+    optimize_samples: int = Field(24, ge=0, description="parameter sets tried (chosen by MESH_OPTIMIZE_SAMPLER); "
+                                  "0: the whole grid")
     optimize_workers: int = Field(2, ge=1, le=64, description="worker processes of a parameter optimisation")
     optimize_window_min: float = Field(10080.0, gt=0, description="market minutes an optimisation walks forward over")
     research_cluster: str | None = Field(None, description="Dask scheduler address (tcp://host:8786): validation "
@@ -156,6 +180,11 @@ class Settings(BaseSettings):
     alloc_min_pct: Decimal = Field(Decimal("0.05"), ge=0, le=1)
     alloc_max_pct: Decimal = Field(Decimal("0.60"), gt=0, le=1)
     alloc_change_pct: Decimal = Field(Decimal("0.02"), ge=0, le=1, description="smaller moves are not republished")
+    alloc_cash_max_pct: Decimal = Field(Decimal("0.5"), ge=0, le=1, description="at most this share of capital "
+                                        "stays in cash when validations show no strategy earns it; 0: always invested")
+    optimize_sampler: Literal["tpe", "random"] = Field("tpe", description="parameter search: Optuna's TPE, or "
+                                                       "random sampling from the grid")
+    optimize_seed: int = Field(0, ge=0, description="seed of the parameter search: the same seed, the same trials")
 
     # risk limits
     max_order_pct: Decimal = Field(Decimal("0.20"), gt=0, le=1)
@@ -214,7 +243,7 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("strategy_params", mode="before")
+    @field_validator("strategy_params", "leverage", mode="before")
     @classmethod
     def _json(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -302,11 +331,44 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _market_type_fits_the_data(self) -> Settings:
-        if self.market_type is None:
+        if self.market == "usdm":
+            if self.market_type not in (None, "usdm"):
+                raise ValueError(f"MESH_MARKET usdm trades USD-M futures: MESH_MARKET_TYPE {self.market_type} "
+                                 "instruments cannot be")
+            self.market_type = "usdm"
+        elif self.market_type is None:
             self.market_type = "spot" if self.feed == "live" else BUNDLED_MARKET_TYPE
         elif self.feed == "live" and self.market_type != "spot":
-            raise ValueError(f"MESH_MARKET_TYPE {self.market_type}: the live feed streams spot markets only")
+            raise ValueError(f"MESH_MARKET_TYPE {self.market_type}: the live spot feed streams spot markets only "
+                             "(MESH_MARKET=usdm streams USD-M)")
         return self
+
+    @model_validator(mode="after")
+    def _futures_settings(self) -> Settings:
+        for name, leverage in self.leverage.items():
+            if name not in self.strategies:
+                raise ValueError(f"MESH_LEVERAGE names {name!r}, which is not in MESH_STRATEGIES")
+            if not 1 <= leverage <= self.max_leverage:
+                raise ValueError(f"MESH_LEVERAGE {name}: {leverage} is not between 1 and MESH_MAX_LEVERAGE "
+                                 f"{self.max_leverage}")
+        if self.market == "spot":
+            if any(leverage != 1 for leverage in self.leverage.values()):
+                raise ValueError("MESH_LEVERAGE: spot has no leverage (MESH_MARKET=usdm trades futures)")
+            shorting = [name for name, params in self.strategy_params.items() if params.get("short")]
+            if shorting:
+                raise ValueError(f"MESH_STRATEGY_PARAMS: {shorting[0]} has short legs on, and spot cannot go short "
+                                 "(MESH_MARKET=usdm trades futures)")
+        if self.mode == "live" and self.market == "usdm" and len({self.leverage_of(n) for n in self.strategies}) > 1:
+            raise ValueError("MESH_LEVERAGE: a live futures account has one leverage per symbol (one-way mode), "
+                             "so every strategy must trade at the same leverage")
+        if self.margin_reduce_ratio >= self.margin_close_ratio:
+            raise ValueError(f"MESH_MARGIN_REDUCE_RATIO {self.margin_reduce_ratio} must be under "
+                             f"MESH_MARGIN_CLOSE_RATIO {self.margin_close_ratio}")
+        return self
+
+    def leverage_of(self, strategy: str) -> Decimal:
+        """A strategy's leverage: 1 on spot and where MESH_LEVERAGE does not name it."""
+        return self.leverage.get(strategy, Decimal(1)) if self.market == "usdm" else Decimal(1)
 
     @model_validator(mode="after")
     def _placement_names_programs(self) -> Settings:

@@ -7,8 +7,10 @@ market regime. Equal weights to start; after the first validation, performance-b
   the last one, when the regime changes, and on demand (`mesh validate`): every strategy is backtested
   on a read-only fork over several lookback windows. Its score blends the windows (recent first), the
   learned regime x strategy table, and a penalty for strategies holding the same positions; weights are
-  a softmax of the scores within bounds, capped by each strategy's Kelly fraction. Deactivated
-  strategies get 0%, and come back only after a successful validation.
+  a softmax of the scores within bounds, capped by each strategy's Kelly fraction; a strategy whose
+  validation shows no edge (ROI after fees <= 0 over the windows) gives its share to the cash line, up
+  to MESH_ALLOC_CASH_MAX_PCT. Deactivated strategies get 0%, and come back only after a successful
+  validation.
 - What-if (workflow 3): before moving money, the current, proposed and equal allocations are simulated
   together on a fork; the best by the objective is the one published, with the comparison as reason.
 - Optimisation (workflow 2): every `MESH_OPTIMIZE_EVERY`th validation one strategy (in turn) gets a
@@ -25,15 +27,13 @@ import time
 from decimal import Decimal
 
 from meshtrader.domain.allocation import (
-    blend_windows,
-    correlation_penalties,
+    CASH,
+    AllocationDecision,
+    AllocationRules,
+    allocate,
     equal_weights,
-    exposure_correlations,
-    kelly_capped,
-    kelly_fraction,
     meaningful_change,
-    performance_weights,
-    standardized,
+    split_cash,
 )
 from meshtrader.domain.candles import Bar
 from meshtrader.domain.regime import RegimeDetector, RegimeReading
@@ -42,8 +42,9 @@ from meshtrader.persistence.store import Store
 from meshtrader.persistence.views import last_allocation
 from meshtrader.research.backtest import Report, simulate_allocations
 from meshtrader.research.cluster import Cancelled
+from meshtrader.research.metrics import ranking_figure, shown
 from meshtrader.research.optimize import optimize
-from meshtrader.research.validation import validation_backtests
+from meshtrader.research.validation import MIN_TRADES, Judgement, judge, validation_backtests
 from meshtrader.runtime.config import Settings
 from meshtrader.services.base import Service, main
 from meshtrader.wire.messages import (
@@ -65,7 +66,6 @@ from meshtrader.wire.messages import (
     candle_topic,
 )
 
-MIN_TRADES = 2  # a validation with fewer trades says nothing: score 0
 REVALIDATE_GAP_MS = 60 * 60_000  # loss and regime triggers: at most one validation per market hour
 
 
@@ -80,12 +80,13 @@ class Allocator(Service):
         self.publisher("allocator.pub")
         self.allocation_gauge = self.metrics.gauge("mesh_allocation_ratio", "each strategy's share of the capital",
                                                    ("strategy",))
+        self.cash_gauge = self.metrics.gauge("mesh_allocation_cash_ratio", "the share of the capital held in cash")
         self.registry = ForkRegistry(self.store)
         self.held: list[str] = []  # forks cited by what was published last: released at the next validation
         last = last_allocation(self.store)
         if last:
             (self.weights, self.reason), self.based_on = last, []
-        if not last or set(self.weights) != set(s.strategies):
+        if not last or set(split_cash(self.weights)[0]) != set(s.strategies):
             self.set_weights(equal_weights(s.strategies), "equal weights until the first validation cycle")
         else:
             self.publish()
@@ -260,53 +261,40 @@ class Allocator(Service):
         per_window = validation.windows
         reports = {f"{minutes:g}m": {name: summary(r) for name, r in results.items()}
                    for minutes, results in zip(windows, per_window, strict=True)}
-        recent, longest = per_window[0], per_window[-1]
-        scores = blend_windows([{n: r.sharpe if r.trades >= MIN_TRADES else 0.0 for n, r in w.items()}
-                                for w in per_window], s.validation_window_weights)
-        inputs = self.adjust_scores(scores, recent, longest, validation.first_window_times)
+        recent = per_window[0]
+        judged = judge(validation, s.validation_window_weights, s.correlation_max, s.regime_weight,
+                       self.learned_scores(list(recent)))
         if self.regime:
-            self.store.learn_regime_scores(self.regime, {n: r.sharpe for n, r in recent.items()
+            self.store.learn_regime_scores(self.regime, {n: r.bar_sharpe for n, r in recent.items()
                                                          if r.trades >= MIN_TRADES})
         deactivated = self.reactivate_the_recovered(recent)
-        active = {n: v for n, v in inputs["scores"].items() if n not in deactivated}
-        weights = performance_weights(active, s.alloc_min_pct, s.alloc_max_pct) if active else {}
-        caps = {n: s.kelly_cap * Decimal(repr(round(max(k, 0.0), 6))) for n, k in inputs["kelly"].items()}
-        capped_by = []
-        if s.kelly_cap and weights:
-            weights, capped_by = kelly_capped(weights, caps, s.alloc_min_pct, s.alloc_max_pct)
-        weights.update({n: Decimal(0) for n in deactivated})
+        decision = allocate(judged.scores, judged.kelly, judged.rois, deactivated, AllocationRules.from_settings(s))
+        weights = decision.weights
         self.rearm_loss_trigger = True  # losses count from the next account snapshot on
         reason = (f"validation ({why}) on {reply.fork_id} over {', '.join(reports)}: " + "; ".join(
-            f"{name} Sharpe {r.sharpe:.2f} ROI {r.roi * 100:.2f}% ({r.trades} trades)" for name, r in recent.items()))
+            f"{name} Sharpe {shown(r.sharpe, r.days)} ROI {r.roi * 100:.2f}% ({r.trades} trades)"
+            for name, r in recent.items()))
         notes = [f"regime {self.regime}" if self.regime else ""]
-        notes += [f"Kelly cap on {', '.join(capped_by)}" if capped_by else ""]
-        notes += [f"{a}~{b} hold together ({c:.2f})" for (a, b), c in inputs["correlations"].items()
+        notes += [f"Kelly cap on {', '.join(decision.capped_by)}" if decision.capped_by else ""]
+        notes += [f"{a}~{b} hold together ({c:.2f})" for (a, b), c in judged.correlations.items()
                   if c > s.correlation_max]
         notes += [f"{n} deactivated: 0%" for n in deactivated]
+        notes += [cash_note(decision, judged, s.alloc_cash_max_pct)]
         reason += "".join(f"; {n}" for n in notes if n)
         self.registry.merge_results(reply.fork_id, {"validation": reports, "trigger": why, "triggers": triggers, "inputs": {
-            "scores": inputs["scores"], "kelly": inputs["kelly"], "regime": self.regime,
-            "correlations": {f"{a}~{b}": c for (a, b), c in inputs["correlations"].items()}}},
+            "scores": judged.scores, "kelly": judged.kelly, "rois": judged.rois, "no_edge": decision.no_edge,
+            "regime": self.regime, "correlations": {f"{a}~{b}": c for (a, b), c in judged.correlations.items()}}},
             accumulate=("triggers",))  # a shared fork validated twice: both validations' triggers
-        self.log.info("validated", fork_id=reply.fork_id, trigger=why, scores=inputs["scores"])
+        self.log.info("validated", fork_id=reply.fork_id, trigger=why, scores=judged.scores, rois=judged.rois)
         if meaningful_change(self.weights, weights, s.alloc_change_pct):
             self.what_if_then_set(weights, reason, reply.fork_id)
         if optimize_now or (s.optimize_every and self.validations % s.optimize_every == 0):
             self.start_optimization([reply.fork_id], asked=optimize_now)
 
-    def adjust_scores(self, scores: dict[str, float], recent: dict[str, Report], longest: dict[str, Report],
-                      times: list[int]) -> dict:
-        """The blended scores, tilted by the regime table and penalised for strategies holding together;
-        with the Kelly fractions (from the longest window: the most trades) and the correlations used."""
-        s = self.settings
+    def learned_scores(self, names: list[str]) -> dict[str, float]:
+        """The regime x strategy table's scores for the current regime, of the strategies it has 2 samples of."""
         table = self.store.regime_scores(self.regime) if self.regime else {}
-        learned = {n: v for n, (v, samples) in table.items() if samples >= 2 and n in scores}
-        tilt = standardized(learned) if len(learned) == len(scores) else {}
-        correlations = exposure_correlations({n: holding(r, times) for n, r in recent.items()})
-        penalties = correlation_penalties(scores, correlations, s.correlation_max)
-        adjusted = {n: round(v + s.regime_weight * tilt.get(n, 0.0) - penalties[n], 6) for n, v in scores.items()}
-        kelly = {n: round(kelly_fraction(r.win_rate, r.profit_factor), 6) for n, r in longest.items()}
-        return {"scores": adjusted, "kelly": kelly, "correlations": correlations}
+        return {n: v for n, (v, samples) in table.items() if samples >= 2 and n in names}
 
     def reactivate_the_recovered(self, recent: dict[str, Report]) -> list[str]:
         """Strategies deactivated by the drawdown rule come back once a validation shows them profitable;
@@ -317,10 +305,12 @@ class Allocator(Service):
         still = []
         for name in status.deactivated:
             report = recent.get(name)
-            if report and report.trades >= MIN_TRADES and report.roi > 0 and report.sharpe > 0:
+            if report and report.trades >= MIN_TRADES and report.roi > 0 and report.bar_sharpe > 0:
                 self.risk.request(Reactivate(strategy=name, src=self.name, reason=(
-                    f"validation: ROI {report.roi * 100:.2f}%, Sharpe {report.sharpe:.2f} over {report.trades} trades")))
-                self.log.info("strategy_reactivated", strategy=name, roi=report.roi, sharpe=report.sharpe)
+                    f"validation: ROI {report.roi * 100:.2f}%, Sharpe {shown(report.sharpe, report.days)} over "
+                    f"{report.trades} trades")))
+                self.log.info("strategy_reactivated", strategy=name, roi=report.roi, sharpe=report.sharpe,
+                              days=report.days, bar_sharpe=report.bar_sharpe)
             elif name in recent:
                 still.append(name)
         return still
@@ -344,13 +334,15 @@ class Allocator(Service):
         since = self.event_time - int(min(s.validation_windows_min) * 60_000)
         window = {sym: [b for b in bars if b.open_time >= since] for sym, bars in self.read_fork(reply.path, since).items()}
         outcome = simulate_allocations({n: self.live_params.get(n) for n in s.strategies}, scenarios, window, s)
-        objective = s.optimize_objective if s.optimize_objective != "profit_factor" else "sharpe"
-        chosen = max(scenarios, key=lambda n: (outcome[n][objective], n == "proposed"))
+        # the daily Sharpe needs days the shortest window may not have: ranked by its per-bar form
+        figure = ranking_figure(s.optimize_objective if s.optimize_objective != "profit_factor" else "sharpe")
+        chosen = max(scenarios, key=lambda n: (outcome[n][figure], n == "proposed"))
         self.registry.merge_results(reply.fork_id, {"whatif": {"scenarios": {n: {k: str(v) for k, v in w.items()}
                                                                              for n, w in scenarios.items()},
                                                               "outcome": outcome, "chosen": chosen},
                                                     "validation_fork": validation_fork})
-        compared = ", ".join(f"{n} {objective} {o[objective]:.2f} ROI {o['roi'] * 100:.2f}%" for n, o in outcome.items())
+        compared = ", ".join(f"{n} {figure.replace('_', ' ')} {o[figure]:.4f} ROI {o['roi'] * 100:.2f}% "
+                             f"Sharpe {shown(o['sharpe'], o['days'])}" for n, o in outcome.items())
         self.log.info("what_if", fork_id=reply.fork_id, chosen=chosen, outcome=outcome)
         verdict = f"{reason}; what-if on {reply.fork_id}: {compared} -> {chosen}"
         if chosen != "current":
@@ -378,12 +370,13 @@ class Allocator(Service):
         if reply is None:
             return
         since, until = self.event_time - int(s.optimize_window_min * 60_000), self.event_time
+        earlier = self.store.get_state(f"study.{strategy}") or ()  # the last search's trials guide this one
 
         def work() -> None:
             try:
                 result = optimize(strategy, self.live_params.get(strategy), s.fork_location(reply.path), s.symbols,
                                   s, since, until, s.optimize_objective, s.optimize_samples, s.optimize_workers,
-                                  log=self.log)
+                                  log=self.log, warm_start=earlier)
             except Exception as error:  # reported on the loop; the allocator carries on
                 result = error
             self.optimized.put((reply.fork_id, validation_forks, strategy, result))
@@ -414,6 +407,7 @@ class Allocator(Service):
                                                   "validation_forks": validation_forks})
             return
         self.registry.merge_results(fork_id, {"optimization": result.summary(), "validation_forks": validation_forks})
+        self.store.put_state(f"study.{strategy}", result.study)
         self.log.info("optimized", fork_id=fork_id, strategy=strategy, adopt=result.adopt, reason=result.reason,
                       seconds=result.seconds)
         if result.adopt:
@@ -440,27 +434,30 @@ class Allocator(Service):
     def publish(self) -> None:
         """On a change only; a late joiner reads the current allocation from Redis."""
         self.hot.put("alloc", {"weights": {k: str(v) for k, v in self.weights.items()}, "reason": self.reason})
-        for strategy, weight in self.weights.items():
+        invested, held = split_cash(self.weights)
+        for strategy, weight in invested.items():
             self.allocation_gauge.labels(self.name, strategy).set(float(weight))
+        self.cash_gauge.labels(self.name).set(float(held))
         self.pub.publish(b"alloc", Allocation(weights=self.weights, reason=self.reason, forks=self.based_on,
                                               et=self.event_time))
 
 
 def summary(report: Report) -> dict:
-    return {"sharpe": report.sharpe, "roi": report.roi, "max_drawdown": report.max_drawdown, "trades": report.trades,
+    return {"sharpe": report.sharpe, "sortino": report.sortino, "days": report.days, "bar_sharpe": report.bar_sharpe,
+            "roi": report.roi, "max_drawdown": report.max_drawdown, "trades": report.trades,
             "win_rate": report.win_rate, "profit_factor": report.profit_factor, "bars": report.bars}
 
 
-def holding(report: Report, times: list[int]) -> list[int]:
-    """1 on each bar the strategy held a position, from its fills (entries and exits at bar close)."""
-    changes = sorted((f.event_time, 1 if f.side == "buy" else -1) for f in report.fills)
-    series, held, k = [], 0, 0
-    for t in times:
-        while k < len(changes) and changes[k][0] <= t:
-            held = max(0, held + changes[k][1])
-            k += 1
-        series.append(1 if held else 0)
-    return series
+def cash_note(decision: AllocationDecision, judged: Judgement, cash_max_pct: Decimal) -> str:
+    """Which strategies showed no edge, and what the cash line holds for it."""
+    if not decision.no_edge:
+        return ""
+    said = "no edge (ROI after fees over the windows): " + ", ".join(
+        f"{n} {judged.rois[n] * 100:+.2f}%" for n in decision.no_edge)
+    held = decision.weights.get(CASH)
+    if held:
+        return f"{said}; cash {held * 100:.1f}% (at most {float(cash_max_pct) * 100:g}%)"
+    return said + ("" if cash_max_pct else "; no cash line (MESH_ALLOC_CASH_MAX_PCT 0)")
 
 
 if __name__ == "__main__":

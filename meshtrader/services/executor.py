@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 
-from meshtrader.domain.allocation import equal_weights
+from meshtrader.domain.allocation import CASH, equal_weights
 from meshtrader.domain.instruments import install_instruments
-from meshtrader.domain.money import to_decimal
+from meshtrader.domain.money import BP, to_decimal
 from meshtrader.domain.portfolio import Portfolio
 from meshtrader.execution.bus_ports import BusEvents, RiskGuardApprover
 from meshtrader.execution.engine import ExecutionEngine
@@ -30,11 +30,14 @@ from meshtrader.wire.messages import (
     CloseAll,
     ClosedAll,
     ExecutorRequests,
+    FundingRate,
+    MarginClose,
     OrderBook,
     RiskReplies,
     Signal,
     Tick,
     book_topic,
+    funding_topic,
     tick_topic,
 )
 
@@ -51,15 +54,21 @@ class Executor(Service):
         s = self.settings
         self.publisher("executor.pub")
         self.journal, self.treasury = OrderJournal(self.store), Treasury(Ledger(self.store), self.log)
-        portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades())
+        portfolio = Portfolio.rebuild(self.store.ledger(), self.store.trades(), market=s.market,
+                                      leverage={name: s.leverage_of(name) for name in s.strategies},
+                                      liquidation_fee_rate=s.liquidation_fee_bp * BP)
         portfolio.restore_units(self.treasury.ledger.units())
         rules = OrderRules.from_settings(s)
         venue: Venue = (CcxtVenue(s, self.metrics) if s.mode == "live"
                         else PaperVenue(rules.fees, s.fill_model, self.log))
-        approver, events = RiskGuardApprover(self.client("risk.rep", RiskReplies)), BusEvents(self.pub, self.metrics)
+        approver = RiskGuardApprover(self.client("risk.rep", RiskReplies))
+        events = BusEvents(self.pub, self.metrics, self.publish_account)
         self.engine = ExecutionEngine(portfolio, venue, rules, approver, self.journal, events, self.log,
                                       order_timeout_s=s.order_timeout_s, signal_ttl_s=s.signal_ttl_s,
-                                      tolerance=s.reconcile_tolerance, symbols=s.symbols)
+                                      tolerance=s.reconcile_tolerance, symbols=s.symbols,
+                                      margin_levels=(s.margin_reduce_ratio, s.margin_close_ratio))
+        for strategy, symbol in [(a.strategy, sym) for a in portfolio.accounts.values() for sym in a.positions]:
+            self.engine.watch(strategy, symbol)
         if not portfolio.accounts:
             allocation = self.published_allocation()
             self.treasury.open_accounts(portfolio, venue, s.capital, allocation.weights if allocation
@@ -86,6 +95,10 @@ class Executor(Service):
             self.subscribe([s.endpoint("feed.pub")], [book_topic(sym) for sym in s.symbols], self.on_book)
         self.subscribe([s.endpoint(f"strategy.{name}.pub") for name in s.strategies], [b"sig."], self.on_signal)
         self.subscribe([s.endpoint("allocator.pub")], [b"alloc"], self.on_allocation)
+        if s.market == "usdm":
+            self.subscribe([s.endpoint("risk.pub")], [b"risk.close"], self.on_margin_close)
+            if not venue.remote:  # an exchange settles funding itself: the income history says what it booked
+                self.subscribe([s.endpoint("feed.pub")], [funding_topic(sym) for sym in s.symbols], self.on_funding)
         self.serve("executor.rep", ExecutorRequests, self.on_request)
         if venue.remote:
             self.engine.start()
@@ -132,6 +145,23 @@ class Executor(Service):
         if self.treasury.rebalance(self.engine.portfolio, allocation.weights, allocation.reason, self.event_time):
             self.publish_account()
 
+    def on_margin_close(self, topic: bytes, close: MarginClose) -> None:
+        """The risk guard's margin rule: close the strategy's positions before they are liquidated."""
+        self.ticks.on_readable()
+        self.engine.close_all("risk guard", close.reason, self.engine.portfolio.marks, close.strategy)
+        self.publish_account()
+
+    def on_funding(self, topic: bytes, funding: FundingRate) -> None:
+        """A paper funding settlement: every open position in the symbol pays or receives it at the mark."""
+        self.ticks.on_readable()
+        mark = to_decimal(funding.mark) if funding.mark else self.engine.marks.latest(funding.symbol)
+        if mark is None:
+            self.log.error("funding_unbooked", symbol=funding.symbol, et=funding.et, why="no price known yet")
+            return
+        for entry in self.engine.settle_funding(funding.symbol, to_decimal(funding.rate), mark, funding.et):
+            self.log.info("funding_booked", strategy=entry.strategy, symbol=entry.symbol, amount=str(entry.amount),
+                          reason=entry.reason)
+
     def on_request(self, request: CloseAll) -> ClosedAll:
         closed = self.engine.close_all(request.by, request.reason, self.engine.portfolio.marks)
         self.store.agent_event(self.name, "close_all", {"by": request.by, "reason": request.reason,
@@ -167,6 +197,8 @@ class Executor(Service):
         self.equity_gauge.labels(self.name).set(float(snapshot.equity))
         self.exposure_gauge.labels(self.name).set(float(snapshot.exposure))
         for account in snapshot.accounts:
+            if account.strategy == CASH:
+                continue  # the cash line: counted in mesh_equity_usdt (its share: mesh_allocation_cash_ratio)
             self.strategy_equity_gauge.labels(self.name, account.strategy).set(float(account.equity))
             self.positions_gauge.labels(self.name, account.strategy).set(len(account.positions))
 

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
-from meshtrader.domain.candles import Bar, CandleBuilder, intrabar_path, merged_timeline, resample, timeframe_ms
+from meshtrader.domain.candles import Bar, intrabar_path, merged_timeline, resample, timeframe_ms
 from meshtrader.marketdata.files import (
     DataError,
     find_candle_file,
@@ -18,6 +18,7 @@ from meshtrader.marketdata.files import (
     load_trades,
 )
 from meshtrader.marketdata.live import BOOK_LEVELS, LiveMarketData
+from meshtrader.marketdata.trade_bars import MarketTrade, TradeBars
 from meshtrader.runtime.config import Settings
 from meshtrader.services.base import Service, main
 from meshtrader.wire.codec import decode_event
@@ -35,7 +36,7 @@ from meshtrader.wire.messages import (
     tick_topic,
 )
 
-SOURCE_TF = "1m"  # the candle files' timeframe; longer ones are resampled from it
+SOURCE_TF = "1m"  # the candle files' timeframe; longer ones are resampled from it, shorter built from trades
 MAX_MINUTES_PER_STEP = 200  # keeps the REP socket answering during fast replays
 MAX_TRADES_PER_STEP = 2000
 
@@ -63,7 +64,7 @@ class Feed(Service):
         self.rejected_total = self.metrics.counter("mesh_candles_rejected_total", "candles that failed validation",
                                                    ("symbol",))
         self.events = self.metrics.counter("mesh_feed_events_total", "reconnects, gaps, backfilled candles, "
-                                           "rate limits, malformed messages, stalls", ("symbol", "kind"))
+                                           "rate limits, malformed messages, stalls, late trades", ("symbol", "kind"))
         self.stale = self.metrics.gauge("mesh_feed_stale", "1 while the symbol's market data is stale (live stream: "
                                         "the alarm that restricts trading to exits)", ("symbol",))
         self.lag = self.metrics.gauge("mesh_feed_lag_seconds", "how far the market data is behind its clock (live: "
@@ -81,7 +82,10 @@ class Feed(Service):
     # ----- replay of files ----------------------------------------------------------------------
     def start_replay(self) -> None:
         s = self.settings
-        if s.replay == "trades":
+        if s.replay == "trades" or self.tf_ms < timeframe_ms(SOURCE_TF):
+            if s.replay != "trades":
+                self.log.warning("replaying_trades", timeframe=self.tf, why=f"the candle files are {SOURCE_TF}: "
+                                 "shorter candles are built from the trade tape")
             return self.start_trade_replay()
         series: dict[str, list[Bar]] = {}
         start: dict[str, int] = {}
@@ -124,11 +128,12 @@ class Feed(Service):
             else:
                 self.events.labels(self.name, symbol, kind).inc(amount)
 
-        resume = {sym: h[-1].open_time for sym, h in self.history.items() if h}
+        resume = {sym: (h[-1].open_time, h[-1].close) for sym, h in self.history.items() if h}
         self.live = LiveMarketData(s.exchange, s.exchange_url, s.symbols, self.tf, endpoint, self.ctx, self.log, count,
                                    backoff_s=s.feed_backoff_s, stale_s=s.feed_stale_s, resume_from=resume,
                                    transport=s.feed_transport, poll_s=s.feed_poll_s,
-                                   book_levels=BOOK_LEVELS if s.fill_model == "book" else 0)
+                                   book_levels=BOOK_LEVELS if s.fill_model == "book" else 0,
+                                   futures=s.market == "usdm")
         self.live.start()
         self.log.info("live_feed_started", exchange=s.exchange, url=s.exchange_url, symbols=s.symbols)
 
@@ -183,7 +188,7 @@ class Feed(Service):
                             tid=random.getrandbits(63))
             self.event_time = candle.et
             self.accept_candle(candle)
-        self.emit_funding(minute + self.tf_ms)
+        self.emit_funding(minute + self.tf_ms, {symbol: bar.close for symbol, bar in bars})
         self.minutes_emitted += 1
         return True
 
@@ -193,17 +198,19 @@ class Feed(Service):
             return []
         return [(t, rate) for t, rate in load_funding(path) if t >= bars[start].open_time]
 
-    def emit_funding(self, until: int) -> None:
-        """Funding settlements up to `until` (market time), so strategies can trade around them."""
+    def emit_funding(self, until: int, closes: dict[str, float]) -> None:
+        """Funding settlements up to `until` (market time), so strategies can trade around them and paper
+        futures positions pay or receive them, at the mark: the close of the candle the settlement ends."""
         for symbol, pending in self.funding.items():
             while pending and pending[0][0] <= until:
                 settled, rate = pending.popleft()
-                self.pub.publish(funding_topic(symbol), FundingRate(symbol=symbol, rate=rate, et=settled,
-                                                                    tid=random.getrandbits(63)))
+                self.pub.publish(funding_topic(symbol), FundingRate(symbol=symbol, rate=rate, mark=closes.get(symbol, 0.0),
+                                                                    et=settled, tid=random.getrandbits(63)))
 
     # ----- replay of the raw trade tape ---------------------------------------------------------
     def start_trade_replay(self) -> None:
-        """Every trade becomes a tick; candles are built from the trades (meshtrader.marketdata.files.CandleBuilder)."""
+        """Every trade becomes a tick; candles are built from the trades (meshtrader.marketdata.trade_bars), as
+        the live trade stream builds them."""
         tapes = []
         for symbol in self.settings.symbols:
             path = find_series_file(self.settings.data_dir, symbol, "trades")
@@ -214,7 +221,7 @@ class Feed(Service):
             tapes.append([(t.time, symbol, t) for t in load_trades(path) if t.time >= resume])
         self.tape = sorted((item for tape in tapes for item in tape), key=lambda item: item[0])  # stable: tape order
         self.tape_index = 0
-        self.builders = {symbol: CandleBuilder(self.tf_ms) for symbol in self.settings.symbols}
+        self.builders = {symbol: TradeBars(self.tf_ms) for symbol in self.settings.symbols}
         self.tape_origin = self.replay_origin = self.tape[0][0] if self.tape else 0
         self.log.info("trade_replay_ready", trades=len(self.tape), speed=self.settings.replay_speed)
         self.when_mesh_ready(lambda: self.loop.every(0.005, self.trade_step, first_in=0))
@@ -251,7 +258,7 @@ class Feed(Service):
                 return
             self.tape_index += 1
             self.event_time = max(self.event_time, at)
-            for bar in self.builders[symbol].add(trade):
+            for bar in self.builders[symbol].add(MarketTrade(at, trade.price, trade.qty, None)) or []:
                 self.accept_candle(Candle(symbol=symbol, tf=self.tf, open_time=bar.open_time, open=bar.open,
                                           high=bar.high, low=bar.low, close=bar.close, volume=bar.volume,
                                           et=bar.open_time + self.tf_ms, tid=random.getrandbits(63)))

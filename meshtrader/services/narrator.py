@@ -6,6 +6,7 @@ import json
 import time
 from decimal import Decimal
 
+from meshtrader.domain.money import LIQUIDATION
 from meshtrader.persistence.views import agent_events_after, narrated
 from meshtrader.runtime.alerts import Alerter
 from meshtrader.runtime.config import Settings
@@ -108,7 +109,11 @@ class Narrator(Service):
             self.tell("first_trade", "First trade",
                       f"{fill.strategy} {'bought' if fill.side == 'buy' else 'sold'} {fill.qty} {fill.symbol} "
                       f"at {fill.price}.")
-        if fill.realized_pnl and abs(fill.realized_pnl) >= self.big_move:
+        if fill.liquidity == LIQUIDATION:
+            self.tell("liquidation", f"{fill.strategy}'s {fill.symbol} position liquidated",
+                      f"Its margin fell to maintenance: {fill.qty} {fill.symbol} closed at its liquidation price "
+                      f"{fill.price}, realizing {fill.realized_pnl:.2f} and a liquidation fee of {fill.fee}.")
+        elif fill.realized_pnl and abs(fill.realized_pnl) >= self.big_move:
             kind, word = ("big_win", "won") if fill.realized_pnl > 0 else ("big_loss", "lost")
             self.tell(kind, f"{fill.strategy} {word} {abs(fill.realized_pnl):.2f}",
                       f"Closing {fill.qty} {fill.symbol} at {fill.price} realized {fill.realized_pnl:.2f} "

@@ -21,6 +21,7 @@ from meshtrader.wire.messages import (
     ApproveOrder,
     FeedStatus,
     LimitReply,
+    MarginClose,
     Reactivate,
     RiskDecision,
     RiskRequests,
@@ -178,8 +179,22 @@ class RiskGuard(Service):
         navs = {a.strategy: a.nav for a in snapshot.accounts}
         self.equity = snapshot.equity
         self.apply_changes(self.book.observe(snapshot.et, snapshot.equity, navs, self.limits))
+        if snapshot.market == "usdm":
+            self.watch_margins(snapshot)
         self.limits_in_use = self.book.limit_use(snapshot.equity, snapshot.exposure, navs, self.limits)
         self.book_dirty = True
+
+    def watch_margins(self, snapshot: AccountSnapshot) -> None:
+        """Futures: the margin-ratio rule on each strategy's worst position (the executor publishes a
+        snapshot at once when a position crosses a level): reduce only, then close, before liquidation."""
+        ratios = {a.strategy: a.margin_ratio for a in snapshot.accounts
+                  if a.margin_ratio or a.strategy in self.book.margin_calls}
+        changes, to_close = self.book.observe_margins(ratios, self.limits)
+        self.apply_changes(changes)
+        for strategy in to_close:
+            reason = f"margin ratio {ratios[strategy]} reached {self.limits.margin_close_ratio}"
+            self.log.warning("margin_close", strategy=strategy, reason=reason)
+            self.pub.publish(b"risk.close", MarginClose(strategy=strategy, reason=reason, et=snapshot.et))
 
     def on_feed_status(self, topic: bytes, status: FeedStatus) -> None:
         """Stale market data puts trading in REDUCING until data flows again."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 
 from meshtrader.domain.candles import timeframe_ms
+from meshtrader.domain.indicators import RealisedVolatility
 from meshtrader.ops.features import features_key, features_snapshot
 from meshtrader.runtime.config import ConfigError, Settings
 from meshtrader.services.base import Service, main
@@ -51,8 +52,12 @@ class StrategyWorker(Service):
         self.tf_ms = timeframe_ms(self.tf)
         self.signals = self.metrics.counter("mesh_signals_total", "signals emitted, by strategy and side",
                                             ("strategy", "side"))
-        for side in ("buy", "sell"):  # at 0 from the start
-            self.signals.labels(self.name, self.strategy, side)
+        for side in ("buy", "sell", "short", "cover") if settings.market == "usdm" else ("buy", "sell"):
+            self.signals.labels(self.name, self.strategy, side)  # at 0 from the start
+        # volatility-targeted sizing: each symbol's realised daily volatility goes with its signals, kept
+        # from the same candles the strategy sees, as the backtester keeps it
+        self.volatility = {s: RealisedVolatility(settings.vol_lookback, self.tf_ms) for s in settings.symbols} \
+            if settings.sizing == "volatility" else {}
 
     def setup(self) -> None:
         adopted = self.store.get_state(f"params.{self.strategy}")
@@ -102,6 +107,8 @@ class StrategyWorker(Service):
             else:
                 candles, source = self.store.recent_candles(symbol, wanted, self.tf), "store"
             for candle in candles:
+                if self.volatility:
+                    self.volatility[symbol].update(candle.close)
                 instance.decide(candle)
                 self.last_bar[symbol] = candle.open_time
                 self.event_time = max(self.event_time, candle.et)
@@ -129,6 +136,8 @@ class StrategyWorker(Service):
         if last >= 0 and event.open_time > last + self.tf_ms:
             self.log.warning("candle_gap", symbol=event.symbol, missing=(event.open_time - last) // self.tf_ms - 1)
         self.last_bar[event.symbol] = event.open_time
+        if self.volatility:
+            self.volatility[event.symbol].update(event.close)
         decision = instance.decide(event)
         if decision:
             self.emit(decision, event.symbol, event.open_time, event.close, event)
@@ -145,6 +154,7 @@ class StrategyWorker(Service):
                         symbol=symbol, side=decision.side, confidence=decision.confidence, reason=decision.reason,
                         price=price, bar_volume=origin.volume if isinstance(origin, Candle) else 0.0,
                         stop=decision.stop or 0.0,
+                        volatility=self.volatility[symbol].value if self.volatility else 0.0,
                         origin_ns=origin.st, et=origin.et, tid=origin.tid)
         self.pub.publish(self.topic, signal)
         self.signals.labels(self.name, self.strategy, decision.side).inc()

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from meshtrader.domain.allocation import CASH
 from meshtrader.wire.messages import Candle, FundingRate, Tick
 
 
@@ -20,7 +21,13 @@ class StrategyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FastSlowParams(StrategyParams):
+class ShortLegParams(StrategyParams):
+    """Parameters of a strategy with a symmetric short leg (futures only: spot cannot go short)."""
+
+    short: bool = Field(False, description="on a bearish signal go short, not only flat (MESH_MARKET=usdm)")
+
+
+class FastSlowParams(ShortLegParams):
     """Parameters of a strategy comparing a fast and a slow average; subclasses set the defaults."""
 
     fast: int = Field(ge=1)
@@ -40,7 +47,7 @@ class ParameterError(ValueError):
 class Decision(NamedTuple):
     """What a strategy wants on this bar (a tuple: strategies make one on many bars, cheaply)."""
 
-    side: str  # "buy" or "sell"
+    side: str  # "buy" or "sell"; futures also "short" (enter short) and "cover" (leave it)
     confidence: float
     reason: str
     stop: float | None = None  # an entry's stop price, for strategies that define one (risk per trade)
@@ -68,6 +75,12 @@ class Strategy:
     def warmup(self) -> int:
         """Bars needed before the first decision."""
         return 0
+
+    @property
+    def bearish(self) -> str:
+        """A bearish signal's side: leave the long, or with the short leg on, go short (the executor leaves
+        the long first). A bullish "buy" likewise covers a short first."""
+        return "short" if getattr(self.params, "short", False) else "sell"
 
     def decide(self, candle: Candle) -> Decision | None:
         """The decision on a closed candle; it also advances the strategy's state (warm-up included)."""
@@ -112,6 +125,9 @@ def register(cls: S) -> S:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ValueError(f"{cls.__module__}.{cls.__qualname__}: give the strategy a `name` of lower-case letters, "
                          f"digits and _ (starting with a letter, at most 40), not {name!r}")
+    if name == CASH:
+        raise ValueError(f"{cls.__module__}.{cls.__qualname__}: {CASH!r} is the allocation's cash line; name the "
+                         "strategy otherwise")
     existing = REGISTRY.get(name)
     # A strategy file may replace one loaded earlier from another file (a moved or edited copy); never a built-in.
     replaceable = existing is not None and existing.__module__.startswith("meshtrader_strategy_file_") \

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshtrader.domain.indicators import RollingExtreme
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams, feature_values, register
+from meshtrader.strategies.base import Decision, ShortLegParams, Strategy, feature_values, register
 from meshtrader.wire.messages import Candle
 
 
-class BreakoutParams(StrategyParams):
+class BreakoutParams(ShortLegParams):
     entry: int = Field(20, ge=2, description="channel of highs to break for an entry")
     exit: int = Field(10, ge=2, description="channel of lows to break for an exit")
 
@@ -37,7 +37,7 @@ class Breakout(Strategy):
         if high is not None and candle.close > high:
             return Decision("buy", 0.6, f"close {candle.close} broke the {self.params.entry}-bar high {high}")
         if low is not None and candle.close < low:
-            return Decision("sell", 0.6, f"close {candle.close} broke the {self.params.exit}-bar low {low}")
+            return Decision(self.bearish, 0.6, f"close {candle.close} broke the {self.params.exit}-bar low {low}")
         return None
 
     def features(self) -> dict[str, float]:

@@ -1,15 +1,16 @@
 """Ensemble: the weighted vote of member strategies. Each member's decision counts its confidence
-times its weight (+ for buy, - for sell); a net score past `threshold` (as a share of all weight)
-becomes the ensemble's decision."""
+times its weight (+ for the bullish buy and cover, - for the bearish sell and short); a net score past
+`threshold` (as a share of all weight) becomes the ensemble's decision: buy, or sell (with the short leg
+on, futures: short)."""
 from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams, register
+from meshtrader.strategies.base import Decision, ShortLegParams, Strategy, register
 from meshtrader.wire.messages import Candle, FundingRate
 
 
-class EnsembleParams(StrategyParams):
+class EnsembleParams(ShortLegParams):
     members: dict[str, float] = Field(default_factory=lambda: {"momentum": 1.0, "macd": 1.0, "bollinger": 1.0})
     member_params: dict[str, dict] = Field(default_factory=dict)
     threshold: float = Field(0.3, gt=0, le=1)
@@ -20,6 +21,9 @@ class EnsembleParams(StrategyParams):
         if not members or any(w <= 0 for w in members.values()) or "ensemble" in members:
             raise ValueError("give one or more member strategies (not ensemble) with positive weights")
         return members
+
+
+BULLISH = frozenset({"buy", "cover"})
 
 
 @register
@@ -66,10 +70,10 @@ class Ensemble(Strategy):
         """The weighted net score of the members that decided something this bar."""
         score = 0.0
         for decision, weight, _ in decisions:
-            score += weight * decision.confidence * (1 if decision.side == "buy" else -1)
+            score += weight * decision.confidence * (1 if decision.side in BULLISH else -1)
         share = score / self.total_weight
         if abs(share) < self.params.threshold:
             return None
         voters = [f"{name} {decision.side}" for decision, _, name in decisions]
-        return Decision("buy" if share > 0 else "sell", min(1.0, abs(share)),
+        return Decision("buy" if share > 0 else self.bearish, min(1.0, abs(share)),
                         f"vote {share:+.2f} ({', '.join(voters)})")

@@ -34,7 +34,7 @@ class MacdCross(Strategy):
         if crossed > 0:
             return Decision("buy", 0.6, f"MACD {self.macd.line:.4f} crossed above signal {self.macd.signal:.4f}")
         if crossed < 0:
-            return Decision("sell", 0.6, f"MACD {self.macd.line:.4f} crossed below signal {self.macd.signal:.4f}")
+            return Decision(self.bearish, 0.6, f"MACD {self.macd.line:.4f} crossed below signal {self.macd.signal:.4f}")
         return None
 
     def features(self) -> dict[str, float]:

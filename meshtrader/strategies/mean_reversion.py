@@ -1,15 +1,15 @@
 """Mean reversion: buy when the close is `entry_z` standard deviations below the rolling VWAP, sell
-when it is back within `exit_z` of it."""
+when it is back within `exit_z` of it; with the short leg (futures), the mirror image above the VWAP."""
 from __future__ import annotations
 
 from pydantic import Field
 
 from meshtrader.domain.indicators import RollingStats, RollingVWAP
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams, feature_values, register
+from meshtrader.strategies.base import Decision, ShortLegParams, Strategy, feature_values, register
 from meshtrader.wire.messages import Candle
 
 
-class MeanReversionParams(StrategyParams):
+class MeanReversionParams(ShortLegParams):
     period: int = Field(60, ge=5)
     entry_z: float = Field(2.0, gt=0)
     exit_z: float = Field(0.0, ge=0)
@@ -41,10 +41,15 @@ class MeanReversion(Strategy):
         if not std:
             return None
         z = (candle.close - vwap) / std
-        if z <= -self.params.entry_z:
+        p = self.params
+        if z <= -p.entry_z:
             return Decision("buy", min(1.0, -z / 4), f"z-score {z:.2f} vs VWAP {vwap:.2f}")
-        if z >= -self.params.exit_z:
+        if p.short and z >= p.entry_z:
+            return Decision("short", min(1.0, z / 4), f"z-score {z:.2f} vs VWAP {vwap:.2f}")
+        if z >= -p.exit_z and not (p.short and z > p.exit_z):
             return Decision("sell", 0.5, f"z-score {z:.2f}: back to VWAP {vwap:.2f}")
+        if p.short and z <= p.exit_z:
+            return Decision("cover", 0.5, f"z-score {z:.2f}: back to VWAP {vwap:.2f}")
         return None
 
     def features(self) -> dict[str, float]:

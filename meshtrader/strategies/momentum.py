@@ -39,7 +39,7 @@ class Momentum(Strategy):
             return Decision("buy", min(1.0, 0.5 + gap * 100), f"SMA{self.params.fast} crossed above "
                             f"SMA{self.params.slow}, RSI {rsi:.1f} < {self.params.rsi_max}")
         if crossed < 0:
-            return Decision("sell", 0.6, f"SMA{self.params.fast} crossed below SMA{self.params.slow}")
+            return Decision(self.bearish, 0.6, f"SMA{self.params.fast} crossed below SMA{self.params.slow}")
         return None
 
     def features(self) -> dict[str, float]:

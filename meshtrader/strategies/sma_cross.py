@@ -34,7 +34,7 @@ class SmaCross(Strategy):
         if crossed > 0:
             return Decision("buy", 0.6, f"SMA{self.params.fast} crossed above SMA{self.params.slow}")
         if crossed < 0:
-            return Decision("sell", 0.6, f"SMA{self.params.fast} crossed below SMA{self.params.slow}")
+            return Decision(self.bearish, 0.6, f"SMA{self.params.fast} crossed below SMA{self.params.slow}")
         return None
 
     def features(self) -> dict[str, float]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from meshtrader.domain.indicators import SMA, Cross, RollingExtreme
-from meshtrader.strategies.base import Decision, Strategy, StrategyParams, feature_values, register
+from meshtrader.strategies.base import Decision, ShortLegParams, Strategy, feature_values, register
 from meshtrader.wire.messages import Candle
 
 
-class StochasticParams(StrategyParams):
+class StochasticParams(ShortLegParams):
     k_period: int = Field(14, ge=2)
     d_period: int = Field(3, ge=1)
     oversold: float = Field(20.0, ge=0, le=100)
@@ -48,7 +48,7 @@ class Stochastic(Strategy):
         if crossed > 0 and k < self.params.oversold:
             return Decision("buy", 0.6, f"%K {k:.1f} crossed above %D {d:.1f} while oversold")
         if crossed < 0 and k > self.params.overbought:
-            return Decision("sell", 0.6, f"%K {k:.1f} crossed below %D {d:.1f} while overbought")
+            return Decision(self.bearish, 0.6, f"%K {k:.1f} crossed below %D {d:.1f} while overbought")
         return None
 
     def features(self) -> dict[str, float]:

@@ -6,6 +6,10 @@ lost is found again by that id instead of being placed twice. Fills, prices and 
 own reports. What differs between exchanges (parameter names, the receive window, which of their
 markets are of the configured MESH_MARKET_TYPE) is their adapter's (meshtrader.venues.adapters). The
 instruments (tick, step, minimums) are the exchange's, from its markets.
+
+USD-M futures (MESH_MARKET=usdm): exits go as reduce-only orders; positions, leverage (isolated margin),
+funding payments (the income history's FUNDING_FEE entries) and the wallet balance are read from the
+exchange's own strings, so they are exact Decimals, never ccxt's floats.
 """
 from __future__ import annotations
 
@@ -21,9 +25,11 @@ from meshtrader.bus import AsyncioThread
 from meshtrader.domain.instruments import Instrument, InstrumentSet, MarketType
 from meshtrader.domain.money import MAKER, TAKER
 from meshtrader.execution.venue import (
+    FundingPayment,
     OrderRequest,
     UnbookedFill,
     VenueFill,
+    VenuePosition,
     VenueRejected,
     VenueReport,
     VenueUnavailable,
@@ -33,6 +39,8 @@ from meshtrader.runtime.config import credential
 from meshtrader.runtime.metrics import REMOTE_BUCKETS, ServiceMetrics
 from meshtrader.venues.adapters import ExchangeAdapter, adapter_for
 from meshtrader.wire.messages import OrderBook
+
+FUNDING_PAGE = 1000  # income-history entries a request asks for (Binance's most)
 
 
 def as_booked(trade_id: str, side: str, amount: Decimal, price: Decimal, fee: Decimal, fee_asset: str,
@@ -66,6 +74,7 @@ def trading_exchange(module: Any, settings: Any) -> Any:
         "newUpdates": True, "options": adapter.options()})
     if settings.exchange_url:
         point_at(exchange.urls["api"], settings.exchange_url)
+        adapter.pointed(exchange)
     elif settings.live_sandbox:
         exchange.set_sandbox_mode(True)
     return exchange
@@ -113,6 +122,7 @@ class CcxtVenue:
         self.ccxt = ccxt
         self.name = settings.exchange
         self.adapter: ExchangeAdapter = adapter_for(settings.exchange, settings.market_type)
+        self.futures = self.adapter.market_type == "usdm"
         self.lost_after_s = self.adapter.lost_after_s
         self.settings = settings
         self._exchange: Any = None
@@ -144,15 +154,18 @@ class CcxtVenue:
             self.latency.labels(self.service, name).observe(time.perf_counter() - started)
 
     def call(self, method, *args, **kwargs):
-        """ccxt errors sorted into refused (the exchange said no) and unknown (no clear answer)."""
-        ccxt = self.ccxt
+        """One request, its ccxt error raised as the venue's (see `venue_error`)."""
         try:
             return self.request(method, *args, **kwargs)
-        except (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.PermissionDenied,
-                ccxt.AuthenticationError) as error:
-            raise VenueRejected(_short(error)) from None
-        except ccxt.BaseError as error:
-            raise VenueUnavailable(_short(error)) from None
+        except self.ccxt.BaseError as error:
+            raise self.venue_error(error) from None
+
+    def venue_error(self, error: Exception) -> VenueRejected | VenueUnavailable:
+        """A ccxt error sorted into refused (the exchange said no) and unknown (no clear answer)."""
+        ccxt = self.ccxt
+        refused = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.PermissionDenied,
+                   ccxt.AuthenticationError)
+        return (VenueRejected if isinstance(error, refused) else VenueUnavailable)(_short(error))
 
     def listed(self, symbol: str) -> dict | None:
         """The exchange's market of our type with this id, if it lists one."""
@@ -174,11 +187,13 @@ class CcxtVenue:
         return InstrumentSet.of(market_type, f"exchange {self.name}", found).select(symbols)
 
     def submit(self, request: OrderRequest) -> VenueReport:
-        """A market order, or a good-till-canceled limit order."""
+        """A market order, or a good-till-canceled limit order; reduce-only where asked (futures)."""
         unified = self.market_symbol(request.symbol)
+        params = self.adapter.create_params(request.order_id)
+        if self.futures and request.reduce_only:
+            params["reduceOnly"] = True
         order = self.call(self.exchange.create_order, unified, "limit" if request.limit else "market", request.side,
-                          float(request.qty), float(request.price) if request.limit else None,
-                          self.adapter.create_params(request.order_id))
+                          float(request.qty), float(request.price) if request.limit else None, params)
         return self.report(unified, order)
 
     def lookup(self, symbol: str, order_id: str) -> VenueReport | None:
@@ -237,8 +252,66 @@ class CcxtVenue:
         self.call(self.exchange.fetch_time)
 
     def balances(self) -> dict[str, Decimal]:
+        """Each asset's total; futures: its wallet balance (deposits + realized PnL - fees + funding, the
+        books' cash; unrealized PnL apart), from the account's own figures."""
         balance = self.call(self.exchange.fetch_balance)
+        if self.futures:
+            return {asset["asset"]: Decimal(asset["walletBalance"]) for asset in balance["info"].get("assets", [])}
         return {asset: _dec(amount) for asset, amount in (balance.get("total") or {}).items() if amount is not None}
+
+    def positions(self, symbols: list[str]) -> list[VenuePosition] | None:
+        """The open futures positions in these symbols (Binance's positionRisk, its leverage from the symbol
+        configuration); None on spot, where there are balances only."""
+        if not self.futures:
+            return None
+        ours = {self.market_symbol(symbol): symbol for symbol in symbols}
+        leverages = self.call(self.exchange.fetch_leverages, list(ours))
+        found = []
+        for position in self.call(self.exchange.fetch_positions, list(ours)):
+            info, unified = position["info"], position["symbol"]
+            qty = Decimal(info["positionAmt"])
+            if unified not in ours or not qty:
+                continue
+            liquidation = Decimal(info.get("liquidationPrice") or 0)
+            found.append(VenuePosition(ours[unified], qty, Decimal(info["entryPrice"]),
+                                       _dec(leverages[unified]["info"]["leverage"]), liquidation or None))
+        return found
+
+    def funding_payments(self, symbols: list[str], since_ms: int) -> list[FundingPayment]:
+        """Every funding payment (FUNDING_FEE income) in these symbols from `since_ms` on, oldest first, each
+        once (by the exchange's tranId); none on spot. Paged by time: a page ends inside a millisecond's
+        entries, so the next starts at that millisecond again."""
+        if not self.futures:
+            return []
+        ours = {self.market_symbol(symbol): symbol for symbol in symbols}
+        payments: list[FundingPayment] = []
+        seen: set[str] = set()
+        since = since_ms
+        while True:
+            page = self.call(self.exchange.fetch_funding_history, None, since, FUNDING_PAGE)
+            new = [entry for entry in page if str(entry["id"]) not in seen]
+            seen.update(str(entry["id"]) for entry in new)
+            payments += [FundingPayment(str(entry["id"]), ours[entry["symbol"]], Decimal(entry["info"]["income"]),
+                                        int(entry["timestamp"])) for entry in new if entry["symbol"] in ours]
+            if len(page) < FUNDING_PAGE or not new:
+                break
+            since = int(page[-1]["timestamp"])
+        return sorted(payments, key=lambda payment: payment.time_ms)
+
+    def set_leverage(self, symbol: str, leverage: Decimal) -> None:
+        """Isolated margin at this (whole) leverage for the symbol; nothing on spot, which has none."""
+        if not self.futures:
+            return
+        if leverage != leverage.to_integral_value():
+            raise VenueRejected(f"{self.name} takes whole leverages, not {leverage}")
+        unified = self.market_symbol(symbol)
+        try:
+            self.request(self.exchange.set_margin_mode, "isolated", unified)
+        except self.ccxt.MarginModeAlreadySet:
+            pass  # isolated already
+        except self.ccxt.BaseError as error:
+            raise self.venue_error(error) from None
+        self.call(self.exchange.set_leverage, int(leverage), unified)
 
     def unbooked_fills(self, symbols: list[str], booked: set[str]) -> list[UnbookedFill]:
         """The exchange's latest trades (500 a symbol) whose ids are not in `booked`, each with the

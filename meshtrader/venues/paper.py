@@ -12,7 +12,7 @@ import time
 from decimal import Decimal
 
 from meshtrader.domain.money import TAKER, FeeModel, instrument
-from meshtrader.execution.venue import OrderRequest, UnbookedFill, VenueFill, VenueReport
+from meshtrader.execution.venue import FundingPayment, OrderRequest, UnbookedFill, VenueFill, VenueReport
 from meshtrader.runtime.log import Logger
 from meshtrader.venues.matching import BookWalk, LimitBook, Match, RestingLimit, match, walk_book
 from meshtrader.wire.messages import OrderBook
@@ -102,3 +102,12 @@ class PaperVenue:
 
     def unbooked_fills(self, symbols: list[str], booked: set[str]) -> list[UnbookedFill]:
         return []
+
+    def positions(self, symbols: list[str]) -> None:
+        return None  # the books are the paper venue's only account
+
+    def funding_payments(self, symbols: list[str], since_ms: int) -> list[FundingPayment]:
+        return []  # paper funding is settled from the feed's rates (ExecutionEngine.settle_funding)
+
+    def set_leverage(self, symbol: str, leverage: Decimal) -> None:
+        pass  # the books apply each strategy's leverage themselves

@@ -26,7 +26,9 @@ import msgspec
 
 SCHEMA_VERSION = 1
 
-Side = Literal["buy", "sell"]
+Side = Literal["buy", "sell"]  # an order's
+# A signal's: enter long (buy), leave it (sell); futures also enter short (short) and leave it (cover)
+SignalSide = Literal["buy", "sell", "short", "cover"]
 
 
 class Event(msgspec.Struct, kw_only=True):
@@ -73,6 +75,7 @@ class FundingRate(Event, kw_only=True):
 
     symbol: str
     rate: float
+    mark: float = 0.0  # the mark price at the settlement (the replay: the close of the candle it ends); 0: unknown
 
 
 class MarketGap(Event, kw_only=True):
@@ -109,11 +112,12 @@ class Signal(Event, kw_only=True):
     signal_id: str
     strategy: str
     symbol: str
-    side: Side
+    side: SignalSide
     confidence: float
     reason: str
     price: float
     bar_volume: float = 0.0
+    volatility: float = 0.0  # the symbol's realised daily volatility (a fraction) at the signal, for sizing
     stop: float = 0.0  # the strategy's stop price for an entry; 0: it defines none
     origin_ns: int = 0
 
@@ -156,18 +160,27 @@ class Fill(OrderEvent, kw_only=True):
 
 class PositionView(msgspec.Struct, kw_only=True):
     symbol: str
-    qty: Decimal
+    qty: Decimal  # futures: signed, a short is negative
     cost: Decimal
     avg_price: Decimal
     last_price: Decimal
+    # futures only
+    margin: Decimal = Decimal(0)
+    unrealized_pnl: Decimal = Decimal(0)
+    liquidation_price: Decimal | None = None
 
 
 class StrategyAccount(msgspec.Struct, kw_only=True):
     strategy: str
-    cash: Decimal
+    cash: Decimal  # futures: the wallet balance
     equity: Decimal
     nav: Decimal = Decimal(1)  # equity per unit: performance net of capital moved in or out
     positions: list[PositionView] = []
+    # futures only
+    margin: Decimal = Decimal(0)
+    margin_ratio: Decimal = Decimal(0)  # the highest of its positions' maintenance margin / margin balance
+    funding: Decimal = Decimal(0)  # received (+) and paid (-) so far
+    leverage: Decimal = Decimal(1)
 
 
 class AccountSnapshot(Event, kw_only=True):
@@ -176,6 +189,16 @@ class AccountSnapshot(Event, kw_only=True):
     exposure: Decimal
     trades: int
     accounts: list[StrategyAccount] = []
+    market: str = "spot"  # spot, or usdm (futures: cash is the wallet, equity wallet + unrealized PnL)
+
+
+class MarginClose(Event, kw_only=True):
+    """The risk guard's order to close a strategy's futures positions: its margin ratio reached the close
+    level, before the exchange would liquidate them. Published, not asked: the executor's closing orders
+    need the risk guard's approval in turn."""
+
+    strategy: str
+    reason: str
 
 
 class Allocation(Event, kw_only=True):
@@ -254,6 +277,7 @@ TOPIC_SCHEMAS: tuple[tuple[bytes, type[Event]], ...] = (
     (b"params.", ParamsUpdate),
     (b"risk.decision", RiskDecision),
     (b"risk.state", RiskState),
+    (b"risk.close", MarginClose),
     (b"hb", Heartbeat),
     (b"regime", MarketRegime),
     (b"fork.", ForkEvent),
@@ -309,6 +333,8 @@ class ApproveOrder(Request, tag="approve", kw_only=True):
     portfolio_open_positions: int = 0
     strategy_kelly: float | None = None  # from its closed trades; None until there are enough
     close_all: bool = False  # an operator's "close all positions now": allowed even when halted
+    leverage: Decimal = Decimal(1)  # futures: the strategy's leverage (notional / margin)
+    margin_ratio: Decimal = Decimal(0)  # futures: the strategy's highest maintenance margin / margin balance
 
 
 class SetKillSwitch(Request, tag="kill_switch"):

@@ -9,8 +9,8 @@ import time
 
 import zmq
 
-from meshtrader.domain.candles import CandleBuilder
 from meshtrader.marketdata.files import find_series_file, load_funding, load_trades
+from meshtrader.marketdata.trade_bars import MarketTrade, TradeBars
 from meshtrader.runtime.config import BUNDLED_DATA, REPO_ROOT, load_settings
 from meshtrader.wire.codec import decode_event
 from meshtrader.wire.messages import Candle, FundingRate, Tick
@@ -51,9 +51,9 @@ def test_trade_tape_replay_builds_candles_from_trades(tmp_path):
         tape = load_trades(find_series_file(BUNDLED_DATA, symbol, "trades"))
         ticks = [e for e in events if isinstance(e, Tick) and e.symbol == symbol]
         assert [(t.et, t.price, t.qty) for t in ticks] == [tuple(t) for t in tape]
-        builder, expected = CandleBuilder(60_000), []
-        for trade in tape:
-            expected += builder.add(trade)
+        builder, expected = TradeBars(60_000), []
+        for n, (time_ms, price, qty) in enumerate(tape):
+            expected += builder.add(MarketTrade(time_ms, price, qty, str(n))) or []
         candles = [e for e in events if isinstance(e, Candle) and e.symbol == symbol]
         assert [(c.open_time, c.open, c.high, c.low, c.close, c.volume) for c in candles] == \
             [tuple(b) for b in expected] and len(candles) >= 9

@@ -1,5 +1,6 @@
 """One code path: the same candles through the live mesh (feed -> workers -> risk -> executor, paper)
-and through the backtester give the same fills, bar for bar, for every strategy."""
+and through the backtester give the same fills, bar for bar, for every strategy: on spot, and on USD-M
+futures with the short legs on, leverage and funding."""
 from __future__ import annotations
 
 import gzip
@@ -20,6 +21,9 @@ MAX_OPEN = 100
 PARAMS = {"seller_exhaustion": {"ema_fast": 20, "ema_slow": 60, "z_window": 60, "atr_window": 20,
                                 "fib_swing_lookback": 20, "vol_z": 1.0, "tr_z": 0.5, "cloc_min": 0.5, "max_hold": 30},
           "funding_drift": {"lead": 240}, "ensemble": {"threshold": 0.15}}
+# the short legs on (futures): every strategy that has one goes short on its bearish signals
+SHORT_PARAMS = {**PARAMS, **{name: {**PARAMS.get(name, {}), "short": True} for name in STRATEGIES
+                             if name != "seller_exhaustion"}}
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 CANDLES = 500
 
@@ -38,16 +42,19 @@ def window(tmp_path_factory) -> Path:
     return directory
 
 
-# A loss rule that trips: strategies losing 0.5% from their peak are deactivated, in the mesh by its risk
-# guard and in the backtest by the same rules on its own risk book, at the same bar.
-CASES = {"default_limits": {}, "drawdown_trips": {"strategy_drawdown_pct": "0.005"}}
+# Spot with the default limits; futures with shorts, 2x leverage for macd and a loss rule that trips:
+# strategies losing 0.5% from their peak are deactivated, in the mesh by its risk guard and in the backtest by
+# the same rules on its own risk book, at the same bar.
+CASES = {"spot": ({}, PARAMS),
+         "usdm_shorts_drawdown_trips": ({"strategy_drawdown_pct": "0.005", "market": "usdm",
+                                         "leverage": '{"macd": 2}'}, SHORT_PARAMS)}
 
 
-@pytest.mark.parametrize("limits", CASES.values(), ids=CASES.keys())
-def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory, limits):
+@pytest.mark.parametrize(("limits", "params"), CASES.values(), ids=CASES.keys())
+def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory, limits, params):
     mesh = Mesh(Path(tmp_path_factory.mktemp("parity")), {**{f"MESH_{k.upper()}": v for k, v in limits.items()},
         "MESH_DATA": str(window), "MESH_STRATEGIES": ",".join(STRATEGIES), "MESH_REPLAY_SPEED": "60",
-        "MESH_STRATEGY_PARAMS": json.dumps(PARAMS),
+        "MESH_STRATEGY_PARAMS": json.dumps(params),
         "MESH_VALIDATION_EVERY_MIN": "100000000",  # fixed allocations, as in the backtest
         # Limits across strategies depend on which strategy's signal reaches the executor first within a
         # bar, an order the mesh does not fix; this test compares each strategy's own path.
@@ -61,13 +68,14 @@ def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory, limits):
                  30, "the executor to settle", interval=1)
         live = mesh.query("SELECT strategy, symbol, side, qty, price, fee, event_time FROM trades")
         live_trips = mesh.query("SELECT reason FROM risk_events WHERE rule = 'strategy_drawdown' AND request_id IS NULL")
+        live_funding = mesh.query("SELECT event_time, strategy, amount FROM ledger WHERE kind = 'funding'")
     finally:
         mesh.stop()
 
     settings = load_settings(max_open_positions=MAX_OPEN, **limits)
     series = {s: load_bars(find_candle_file(window, s))[0] for s in SYMBOLS}
     funding = {s: load_funding(find_series_file(window, s, "funding")) for s in SYMBOLS}
-    report = Backtester({name: PARAMS.get(name) for name in STRATEGIES}, SYMBOLS, settings).run(series, funding)
+    report = Backtester({name: params.get(name) for name in STRATEGIES}, SYMBOLS, settings).run(series, funding)
     backtest = [(f.strategy, f.symbol, f.side, f.qty, f.price, f.fee, f.event_time) for f in report.fills]
 
     def key(fill):
@@ -76,6 +84,9 @@ def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory, limits):
     assert len(backtest) > 20
     assert {f[0] for f in backtest} == set(STRATEGIES), "every strategy trades in the window"
     assert sorted(live, key=key) == sorted(backtest, key=key)
+    if limits.get("market") == "usdm":
+        assert {"short", "cover"} <= {f.signal_id.rsplit(":", 1)[1] for f in report.fills}, "shorts traded"
+        assert report.funding and sorted(live_funding) == sorted((t, n, a) for t, n, _, a in report.funding)
     tripped = sorted(reason.split(":")[0] for _, rule, reason in report.risk_events if rule == "strategy_drawdown")
     assert tripped == sorted(reason[0].split(":")[0] for reason in live_trips)
     assert bool(tripped) == bool(limits), "the loss rule trips where its limit is tight, in both"

@@ -36,3 +36,62 @@ class EveryBar(Strategy):
         self.count += 1
         return Decision("buy" if self.count % 2 else "sell", 0.5, f"bar {self.count}")
 '''
+
+SCRIPTED = '''
+from pydantic import Field
+
+from meshtrader.strategies import Decision, Strategy, StrategyParams, register
+
+
+class ScriptParams(StrategyParams):
+    enter_at_ms: int = Field(description="the candle (open time) to enter on")
+    leave_at_ms: int = Field(0, description="the candle to leave on; 0: never")
+
+
+class Scripted(Strategy):
+    """Enters and leaves on candles given by their open time: a trade the test knows in advance."""
+
+    Params = ScriptParams
+    entry = "buy"
+
+    def decide(self, candle):
+        if candle.open_time == self.params.enter_at_ms:
+            return Decision(self.entry, 1.0, "scripted entry")
+        if candle.open_time == self.params.leave_at_ms:
+            return Decision("cover" if self.entry == "short" else "sell", 1.0, "scripted exit")
+        return None
+
+
+@register
+class ScriptedShort(Scripted):
+    name = "scripted_short"
+    entry = "short"
+
+
+@register
+class ScriptedLong(Scripted):
+    name = "scripted_long"
+'''
+
+SHORT_EVERY_FEW = '''
+from meshtrader.strategies import Decision, Strategy, register
+
+
+@register
+class ShortEveryFew(Strategy):
+    """Goes short on every 30th closed candle and covers 15 candles later."""
+
+    name = "short_every_few"
+
+    def __init__(self, symbol, params=None):
+        super().__init__(symbol, params)
+        self.count = 0
+
+    def decide(self, candle):
+        self.count += 1
+        if self.count % 30 == 0:
+            return Decision("short", 1.0, f"bar {self.count}")
+        if self.count % 30 == 15:
+            return Decision("cover", 1.0, f"bar {self.count}")
+        return None
+'''

@@ -1,5 +1,9 @@
-"""A local exchange that speaks Binance's spot wire formats over the bundled data, for rehearsing live
-mode offline (`mesh exchange-sim`) and for testing the live feed with the real ccxt.
+"""A local exchange that speaks Binance's spot and USD-M futures wire formats over the bundled data, for
+rehearsing live mode offline (`mesh exchange-sim`) and for testing the live feed with the real ccxt.
+USD-M (`/fapi`, the `fstream` websockets, ccxt's `binanceusdm`) is tools.exchange_sim.usdm: positions,
+leverage, isolated margin and funding settled from the bundled funding rates as market time passes them.
+Coinbase Advanced Trade's public market data (ccxt's `coinbase`: products, candles and market trades over
+REST, the `market_trades` WebSocket channel; BTCUSDT listed as BTC-USD) is tools.exchange_sim.coinbase.
 
 Addresses: ccxt's API URLs are pointed at this server as http://HOST:PORT/<original host><original path>
 (see meshtrader.marketdata.live.point_at), so `https://api.binance.com/api/v3/klines` is served at
@@ -25,6 +29,7 @@ Chaos, by `POST /admin/chaos {"action": ..., ...}` or `--chaos`:
 - thin_book: the order book's sizes times `factor` (1 restores them);
 - vanish: at the next order the exchange goes away for `seconds` (websockets closed, signed requests held
   unanswered, then 503): after the order executed, or with `"before": true` before it arrived.
+All of them apply to USD-M's endpoints and streams as well (reject_orders refuses for insufficient margin).
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import contextlib
 import itertools
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -47,6 +53,8 @@ from meshtrader.domain.candles import Bar, intrabar_path
 from meshtrader.domain.money import BP, FeeModel
 from meshtrader.marketdata.files import find_candle_file, load_bars
 from tools.exchange_sim.accounts import BinanceError, SimAccount, SimAccounts
+from tools.exchange_sim.coinbase import coinbase_routes
+from tools.exchange_sim.usdm import usdm_routes
 
 MINUTE_MS = 60_000
 REST = "/api.binance.com/api/v3"
@@ -57,6 +65,8 @@ PATH_FRACTIONS = (0.0, 1 / 3, 2 / 3)  # when the open, first and second extremes
 SPOT_FILTERS = {
     "BTCUSDT": ("0.01", "0.00001"), "ETHUSDT": ("0.01", "0.0001"),
 }
+PointSender = Callable[[WebSocket, set[str], str, int], Awaitable[None]]  # (socket, subscriptions, symbol, at)
+SignedAction = Callable[[SimAccount, dict[str, str]], object]  # a signed request's work: its JSON answer
 
 
 def _num(x: float) -> str:
@@ -100,6 +110,15 @@ class Market:
     def bar_at(self, symbol: str, open_time: int) -> Bar | None:
         i = self.index[symbol].get(open_time)
         return self.bars[symbol][i] if i is not None else None
+
+    def path(self, symbol: str, open_time: int) -> list[tuple[int, float]]:
+        """Where a candle trades (market time, price): its open and its extremes, at PATH_FRACTIONS of its
+        minute (its close is the next candle's first point)."""
+        bar = self.bar_at(symbol, open_time)
+        if bar is None:
+            return []
+        return [(open_time + int(f * MINUTE_MS), price)
+                for price, f in zip(intrabar_path(bar, 4), PATH_FRACTIONS, strict=False)]
 
     def closed_bars(self, symbol: str, start: int | None, end: int | None, limit: int) -> list[Bar]:
         now = self.now_ms()
@@ -179,6 +198,7 @@ class ExchangeSim:
     def __init__(self, data_dir: Path, symbols: list[str], speed: float, fees: FeeModel, chaos_every_s: float = 0.0,
                  credentials: dict[str, str] | None = None, balance: Decimal = Decimal("100000")) -> None:
         self.market = Market(data_dir, symbols, speed)
+        self.data_dir = data_dir  # USD-M reads its funding rates and instruments beside the candles
         self.accounts = SimAccounts(credentials or {}, {"USDT": balance}, fees)
         self.symbols = symbols
         self.chaos = Chaos()
@@ -198,11 +218,12 @@ class ExchangeSim:
             Route("/admin/chaos", self.admin_chaos, methods=["POST"]), Route("/admin/state", self.admin_state),
             Route("/admin/accounts", self.admin_accounts),
             WebSocketRoute(WS + "/{stream}", self.stream), WebSocketRoute(WS_API, self.ws_api),
+            *usdm_routes(self), *coinbase_routes(self),
         ], lifespan=self.lifespan)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
-        tasks = [asyncio.create_task(self.match())]
+        tasks = [asyncio.create_task(self.match()), asyncio.create_task(self.usdm.run())]
         if self.chaos_every_s:
             tasks.append(asyncio.create_task(self.periodic_chaos()))
         yield
@@ -312,14 +333,16 @@ class ExchangeSim:
                              "openTime": now - 86_400_000, "closeTime": now, "firstId": 0, "lastId": 0, "count": 0})
 
     # ----- websocket -----------------------------------------------------------------------------
-    async def stream(self, socket: WebSocket) -> None:
+    async def stream(self, socket: WebSocket, send_point: PointSender | None = None) -> None:
+        """A market-data websocket: SUBSCRIBE / UNSUBSCRIBE, and `send_point` (spot's, unless given) at each
+        traded point of each candle."""
         if time.monotonic() < self.chaos.refuse_until:
             await socket.close(code=1013)  # try again later
             return
         await socket.accept()
         self.clients.add(socket)
         subscriptions: set[str] = set()
-        sender = asyncio.create_task(self.push(socket, subscriptions))
+        sender = asyncio.create_task(self.push(socket, subscriptions, send_point or self.send_point))
         try:
             while True:
                 request = json.loads(await socket.receive_text())
@@ -334,7 +357,7 @@ class ExchangeSim:
             sender.cancel()
             self.clients.discard(socket)
 
-    async def push(self, socket: WebSocket, subscriptions: set[str]) -> None:
+    async def push(self, socket: WebSocket, subscriptions: set[str], send_point: PointSender) -> None:
         """Send kline, trade and depth events as market time crosses each traded point of each candle."""
         step_ms = POINT_MS
         cursor = self.market.now_ms()
@@ -349,7 +372,7 @@ class ExchangeSim:
                 cursor = now
                 for at in points:
                     for symbol in self.symbols:
-                        await self.send_point(socket, subscriptions, symbol, at)
+                        await send_point(socket, subscriptions, symbol, at)
                 await asyncio.sleep(min(0.05, step_ms / MINUTE_MS / self.market.speed / 2))
         except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
             return
@@ -481,7 +504,7 @@ class ExchangeSim:
         traded = self.market.partial(symbol, at_ms)
         return Decimal(repr(traded[1])) if traded else None
 
-    async def private(self, request: Request, action) -> Response:
+    async def private(self, request: Request, action: SignedAction) -> Response:
         if (away := self.chaos.away_until - time.monotonic()) > 0:  # gone: hold the request, then fail it
             await asyncio.sleep(away)
             return JSONResponse({"code": -1001, "msg": "Internal error; unable to process your request. "
@@ -509,6 +532,11 @@ class ExchangeSim:
             return self.accounts.place(account, params, self.price(params["symbol"], now), now,
                                        (Decimal(tick), Decimal(step)))
 
+        return await self.order_with_chaos(request, act)
+
+    async def order_with_chaos(self, request: Request, act: SignedAction) -> Response:
+        """An order request (place, query, cancel; spot's or USD-M's `act`) through the order chaos: vanish
+        before or after a new order reaches the matching engine, or its answer lost (-1007)."""
         if request.method == "POST" and self.chaos.vanish_s and self.chaos.vanish_before:
             seconds, self.chaos.vanish_s = self.chaos.vanish_s, 0.0
             await self.go_away(seconds)  # the order is lost on the way in
@@ -615,6 +643,6 @@ def serve(port: int, data_dir: Path, symbols: list[str], speed: float, fees: Fee
     key, secret = os.environ.get("BINANCE_API_KEY"), os.environ.get("BINANCE_API_SECRET")
     sim = ExchangeSim(data_dir, symbols, speed, fees, chaos_every_s, {key: secret} if key and secret else None)
     chaos = f"  chaos: connections dropped every {chaos_every_s}s" if chaos_every_s else ""
-    print(f"exchange simulator (Binance spot wire format) on http://{host}:{port}  symbols {', '.join(symbols)}  "
+    print(f"exchange simulator (Binance spot and USD-M, Coinbase Advanced Trade wire formats) on http://{host}:{port}  symbols {', '.join(symbols)}  "
           f"speed {speed} candles/s{chaos}", flush=True)
     uvicorn.run(sim.app, host=host, port=port, log_level="warning", ws_ping_interval=20)

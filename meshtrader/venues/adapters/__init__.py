@@ -44,6 +44,10 @@ class ExchangeAdapter:
     def lookup_params(self, client_id: str) -> dict[str, Any]:
         return {"clientOrderId": client_id}
 
+    def pointed(self, exchange: Any) -> None:
+        """The ccxt client was pointed at another base URL (MESH_EXCHANGE_URL): whatever the exchange's
+        driver derived from its own hosts is made to hold there too."""
+
 
 ADAPTERS: dict[str, ExchangeAdapter] = {}  # ccxt exchange id -> its adapter, filled by @adapter
 

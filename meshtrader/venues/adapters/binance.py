@@ -11,10 +11,12 @@ BINANCE_MARKETS: dict[MarketType, str] = {"spot": "spot", "usdm": "linear"}  # c
 
 
 @adapter("binance")
+@adapter("binanceusdm")
 @dataclass(frozen=True)
 class Binance(ExchangeAdapter):
-    """Binance: `newClientOrderId` to place, `origClientOrderId` to find or cancel, and `recvWindow`; only
-    the markets of our type are fetched (spot's exchangeInfo, or USD-M's `linear` one)."""
+    """Binance (and ccxt's `binanceusdm`, the same driver set to USD-M): `newClientOrderId` to place,
+    `origClientOrderId` to find or cancel, and `recvWindow`; only the markets of our type are fetched
+    (spot's exchangeInfo, or USD-M's `linear` one)."""
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "recvWindow": self.recv_window_ms, "fetchCurrencies": False,
@@ -25,3 +27,11 @@ class Binance(ExchangeAdapter):
 
     def lookup_params(self, client_id: str) -> dict[str, Any]:
         return {"origClientOrderId": client_id}
+
+    def pointed(self, exchange: Any) -> None:
+        """ccxt picks Binance's error classes by the host that answered (fapi.binance.com: USD-M's table);
+        at another URL it falls back to the common table, where USD-M's refusals (a reduce-only order
+        rejected, -2022) are mere ExchangeErrors. Under USD-M its table becomes the common one."""
+        if self.market_type == "usdm":
+            exchange.exceptions["exact"] = {**exchange.exceptions["exact"],
+                                            **exchange.exceptions.get("linear", {}).get("exact", {})}

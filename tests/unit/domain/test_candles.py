@@ -5,15 +5,16 @@ from meshtrader.domain.candles import Bar
 
 
 def test_candles_built_from_trades_have_no_holes():
-    from meshtrader.domain.candles import CandleBuilder, Trade
+    from meshtrader.marketdata.trade_bars import MarketTrade, TradeBars
 
-    builder = CandleBuilder(60_000)
+    builder = TradeBars(60_000)
     closed = []
-    for t in (Trade(1_000, 10.0, 1), Trade(30_000, 12.0, 2), Trade(59_999, 9.0, 1), Trade(185_000, 11.0, 1)):
+    for t in (MarketTrade(1_000, 10.0, 1, "1"), MarketTrade(30_000, 12.0, 2, "2"), MarketTrade(59_999, 9.0, 1, "3"),
+              MarketTrade(185_000, 11.0, 1, "4")):
         closed += builder.add(t)
     assert closed == [Bar(0, 10.0, 12.0, 9.0, 9.0, 4.0), Bar(60_000, 9.0, 9.0, 9.0, 9.0, 0.0),
                       Bar(120_000, 9.0, 9.0, 9.0, 9.0, 0.0)]
-    assert builder.current[0] == 180_000
+    assert builder.current.open_time == 180_000
 
 
 def test_resampling_keeps_only_whole_periods():

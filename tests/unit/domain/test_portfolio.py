@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from meshtrader.domain.money import instrument
-from meshtrader.domain.portfolio import AccountingError, Portfolio, size_buy
+from meshtrader.domain.portfolio import AccountingError, Portfolio, size_entry
 
 D = Decimal
 
@@ -32,9 +32,9 @@ def test_buy_sizing_respects_cash_and_exchange_minimums():
     book = Portfolio()
     book.fund("m", D("1000"))
     account = book.accounts["m"]
-    qty, _ = size_buy(account, D("1000"), D("95000"), D("0.2"), D("0.001"), instrument("BTCUSDT"))
+    qty, _ = size_entry(account, D("1000"), D("95000"), D("0.2"), D("0.001"), instrument("BTCUSDT"))
     assert qty == D("0.002")
-    qty, why = size_buy(account, D("1000"), D("95000"), D("0.05"), D("0.001"), instrument("BTCUSDT"))
+    qty, why = size_entry(account, D("1000"), D("95000"), D("0.05"), D("0.001"), instrument("BTCUSDT"))
     assert qty == 0 and "too small" in why
 
 

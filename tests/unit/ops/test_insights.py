@@ -129,7 +129,7 @@ def test_strategy_figures_are_exact_and_net_of_transfers(settings, store):
     validation = momentum["validation"]
     assert {k: validation[k] for k in ("fork_id", "window_min", "from_et", "to_et")} == {
         "fork_id": "fork-old", "window_min": 30.0, "from_et": T + 20 * MIN, "to_et": T + 45 * MIN}
-    assert validation["backtest"] == {"return_pct": pytest.approx(1.2), "trades": 4, "sharpe": 1.5,
+    assert validation["backtest"] == {"return_pct": pytest.approx(1.2), "trades": 4, "sharpe": 1.5, "days": 0,
                                       "max_drawdown_pct": pytest.approx(3.1), "win_rate": 0.5, "profit_factor": 1.8}
     live = validation["live"]
     assert live["return_pct"] == pytest.approx((1.05 * 0.9 - 1) * 100, abs=1e-6)
@@ -170,8 +170,10 @@ def test_fork_timeline_says_what_each_fork_produced_and_totals_time_per_purpose(
     registry.set_status("w", ACTIVE, {})
     registry.merge_results("w", {"whatif": {
         "scenarios": {}, "chosen": "proposed",
-        "outcome": {"proposed": {"roi": 0.005, "sharpe": 1.2, "sortino": 1.5, "max_drawdown": 0.01, "trades": 8},
-                    "current": {"roi": -0.001, "sharpe": -0.3, "sortino": -0.2, "max_drawdown": 0.02, "trades": 8}}},
+        "outcome": {"proposed": {"roi": 0.005, "sharpe": 1.2, "sortino": 1.5, "days": 7, "max_drawdown": 0.01,
+                                 "trades": 8},
+                    "current": {"roi": -0.001, "sharpe": None, "sortino": None, "days": 1, "max_drawdown": 0.02,
+                                "trades": 8}}},
         "validation_fork": "v"})
     registry.keep("w", T + 604_800_000, 604800)
     registry.merge_results("w", {"interesting": "it moved a strategy's allocation by 10 points or more"})
@@ -207,7 +209,7 @@ def test_fork_timeline_says_what_each_fork_produced_and_totals_time_per_purpose(
         "w": ("active", 99.0, True), "v": ("destroyed", 12.5, False)}
     assert {k: f["produced"] for k, f in forks.items()} == {
         "v": "validation (schedule) over 10080m: scores momentum 0.81, macd -0.20",
-        "w": "what-if chose proposed: proposed Sharpe 1.20 ROI 0.50%, current Sharpe -0.30 ROI -0.10%; "
+        "w": "what-if chose proposed: proposed Sharpe 1.20 (7 days) ROI 0.50%, current Sharpe n/a (1 day) ROI -0.10%; "
              "kept: it moved a strategy's allocation by 10 points or more",
         "o": "momentum adopted fast=7, slow=30 (sharpe out of sample 1.234 vs live n/a, 24 sets)",
         "i": "incident: trading halted: daily loss 5.1%",

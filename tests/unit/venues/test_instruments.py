@@ -91,5 +91,5 @@ def test_spot_and_usdm_are_kept_apart(restored_instruments):
         assert (spec.market_type, spec.price_tick, spec.qty_step, spec.min_qty, spec.min_notional) == (
             market_type, *expected)
     assert adapter_for("binance", "usdm").options()["fetchMarkets"] == {"types": ["linear"]}
-    with pytest.raises(ConfigError, match="MESH_MARKET_TYPE usdm: the live feed streams spot markets only"):
+    with pytest.raises(ConfigError, match="MESH_MARKET_TYPE usdm: the live spot feed streams spot markets only"):
         load_settings(feed="live", market_type="usdm")

@@ -43,7 +43,9 @@ export async function refresh() {
       const v = s.validation;
       if (!v) return row([esc(name), '<span class="note">no validation yet</span>', "", "", "", "", "", ""]);
       return row([esc(name), `${when(v.from_et)} → ${when(v.to_et)}`, esc(v.fork_id), num(pct(v.backtest.return_pct, 2)),
-        num(v.backtest.trades ?? "-"), num(fmt(v.backtest.sharpe)), num(pct(v.live.return_pct, 2)),
+        num(v.backtest.trades ?? "-"),
+        num(`${v.backtest.sharpe === null ? "n/a" : fmt(v.backtest.sharpe)} <span class="note">(${v.backtest.days ?? "?"} days)</span>`),
+        num(pct(v.live.return_pct, 2)),
         num(v.live.trades ?? "-")]);
     }).join("");
   $("params").innerHTML = row(["strategy", "parameters", "source", "adopted"], "th") +

@@ -144,12 +144,21 @@ export function draw(s) {
                                  "trading"], "th") +
     s.accounts.map((a) => row([esc(a.strategy), num(pct(s.allocations[a.strategy], 2)), num(money(a.cash)),
       num(money(a.equity)), num(money(a.pnl)), num(a.nav ? pct((Number(a.nav) - 1) * 100, 2) : "-"),
-      a.active ? '<span class="ok">active</span>'
-               : `<span class="bad" title="${esc(a.deactivated_because)}">deactivated</span>`])).join("");
-  $("allocreason").textContent = s.allocation_reason || "";
-  $("positions").innerHTML = row(["strategy", "symbol", num("qty"), num("avg price"), num("last"), num("unrealized")], "th") +
-    s.positions.map((p) => row([esc(p.strategy), esc(p.symbol), num(esc(p.qty)), num(fmt(p.avg_price)), num(fmt(p.last_price)),
-      num(money(p.unrealized_pnl))])).join("");
+      a.strategy === "cash" ? '<span class="note">cash line</span>'
+        : a.active ? '<span class="ok">active</span>'
+        : `<span class="bad" title="${esc(a.deactivated_because)}">deactivated</span>`])).join("");
+  // the cash line: capital the allocator gives no strategy, as no validation showed it an edge
+  const held = s.allocations.cash;
+  $("allocreason").textContent = (held ? `Cash line: ${pct(held, 2)} of the capital held in cash (at most ` +
+    `${pct(s.allocation_cash_max_pct, 0)}). ` : "") + (s.allocation_reason || "");
+  // futures (market usdm): a short's qty is negative; each position shows its isolated margin and liquidation price
+  const futures = s.market === "usdm";
+  $("positions").innerHTML = row(["strategy", "symbol", num("qty"), num("avg price"), num("last"), num("unrealized"),
+                                  ...(futures ? [num("margin"), num("liq. price")] : [])], "th") +
+    s.positions.map((p) => row([esc(p.strategy), esc(p.symbol),
+      num(`<span class="${Number(p.qty) < 0 ? "sell" : "buy"}">${esc(p.qty)}</span>`), num(fmt(p.avg_price)),
+      num(fmt(p.last_price)), num(money(p.unrealized_pnl)),
+      ...(futures ? [num(money(p.margin)), num(p.liquidation_price ? fmt(p.liquidation_price) : "-")] : [])])).join("");
   $("lasttrades").innerHTML = row(["time", "strategy", "side", num("qty"), "symbol", num("price"), num("fee"),
                                    num("realized")], "th") +
     (s.last_trades || []).map((t) => row([when(t.event_time), esc(t.strategy), `<span class="${esc(t.side)}">${esc(t.side)}</span>`,

@@ -1,0 +1,91 @@
+"""Live USD-M futures, offline: the executor trades shorts through ccxt's binanceusdm against the exchange
+simulator's USD-M endpoints; its books (wallet, signed positions, entry prices) equal the exchange's to
+the last digit, funding included, and a restarted executor reconciles its positions with the exchange's."""
+from __future__ import annotations
+
+import threading
+from decimal import Decimal as D
+from pathlib import Path
+
+import ccxt
+import pytest
+import uvicorn
+from conftest import LIVE_ENV, Mesh, log_events, wait_for, wait_settled
+from support.strategy_files import SHORT_EVERY_FEW
+
+from meshtrader.domain.money import FeeModel
+from meshtrader.domain.portfolio import Portfolio
+from meshtrader.marketdata.live import point_at
+from meshtrader.runtime.config import BUNDLED_DATA
+from meshtrader.venues.adapters import adapter_for
+from tools.exchange_sim.server import ExchangeSim
+
+KEY, SECRET = "usdm-mesh-key", "usdm-mesh-secret"
+SPEED = 30  # candles a second: a funding settlement every 16 s
+
+
+@pytest.fixture(scope="module")
+def futures_exchange():
+    sim = ExchangeSim(BUNDLED_DATA, ["BTCUSDT"], SPEED, FeeModel(D("0.0005"), D("0.0002")), credentials={KEY: SECRET})
+    server = uvicorn.Server(uvicorn.Config(sim.app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 15, "the exchange simulator")
+    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live_futures(futures_exchange, tmp_path_factory):
+    home = Path(tmp_path_factory.mktemp("livefutures"))
+    (home / "short_every_few.py").write_text(SHORT_EVERY_FEW)
+    mesh = Mesh(home, {**LIVE_ENV, "BINANCE_API_KEY": "", "BINANCE_API_SECRET": "",
+                       "BINANCEUSDM_API_KEY": KEY, "BINANCEUSDM_API_SECRET": SECRET, "MESH_EXCHANGE": "binanceusdm",
+                       "MESH_EXCHANGE_URL": futures_exchange, "MESH_MARKET": "usdm", "MESH_SYMBOLS": "BTCUSDT",
+                       "MESH_STRATEGY_FILES": str(home / "short_every_few.py"), "MESH_STRATEGIES": "short_every_few",
+                       "MESH_LEVERAGE": '{"short_every_few": 2}'})
+    mesh.start()
+    yield mesh
+    mesh.stop()
+
+
+def exchange_account(url: str) -> tuple[D, dict[str, tuple[D, D]]]:
+    """The exchange's wallet balance and its positions (signed size, entry price), as ccxt reads them."""
+    exchange = ccxt.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
+                                 "options": adapter_for("binanceusdm", "usdm").options()})
+    point_at(exchange.urls["api"], url)
+    exchange.load_markets()
+    [usdt] = [a for a in exchange.fetch_balance()["info"]["assets"] if a["asset"] == "USDT"]
+    positions = {p["info"]["symbol"]: (D(p["info"]["positionAmt"]), D(p["info"]["entryPrice"]))
+                 for p in exchange.fetch_positions() if D(p["info"]["positionAmt"])}
+    return D(usdt["walletBalance"]), positions
+
+
+def books(mesh: Mesh) -> tuple[D, dict[str, tuple[D, D]]]:
+    store = mesh.store()
+    try:
+        portfolio = Portfolio.rebuild(store.ledger(), store.trades(), market="usdm",
+                                      leverage={"short_every_few": D(2)})
+    finally:
+        store.close()
+    held = {s: (p.qty, p.entry_price) for a in portfolio.accounts.values() for s, p in a.positions.items() if p.qty}
+    return portfolio.cash(), held
+
+
+def test_live_shorts_book_what_the_exchange_books(live_futures, futures_exchange):
+    mesh = live_futures
+    opened = wait_for(lambda: mesh.query("SELECT COUNT(*) FROM trades WHERE side = 'sell'")[0][0] >= 2 and
+                      mesh.query("SELECT COUNT(*) FROM trades WHERE side = 'buy'")[0][0] >= 1, 120,
+                      "shorts opened and covered at the exchange")
+    assert opened
+    assert log_events(mesh, "reconciled")
+    # a restart with (or without) a short open: the exchange's positions are reconciled with the books
+    wait_for(lambda: books(mesh)[1], 60, "a short open")
+    assert "started" in mesh.ctl("restart", "executor")
+    wait_for(lambda: len(log_events(mesh, "reconciled")) >= 2, 60, "the restarted executor to reconcile")
+    assert not log_events(mesh, "reconciliation_failed")
+    wait_for(lambda: mesh.query("SELECT 1 FROM ledger WHERE kind = 'funding'"), 60, "a funding settlement booked")
+    mesh.quiesce()
+    wait_settled(lambda: (books(mesh), exchange_account(futures_exchange)), 30, "the last orders and funding booked")
+    assert books(mesh) == exchange_account(futures_exchange)
