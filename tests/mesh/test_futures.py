@@ -75,6 +75,11 @@ def test_shorts_funding_restart_and_the_margin_rule(futures_mesh):
                        a["margin"]) for a in mesh.status()["accounts"]] ==
              [(a["strategy"], a["cash"], a["positions"][0]["qty"], a["positions"][0]["avg_price"], a["margin"])
               for a in before], 30, "the restarted executor's books to equal those before")
+    for account in before:  # the futures form of equity: the wallet plus the positions' unrealized PnL
+        unrealized = sum((D(p["qty"]) * D(p["last_price"]) - D(p["cost"]) for p in account["positions"]), D(0))
+        assert D(account["equity"]) == D(account["cash"]) + unrealized
+        assert all(D(p["unrealized_pnl"]) == D(p["qty"]) * D(p["last_price"]) - D(p["cost"]) and p["liquidation_price"]
+                   for p in account["positions"])
     assert "started" in mesh.ctl("start", "feed")
 
     # the settlement: the short receives qty x mark x rate, a ledger entry of its own
