@@ -154,6 +154,8 @@ class ExecutionEngine:
     # ----- futures: margin levels, liquidation, funding ---------------------------------------------------
     def watch(self, strategy: str, symbol: str) -> None:
         """The marks at which a futures position reaches each margin level and its liquidation price."""
+        if not self.portfolio.futures:
+            return
         position = self.portfolio.accounts[strategy].positions.get(symbol)
         watched = self.watched.setdefault(symbol, {})
         if position is None or not position.qty:
@@ -209,14 +211,14 @@ class ExecutionEngine:
 
     def collect_funding(self) -> None:
         """A remote futures venue settles funding itself: what its income history booked since the last look
-        goes into the ledger, split across the sub-accounts holding the symbol in proportion to their
-        positions (exact: the remainder to the last), each share booked once (the venue's id, the account)."""
+        goes into the ledger, split across the sub-accounts that held the symbol at the settlement (their
+        trades say so) in proportion to their positions (exact: the remainder to the last), each share
+        booked once (the venue's id, the account)."""
         payments = self.venue.funding_payments(self.symbols, self.funding_since)
         entries = []
         for payment in payments:
-            holders = [(name, abs(account.positions[payment.symbol].qty))
-                       for name, account in sorted(self.portfolio.accounts.items())
-                       if payment.symbol in account.positions and account.positions[payment.symbol].qty]
+            holders = [(name, abs(qty)) for name, qty in
+                       sorted(self.journal.positions_at(payment.symbol, payment.time_ms).items())]
             if not holders:
                 self.log.warning("funding_unassigned", symbol=payment.symbol, amount=str(payment.amount),
                                  why="no sub-account holds the symbol now")

@@ -2,6 +2,7 @@
 in a backtest (nothing to survive: the run is its own record)."""
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Protocol
 
 from meshtrader.domain.portfolio import Portfolio
@@ -18,6 +19,7 @@ class Journal(Protocol):
     def booked_venue_trade_ids(self) -> set[str]: ...
     def known_order_ids(self, order_ids: set[str]) -> set[str]: ...
     def funding(self, payments: list[FundingEntry]) -> list[FundingEntry]: ...
+    def positions_at(self, symbol: str, event_time: int) -> dict[str, Decimal]: ...
 
 
 class MemoryJournal:
@@ -43,5 +45,8 @@ class MemoryJournal:
 
     def funding(self, payments: list[FundingEntry]) -> list[FundingEntry]:
         return payments
+
+    def positions_at(self, symbol: str, event_time: int) -> dict[str, Decimal]:
+        return {}  # a backtest settles funding on its own books (ExecutionEngine.settle_funding)
 
 

@@ -169,6 +169,15 @@ class OrderJournal:
                                              p.ref) for p in new])
         return new
 
+    def positions_at(self, symbol: str, event_time: int) -> dict[str, Decimal]:
+        """Each strategy's signed position in `symbol` as of a market time, from its trades (a futures
+        settlement is owed by whoever held the position then, even if it has been closed since)."""
+        held: dict[str, Decimal] = {}
+        for strategy, side, qty in self.store.query("SELECT strategy, side, qty FROM trades WHERE symbol = ? AND "
+                                                    "event_time <= ?", (symbol, event_time)):
+            held[strategy] = held.get(strategy, ZERO) + (Decimal(qty) if side == "buy" else -Decimal(qty))
+        return {strategy: qty for strategy, qty in held.items() if qty}
+
     def working_orders(self) -> list[SavedOrder]:
         rows = self.store.query(
             "SELECT o.*, (SELECT MAX(seq) FROM order_events e WHERE e.order_id = o.order_id) AS last_seq "

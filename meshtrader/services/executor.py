@@ -67,8 +67,9 @@ class Executor(Service):
                                       order_timeout_s=s.order_timeout_s, signal_ttl_s=s.signal_ttl_s,
                                       tolerance=s.reconcile_tolerance, symbols=s.symbols,
                                       margin_levels=(s.margin_reduce_ratio, s.margin_close_ratio))
-        for strategy, symbol in [(a.strategy, sym) for a in portfolio.accounts.values() for sym in a.positions]:
-            self.engine.watch(strategy, symbol)
+        if portfolio.futures:  # the margin levels and liquidation prices of the positions it restarts with
+            for strategy, symbol in [(a.strategy, sym) for a in portfolio.accounts.values() for sym in a.positions]:
+                self.engine.watch(strategy, symbol)
         if not portfolio.accounts:
             allocation = self.published_allocation()
             self.treasury.open_accounts(portfolio, venue, s.capital, allocation.weights if allocation

@@ -162,7 +162,7 @@ def test_risk_guard_rules_over_the_wire(mesh):
         assert sorted(recorded) == [("kill_switch", 0), ("max_order_size", 0)]
     finally:
         client.close()
-        ctx.term()
+        ctx.destroy(linger=0)  # a failed assertion leaves sockets open: term() would wait on them
 
 
 def test_malformed_frames_are_counted_and_survived(mesh):
@@ -223,7 +223,7 @@ def test_malformed_frames_are_counted_and_survived(mesh):
         trades = mesh.trade_count()
         wait_for(lambda: mesh.trade_count() > trades, 60, "trading after the garbage")
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_feed_answers_recent_candles(mesh):
@@ -238,7 +238,7 @@ def test_feed_answers_recent_candles(mesh):
         assert isinstance(unknown, ErrorReply) and "unknown symbol" in unknown.error
     finally:
         client.close()
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_dashboard_serves_state_metrics_and_live_events(mesh):
@@ -404,7 +404,7 @@ def test_forks_are_consistent_copies_that_expire_and_orphans_go(mesh):
         assert ("fork_created",) in mesh.query("SELECT kind FROM pr_events")
     finally:
         client.close()
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_validation_on_forks_moves_allocations_and_books_still_reconcile(mesh):
@@ -475,7 +475,7 @@ def test_new_parameters_are_swapped_in_without_a_restart(mesh):
         assert '"event": "params_rejected"' in log.read_text()  # fast >= slow: refused, the old set kept
     finally:
         pub.close(0)
-        ctx.term()
+        ctx.destroy(linger=0)
         assert "started" in mesh.ctl("start", "allocator")
     assert mesh.pid("strategy_momentum") == pid
     trades = mesh.trade_count()
