@@ -197,16 +197,14 @@ class ExecutionEngine:
         self.apply(working, VenueReport((fill,)), event_time, [submitted],
                    f"liquidation: {strategy}'s {symbol} margin fell to maintenance at {price}")
 
-    def settle_funding(self, symbol: str, rate: Decimal, mark: Decimal, event_time: int) -> list[FundingEntry]:
-        """A funding settlement of `symbol` on every open position (paper and backtest: at the mark), booked
-        once per settlement and sub-account (the ledger's ref); the entries booked."""
-        due = []
-        for name, account in self.portfolio.accounts.items():
-            position = account.positions.get(symbol)
-            if position is not None and position.qty:
-                amount = funding_payment(position.qty, mark, rate)
-                due.append(FundingEntry(name, symbol, amount, event_time, f"funding:{symbol}:{event_time}:{name}",
-                                        f"funding {rate} on {position.qty} {symbol} at mark {mark}"))
+    def settle_funding(self, symbol: str, rate: Decimal, mark: Decimal, event_time: int,
+                       holders: dict[str, Decimal]) -> list[FundingEntry]:
+        """A funding settlement of `symbol` (paper and backtest) on the positions held up to it (`holders`:
+        strategy -> signed quantity; an order of the bar that closes at the settlement comes after it), at
+        the mark, booked once per settlement and sub-account (the ledger's ref); the entries booked."""
+        due = [FundingEntry(name, symbol, funding_payment(qty, mark, rate), event_time,
+                            f"funding:{symbol}:{event_time}:{name}", f"funding {rate} on {qty} {symbol} at mark {mark}")
+               for name, qty in sorted(holders.items()) if qty]
         return self.book_funding(due)
 
     def collect_funding(self) -> None:
@@ -217,8 +215,7 @@ class ExecutionEngine:
         payments = self.venue.funding_payments(self.symbols, self.funding_since)
         entries = []
         for payment in payments:
-            holders = [(name, abs(qty)) for name, qty in
-                       sorted(self.journal.positions_at(payment.symbol, payment.time_ms).items())]
+            holders = [(name, abs(qty)) for name, qty in sorted(self.holders_at(payment.symbol, payment.time_ms).items())]
             if not holders:
                 self.log.warning("funding_unassigned", symbol=payment.symbol, amount=str(payment.amount),
                                  why="no sub-account holds the symbol now")
@@ -231,6 +228,15 @@ class ExecutionEngine:
                         for (name, _), share in zip(holders, shares, strict=True)]
             self.funding_since = max(self.funding_since, payment.time_ms)
         self.book_funding(entries)
+
+    def holders_at(self, symbol: str, time_ms: int) -> dict[str, Decimal]:
+        """Who held `symbol` at an exchange's settlement, by the books' trades. A trade is stamped with its
+        signal's market time and executes a little later: if the books are flat then, the exchange still held
+        the position their last trade before it closed."""
+        held = self.journal.positions_at(symbol, time_ms)
+        if not held and (last := self.journal.last_trade_time(symbol, time_ms)) is not None:
+            held = self.journal.positions_at(symbol, last - 1)
+        return held
 
     def book_funding(self, entries: list[FundingEntry]) -> list[FundingEntry]:
         """Funding entries (paper settlements, or an exchange's income history) into the ledger and the
@@ -631,6 +637,7 @@ class ExecutionEngine:
                 leverage = max(self.portfolio.leverage.values(), default=Decimal(1))
                 for symbol in self.symbols:
                     self.venue.set_leverage(symbol, leverage)
+                self.collect_funding()  # what the exchange settled while the executor was away, before comparing
             balances = self.venue.balances() or {}
             positions = self.venue.positions(self.symbols)
             open_orders = self.venue.open_orders(self.symbols)

@@ -20,6 +20,7 @@ class Journal(Protocol):
     def known_order_ids(self, order_ids: set[str]) -> set[str]: ...
     def funding(self, payments: list[FundingEntry]) -> list[FundingEntry]: ...
     def positions_at(self, symbol: str, event_time: int) -> dict[str, Decimal]: ...
+    def last_trade_time(self, symbol: str, event_time: int) -> int | None: ...
 
 
 class MemoryJournal:
@@ -48,5 +49,8 @@ class MemoryJournal:
 
     def positions_at(self, symbol: str, event_time: int) -> dict[str, Decimal]:
         return {}  # a backtest settles funding on its own books (ExecutionEngine.settle_funding)
+
+    def last_trade_time(self, symbol: str, event_time: int) -> int | None:
+        return None
 
 

@@ -178,6 +178,11 @@ class OrderJournal:
             held[strategy] = held.get(strategy, ZERO) + (Decimal(qty) if side == "buy" else -Decimal(qty))
         return {strategy: qty for strategy, qty in held.items() if qty}
 
+    def last_trade_time(self, symbol: str, event_time: int) -> int | None:
+        """The market time of the latest trade in `symbol` at or before `event_time`."""
+        return self.store.scalar("SELECT MAX(event_time) FROM trades WHERE symbol = ? AND event_time <= ?",
+                                 (symbol, event_time))
+
     def working_orders(self) -> list[SavedOrder]:
         rows = self.store.query(
             "SELECT o.*, (SELECT MAX(seq) FROM order_events e WHERE e.order_id = o.order_id) AS last_seq "

@@ -147,6 +147,7 @@ class Backtester:
         futures, settle = self.market == "usdm", books.settle
         volatility = books.volatility
         bars_in_market = 0
+        paid, next_paid = 0, next_due  # futures: settlements paid (before the orders of the bar closing then)
         for open_time, minute in self.minutes(series):
             closes_at = open_time + tf_ms
             if working or watched:  # resting orders and margin levels meet this bar's prices first, as its ticks
@@ -155,6 +156,11 @@ class Backtester:
                 closes[symbol] = bar.close
                 if volatility:
                     volatility[symbol].update(bar.close)
+            while futures and next_paid <= closes_at:  # owed by the positions held up to the settlement
+                _, symbol, rate = settlements[paid]
+                settle(symbol, rate, next_paid)
+                paid += 1
+                next_paid = settlements[paid][0]
             for symbol, bar in minute:
                 candle = Candle(symbol=symbol, tf=tf, open_time=open_time, open=bar.open, high=bar.high, low=bar.low,
                                 close=bar.close, volume=bar.volume, et=closes_at)
@@ -166,8 +172,6 @@ class Backtester:
                 _, symbol, rate = settlements[next_settlement]
                 next_settlement += 1
                 event = FundingRate(symbol=symbol, rate=rate, et=next_due)
-                if futures:
-                    settle(symbol, rate, next_due)
                 next_due = settlements[next_settlement][0]
                 for on_funding in funding_hooks[symbol]:
                     on_funding(event)
@@ -248,7 +252,10 @@ class _Books:
 
     def settle(self, symbol: str, rate: float, event_time: int) -> None:
         """A funding settlement on the open futures positions, at the close of the bar it ends."""
-        for entry in self.engine.settle_funding(symbol, to_decimal(rate), to_decimal(self.closes[symbol]), event_time):
+        holders = {name: account.positions[symbol].qty for name, account in self.portfolio.accounts.items()
+                   if symbol in account.positions}
+        for entry in self.engine.settle_funding(symbol, to_decimal(rate), to_decimal(self.closes[symbol]), event_time,
+                                                holders):
             self.funding.append((event_time, entry.strategy, symbol, str(entry.amount)))
             if entry.amount < 0:
                 self.funding_paid -= entry.amount

@@ -159,7 +159,8 @@ class Executor(Service):
         if mark is None:
             self.log.error("funding_unbooked", symbol=funding.symbol, et=funding.et, why="no price known yet")
             return
-        for entry in self.engine.settle_funding(funding.symbol, to_decimal(funding.rate), mark, funding.et):
+        holders = self.journal.positions_at(funding.symbol, funding.et - 1)  # its trades: before the settlement
+        for entry in self.engine.settle_funding(funding.symbol, to_decimal(funding.rate), mark, funding.et, holders):
             self.log.info("funding_booked", strategy=entry.strategy, symbol=entry.symbol, amount=str(entry.amount),
                           reason=entry.reason)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import ccxt
 import pytest
 import uvicorn
-from conftest import LIVE_ENV, Mesh, log_events, wait_for, wait_settled
+from conftest import LIVE_ENV, Mesh, log_events, wait_for
 from support.strategy_files import SHORT_EVERY_FEW
 
 from meshtrader.domain.money import FeeModel
@@ -21,7 +21,7 @@ from meshtrader.venues.adapters import adapter_for
 from tools.exchange_sim.server import ExchangeSim
 
 KEY, SECRET = "usdm-mesh-key", "usdm-mesh-secret"
-SPEED = 30  # candles a second: a funding settlement every 16 s
+SPEED = 60  # candles a second: a funding settlement every 8 s
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,12 @@ def test_live_shorts_book_what_the_exchange_books(live_futures, futures_exchange
     wait_for(lambda: len(log_events(mesh, "reconciled")) >= 2, 60, "the restarted executor to reconcile")
     assert not log_events(mesh, "reconciliation_failed")
     wait_for(lambda: mesh.query("SELECT 1 FROM ledger WHERE kind = 'funding'"), 60, "a funding settlement booked")
+    # flat, so the exchange settles no more funding; a restart then books what it settled since the last read
     mesh.quiesce()
-    wait_settled(lambda: (books(mesh), exchange_account(futures_exchange)), 30, "the last orders and funding booked")
+    closed = mesh.cli("close-all", "--yes", "--reason", "end of the test")
+    assert closed.returncode == 0, closed.stdout + closed.stderr
+    wait_for(lambda: not exchange_account(futures_exchange)[1], 30, "the exchange flat")
+    assert "started" in mesh.ctl("restart", "executor")
+    wait_for(lambda: len(log_events(mesh, "reconciled")) >= 3, 60, "the executor to reconcile with its funding booked")
+    assert not log_events(mesh, "reconciliation_failed")
     assert books(mesh) == exchange_account(futures_exchange)

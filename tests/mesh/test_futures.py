@@ -22,7 +22,7 @@ RATE = D("0.0005")  # longs pay, shorts receive
 def synthetic_month(directory: Path) -> None:
     """Flat at 100000 for 20 bars, a slide to 80600, where a 5x long's margin ratio is over the risk guard's
     reduce level (80645), then 80380: over its close level (80402), short of its liquidation price (80321.3)."""
-    prices = [100_000.0] * 20 + [100_000.0 - 485.0 * i for i in range(1, 41)] + [80_600.0] * 10 + [80_380.0] * 50
+    prices = [100_000.0] * 20 + [100_000.0 - 485.0 * i for i in range(1, 41)] + [80_600.0] * 6 + [80_380.0] * 20
     rows = ["timestamp_ms,open,high,low,close,volume"]
     rows += [f"{T0 + i * MIN},{p},{p},{p},{p},50.0" for i, p in enumerate(prices)]
     (directory / "synthetic_BTCUSDT_1m.csv").write_text("\n".join(rows) + "\n")
@@ -36,13 +36,13 @@ def futures_mesh(tmp_path_factory):
     data.mkdir()
     synthetic_month(data)
     (home / "scripted.py").write_text(SCRIPTED)
-    params = {"scripted_short": {"enter_at_ms": T0 + 5 * MIN, "leave_at_ms": T0 + 100 * MIN},
+    params = {"scripted_short": {"enter_at_ms": T0 + 5 * MIN, "leave_at_ms": T0 + 75 * MIN},
               "scripted_long": {"enter_at_ms": T0 + 5 * MIN}}
     mesh = Mesh(home, {
         "MESH_MARKET": "usdm", "MESH_DATA": str(data), "MESH_SYMBOLS": "BTCUSDT",
         "MESH_STRATEGY_FILES": str(home / "scripted.py"), "MESH_STRATEGIES": "scripted_short,scripted_long",
         "MESH_STRATEGY_PARAMS": json.dumps(params), "MESH_LEVERAGE": json.dumps({"scripted_long": 5}),
-        "MESH_REPLAY_SPEED": "10", "MESH_VALIDATION_EVERY_MIN": "100000000", "MESH_FILL_MODEL": "instant"})
+        "MESH_REPLAY_SPEED": "20", "MESH_VALIDATION_EVERY_MIN": "100000000", "MESH_FILL_MODEL": "instant"})
     mesh.start()
     yield mesh
     mesh.stop()
@@ -50,6 +50,12 @@ def futures_mesh(tmp_path_factory):
 
 def positions(mesh: Mesh) -> dict[str, list[tuple[str, str]]]:
     return {a["strategy"]: [(p["symbol"], p["qty"]) for p in a["positions"]] for a in mesh.status()["accounts"]}
+
+
+def books(accounts: list[dict]) -> list[tuple]:
+    """Wallet, margin and positions (signed size, entry) per strategy: the books, not the marks."""
+    return [(a["strategy"], a["cash"], a["margin"], [(p["symbol"], p["qty"], p["avg_price"]) for p in a["positions"]])
+            for a in accounts]
 
 
 def rebuilt(mesh: Mesh) -> Portfolio:
@@ -71,10 +77,8 @@ def test_shorts_funding_restart_and_the_margin_rule(futures_mesh):
     assert "stopped" in mesh.ctl("stop", "feed")
     before = wait_settled(lambda: mesh.status()["accounts"], 30, "the books to settle with the feed stopped")
     assert "started" in mesh.ctl("restart", "executor")
-    wait_for(lambda: [(a["strategy"], a["cash"], a["positions"][0]["qty"], a["positions"][0]["avg_price"],
-                       a["margin"]) for a in mesh.status()["accounts"]] ==
-             [(a["strategy"], a["cash"], a["positions"][0]["qty"], a["positions"][0]["avg_price"], a["margin"])
-              for a in before], 30, "the restarted executor's books to equal those before")
+    wait_for(lambda: books(mesh.status()["accounts"]) == books(before), 30,
+             "the restarted executor's books to equal those before")
     for account in before:  # the futures form of equity: the wallet plus the positions' unrealized PnL
         unrealized = sum((D(p["qty"]) * D(p["last_price"]) - D(p["cost"]) for p in account["positions"]), D(0))
         assert D(account["equity"]) == D(account["cash"]) + unrealized
@@ -102,9 +106,9 @@ def test_shorts_funding_restart_and_the_margin_rule(futures_mesh):
 
     # the books: rebuilt from the store equal the published account, wallet = transfers + PnL - fees + funding
     mesh.quiesce()
-    books, published = rebuilt(mesh), {a["strategy"]: a for a in mesh.status()["accounts"]}
+    portfolio, published = rebuilt(mesh), {a["strategy"]: a for a in mesh.status()["accounts"]}
     assert mesh.status()["market"] == "usdm"
-    for name, account in books.accounts.items():
+    for name, account in portfolio.accounts.items():
         assert D(published[name]["cash"]) == account.cash == D(published[name]["equity"])  # all flat again
         trades = mesh.query("SELECT realized_pnl, fee FROM trades WHERE strategy = ?", (name,))
         transfers = mesh.query("SELECT amount FROM ledger WHERE strategy = ? AND kind = 'transfer'", (name,))

@@ -505,7 +505,7 @@ def test_a_risk_breach_freezes_an_incident_fork_and_close_all_works_while_halted
         refused = mesh.cli("close-all", check=False)  # no terminal to ask on: refuses without --yes
         assert refused.returncode == 2 and "--yes" in refused.stderr
         closed = mesh.cli("close-all", "--yes", "--reason", "test")
-        assert closed.returncode == 0 and "positions sold" in closed.stdout, closed.stdout + closed.stderr
+        assert closed.returncode == 0 and "positions closed" in closed.stdout, closed.stdout + closed.stderr
         assert wait_for(lambda: not mesh.status()["positions"], 10, "every position closed")
         wait_for(lambda: mesh.query("SELECT COUNT(*) FROM risk_events WHERE rule='close_all' AND approved=1")[0][0],
                  10, "the close-all approvals on record")

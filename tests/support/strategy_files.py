@@ -79,7 +79,7 @@ from meshtrader.strategies import Decision, Strategy, register
 
 @register
 class ShortEveryFew(Strategy):
-    """Goes short on every 30th closed candle and covers 15 candles later."""
+    """Goes short on every 60th closed candle and covers 30 candles later."""
 
     name = "short_every_few"
 
@@ -89,9 +89,9 @@ class ShortEveryFew(Strategy):
 
     def decide(self, candle):
         self.count += 1
-        if self.count % 30 == 0:
+        if self.count % 60 == 0:
             return Decision("short", 1.0, f"bar {self.count}")
-        if self.count % 30 == 15:
+        if self.count % 60 == 30:
             return Decision("cover", 1.0, f"bar {self.count}")
         return None
 '''
