@@ -50,15 +50,21 @@ def live_futures(futures_exchange, tmp_path_factory):
     mesh.stop()
 
 
+def exchange(url: str) -> ccxt.binanceusdm:
+    """ccxt's binanceusdm on the test's account, pointed at the simulator, not throttled."""
+    client = ccxt.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
+                               "options": adapter_for("binanceusdm", "usdm").options()})
+    point_at(client.urls["api"], url)
+    client.load_markets()
+    return client
+
+
 def exchange_account(url: str) -> tuple[D, dict[str, tuple[D, D]]]:
     """The exchange's wallet balance and its positions (signed size, entry price), as ccxt reads them."""
-    exchange = ccxt.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
-                                 "options": adapter_for("binanceusdm", "usdm").options()})
-    point_at(exchange.urls["api"], url)
-    exchange.load_markets()
-    [usdt] = [a for a in exchange.fetch_balance()["info"]["assets"] if a["asset"] == "USDT"]
+    client = exchange(url)
+    [usdt] = [a for a in client.fetch_balance()["info"]["assets"] if a["asset"] == "USDT"]
     positions = {p["info"]["symbol"]: (D(p["info"]["positionAmt"]), D(p["info"]["entryPrice"]))
-                 for p in exchange.fetch_positions() if D(p["info"]["positionAmt"])}
+                 for p in client.fetch_positions() if D(p["info"]["positionAmt"])}
     return D(usdt["walletBalance"]), positions
 
 
@@ -80,12 +86,12 @@ def test_live_shorts_book_what_the_exchange_books(live_futures, futures_exchange
                       "shorts opened and covered at the exchange")
     assert opened
     assert log_events(mesh, "reconciled")
-    # a restart with (or without) a short open: the exchange's positions are reconciled with the books
+    # a restart with a short open: the exchange's positions are reconciled with the books
     wait_for(lambda: books(mesh)[1], 60, "a short open")
     assert "started" in mesh.ctl("restart", "executor")
     wait_for(lambda: len(log_events(mesh, "reconciled")) >= 2, 60, "the restarted executor to reconcile")
     assert not log_events(mesh, "reconciliation_failed")
-    wait_for(lambda: mesh.query("SELECT 1 FROM ledger WHERE kind = 'funding'"), 60, "a funding settlement booked")
+    wait_for(lambda: exchange(futures_exchange).fetch_funding_history(), 60, "a funding settlement at the exchange")
     # flat, so the exchange settles no more funding; a restart then books what it settled since the last read
     mesh.quiesce()
     closed = mesh.cli("close-all", "--yes", "--reason", "end of the test")
@@ -94,4 +100,5 @@ def test_live_shorts_book_what_the_exchange_books(live_futures, futures_exchange
     assert "started" in mesh.ctl("restart", "executor")
     wait_for(lambda: len(log_events(mesh, "reconciled")) >= 3, 60, "the executor to reconcile with its funding booked")
     assert not log_events(mesh, "reconciliation_failed")
+    assert mesh.query("SELECT 1 FROM ledger WHERE kind = 'funding'"), "no funding settled while a short was open"
     assert books(mesh) == exchange_account(futures_exchange)

@@ -53,7 +53,7 @@ CASES = {"spot": ({}, PARAMS),
 @pytest.mark.parametrize(("limits", "params"), CASES.values(), ids=CASES.keys())
 def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory, limits, params):
     mesh = Mesh(Path(tmp_path_factory.mktemp("parity")), {**{f"MESH_{k.upper()}": v for k, v in limits.items()},
-        "MESH_DATA": str(window), "MESH_STRATEGIES": ",".join(STRATEGIES), "MESH_REPLAY_SPEED": "60",
+        "MESH_DATA": str(window), "MESH_STRATEGIES": ",".join(STRATEGIES), "MESH_REPLAY_SPEED": "100",
         "MESH_STRATEGY_PARAMS": json.dumps(params),
         "MESH_VALIDATION_EVERY_MIN": "100000000",  # fixed allocations, as in the backtest
         # Limits across strategies depend on which strategy's signal reaches the executor first within a
