@@ -65,6 +65,16 @@ class SubAccount:
         """What new orders may spend: cash not promised to resting orders nor (futures) held as margin."""
         return self.cash - self.reserved - self.margin
 
+    def book_realized(self, realized: Decimal) -> None:
+        """A closing fill's realized PnL, and its win or loss (the edge the Kelly rule reads)."""
+        self.realized_pnl += realized
+        if realized > 0:
+            self.wins += 1
+            self.gross_profit += realized
+        elif realized < 0:
+            self.losses += 1
+            self.gross_loss -= realized
+
     def kelly_fraction(self, min_trades: int) -> float | None:
         """p (1 - 1/PF) from the closed trades, once there are enough of them to say anything."""
         closed = self.wins + self.losses
@@ -143,13 +153,7 @@ class Portfolio:
         position.qty -= qty
         position.cost -= released
         realized = proceeds - released
-        account.realized_pnl += realized
-        if realized > 0:
-            account.wins += 1
-            account.gross_profit += realized
-        elif realized < 0:
-            account.losses += 1
-            account.gross_loss -= realized
+        account.book_realized(realized)
         return realized
 
     def apply_futures_fill(self, account: SubAccount, position: Position, delta: Decimal, price: Decimal,
@@ -170,13 +174,7 @@ class Portfolio:
             position.margin -= freed
             account.margin -= freed
             account.cash += realized
-            account.realized_pnl += realized
-            if realized > 0:
-                account.wins += 1
-                account.gross_profit += realized
-            elif realized < 0:
-                account.losses += 1
-                account.gross_loss -= realized
+            account.book_realized(realized)
         opening = abs(delta) - closing
         if opening:
             notional = opening * price

@@ -35,6 +35,18 @@ class BinanceError(Exception):
         self.status, self.code, self.msg = status, code, msg
 
 
+def find_order(orders: dict[int, dict], params: dict[str, str]) -> dict:
+    """An account's order by `orderId` or `origClientOrderId` (and its symbol), as Binance finds it: -2013
+    if there is none."""
+    if "orderId" in params:
+        order = orders.get(int(params["orderId"]))
+    else:
+        order = next((o for o in orders.values() if o["clientOrderId"] == params.get("origClientOrderId")), None)
+    if order is None or order["symbol"] != params.get("symbol"):
+        raise BinanceError(400, -2013, "Order does not exist.")
+    return order
+
+
 @dataclass
 class SimAccount:
     secret: str
@@ -178,14 +190,7 @@ class SimAccounts:
                 self.execute(account, account.orders[resting.order_id], fill, now_ms)
 
     def find(self, account: SimAccount, params: dict[str, str]) -> dict:
-        if "orderId" in params:
-            order = account.orders.get(int(params["orderId"]))
-        else:
-            order = next((o for o in account.orders.values()
-                          if o["clientOrderId"] == params.get("origClientOrderId")), None)
-        if order is None or order["symbol"] != params.get("symbol"):
-            raise BinanceError(400, -2013, "Order does not exist.")
-        return order
+        return find_order(account.orders, params)
 
     def cancel(self, account: SimAccount, params: dict[str, str], now_ms: int) -> dict:
         order = self.find(account, params)

@@ -153,7 +153,10 @@ class CoinbaseSide:
         return None
 
     def symbol_of(self, request: Request) -> str | Response:
-        """The data symbol of the request's product, or Coinbase's 404."""
+        """The data symbol of the request's product, or what Coinbase answers instead: 429 while rate
+        limited, 404 for a product it does not list."""
+        if (refused := self.refusal()) is not None:
+            return refused
         symbol = self.symbols.get(request.path_params["product_id"])
         if symbol is None:
             return JSONResponse({"error": "NOT_FOUND", "error_details": "ProductID is invalid",
@@ -183,14 +186,10 @@ class CoinbaseSide:
         return JSONResponse({"products": listed, "num_products": len(listed)})
 
     async def product(self, request: Request) -> Response:
-        if (refused := self.refusal()) is not None:
-            return refused
         symbol = self.symbol_of(request)
         return symbol if isinstance(symbol, Response) else JSONResponse(self.product_json(symbol))
 
     async def candles(self, request: Request) -> Response:
-        if (refused := self.refusal()) is not None:
-            return refused
         symbol = self.symbol_of(request)
         if isinstance(symbol, Response):
             return symbol
@@ -210,8 +209,6 @@ class CoinbaseSide:
         return JSONResponse({"candles": [row for row in reversed(rows) if row is not None]})
 
     async def market_trades(self, request: Request) -> Response:
-        if (refused := self.refusal()) is not None:
-            return refused
         symbol = self.symbol_of(request)
         if isinstance(symbol, Response):
             return symbol

@@ -34,7 +34,7 @@ from meshtrader.domain.futures import BINANCE_BRACKETS, DEFAULT_BRACKETS, Bracke
 from meshtrader.domain.instruments import Instrument
 from meshtrader.domain.money import MAKER, TAKER, ZERO, FeeModel, cash
 from meshtrader.venues.matching import LimitBook, Match, RestingLimit, match
-from tools.exchange_sim.accounts import BinanceError, SimAccounts
+from tools.exchange_sim.accounts import BinanceError, SimAccounts, find_order
 
 DEFAULT_LEVERAGE = 20  # Binance's initial leverage for a symbol never set
 REALIZED_PNL, COMMISSION, FUNDING_FEE, TRANSFER = "REALIZED_PNL", "COMMISSION", "FUNDING_FEE", "TRANSFER"
@@ -310,14 +310,7 @@ class FuturesAccounts:
                     self.end(account, order, "EXPIRED", now_ms)
 
     def find(self, account: FuturesAccount, params: dict[str, str]) -> dict:
-        if "orderId" in params:
-            order = account.orders.get(int(params["orderId"]))
-        else:
-            order = next((o for o in account.orders.values()
-                          if o["clientOrderId"] == params.get("origClientOrderId")), None)
-        if order is None or order["symbol"] != params.get("symbol"):
-            raise BinanceError(400, -2013, "Order does not exist.")
-        return order
+        return find_order(account.orders, params)
 
     def cancel(self, account: FuturesAccount, params: dict[str, str], now_ms: int) -> dict:
         order = self.find(account, params)
