@@ -55,11 +55,18 @@ BINANCE_BRACKETS: dict[str, tuple[Bracket, ...]] = {
 }
 # A symbol without published brackets: one conservative tier (1% maintenance, at most 20x).
 DEFAULT_BRACKETS = (Bracket(Decimal("1e15"), Decimal(20), Decimal("0.01"), ZERO),)
+# The brackets in force: the bundled ones, until a live executor installs the exchange's (`install_brackets`).
+_brackets: dict[str, tuple[Bracket, ...]] = dict(BINANCE_BRACKETS)
+
+
+def install_brackets(brackets: dict[str, tuple[Bracket, ...]]) -> None:
+    """The exchange's own brackets for these symbols (a live venue's, read through ccxt) over the bundled."""
+    _brackets.update(brackets)
 
 
 def bracket(symbol: str, notional: Decimal) -> Bracket:
     """The tier a position of `notional` (absolute) falls in."""
-    tiers = BINANCE_BRACKETS.get(symbol, DEFAULT_BRACKETS)
+    tiers = _brackets.get(symbol, DEFAULT_BRACKETS)
     for tier in tiers:
         if notional <= tier.notional_cap:
             return tier

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 from meshtrader.domain.allocation import CASH, equal_weights
+from meshtrader.domain.futures import install_brackets
 from meshtrader.domain.instruments import install_instruments
 from meshtrader.domain.money import BP, to_decimal
 from meshtrader.domain.portfolio import Portfolio
@@ -16,7 +17,7 @@ from meshtrader.execution.bus_ports import BusEvents, RiskGuardApprover
 from meshtrader.execution.engine import ExecutionEngine
 from meshtrader.execution.planning import OrderRules
 from meshtrader.execution.treasury import Treasury
-from meshtrader.execution.venue import Venue
+from meshtrader.execution.venue import Venue, VenueRejected, VenueUnavailable
 from meshtrader.persistence.ledger import Ledger
 from meshtrader.persistence.orders import OrderJournal
 from meshtrader.runtime.config import Settings
@@ -61,6 +62,8 @@ class Executor(Service):
         rules = OrderRules.from_settings(s)
         venue: Venue = (CcxtVenue(s, self.metrics) if s.mode == "live"
                         else PaperVenue(rules.fees, s.fill_model, self.log))
+        if s.mode == "live" and s.market == "usdm":
+            self.use_exchange_brackets(venue)
         approver = RiskGuardApprover(self.client("risk.rep", RiskReplies))
         events = BusEvents(self.pub, self.metrics, self.publish_account)
         self.engine = ExecutionEngine(portfolio, venue, rules, approver, self.journal, events, self.log,
@@ -114,6 +117,17 @@ class Executor(Service):
         self.loop.every(0.25, self.engine.expire)
         self.log.info("books_rebuilt", equity=portfolio.equity(), cash=portfolio.cash(), trades=portfolio.trades(),
                       signals_seen=len(self.engine.seen), venue=venue.name)
+
+    def use_exchange_brackets(self, venue: CcxtVenue) -> None:
+        """Margin and liquidation prices from the exchange's brackets; the bundled ones if it cannot say."""
+        try:
+            found = venue.leverage_brackets(self.settings.symbols)
+        except (VenueRejected, VenueUnavailable) as error:
+            self.log.warning("brackets_unavailable", error=str(error), using="the bundled brackets")
+            return
+        install_brackets(found)
+        self.log.info("brackets_installed", symbols=sorted(found),
+                      tiers={symbol: len(tiers) for symbol, tiers in found.items()})
 
     def published_allocation(self) -> Allocation | None:
         """The allocator's latest allocation, which Redis keeps while this process is down."""

@@ -22,6 +22,7 @@ from typing import Any
 import zmq
 
 from meshtrader.bus import AsyncioThread
+from meshtrader.domain.futures import Bracket
 from meshtrader.domain.instruments import Instrument, InstrumentSet, MarketType
 from meshtrader.domain.money import MAKER, TAKER
 from meshtrader.execution.venue import (
@@ -185,6 +186,22 @@ class CcxtVenue:
         found = [instrument_of(market, market_type, precision_mode)
                  for market in map(self.listed, symbols) if market is not None]
         return InstrumentSet.of(market_type, f"exchange {self.name}", found).select(symbols)
+
+    def leverage_brackets(self, symbols: list[str]) -> dict[str, tuple[Bracket, ...]]:
+        """The exchange's leverage brackets (ccxt's fetch_leverage_tiers), exact from its own figures where it
+        gives them (Binance: notionalCap, maintMarginRatio, cum), for the books' margin and liquidation
+        prices; none on spot."""
+        if not self.futures:
+            return {}
+        ours = {self.market_symbol(symbol): symbol for symbol in symbols}
+        found = {}
+        for unified, tiers in self.call(self.exchange.fetch_leverage_tiers, list(ours)).items():
+            if unified in ours and tiers:
+                found[ours[unified]] = tuple(Bracket(
+                    _dec(tier["info"].get("notionalCap", tier["maxNotional"])), _dec(tier["maxLeverage"]),
+                    _dec(tier["info"].get("maintMarginRatio", tier["maintenanceMarginRate"])),
+                    _dec(tier["info"].get("cum", 0))) for tier in tiers)
+        return found
 
     def submit(self, request: OrderRequest) -> VenueReport:
         """A market order, or a good-till-canceled limit order; reduce-only where asked (futures)."""

@@ -21,6 +21,7 @@ import uvicorn
 import zmq
 from conftest import wait_for
 
+from meshtrader.domain.futures import BINANCE_BRACKETS
 from meshtrader.domain.instruments import bundled_instruments
 from meshtrader.domain.money import FeeModel, cash
 from meshtrader.execution.venue import OrderRequest, VenueRejected
@@ -215,6 +216,7 @@ def test_the_mesh_venue_trades_usdm(usdm_sim, tmp_path, monkeypatch):
     assert CcxtVenue(spot, ServiceMetrics("spot")).positions(["ETHUSDT"]) is None  # spot holds balances only
     assert venue.instruments(["BTCUSDT", "ETHUSDT"]).by_symbol == bundled_instruments("usdm").by_symbol
 
+    assert venue.leverage_brackets(["BTCUSDT", "ETHUSDT"]) == {s: BINANCE_BRACKETS[s] for s in ("BTCUSDT", "ETHUSDT")}
     venue.set_leverage("ETHUSDT", D(2))
     with pytest.raises(VenueRejected, match="whole leverages"):
         venue.set_leverage("ETHUSDT", D("2.5"))
