@@ -231,12 +231,9 @@ class ExecutionEngine:
 
     def holders_at(self, symbol: str, time_ms: int) -> dict[str, Decimal]:
         """Who held `symbol` at an exchange's settlement, by the books' trades. A trade is stamped with its
-        signal's market time and executes a little later: if the books are flat then, the exchange still held
-        the position their last trade before it closed."""
-        held = self.journal.positions_at(symbol, time_ms)
-        if not held and (last := self.journal.last_trade_time(symbol, time_ms)) is not None:
-            held = self.journal.positions_at(symbol, last - 1)
-        return held
+        signal's market time (a close-all with the last one the executor saw) and executes later at the
+        exchange: if the books are flat then, the exchange still held the last position they had open."""
+        return self.journal.positions_at(symbol, time_ms, last_held=True)
 
     def book_funding(self, entries: list[FundingEntry]) -> list[FundingEntry]:
         """Funding entries (paper settlements, or an exchange's income history) into the ledger and the

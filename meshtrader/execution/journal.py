@@ -19,8 +19,7 @@ class Journal(Protocol):
     def booked_venue_trade_ids(self) -> set[str]: ...
     def known_order_ids(self, order_ids: set[str]) -> set[str]: ...
     def funding(self, payments: list[FundingEntry]) -> list[FundingEntry]: ...
-    def positions_at(self, symbol: str, event_time: int) -> dict[str, Decimal]: ...
-    def last_trade_time(self, symbol: str, event_time: int) -> int | None: ...
+    def positions_at(self, symbol: str, event_time: int, last_held: bool = False) -> dict[str, Decimal]: ...
 
 
 class MemoryJournal:
@@ -47,10 +46,7 @@ class MemoryJournal:
     def funding(self, payments: list[FundingEntry]) -> list[FundingEntry]:
         return payments
 
-    def positions_at(self, symbol: str, event_time: int) -> dict[str, Decimal]:
+    def positions_at(self, symbol: str, event_time: int, last_held: bool = False) -> dict[str, Decimal]:
         return {}  # a backtest settles funding on its own books (ExecutionEngine.settle_funding)
-
-    def last_trade_time(self, symbol: str, event_time: int) -> int | None:
-        return None
 
 

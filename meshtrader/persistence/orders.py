@@ -169,19 +169,20 @@ class OrderJournal:
                                              p.ref) for p in new])
         return new
 
-    def positions_at(self, symbol: str, event_time: int) -> dict[str, Decimal]:
+    def positions_at(self, symbol: str, event_time: int, last_held: bool = False) -> dict[str, Decimal]:
         """Each strategy's signed position in `symbol` as of a market time, from its trades (a futures
-        settlement is owed by whoever held the position then, even if it has been closed since)."""
+        settlement is owed by whoever held the position then, even if it has been closed since). With
+        `last_held`, if all were flat then: the positions of the latest moment before it when one was open."""
         held: dict[str, Decimal] = {}
+        open_before: dict[str, Decimal] = {}
         for strategy, side, qty in self.store.query("SELECT strategy, side, qty FROM trades WHERE symbol = ? AND "
-                                                    "event_time <= ?", (symbol, event_time)):
+                                                    "event_time <= ? ORDER BY event_time, created_at",
+                                                    (symbol, event_time)):
             held[strategy] = held.get(strategy, ZERO) + (Decimal(qty) if side == "buy" else -Decimal(qty))
-        return {strategy: qty for strategy, qty in held.items() if qty}
-
-    def last_trade_time(self, symbol: str, event_time: int) -> int | None:
-        """The market time of the latest trade in `symbol` at or before `event_time`."""
-        return self.store.scalar("SELECT MAX(event_time) FROM trades WHERE symbol = ? AND event_time <= ?",
-                                 (symbol, event_time))
+            if any(held.values()):
+                open_before = {name: qty for name, qty in held.items() if qty}
+        now = {strategy: qty for strategy, qty in held.items() if qty}
+        return now or (open_before if last_held else {})
 
     def working_orders(self) -> list[SavedOrder]:
         rows = self.store.query(
