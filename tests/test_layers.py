@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "meshtrader"
 # bottom to top: a module may import from its own layer and from those before it
 LAYERS = ("wire", "domain", "strategies", "runtime", "bus", "persistence", "marketdata", "execution", "venues",
-          "forks", "research", "ops", "dashboard", "services")
+          "forks", "research", "ops", "assistant", "dashboard", "services")
 SQL = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+TABLE)\b",
                  re.IGNORECASE | re.DOTALL)
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from meshtrader.assistant.answer import Assistant, QuestionError
 from meshtrader.dashboard.stream import LAGGING, HealthWatch, Stream
 from meshtrader.ops.cli import (
     close_all_positions,
@@ -80,6 +81,10 @@ class Validate(BaseModel):
     optimize: bool = False
 
 
+class Question(BaseModel):
+    question: str = Field(min_length=1, max_length=2000, description="e.g. why did momentum stop trading?")
+
+
 class CloseAllBody(BaseModel):
     confirm: bool = False
     reason: str = ""
@@ -121,6 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
     hot = HotState(settings.effective_redis_url, settings.redis_prefix, log)
     stream = Stream(settings, metrics, log)
     health = HealthWatch(stream, lambda: service_health(settings, hot))
+    assistant = Assistant(settings, risk_state=lambda: hot.get("risk") or {})
     started = time.time()
 
     async def heartbeat() -> None:
@@ -362,6 +368,16 @@ def create_app(settings: Settings) -> FastAPI:
     async def narrated(n: int = Query(100, ge=1, le=5000), kind: str | None = None) -> dict:
         """The narrator's highlights, newest first (of one kind if given: first_trade, big_win, ...)."""
         return {"narratives": await asyncio.to_thread(narratives, settings, n, kind)}
+
+    @views.post("/ask")
+    async def ask(body: Question) -> dict:
+        """A question answered from the store's records and the documentation, each fact cited (`facts`, numbered
+        as the answer cites them); with MESH_LLM_URL a language model writes the answer from those facts alone.
+        It reads: a question asking for an action gets the command to run (`command`)."""
+        try:
+            return (await asyncio.to_thread(assistant.ask, body.question)).as_dict()
+        except QuestionError as error:
+            raise HTTPException(status_code=422, detail=str(error)) from None
 
     @app.post("/api/kill-switch", dependencies=control, responses=UNANSWERED)
     async def kill_switch(body: KillSwitch, request: Request) -> dict:

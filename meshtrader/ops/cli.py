@@ -570,6 +570,13 @@ def results_line(results: dict | None) -> str:
 # runs `python -m MODULE ...` with the repository on the path. `mesh TOOL --help` lists their options.
 REPO_TOOLS = (("exchange-sim", "tools.exchange_sim", "a local exchange speaking Binance's wire formats over the data"),
               ("bench", "bench", "run a benchmark suite (--suite latency|feed|backtest|sweep|forks|loops|dashboard, --json)"))
+# the assistant's commands: its package sits above ops, so it runs as its own program (python -m meshtrader.assistant)
+ASSISTANT = "meshtrader.assistant"
+ASSISTANT_COMMANDS = (("ask", 'answer a question from the records and the docs, each fact cited: mesh ask "why did '
+                              'momentum stop trading?"'),
+                      ("ingest", "index the docs for mesh ask (only what changed); --pages regenerates the pages "
+                                 "generated from the code"),
+                      ("mcp", "run the MCP server for AI clients: stdio, or --http on loopback"))
 
 
 def run_repo_tool(module: str, argv: list[str]) -> int:
@@ -634,6 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(func=cmd_keys)
     for tool, _module, what in REPO_TOOLS:
         sub.add_parser(tool, help=what, add_help=False)  # listed here; `main` hands it its arguments
+    for command, what in ASSISTANT_COMMANDS:
+        sub.add_parser(command, help=what, add_help=False)
     close = sub.add_parser("close-all", help="sell every open position at market now (allowed even when halted)")
     close.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     close.add_argument("--reason", default="", help="recorded with the orders")
@@ -671,6 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     for tool, module, _ in REPO_TOOLS:
         if argv[:1] == [tool]:  # everything after the tool's name is the tool's own
             return run_repo_tool(module, argv[1:])
+    if argv[:1] and argv[0] in {command for command, _ in ASSISTANT_COMMANDS}:
+        return run_repo_tool(ASSISTANT, argv)
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()

@@ -65,7 +65,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path("var"), description="runtime directory: sockets, SQLite, logs, pids")
     port_base: int = Field(7100, ge=1024, le=65000, description="first port of this mesh's port range")
-    transport: Literal["ipc", "tcp"] = "ipc"
+    transport: Literal["ipc", "tcp"] = Field("ipc", description="ipc sockets on one machine, or tcp (services on "
+                                            "several hosts)")
     host: str = Field("127.0.0.1", description="address services bind and connect to with tcp (those MESH_HOSTS "
                       "does not place elsewhere)")
     hosts: Annotated[dict[str, list[str]], NoDecode] = Field(
@@ -103,9 +104,10 @@ class Settings(BaseSettings):
     timeframe: str = Field("1m", description="candle timeframe the mesh trades on (15s, 30s, 1m, 5m, 15m, 1h, 4h, "
                            "1d; under 1m candles come from trades)")
     replay: Literal["candles", "trades"] = Field("candles", description="replay candle files, or the raw trade tape")
-    symbols: Annotated[list[str], NoDecode] = ["BTCUSDT", "ETHUSDT"]
+    symbols: Annotated[list[str], NoDecode] = Field(["BTCUSDT", "ETHUSDT"], description="symbols to replay and trade, "
+                                                    "comma-separated")
     replay_speed: float = Field(10.0, gt=0, le=1_000_000, description="candles per second per symbol")
-    ticks_per_candle: int = Field(4, ge=1, le=4)
+    ticks_per_candle: int = Field(4, ge=1, le=4, description="ticks replayed per candle (open, high/low, close)")
     replay_start: int = Field(0, ge=0, description="skip this many candles of the data at the start")
     replay_wait_s: float = Field(60.0, ge=0, description="wait this long at most for workers, risk and executor")
     feed_history: int = Field(2000, ge=10, description="candles per symbol kept for snapshot requests")
@@ -114,19 +116,23 @@ class Settings(BaseSettings):
     strategy_files: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="strategy modules outside the package: .py files (comma-separated), "
         "each registering its strategies with @register")
-    strategies: Annotated[list[str], NoDecode] = ["momentum", "macd"]
+    strategies: Annotated[list[str], NoDecode] = Field(
+        ["momentum", "macd"], description="strategy workers to run, comma-separated: any registered strategy (the "
+        "package's, and those of MESH_STRATEGY_FILES)")
     strategy_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description='per-strategy parameters, JSON: {"macd": {"fast": 8}}')
-    capital: Decimal = Field(Decimal("100000"), gt=0)
+    capital: Decimal = Field(Decimal("100000"), gt=0, description="paper capital (USDT), split across the strategies")
     order_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1, description="order notional / strategy equity")
     taker_fee_bp: Decimal = Field(Decimal("5"), ge=0, le=100,
                                   description="fee of fills that take liquidity (market orders), bp of notional")
     maker_fee_bp: Decimal = Field(Decimal("2"), ge=0, le=100,
                                   description="fee of fills that add liquidity (resting limit orders), bp")
-    slippage_bp: Decimal = Field(Decimal("5"), ge=0, le=1000)
+    slippage_bp: Decimal = Field(Decimal("5"), ge=0, le=1000, description="paper slippage of a market order, basis "
+                                 "points of the price")
     order_type: Literal["market", "limit"] = Field("market", description="entries: market orders, or limit orders "
                                                    "resting MESH_LIMIT_OFFSET_BP under the price (exits: market)")
-    limit_offset_bp: Decimal = Field(Decimal("2"), ge=0, le=1000)
+    limit_offset_bp: Decimal = Field(Decimal("2"), ge=0, le=1000, description="how far under the last price a limit "
+                                     "buy rests, basis points")
     order_timeout_s: float = Field(300.0, gt=0, description="a resting order unfilled this long (market seconds) "
                                    "is canceled")
     fill_model: Literal["fixed", "instant", "book"] = Field(
@@ -167,7 +173,8 @@ class Settings(BaseSettings):
     validation_loss_pct: Decimal = Field(Decimal("0.05"), gt=0, le=1,
                                          description="validate early when a strategy lost this much since the last")
     optimize_every: int = Field(2, ge=0, description="optimise one strategy's parameters every Nth validation; 0: never")
-    optimize_objective: Literal["sharpe", "sortino", "roi", "profit_factor"] = "sharpe"
+    optimize_objective: Literal["sharpe", "sortino", "roi", "profit_factor"] = Field(
+        "sharpe", description="what parameter optimisation maximises")
     optimize_samples: int = Field(24, ge=0, description="parameter sets tried (chosen by MESH_OPTIMIZE_SAMPLER); "
                                   "0: the whole grid")
     optimize_workers: int = Field(2, ge=1, le=64, description="worker processes of a parameter optimisation")
@@ -177,8 +184,10 @@ class Settings(BaseSettings):
     kelly_cap: Decimal = Field(Decimal("1"), ge=0, description="cap a weight at this multiple of its Kelly fraction; 0: off")
     correlation_max: float = Field(0.7, gt=0, le=1, description="strategies holding together above this are penalised")
     regime_weight: float = Field(0.5, ge=0, description="how much the learned regime x strategy table counts")
-    alloc_min_pct: Decimal = Field(Decimal("0.05"), ge=0, le=1)
-    alloc_max_pct: Decimal = Field(Decimal("0.60"), gt=0, le=1)
+    alloc_min_pct: Decimal = Field(Decimal("0.05"), ge=0, le=1, description="no strategy gets a smaller share of "
+                                   "the capital")
+    alloc_max_pct: Decimal = Field(Decimal("0.60"), gt=0, le=1, description="no strategy gets a larger share of the "
+                                   "capital")
     alloc_change_pct: Decimal = Field(Decimal("0.02"), ge=0, le=1, description="smaller moves are not republished")
     alloc_cash_max_pct: Decimal = Field(Decimal("0.5"), ge=0, le=1, description="at most this share of capital "
                                         "stays in cash when validations show no strategy earns it; 0: always invested")
@@ -187,9 +196,11 @@ class Settings(BaseSettings):
     optimize_seed: int = Field(0, ge=0, description="seed of the parameter search: the same seed, the same trials")
 
     # risk limits
-    max_order_pct: Decimal = Field(Decimal("0.20"), gt=0, le=1)
-    max_exposure_pct: Decimal = Field(Decimal("0.80"), gt=0, le=10)
-    max_positions_per_strategy: int = Field(2, ge=1)
+    max_order_pct: Decimal = Field(Decimal("0.20"), gt=0, le=1, description="risk: largest order notional as a "
+                                   "share of the strategy's capital")
+    max_exposure_pct: Decimal = Field(Decimal("0.80"), gt=0, le=10, description="risk: largest total exposure as "
+                                      "a share of equity")
+    max_positions_per_strategy: int = Field(2, ge=1, description="risk: open positions a strategy may hold")
     max_open_positions: int = Field(10, ge=1, description="open positions across all strategies")
     max_trades_per_day: int = Field(1000, ge=1, description="new entries per UTC day (exits always pass)")
     risk_per_trade_pct: Decimal = Field(Decimal("0.01"), gt=0, le=1,
@@ -200,22 +211,27 @@ class Settings(BaseSettings):
                                          "strategy's Kelly fraction of its equity (after 20 closed trades); 0: off")
     portfolio_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1,
                                             description="equity this far below its peak turns the kill switch on")
-    daily_loss_pct: Decimal = Field(Decimal("0.05"), gt=0, le=1)
-    strategy_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1)
-    risk_timeout_ms: int = Field(500, ge=10, le=60_000)
-    risk_retries: int = Field(2, ge=1, le=10)
+    daily_loss_pct: Decimal = Field(Decimal("0.05"), gt=0, le=1, description="risk: a loss of this share of the "
+                                    "day's starting equity halts trading until 00:00 UTC")
+    strategy_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, le=1, description="risk: a strategy this far "
+                                           "below its peak equity is deactivated")
+    risk_timeout_ms: int = Field(500, ge=10, le=60_000, description="the executor's wait for the risk guard's "
+                                 "answer, per try")
+    risk_retries: int = Field(2, ge=1, le=10, description="tries before an order is rejected as unapproved (approval "
+                              "fails closed)")
 
     # housekeeping
-    heartbeat_s: float = Field(1.0, gt=0, le=60)
-    fork_ttl_s: int = Field(3600, ge=1)
-    max_forks: int = Field(8, ge=1)
+    heartbeat_s: float = Field(1.0, gt=0, le=60, description="how often every service says it is alive")
+    fork_ttl_s: int = Field(3600, ge=1, description="a fork's default time to live, market-time seconds")
+    max_forks: int = Field(8, ge=1, description="live forks at most")
     fork_backend: Literal["auto", "sqlite", "postgres", "tiger"] = Field(
         "auto", description="auto: the store's own database (sqlite, or postgres with MESH_DB_URL)")
     pg_golden_refresh_s: float = Field(60.0, ge=0, description="rebuild the postgres golden template this often")
     tiger_api_url: str = Field("https://console.cloud.tigerdata.com/public/api/v1", description="Tiger Cloud REST API")
-    tiger_project_id: str | None = None
+    tiger_project_id: str | None = Field(None, description="Tiger Cloud project of the forked service")
     tiger_service_id: str | None = Field(None, description="the service forks are taken from")
-    tiger_fork_strategy: Literal["NOW", "LAST_SNAPSHOT"] = "LAST_SNAPSHOT"
+    tiger_fork_strategy: Literal["NOW", "LAST_SNAPSHOT"] = Field(
+        "LAST_SNAPSHOT", description="how Tiger Cloud forks: NOW or LAST_SNAPSHOT (PITR when a fork names a time)")
     tiger_fork_usd_per_hour: float = Field(0.0, ge=0, description="price of a fork's compute, for cost estimates")
     tiger_poll_s: float = Field(5.0, gt=0, description="how often to ask whether a Tiger fork is READY")
     fork_share_s: float = Field(30.0, ge=0, description="a read-only fork this young (market seconds) is shared "
@@ -233,9 +249,18 @@ class Settings(BaseSettings):
         "comma-separated; each may carry a token: environment or .env only")
     alert_rate_per_min: int = Field(10, ge=1, description="alerts sent per minute at most (and a title once in 5 min)")
     big_move_pct: Decimal = Field(Decimal("0.01"), gt=0, description="narrate a win/loss above this share")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="the least level logged")
     profile_dir: Path | None = Field(None, description="each service's loop runs under cProfile and writes "
                                      "<service>.prof here when it stops (the latency bench's breakdown)")
+
+    # the assistant (mesh ask, /api/ask, mesh mcp): a language model is optional
+    llm_url: str | None = Field(None, description="an OpenAI-compatible chat-completions server for the assistant's "
+                                "answers (OpenAI https://api.openai.com/v1, a local vLLM or Ollama "
+                                "http://127.0.0.1:11434/v1); its key from MESH_LLM_KEY in the environment or .env; "
+                                "unset: answers are the cited passages and records themselves")
+    llm_model: str = Field("gpt-4o-mini", description="the model the assistant asks at MESH_LLM_URL")
+    llm_timeout_s: float = Field(60.0, gt=0, le=600, description="the assistant's wait for the language model; "
+                                 "unanswered, it answers without it")
 
     @field_validator("symbols", "strategy_files", "strategies", "validation_windows_min", "validation_window_weights",
                      "alert_urls", "services", mode="before")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 BACKGROUND_NICENESS = 5  # background services yield the CPU to the tick-to-trade path
 MAX_STRATEGIES = 20  # per-strategy ports are offset by the strategy's index: room for this many
 PORT_SPAN = 80  # a mesh uses ports MESH_PORT_BASE .. MESH_PORT_BASE + PORT_SPAN - 1
+MCP_HTTP_OFFSET = 7  # `mesh mcp --http`: not a supervised service, started by whoever wants it
 SOCKET_KINDS = ("pub", "rep")
 
 

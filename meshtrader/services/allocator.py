@@ -281,12 +281,17 @@ class Allocator(Service):
         notes += [f"{n} deactivated: 0%" for n in deactivated]
         notes += [cash_note(decision, judged, s.alloc_cash_max_pct)]
         reason += "".join(f"; {n}" for n in notes if n)
-        self.registry.merge_results(reply.fork_id, {"validation": reports, "trigger": why, "triggers": triggers, "inputs": {
+        changes = meaningful_change(self.weights, weights, s.alloc_change_pct)
+        proposed = ", ".join(f"{name} {share * 100:.1f}%" for name, share in weights.items())
+        decision = (f"proposed {proposed}; a what-if decides" if changes else
+                    f"kept the allocation: {proposed} is within MESH_ALLOC_CHANGE_PCT of the weights in force")
+        self.registry.merge_results(reply.fork_id, {"validation": reports, "trigger": why, "triggers": triggers,
+                                                    "decision": decision, "inputs": {
             "scores": judged.scores, "kelly": judged.kelly, "rois": judged.rois, "no_edge": decision.no_edge,
             "regime": self.regime, "correlations": {f"{a}~{b}": c for (a, b), c in judged.correlations.items()}}},
             accumulate=("triggers",))  # a shared fork validated twice: both validations' triggers
         self.log.info("validated", fork_id=reply.fork_id, trigger=why, scores=judged.scores, rois=judged.rois)
-        if meaningful_change(self.weights, weights, s.alloc_change_pct):
+        if changes:
             self.what_if_then_set(weights, reason, reply.fork_id)
         if optimize_now or (s.optimize_every and self.validations % s.optimize_every == 0):
             self.start_optimization([reply.fork_id], asked=optimize_now)

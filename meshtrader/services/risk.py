@@ -130,6 +130,7 @@ class RiskGuard(Service):
             return
         was = self.book.trading_state
         self.book.kill_switch = on
+        self.book.kill_reason = f"turned on by {by}" if on else ""  # not an earlier trip's reason
         self.control("kill_switch", by, f"kill switch turned {'on' if on else 'off'} by {by} "
                                         f"({was} -> {self.book.trading_state})")
 

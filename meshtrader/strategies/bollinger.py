@@ -10,7 +10,7 @@ from meshtrader.wire.messages import Candle
 
 
 class BollingerParams(ShortLegParams):
-    period: int = Field(20, ge=2)
+    period: int = Field(20, ge=2, description="bars of the moving average and standard deviation")
     k: float = Field(2.0, gt=0, description="band width in standard deviations")
 
 

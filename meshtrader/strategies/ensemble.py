@@ -11,9 +11,10 @@ from meshtrader.wire.messages import Candle, FundingRate
 
 
 class EnsembleParams(ShortLegParams):
-    members: dict[str, float] = Field(default_factory=lambda: {"momentum": 1.0, "macd": 1.0, "bollinger": 1.0})
-    member_params: dict[str, dict] = Field(default_factory=dict)
-    threshold: float = Field(0.3, gt=0, le=1)
+    members: dict[str, float] = Field(default_factory=lambda: {"momentum": 1.0, "macd": 1.0, "bollinger": 1.0},
+                                      description="member strategies and the weight of each one's vote")
+    member_params: dict[str, dict] = Field(default_factory=dict, description="parameters of each member, by name")
+    threshold: float = Field(0.3, gt=0, le=1, description="the net vote, as a share of all weight, that decides")
 
     @field_validator("members")
     @classmethod

@@ -17,8 +17,8 @@ class FundingDriftParams(ShortLegParams):
     lead: int = Field(60, ge=1, description="bars before the settlement to enter")
     lag: int = Field(30, ge=0, description="bars after the settlement to exit")
     max_rate: float = Field(0.0001, description="no entry when the last funding rate is above this")
-    interval_h: int = Field(8, ge=1)
-    bar_minutes: int = Field(1, ge=1)
+    interval_h: int = Field(8, ge=1, description="hours between funding settlements")
+    bar_minutes: int = Field(1, ge=1, description="minutes per bar (lead and lag count bars)")
 
 
 @register

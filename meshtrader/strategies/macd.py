@@ -9,9 +9,9 @@ from meshtrader.wire.messages import Candle
 
 
 class MacdParams(FastSlowParams):
-    fast: int = Field(12, ge=1)
-    slow: int = Field(26, ge=2)
-    signal: int = Field(9, ge=1)
+    fast: int = Field(12, ge=1, description="bars of the fast EMA")
+    slow: int = Field(26, ge=2, description="bars of the slow EMA")
+    signal: int = Field(9, ge=1, description="bars of the signal line (an EMA of the MACD line)")
 
 
 @register

@@ -10,9 +10,9 @@ from meshtrader.wire.messages import Candle
 
 
 class MeanReversionParams(ShortLegParams):
-    period: int = Field(60, ge=5)
-    entry_z: float = Field(2.0, gt=0)
-    exit_z: float = Field(0.0, ge=0)
+    period: int = Field(60, ge=5, description="bars of the rolling VWAP and its standard deviation")
+    entry_z: float = Field(2.0, gt=0, description="enter this many standard deviations from the VWAP")
+    exit_z: float = Field(0.0, ge=0, description="exit once back within this many standard deviations")
 
 
 @register

@@ -9,9 +9,9 @@ from meshtrader.wire.messages import Candle
 
 
 class MomentumParams(FastSlowParams):
-    fast: int = Field(5, ge=1)
-    slow: int = Field(20, ge=2)
-    rsi_period: int = Field(14, ge=2)
+    fast: int = Field(5, ge=1, description="bars of the fast SMA")
+    slow: int = Field(20, ge=2, description="bars of the slow SMA")
+    rsi_period: int = Field(14, ge=2, description="bars of the RSI")
     rsi_max: float = Field(70.0, gt=0, le=100, description="no entry above this RSI (overbought)")
 
 

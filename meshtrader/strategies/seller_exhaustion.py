@@ -32,23 +32,23 @@ from meshtrader.wire.messages import Candle
 
 
 class SellerExhaustionParams(StrategyParams):
-    ema_fast: int = Field(96, ge=1)
-    ema_slow: int = Field(672, ge=2)
+    ema_fast: int = Field(96, ge=1, description="bars of the fast EMA (downtrend: fast under slow)")
+    ema_slow: int = Field(672, ge=2, description="bars of the slow EMA")
     z_window: int = Field(672, ge=10, description="bars for the volume and true-range z-scores")
-    vol_z: float = Field(2.0)
-    tr_z: float = Field(1.2)
-    cloc_min: float = Field(0.6, ge=0, le=1)
-    atr_window: int = Field(96, ge=2)
-    fib_swing_lookback: int = Field(96, ge=1)
-    fib_swing_lookahead: int = Field(5, ge=1)
-    fib_target_level: float = Field(0.618, gt=0, le=1)
-    use_stop_loss: bool = True
-    atr_stop_mult: float = Field(0.7, gt=0)
-    use_fib_exits: bool = True
-    use_traditional_tp: bool = False
-    reward_r: float = Field(2.0, gt=0)
-    use_time_exit: bool = True
-    max_hold: int = Field(96, ge=1, description="bars")
+    vol_z: float = Field(2.0, description="least volume z-score of the entry bar")
+    tr_z: float = Field(1.2, description="least true-range z-score of the entry bar")
+    cloc_min: float = Field(0.6, ge=0, le=1, description="least close location in the bar's range (1: at the high)")
+    atr_window: int = Field(96, ge=2, description="bars of the ATR (the stop's unit)")
+    fib_swing_lookback: int = Field(96, ge=1, description="bars searched back for the last swing high")
+    fib_swing_lookahead: int = Field(5, ge=1, description="bars after a high that confirm it as a swing high")
+    fib_target_level: float = Field(0.618, gt=0, le=1, description="the Fibonacci retracement taken as target")
+    use_stop_loss: bool = Field(True, description="exit at the ATR stop")
+    atr_stop_mult: float = Field(0.7, gt=0, description="the stop this many ATRs under the entry's close")
+    use_fib_exits: bool = Field(True, description="exit at the Fibonacci target")
+    use_traditional_tp: bool = Field(False, description="exit at a fixed reward:risk target")
+    reward_r: float = Field(2.0, gt=0, description="the fixed target's reward as a multiple of the risk")
+    use_time_exit: bool = Field(True, description="exit after max_hold bars")
+    max_hold: int = Field(96, ge=1, description="bars held at most (with use_time_exit)")
 
 
 CONFIG_BLOCKS = ("seller_params", "backtest_params", "risk_management", "exchange", "data_feed")

@@ -10,8 +10,8 @@ from meshtrader.wire.messages import Candle
 
 
 class SmaCrossParams(FastSlowParams):
-    fast: int = Field(10, ge=1)
-    slow: int = Field(30, ge=2)
+    fast: int = Field(10, ge=1, description="bars of the fast SMA")
+    slow: int = Field(30, ge=2, description="bars of the slow SMA")
 
 
 @register

@@ -9,10 +9,10 @@ from meshtrader.wire.messages import Candle
 
 
 class StochasticParams(ShortLegParams):
-    k_period: int = Field(14, ge=2)
-    d_period: int = Field(3, ge=1)
-    oversold: float = Field(20.0, ge=0, le=100)
-    overbought: float = Field(80.0, ge=0, le=100)
+    k_period: int = Field(14, ge=2, description="bars of %K (the close within the range)")
+    d_period: int = Field(3, ge=1, description="bars of %D (the average of %K)")
+    oversold: float = Field(20.0, ge=0, le=100, description="buy on %K crossing %D upward below this (oversold)")
+    overbought: float = Field(80.0, ge=0, le=100, description="sell on %K crossing %D downward above this (overbought)")
 
     @model_validator(mode="after")
     def _levels(self) -> StochasticParams:

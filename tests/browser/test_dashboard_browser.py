@@ -15,7 +15,7 @@ from meshtrader.runtime.config import dashboard_token
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' brings Playwright")
 
-VIEWS = ("trading", "strategies", "forks", "market", "services", "risk", "narratives")
+VIEWS = ("trading", "strategies", "forks", "market", "services", "risk", "narratives", "ask")
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +168,16 @@ def test_every_view_renders_the_stores_figures(page, trading_mesh, screenshots):
     titles = {title for title, in mesh.query("SELECT title FROM pr_events")}
     assert set(page.eval_on_selector_all("#narratives h4", "hs => hs.map(h => h.textContent)")) <= titles
     page.screenshot(path=str(screenshots / "narratives.png"), full_page=True)
+
+    show(page, "ask")  # a question answered with its sources, offline (no language model here)
+    page.fill("#question", "What does MESH_VALIDATION_LOSS_PCT do?")
+    page.click("#askbutton")
+    page.wait_for_function("document.querySelectorAll('#facts li').length > 0", timeout=30_000)
+    sources = page.eval_on_selector_all("#facts code", "cs => cs.map(c => c.textContent)")
+    assert sources[0] == "knowledge/config/settings.md#mesh_validation_loss_pct"
+    assert all(f"{n}: {source}]" in page.text_content("#answer") for n, source in enumerate(sources, 1))
+    assert "no language model configured" in page.text_content("#asknote")
+    page.screenshot(path=str(screenshots / "ask.png"), full_page=True)
     assert not page.errors, page.errors
 
 

@@ -7,6 +7,7 @@ MESH_HOME, a service's /metrics, the store, Redis, the dashboard's API, `mesh st
 bus. And by default every socket of the mesh is ipc, or TCP on loopback."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import time
@@ -26,8 +27,12 @@ from conftest import (
     log_events,
     wait_for,
 )
+from mcp import Client
 from support.bus_tap import BusTap
+from support.mcp_results import error_text, payload
 
+from meshtrader.assistant.answer import Assistant
+from meshtrader.assistant.mcp_server import build_server
 from meshtrader.bus import ReqClient
 from meshtrader.ops.cli import set_risk_limit
 from meshtrader.ops.logs import control_log, service_history
@@ -167,6 +172,38 @@ def test_pause_and_a_limit_change_are_recorded_and_survive_a_risk_guard_restart(
         client.close()
         ctx.term()
         hot.close()
+
+
+def test_the_assistant_explains_a_refusal_of_this_replay_and_its_mcp_controls_need_the_token(mesh):
+    """Paused over MCP (with the dashboard token; refused without), the replay's next entry is refused: asked why,
+    the assistant cites the risk guard's record of that refusal, in-process, on the dashboard and over MCP."""
+    token = dashboard_token(mesh.settings)[0]
+    question = "Why was order {} rejected?"
+
+    async def over_mcp(calls: list[tuple[str, dict]]) -> list:
+        async with Client(build_server(mesh.settings)) as client:
+            return [await client.call_tool(name, arguments) for name, arguments in calls]
+
+    refused, paused = asyncio.run(over_mcp([("pause", {"on": True, "token": "not-the-token"}),
+                                            ("pause", {"on": True, "token": token})]))
+    assert "wrong dashboard token" in error_text(refused) and "trading paused" in payload(paused)["message"]
+    try:
+        since = time.time()
+        order_id, risk_event = wait_for(lambda: next(iter(mesh.query(
+            "SELECT o.order_id, r.id FROM orders o JOIN risk_events r ON r.request_id = o.order_id "
+            "WHERE o.status = 'REJECTED' AND r.rule = 'paused' AND o.created_at >= ? ORDER BY r.id", (since,))), None),
+            60, "an entry of the replay refused while paused")
+    finally:
+        resumed, = asyncio.run(over_mcp([("pause", {"on": False, "token": token})]))
+    assert "not paused" in payload(resumed)["message"]
+    cited = f"risk_events #{risk_event}"
+    answer = Assistant(mesh.settings).ask(question.format(order_id))
+    assert cited in [f.source for f in answer.facts] and f"{cited}]" in answer.text and "rule paused" in answer.text
+    over_http = httpx.post(f"{mesh.settings.dashboard_url}api/ask", json={"question": question.format(order_id)},
+                           timeout=30)
+    assert over_http.status_code == 200 and cited in [f["source"] for f in over_http.json()["facts"]]
+    asked, = asyncio.run(over_mcp([("ask", {"question": question.format(order_id)})]))
+    assert cited in [f["source"] for f in payload(asked)["facts"]]
 
 
 def test_planted_secrets_appear_nowhere_the_mesh_writes_serves_or_publishes(mesh, bus, alert_sink):

@@ -51,6 +51,21 @@ export async function getJSON(path) {
   return answer.json();
 }
 
+/** A read that takes a body (POST), with the views' token rules. */
+export async function postJSON(path, body) {
+  const send = () => fetch(path, {method: "POST", body: JSON.stringify(body),
+                                  headers: {"Content-Type": "application/json", ...authorization()}});
+  let answer = await send();
+  if ((answer.status === 401 || answer.status === 403) && !refused) {
+    sessionStorage.removeItem(TOKEN);
+    refused = !askToken("This dashboard is reachable from other machines: its views need the token too.");
+    if (!refused) answer = await send();
+  }
+  const reply = await answer.json().catch(() => ({}));
+  if (!answer.ok) throw new Error(typeof reply.detail === "string" ? reply.detail : `${path}: ${answer.status}`);
+  return reply;
+}
+
 export async function control(path, body) {
   if (!token() && !askToken("Controls that change trading need the token.")) return null;
   const answer = await fetch(path, {method: "POST", body: JSON.stringify(body),

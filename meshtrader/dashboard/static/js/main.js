@@ -1,6 +1,7 @@
 // The page: a header of figures, a view per tab, and one live stream feeding them all. /api/state is
 // read on connect (the stream's snapshot) and every few seconds; the stream brings fills, candles,
 // health changes, risk states, forks and highlights as they happen.
+import * as ask from "./ask.js";
 import {$, Stream, act, coalesce, fmt, getJSON, money} from "./core.js";
 import * as forks from "./forks.js";
 import * as market from "./market.js";
@@ -10,7 +11,7 @@ import * as services from "./services.js";
 import * as strategies from "./strategies.js";
 import * as trading from "./trading.js";
 
-const views = {trading, strategies, forks, market, services, risk, narratives};
+const views = {trading, strategies, forks, market, services, risk, narratives, ask};
 const STATE_EVERY_MS = 2000, VIEW_EVERY_MS = 5000;
 let current = "trading";
 
