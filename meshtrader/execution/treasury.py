@@ -24,12 +24,16 @@ class Treasury:
 
     def open_accounts(self, portfolio: Portfolio, venue: Venue, capital: Decimal, weights: dict[str, Decimal],
                       event_time: int) -> None:
-        """First start: the capital, or no more than the exchange account holds, split by the allocation."""
+        """First start: the capital, or no more than the exchange account holds, split by the allocation. Live, an
+        exchange that does not say what it holds leaves the books unfunded and the error raised: the executor does
+        not start (supervisord tries again) rather than book capital the account may not have."""
         if venue.remote:
             try:
                 capital = min(capital, (venue.balances() or {}).get("USDT", ZERO))
             except (VenueRejected, VenueUnavailable) as error:
-                self.log.error("live_venue_unavailable", error=str(error))
+                self.log.error("live_venue_unavailable", error=str(error),
+                               why="first start: the books are funded from the exchange's balance, so not yet")
+                raise
         self.fund(portfolio, capital, weights, event_time)
 
     def fund(self, portfolio: Portfolio, capital: Decimal, weights: dict[str, Decimal], event_time: int) -> None:

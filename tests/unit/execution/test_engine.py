@@ -12,6 +12,7 @@ from meshtrader.domain.portfolio import Portfolio
 from meshtrader.execution.engine import ExecutionEngine
 from meshtrader.execution.planning import OrderRules
 from meshtrader.execution.treasury import Treasury
+from meshtrader.execution.venue import VenueUnavailable
 from meshtrader.persistence.ledger import Ledger
 from meshtrader.persistence.orders import OrderJournal
 from meshtrader.persistence.store import Store
@@ -171,3 +172,23 @@ def test_the_book_fill_model_walks_levels_and_expires_what_the_book_lacks(tmp_pa
         [f.trade_id for f in rig.events.fills]
     rig.assert_books_are_the_stores()
     rig.store.close()
+
+
+class SilentExchange:
+    """An exchange that does not answer a balance request (the outside boundary, as the venue sees it)."""
+
+    remote = True
+
+    def balances(self) -> dict:
+        raise VenueUnavailable("binance: timed out")
+
+
+def test_a_live_first_start_funds_nothing_while_the_exchange_does_not_say_what_it_holds(tmp_path):
+    store = Store(tmp_path / "mesh.db")
+    try:
+        treasury, portfolio = Treasury(Ledger(store), QUIET), Portfolio()
+        with pytest.raises(VenueUnavailable):
+            treasury.open_accounts(portfolio, SilentExchange(), D("100000"), {"s": D("1")}, 0)
+        assert portfolio.accounts == {} and store.ledger() == [] and treasury.applied is None
+    finally:
+        store.close()
