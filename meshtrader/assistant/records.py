@@ -14,6 +14,7 @@ from meshtrader.persistence import evidence
 from meshtrader.persistence.store import Store
 
 RECORDS = 5  # how many records of a kind a tool reports by default: the latest ones
+FORKS_SEARCHED = 20  # the newest forks looked through for the latest finished ones
 
 
 class Fact(NamedTuple):
@@ -41,8 +42,8 @@ def risk_fact(row: dict) -> Fact:
 
 def allocation_fact(row: dict) -> Fact:
     weights = ", ".join(f"{name} {Decimal(share) * 100:.1f}%" for name, share in json.loads(row["weights"]).items())
-    return Fact(f"allocations #{row['id']}",
-                f"allocation at {when(row['event_time'])}: {weights}; reason: {row['reason']}")
+    at = f"at {when(row['event_time'])}" if row["event_time"] else "before the first candle"
+    return Fact(f"allocations #{row['id']}", f"allocation {at}: {weights}; reason: {row['reason']}")
 
 
 def signal_fact(row: dict) -> Fact:
@@ -114,7 +115,8 @@ def strategy_activity(store: Store, strategy: str, n: int = RECORDS) -> list[Fac
         weights = json.loads(row["weights"])
         if strategy in weights:
             facts.append(Fact(f"allocations #{row['id']}",
-                              f"the latest allocation ({when(row['event_time'])}) gives {strategy} "
+                              f"the latest allocation ({when(row['event_time']) if row['event_time'] else 'initial'}) "
+                              f"gives {strategy} "
                               f"{Decimal(weights[strategy]) * 100:.1f}% of the capital; reason: {row['reason']}"))
     return facts
 
@@ -157,8 +159,10 @@ def fork_results(store: Store, fork_id: str | None = None, purpose: str | None =
     if fork_id:
         row = evidence.fork(store, fork_id)
         return [fork_fact(row)] if row else [Fact(f"fork {fork_id}", f"no fork {fork_id} in the store")]
-    rows = evidence.latest_forks(store, purpose, 2, with_results=True)
-    return [fork_fact(row) for row in rows] or [Fact("forks", f"no {purpose or ''} fork has results yet")]
+    rows = evidence.latest_forks(store, purpose, FORKS_SEARCHED, with_results=True)
+    if purpose == "validation":  # a fork's results hold its making at once, the validation's only once it is done
+        rows = [row for row in rows if "validation" in json.loads(row["results"])]
+    return [fork_fact(row) for row in rows[:2]] or [Fact("forks", f"no {purpose or ''} fork has results yet")]
 
 
 def regimes(store: Store, n: int = RECORDS) -> list[Fact]:

@@ -283,10 +283,10 @@ class Allocator(Service):
         reason += "".join(f"; {n}" for n in notes if n)
         changes = meaningful_change(self.weights, weights, s.alloc_change_pct)
         proposed = ", ".join(f"{name} {share * 100:.1f}%" for name, share in weights.items())
-        decision = (f"proposed {proposed}; a what-if decides" if changes else
-                    f"kept the allocation: {proposed} is within MESH_ALLOC_CHANGE_PCT of the weights in force")
+        outcome = (f"proposed {proposed}; a what-if decides" if changes else
+                   f"kept the allocation: {proposed} is within MESH_ALLOC_CHANGE_PCT of the weights in force")
         self.registry.merge_results(reply.fork_id, {"validation": reports, "trigger": why, "triggers": triggers,
-                                                    "decision": decision, "inputs": {
+                                                    "decision": outcome, "inputs": {
             "scores": judged.scores, "kelly": judged.kelly, "rois": judged.rois, "no_edge": decision.no_edge,
             "regime": self.regime, "correlations": {f"{a}~{b}": c for (a, b), c in judged.correlations.items()}}},
             accumulate=("triggers",))  # a shared fork validated twice: both validations' triggers
