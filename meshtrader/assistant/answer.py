@@ -202,11 +202,9 @@ class Assistant:
             exact = [index.section(SETTINGS_PAGE.as_posix(), slug(name.upper()))
                      for name in dict.fromkeys(m.upper() for m in SETTING.findall(question))]
             hits = [s for s in exact if s is not None]
-            hits += [h.section for h in index.search(question, limit * 3) if h.section not in hits]
-        best = {}  # a section cut in parts is cited once, by its best part
-        for section in hits:
-            best.setdefault(f"{section.path}#{section.anchor}", section)
-        return [Fact(source, f"{s.title}: {s.body}", "doc") for source, s in list(best.items())[:limit]]
+            hits += [h.section for h in index.search(question, limit + len(hits))
+                     if (h.section.path, h.section.anchor) not in {(s.path, s.anchor) for s in hits}]
+        return [Fact(f"{s.path}#{s.anchor}", f"{s.title}: {s.body}", "doc") for s in hits[:limit]]
 
     def gather(self, question: str, how: Plan) -> list[Fact]:
         facts: list[Fact] = []

@@ -31,7 +31,7 @@ STRATEGIES_DIR = Path(KNOWLEDGE_DIR) / "strategies"
 GENERATED_END = "<!-- end of the generated block: the text below is written by hand and kept -->"
 SECTION_CHARS = 1800  # a longer section is cut at paragraphs (or table rows) so a hit points at the passage
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-FENCE = re.compile(r"^\s*(```|~~~)")
+FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 COMMENT = re.compile(r"^\s*<!--.*-->\s*$")
 
 
@@ -47,7 +47,7 @@ def sections_of(path: str, text: str) -> list[Section]:
     sections: list[Section] = []
     trail: list[tuple[int, str]] = []
     anchors: dict[str, int] = {}
-    title, anchor, lines, fenced = "", "", [], False
+    title, anchor, lines, fenced = "", "", [], ""  # fenced: the fence a code block opened with
 
     def close() -> None:
         body = "\n".join(lines).strip()
@@ -57,8 +57,11 @@ def sections_of(path: str, text: str) -> list[Section]:
     for line in text.splitlines():
         if COMMENT.match(line):  # the generated pages' markers: for whoever edits the file, not for the reader
             continue
-        if FENCE.match(line):
-            fenced = not fenced
+        if fence := FENCE.match(line):  # CommonMark: closed by the same character, at least as many times
+            if not fenced:
+                fenced = fence[1]
+            elif fence[1].startswith(fenced) and not line.strip()[len(fence[1]):].strip():
+                fenced = ""
         heading = None if fenced else HEADING.match(line)
         if heading is None:
             lines.append(line)

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS documents (path TEXT PRIMARY KEY, digest TEXT NOT NUL
 CREATE VIRTUAL TABLE IF NOT EXISTS sections USING fts5(
     path UNINDEXED, anchor UNINDEXED, title, body, tokenize = 'porter unicode61');
 """
+PARTS_READ = 4  # rows read per section asked for: a long section's parts may fill the first ones
 TITLE_WEIGHT, BODY_WEIGHT = 4.0, 1.0  # a word in a section's heading says more about it than one in its text
 WORD = re.compile(r"[A-Za-z0-9_]+")
 # Words that carry no meaning of their own in a question: left in, they would rank long sections that
@@ -101,8 +102,8 @@ class KnowledgeIndex:
         return SyncReport(added, updated, removed, len(documents) - len(added) - len(updated))
 
     def search(self, question: str, limit: int = 5, paths: Iterable[str] | None = None) -> list[Hit]:
-        """The sections that answer the question best by BM25 (heading words weigh more), best first; only those of
-        some documents if `paths` is given."""
+        """The sections that answer the question best by BM25 (heading words weigh more), best first, each once (a
+        section cut in parts by its best part); only those of some documents if `paths` is given."""
         expression = match_expression(question)
         if expression is None:
             return []
@@ -113,8 +114,11 @@ class KnowledgeIndex:
             params += chosen
         with closing(self.db.execute(
                 f"SELECT path, anchor, title, body, bm25(sections, 0, 0, {TITLE_WEIGHT}, {BODY_WEIGHT}) AS rank "
-                f"FROM sections WHERE {where} ORDER BY rank LIMIT ?", (*params, limit))) as rows:
-            return [Hit(Section(*row[:4]), -row[4]) for row in rows]
+                f"FROM sections WHERE {where} ORDER BY rank LIMIT ?", (*params, limit * PARTS_READ))) as rows:
+            best: dict[tuple[str, str], Hit] = {}
+            for row in rows:
+                best.setdefault((row[0], row[1]), Hit(Section(*row[:4]), -row[4]))
+        return list(best.values())[:limit]
 
     def section(self, path: str, anchor: str) -> Section | None:
         """One section by its address (path#anchor)."""
