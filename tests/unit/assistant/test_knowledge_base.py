@@ -71,14 +71,7 @@ def test_sections_follow_headings_outside_code_and_long_ones_are_cut():
     deeper = [s for s in sections if s.anchor == "deeper"]
     assert len(deeper) == 1 or all(s.title == "Top > Run it > Deeper" for s in deeper)
     # a longer fence holds shorter ones (a quoted session): only its own closes it
-    quoted = sections_of("doc.md", "# A
-````text
-```sh
-# not a heading
-````
-## B
-after
-")
+    quoted = sections_of("doc.md", "# A\n````text\n```sh\n# not a heading\n````\n## B\nafter\n")
     assert [s.anchor for s in quoted] == ["a", "b"] and "# not a heading" in quoted[0].body
 
 
