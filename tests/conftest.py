@@ -24,6 +24,8 @@ from support.strategy_files import EVERY_BAR, readme_example
 from support.tiger_contract import TigerContract
 
 from meshtrader.domain.portfolio import Portfolio
+from meshtrader.ops.status import mesh_state
+from meshtrader.persistence.hotstate import HotState
 from meshtrader.persistence.store import Store
 from meshtrader.runtime.config import LIVE_CONFIRMATION
 from meshtrader.wire.codec import DecodeError, UnknownTopic, decode_event
@@ -42,7 +44,9 @@ def ctx() -> Iterator[zmq.Context]:
     context.destroy(linger=0)
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
+def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
+    """Poll `condition` until it holds (its value) or `timeout` passes. Polls are cheap (a store query, a Redis
+    read): a short interval costs little CPU, where a long one adds half of itself to every wait on average."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -52,8 +56,9 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def wait_settled(read: Callable[[], object], timeout: float, what: str, readings: int = 3, interval: float = 0.3):
-    """Wait until `read` gives the same value `readings` times running (in-flight work has landed); the value."""
+def wait_settled(read: Callable[[], object], timeout: float, what: str, readings: int = 3, interval: float = 0.6):
+    """Wait until `read` gives the same value `readings` times running (in-flight work has landed); the value.
+    The default readings span more than a second: the executor republishes its account snapshot every second."""
     seen: list = []
 
     def settled() -> bool:
@@ -112,6 +117,12 @@ class Mesh(LocalMesh):
     def __init__(self, home: Path, env_overrides: dict[str, str]) -> None:
         super().__init__(home, env_overrides)
         self.collector = FillCollector(self.settings.endpoint("executor.pub"))
+        self.hot = HotState(self.settings.effective_redis_url, self.settings.redis_prefix)
+
+    def status(self) -> dict:
+        """What `mesh status --json` prints (its mesh_state), read in this process: tests poll it, and a reading
+        then costs milliseconds, not a Python start-up (test_lifecycle and test_topology run the command)."""
+        return json.loads(json.dumps(mesh_state(self.settings, self.hot)))
 
     def store(self) -> Store:
         return Store(self.settings.store_location, read_only=True)
@@ -143,11 +154,12 @@ class Mesh(LocalMesh):
         and the executor's account snapshot (republished every second) the same three readings running."""
         assert "stopped" in self.ctl("stop", "feed")
         wait_settled(lambda: (self.trade_count(), self.status().get("accounts")), 60,
-                     "the mesh to settle with the feed stopped", interval=0.6)
+                     "the mesh to settle with the feed stopped")
 
     def stop(self) -> None:
         super().stop()
         self.collector.close()
+        self.hot.close()
 
 
 @contextmanager

@@ -1,7 +1,11 @@
-"""A mesh in its own MESH_HOME on free ports, driven the way a user would (mesh CLI, supervisorctl).
-Used by benchmarks and tests, which must never touch a developer's own mesh."""
+"""A mesh in its own MESH_HOME on free ports, driven the way a user would: the mesh CLI, and supervisorctl's
+commands and `mesh down` run in this process (a Python start-up each is most of their cost). Used by benchmarks
+and tests, which must never touch a developer's own mesh."""
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import json
 import os
 import random
@@ -11,6 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from supervisor.options import ClientOptions
+from supervisor.supervisorctl import Controller
+
+from meshtrader.ops.cli import cmd_down
 from meshtrader.runtime.config import Settings, load_settings
 from meshtrader.runtime.supervise import Supervisor
 
@@ -63,10 +71,12 @@ class LocalMesh:
                               capture_output=True, stdin=subprocess.DEVNULL, text=True, check=check, timeout=180)
 
     def ctl(self, *args: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c",
-                                 str(self.home / "supervisord.conf"), *args], env=self.env, capture_output=True,
-                                text=True, timeout=60)
-        return result.stdout + result.stderr
+        """What `supervisorctl -c $MESH_HOME/supervisord.conf ARGS` prints: its own commands, run in this process."""
+        options = ClientOptions()
+        options.realize(["-c", str(self.home / "supervisord.conf"), *args])
+        output = io.StringIO()
+        Controller(options, stdout=output).onecmd(" ".join(options.args))
+        return output.getvalue()
 
     def status(self) -> dict:
         return json.loads(self.cli("status", "--json").stdout)
@@ -87,4 +97,7 @@ class LocalMesh:
             raise RuntimeError(f"mesh did not start:\n{result.stdout}{result.stderr}")
 
     def stop(self) -> None:
-        self.cli("down", check=False)
+        """`mesh down` run in this process: the same steps, without a Python start-up per mesh stopped
+        (supervisord's socket is a file, reachable from outside a host's network namespace too)."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            cmd_down(self.settings, argparse.Namespace())

@@ -75,8 +75,9 @@ class StrategyWorker(Service):
         self.subscribe([self.settings.endpoint("allocator.pub")], [b"params." + self.strategy.encode()],
                        self.on_params)
         # one client for the worker's life: every warm-up (each adopted parameter set) asks through it, so
-        # adoptions leave no socket behind (a client per warm-up kept two descriptors open per adoption)
-        self.feed = self.client("feed.rep", FeedReplies, timeout_ms=1000, retries=2)
+        # adoptions leave no socket behind (a client per warm-up kept two descriptors open per adoption);
+        # stoppable: a worker told to stop while the feed is down does not sit out every symbol's retries
+        self.feed = self.client("feed.rep", FeedReplies, timeout_ms=1000, retries=2, stoppable=True)
         self.warm_up()
         self.loop.every(FEATURES_EVERY_S, self.publish_features, first_in=0)
 

@@ -59,9 +59,8 @@ def exchange(url: str) -> ccxt.binanceusdm:
     return client
 
 
-def exchange_account(url: str) -> tuple[D, dict[str, tuple[D, D]]]:
+def exchange_account(client: ccxt.binanceusdm) -> tuple[D, dict[str, tuple[D, D]]]:
     """The exchange's wallet balance and its positions (signed size, entry price), as ccxt reads them."""
-    client = exchange(url)
     [usdt] = [a for a in client.fetch_balance()["info"]["assets"] if a["asset"] == "USDT"]
     positions = {p["info"]["symbol"]: (D(p["info"]["positionAmt"]), D(p["info"]["entryPrice"]))
                  for p in client.fetch_positions() if D(p["info"]["positionAmt"])}
@@ -80,7 +79,7 @@ def books(mesh: Mesh) -> tuple[D, dict[str, tuple[D, D]]]:
 
 
 def test_live_shorts_book_what_the_exchange_books(live_futures, futures_exchange):
-    mesh = live_futures
+    mesh, exchange_client = live_futures, exchange(futures_exchange)
     opened = wait_for(lambda: mesh.query("SELECT COUNT(*) FROM trades WHERE side = 'sell'")[0][0] >= 2 and
                       mesh.query("SELECT COUNT(*) FROM trades WHERE side = 'buy'")[0][0] >= 1, 120,
                       "shorts opened and covered at the exchange")
@@ -91,14 +90,14 @@ def test_live_shorts_book_what_the_exchange_books(live_futures, futures_exchange
     assert "started" in mesh.ctl("restart", "executor")
     wait_for(lambda: len(log_events(mesh, "reconciled")) >= 2, 60, "the restarted executor to reconcile")
     assert not log_events(mesh, "reconciliation_failed")
-    wait_for(lambda: exchange(futures_exchange).fetch_funding_history(), 60, "a funding settlement at the exchange")
+    wait_for(lambda: exchange_client.fetch_funding_history(), 60, "a funding settlement at the exchange")
     # flat, so the exchange settles no more funding; a restart then books what it settled since the last read
     mesh.quiesce()
     closed = mesh.cli("close-all", "--yes", "--reason", "end of the test")
     assert closed.returncode == 0, closed.stdout + closed.stderr
-    wait_for(lambda: not exchange_account(futures_exchange)[1], 30, "the exchange flat")
+    wait_for(lambda: not exchange_account(exchange_client)[1], 30, "the exchange flat")
     assert "started" in mesh.ctl("restart", "executor")
     wait_for(lambda: len(log_events(mesh, "reconciled")) >= 3, 60, "the executor to reconcile with its funding booked")
     assert not log_events(mesh, "reconciliation_failed")
     assert mesh.query("SELECT 1 FROM ledger WHERE kind = 'funding'"), "no funding settled while a short was open"
-    assert books(mesh) == exchange_account(futures_exchange)
+    assert books(mesh) == exchange_account(exchange_client)

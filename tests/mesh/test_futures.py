@@ -15,7 +15,7 @@ from meshtrader.domain.portfolio import FUNDING, Portfolio
 
 MIN = 60_000
 T0 = 1_746_406_800_000  # 2025-05-05 01:00 UTC
-SETTLEMENT = T0 + 13 * MIN  # the close of bar 12
+SETTLEMENT = T0 + 20 * MIN  # the close of bar 19, the last flat one: 14 bars after both positions open
 RATE = D("0.0005")  # longs pay, shorts receive
 
 
@@ -48,8 +48,8 @@ def futures_mesh(tmp_path_factory):
     mesh.stop()
 
 
-def positions(mesh: Mesh) -> dict[str, list[tuple[str, str]]]:
-    return {a["strategy"]: [(p["symbol"], p["qty"]) for p in a["positions"]] for a in mesh.status()["accounts"]}
+def positions(accounts: list[dict]) -> dict[str, list[tuple[str, str]]]:
+    return {a["strategy"]: [(p["symbol"], p["qty"]) for p in a["positions"]] for a in accounts}
 
 
 def books(accounts: list[dict]) -> list[tuple]:
@@ -69,13 +69,16 @@ def rebuilt(mesh: Mesh) -> Portfolio:
 
 def test_shorts_funding_restart_and_the_margin_rule(futures_mesh):
     mesh = futures_mesh
-    opened = wait_for(lambda: (held := positions(mesh)) and all(held.values()) and held, 60, "both positions open")
-    short_qty = D(opened["scripted_short"][0][1])
-    assert short_qty < 0 and D(opened["scripted_long"][0][1]) > 0
-
-    # the executor restarts with the short open: it keeps it, and its margin and entry
+    # both positions open (a trade is stored before its fill is published); the feed stops before the settlement
+    wait_for(lambda: mesh.trade_count() >= 2, 60, "both positions open", interval=0.02)
     assert "stopped" in mesh.ctl("stop", "feed")
     before = wait_settled(lambda: mesh.status()["accounts"], 30, "the books to settle with the feed stopped")
+    opened = positions(before)
+    short_qty = D(opened["scripted_short"][0][1])
+    assert short_qty < 0 and D(opened["scripted_long"][0][1]) > 0
+    assert not mesh.query("SELECT 1 FROM ledger WHERE kind = ?", (FUNDING,)), "the feed stopped after the settlement"
+
+    # the executor restarts with the short open: it keeps it, and its margin and entry
     assert "started" in mesh.ctl("restart", "executor")
     wait_for(lambda: books(mesh.status()["accounts"]) == books(before), 30,
              "the restarted executor's books to equal those before")
@@ -101,7 +104,7 @@ def test_shorts_funding_restart_and_the_margin_rule(futures_mesh):
                                          "ON o.order_id = t.order_id WHERE t.strategy = 'scripted_long' "
                                          "AND t.side = 'sell'"), 60, "the long closed")
     assert closes[0][1] != "liquidation" and closes[0][2].startswith("close-all:")
-    wait_for(lambda: not positions(mesh)["scripted_short"], 120, "the short covered")
+    wait_for(lambda: not positions(mesh.status()["accounts"])["scripted_short"], 120, "the short covered")
     assert not mesh.query("SELECT 1 FROM trades WHERE liquidity = 'liquidation'")
 
     # the books: rebuilt from the store equal the published account, wallet = transfers + PnL - fees + funding

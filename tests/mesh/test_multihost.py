@@ -6,7 +6,7 @@ once and approved once, and the books reconcile; a client without the key gets n
 guard, which counts the refusal on its /metrics.
 
 The test looks from outside both namespaces through what needs no address of theirs: PostgreSQL's socket
-file, supervisord's, and commands run inside a namespace (`mesh`, a fetch of /metrics)."""
+file, Redis's, supervisord's, and commands run inside a namespace (`mesh`, a fetch of /metrics)."""
 from __future__ import annotations
 
 import json
@@ -23,7 +23,7 @@ from support.debian import debian_program
 from test_mesh import reconcile
 
 from meshtrader.bus.curve import CurveKeys, write_key_directory
-from meshtrader.persistence.store import Store
+from meshtrader.persistence.hotstate import HotState
 from meshtrader.runtime.supervise import WATCHDOG, local_paths
 from tools.localmesh import LocalMesh
 from tools.netns import NETWORK, HostPair, unusable
@@ -47,12 +47,12 @@ while True:
 """
 # Run on a host: prints a URL's body (a service's /metrics).
 FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
-# Run on host b without any key: asks the risk guard for its status.
+# Run on host b without any key: asks the risk guard for its status, once (an answer would take milliseconds).
 ASK_WITHOUT_KEYS = """import sys, zmq
 from meshtrader.bus import ReqClient
 from meshtrader.runtime.log import Logger
 from meshtrader.wire.messages import RiskReplies, RiskStatus
-client = ReqClient(zmq.Context(), sys.argv[1], RiskReplies, 1000, 2, Logger("outsider", "ERROR"))
+client = ReqClient(zmq.Context(), sys.argv[1], RiskReplies, 1000, 1, Logger("outsider", "ERROR"))
 print("answered" if client.request(RiskStatus(src="outsider")) is not None else "no answer")
 """
 
@@ -73,18 +73,19 @@ class FillsHeard:
 
 
 class Host(LocalMesh):
-    """One host's share of the mesh, seen from outside the namespaces: the store through PostgreSQL's socket file,
-    /metrics fetched from inside this host's namespace; the shared test helpers read it as they read a mesh."""
+    """One host's share of the mesh, seen from outside the namespaces: the store and Redis through their socket
+    files, /metrics fetched from inside this host's namespace; the shared test helpers read it as they read a mesh."""
 
-    query, trade_count, metric, quiesce = Mesh.query, Mesh.trade_count, Mesh.metric, Mesh.quiesce
+    query, trade_count, metric, quiesce, status, store = (Mesh.query, Mesh.trade_count, Mesh.metric, Mesh.quiesce,
+                                                          Mesh.status, Mesh.store)
 
-    def __init__(self, home: Path, env: dict[str, str], run_in: list[str], address: str, store_url: str) -> None:
+    def __init__(self, home: Path, env: dict[str, str], run_in: list[str], address: str, store_url: str,
+                 redis_socket: Path) -> None:
         super().__init__(home, env, run_in)
-        self.address, self.store_url = address, store_url
+        self.address = address
+        self.settings = self.settings.model_copy(update={"db_url": store_url})
+        self.hot = HotState(f"unix://{redis_socket}", self.settings.redis_prefix)
         self.collector: FillsHeard | None = None
-
-    def store(self) -> Store:
-        return Store(self.store_url, read_only=True)
 
     def metrics(self, service: str) -> str:
         """A service's /metrics: this host's instance if it runs one here."""
@@ -128,12 +129,13 @@ def test_a_mesh_over_two_hosts_trades_once_per_signal_under_curve_and_refuses_a_
                 "MESH_STRATEGIES": "momentum", "MESH_DB_URL": postgres.tcp_url("mesh"),
                 "MESH_REDIS_URL": f"redis://{b}:{REDIS_PORT}/0", "MESH_REPLAY_SPEED": "40",
                 "MESH_VALIDATION_EVERY_MIN": "100000", "MESH_REPLAY_WAIT_S": "30"}
+        redis_dir = tmp_path / "redis"
         host_a, host_b = (Host(tmp_path / name, {**mesh, "MESH_SERVICES": ",".join(services),
                                                  "MESH_CURVE_KEYS": str(own)}, hosts.run_in(i), hosts.addresses[i],
-                               postgres.url("mesh"))
+                               postgres.url("mesh"), redis_dir / "redis.sock")
                           for i, (name, services, own) in enumerate((("a", ON_A, keys[0]), ("b", ON_B, keys[1]))))
-        (tmp_path / "redis").mkdir()
-        start_redis(stack, host_b, tmp_path / "redis")
+        redis_dir.mkdir()
+        start_redis(stack, host_b, redis_dir)
         host_b.collector = FillsHeard(hosts.run_in(1), host_b.settings.endpoint("executor.pub"), keys[1])
         stack.callback(host_b.collector.stop)
         for host in (host_a, host_b):

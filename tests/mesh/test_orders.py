@@ -35,8 +35,9 @@ def test_limit_orders_rest_fill_through_time_out_and_survive_a_restart(limit_mes
     resting = None
     for _ in range(40):  # freeze market time with an order resting, then restart the executor under it
         assert "stopped" in mesh.ctl("stop", "feed")
+        # the store's orders, not the account snapshot: the readings need not span its 1 s republishing
         resting = wait_settled(lambda: mesh.query("SELECT order_id FROM orders WHERE status='ACCEPTED'"), 30,
-                               "the ticks already sent to be handled")
+                               "the ticks already sent to be handled", interval=0.3)
         if resting:
             break
         assert "started" in mesh.ctl("start", "feed")

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Mesh, wait_for
+from conftest import Mesh, wait_for, wait_settled
 
 from meshtrader.marketdata.files import find_candle_file, find_series_file, load_bars, load_funding
 from meshtrader.research.backtest import Backtester
@@ -62,9 +62,9 @@ def test_mesh_and_backtester_fill_the_same(window, tmp_path_factory, limits, par
     try:
         wait_for(lambda: mesh.query("SELECT COUNT(*) FROM candles")[0][0] == CANDLES * len(SYMBOLS), 120,
                  "the replay to finish")
-        settled = []
-        wait_for(lambda: settled.append(mesh.trade_count()) or len(settled) > 3 and len(set(settled[-3:])) == 1,
-                 30, "the executor to settle", interval=1)
+        # the last candle's trades, and the loss rule's trips on the account snapshots that follow them
+        wait_settled(lambda: (mesh.trade_count(), mesh.query("SELECT COUNT(*) FROM risk_events")), 30,
+                     "the executor and the risk guard to settle")
         live = mesh.query("SELECT strategy, symbol, side, qty, price, fee, event_time FROM trades")
         live_trips = mesh.query("SELECT reason FROM risk_events WHERE rule = 'strategy_drawdown' AND request_id IS NULL")
         live_funding = mesh.query("SELECT event_time, strategy, amount FROM ledger WHERE kind = 'funding'")

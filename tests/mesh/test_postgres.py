@@ -12,6 +12,7 @@ from conftest import Mesh, wait_for
 from test_mesh import reconcile
 
 from meshtrader.forks.backends import PostgresForks
+from meshtrader.ops.cli import fork_rows
 from meshtrader.persistence.store import ORDER_BASICS, SCHEMA_VERSION, Store
 from meshtrader.wire.messages import Candle
 from tools.pgserver import LocalPostgres
@@ -107,7 +108,8 @@ PG_SECRET = "planted-pg-secret"  # the server trusts local connections: a passwo
 
 def test_a_mesh_trades_forks_and_reconciles_on_postgres(postgres, tmp_path):
     url = postgres.create_database("mesh").replace(f"{postgres.user}@", f"{postgres.user}:{PG_SECRET}@", 1)
-    mesh = Mesh(tmp_path / "home", {"MESH_DB_URL": url, "MESH_REPLAY_SPEED": "40", "MESH_VALIDATION_EVERY_MIN": "240",
+    # a validation every 2 market hours (1.5 s of replay): the second gives back the forks the first read
+    mesh = Mesh(tmp_path / "home", {"MESH_DB_URL": url, "MESH_REPLAY_SPEED": "80", "MESH_VALIDATION_EVERY_MIN": "120",
                                     "MESH_VALIDATION_WINDOWS_MIN": "720,1440", "MESH_VALIDATION_WINDOW_WEIGHTS": "0.6,0.4"})
     mesh.start()
     try:
@@ -120,7 +122,8 @@ def test_a_mesh_trades_forks_and_reconciles_on_postgres(postgres, tmp_path):
                    for f in forks)
         assert PG_SECRET not in listed and any(":***@" in f["path"] for f in forks)  # locations redacted
         # the allocator's read-only forks (exported snapshots) are given back once read, not held for their TTL
-        wait_for(lambda: [f for f in json.loads(mesh.cli("forks", "--json").stdout) if f["requester"] == "allocator"
+        # (the registry as `mesh forks --json` lists it, read in this process: a poll is no Python start-up)
+        wait_for(lambda: [f for f in fork_rows(mesh.settings) if f["requester"] == "allocator"
                           and f["status"] == "destroyed" and "allocator" in (f["results"] or {}).get("released_by", [])],
                  60, "a fork the allocator released")
         assert not mesh.query("SELECT reason FROM allocations WHERE reason LIKE '%what-if skipped%'")

@@ -79,7 +79,8 @@ from meshtrader.strategies import Decision, Strategy, register
 
 @register
 class ShortEveryFew(Strategy):
-    """Goes short on every 60th closed candle and covers 30 candles later."""
+    """Goes short on every 64th closed candle and covers 32 candles later: with funding every 480 candles
+    (480 = 7.5 x 64), every other settlement falls while a short is open, wherever the worker started."""
 
     name = "short_every_few"
 
@@ -89,9 +90,9 @@ class ShortEveryFew(Strategy):
 
     def decide(self, candle):
         self.count += 1
-        if self.count % 60 == 0:
+        if self.count % 64 == 0:
             return Decision("short", 1.0, f"bar {self.count}")
-        if self.count % 60 == 30:
+        if self.count % 64 == 32:
             return Decision("cover", 1.0, f"bar {self.count}")
         return None
 '''
