@@ -39,13 +39,6 @@ def signals(store: Store, strategy: str, n: int) -> list[dict]:
         "WHERE strategy = ? ORDER BY event_time DESC, received_at DESC LIMIT ?", (strategy, n))]
 
 
-def orders(store: Store, strategy: str, n: int) -> list[dict]:
-    """A strategy's latest orders with their state and the reason they were placed or ended."""
-    return [dict(r) for r in store.query(
-        "SELECT order_id, signal_id, strategy, symbol, side, qty, price, status, reason, event_time FROM orders "
-        "WHERE strategy = ? ORDER BY event_time DESC, created_at DESC LIMIT ?", (strategy, n))]
-
-
 def last_trade(store: Store, strategy: str) -> dict | None:
     """A strategy's latest fill."""
     rows = store.query("SELECT trade_id, order_id, strategy, symbol, side, qty, price, fee, realized_pnl, event_time "
@@ -120,13 +113,6 @@ def highlights(store: Store, n: int) -> list[dict]:
     """The narrator's latest highlights."""
     return [dict(r) for r in store.query(
         "SELECT id, kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (n,))]
-
-
-def equity_records(store: Store, strategy: str, n: int) -> list[dict]:
-    """A strategy's latest equity records (every 15 market minutes, by the executor)."""
-    return [dict(r) for r in store.query(
-        "SELECT id, strategy, event_time, equity, cash, exposure, trades FROM strategy_performance "
-        "WHERE strategy = ? ORDER BY event_time DESC, id DESC LIMIT ?", (strategy, n))]
 
 
 def adoptions(store: Store, strategy: str, n: int) -> list[dict]:
