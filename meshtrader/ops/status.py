@@ -86,6 +86,7 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
         "allocations": {k: float(v) * 100 for k, v in alloc.get("weights", {}).items()},
         "allocation_cash_max_pct": float(settings.alloc_cash_max_pct) * 100,
         "trading_state": risk.get("trading_state", "UNKNOWN"),
+        "risk_rev": risk.get("rev", 0),  # RiskState.rev: the page keeps the newest risk state it has seen
         "regime": (hot.get("regime") or {}).get("regime"),
         "kill_switch": risk.get("kill_switch"),
         "paused": bool(risk.get("paused_by")),

@@ -51,6 +51,7 @@ class RiskGuard(Service):
         self.limits_in_use: list[dict[str, str]] = []  # each limit's use at the last account snapshot
         self.controls: list[tuple[str, str, str, int]] = []  # (control, by, change, event time) not yet recorded
         self.equity: Decimal | None = None  # the portfolio's, at the last account snapshot
+        self.state_rev = 0  # RiskState.rev of the last state published
         gauge = self.metrics.gauge
         self.kill_switch_gauge = gauge("mesh_kill_switch", "1 while the kill switch is on").labels(self.name)
         self.state_gauge = gauge("mesh_trading_state", "1 for the trading state in force", ("state",))
@@ -220,13 +221,15 @@ class RiskGuard(Service):
 
     def publish_state(self, reason: str = "") -> None:
         state = self.status()
-        self.hot.put("risk", {"trading_state": state.trading_state, "kill_switch": state.kill_switch,
+        self.state_rev = max(self.state_rev + 1, time.time_ns() // 1000)
+        self.hot.put("risk", {"rev": self.state_rev, "trading_state": state.trading_state, "kill_switch": state.kill_switch,
                               "deactivated": self.book.deactivated, "reason": state.reason,
                               "paused_by": self.book.paused_by or None, "limits": self.limits_in_use,
                               "limit_values": self.limit_values})
         self.pub.publish(b"risk.state", RiskState(trading_state=state.trading_state, kill_switch=state.kill_switch,
                                                   paused=state.paused, deactivated=state.deactivated,
-                                                  reason=reason or state.reason, et=self.event_time))
+                                                  reason=reason or state.reason, rev=self.state_rev,
+                                                  et=self.event_time))
         self.gauge_book()
 
     def gauge_book(self) -> None:

@@ -223,6 +223,9 @@ class RiskState(Event, kw_only=True):
     paused: bool = False  # only exposure-reducing orders, until resumed
     deactivated: list[str] = []
     reason: str = ""
+    # grows with every state published, across restarts too (microseconds, or one more): a reader that got a
+    # newer state from the stream ignores an older one still in flight from the hot state, which lags by a flush
+    rev: int = 0
 
 
 class MarketRegime(Event, kw_only=True):

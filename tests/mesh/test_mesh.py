@@ -279,6 +279,8 @@ def test_dashboard_serves_state_metrics_and_live_events(mesh):
     assert httpx.get(f"{base}/api/candles", params={"symbol": symbol, "n": 0}).status_code == 422
     state = wait_for(lambda: (s := httpx.get(f"{base}/api/state").json())["risk_limits"] and s, 30, "limits in use")
     assert {"daily loss", "portfolio drawdown", "exposure", "entries today"} <= {r["limit"] for r in state["risk_limits"]}
+    wait_for(lambda: httpx.get(f"{base}/api/state").json()["risk_rev"] > state["risk_rev"] > 0, 30,
+             "a newer risk state (the page draws no state older than one it has drawn)")
     assert all(v["up_s"] is not None and v["up_s"] >= 0 for n, v in state["services"].items() if n != "redis")
     counters = httpx.get(f"{base}/api/services").json()
     assert counters["executor"]["messages_out"] > 0 and counters["feed"]["messages_out"] > 0

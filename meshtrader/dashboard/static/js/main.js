@@ -24,8 +24,7 @@ function header(s) {
   $("mode").textContent = s.mode;
   $("mode").className = "badge " + (s.mode === "live" ? "HALTED" : "");
   if (s.mode === "live") $("modenote").textContent = "LIVE trading: orders go to the exchange with real money.";
-  $("trading").textContent = s.trading_state + (s.kill_switch ? " (kill switch)" : s.paused ? " (paused)" : "");
-  $("trading").className = "badge " + s.trading_state;
+  drawTrading(s, s.risk_rev);
   $("trading").title = s.risk_reason || "trading state";
   $("equity").innerHTML = money(s.equity).replace(/class="(ok|bad)"/, "");
   $("cash").innerHTML = money(s.cash).replace(/class="(ok|bad)"/, "");
@@ -38,6 +37,16 @@ function header(s) {
   banner(mesh && !mesh.up ? `The mesh is down: ${mesh.running} of ${mesh.services} services running` +
     `${mesh.redis ? "" : ", Redis not answering"}. Figures below are the last ones recorded; start it with ` +
     "`make run` (or `mesh up`)." : "");
+}
+
+/** The trading state's badge and the switches, from /api/state or the stream's risk state, unless older than
+ * the one drawn: a poll answered from the hot state (written a flush later) can land after the stream's newer
+ * state, and a button that showed the old state would then undo the operator's last click. */
+function drawTrading(s, rev) {
+  if (!risk.fresh(rev)) return;
+  $("trading").textContent = s.trading_state + (s.kill_switch ? " (kill switch)" : s.paused ? " (paused)" : "");
+  $("trading").className = "badge " + s.trading_state;
+  risk.drawSwitches(s.kill_switch, s.paused);
 }
 
 function drawState(s) {
@@ -72,12 +81,7 @@ const afterFill = coalesce(() => { refreshState(); trading.loadTrades(); }, 300)
 stream.on("fill", afterFill);
 stream.on("md.candle.", trading.onCandle);
 stream.on("health", services.onHealth);
-stream.on("risk.state", (e) => {
-  const paused = e.paused;
-  $("trading").textContent = e.trading_state + (e.kill_switch ? " (kill switch)" : paused ? " (paused)" : "");
-  $("trading").className = "badge " + e.trading_state;
-  risk.drawSwitches(e.kill_switch, paused);
-});
+stream.on("risk.state", (e) => drawTrading(e, e.rev));
 stream.on("narr", narratives.onHighlight);
 stream.on("fork.", coalesce(() => current === "forks" && forks.refresh(), 500));
 stream.on("", services.onEvent);

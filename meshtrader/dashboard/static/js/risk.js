@@ -2,7 +2,16 @@
 // and its value (changeable at run time); the latest refusals; who used which control and when.
 import {$, act, esc, fmt, getJSON, num, row, wallclock, when} from "./core.js";
 
-let killOn = false, paused = false, limitValues = {};
+let killOn = false, paused = false, limitValues = {}, riskRev = 0;
+
+/** Whether a risk state (its RiskState.rev) is at least as new as the newest drawn; if so it becomes that.
+ * A state without one (no risk guard has published since Redis started) is drawn as it is: UNKNOWN. */
+export function fresh(rev) {
+  if (!rev) return true;
+  if (rev < riskRev) return false;
+  riskRev = rev;
+  return true;
+}
 
 /** The buttons say what a click will do: from the state, and at once from the stream's risk states. */
 export function drawSwitches(kill, pause) {
@@ -11,8 +20,7 @@ export function drawSwitches(kill, pause) {
   $("pause").textContent = paused ? "Resume trading" : "Pause trading";
 }
 
-export function draw(s) {
-  drawSwitches(s.kill_switch, s.paused);
+export function draw(s) {  // the switches are drawn with the header's badge (main.js drawTrading)
   $("riskreason").textContent = s.risk_reason || "";
   $("limits").innerHTML = row(["limit", num("in use"), num("of"), ""], "th") + s.risk_limits.map((l) => {
     const count = l.limit === "entries today", share = Number(l.used) / Number(l.of);
