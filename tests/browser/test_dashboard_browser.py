@@ -201,9 +201,32 @@ def test_controls_need_the_token_and_are_recorded(page, trading_mesh, screenshot
     page.click("#kill")  # the token is kept for the tab: releasing asks for nothing more
     until(page, lambda: mesh.status()["trading_state"] == "ACTIVE", 15, "trading again")
 
+    # a poll read before the pause and answered after it (a slow /api/state on a busy machine) must not put the
+    # old state back on the button: the operator's next click would pause again instead of resuming
+    held, released = [], []  # (route, its response as it was when the page asked): polls wait until released
+
+    def hold(route) -> None:
+        if released:
+            route.continue_()
+        else:
+            held.append((route, None if held else route.fetch()))
+    page.route("**/api/state", hold)
+    until(page, lambda: held, 10, "a poll of the state held back")
     page.click("#pause")
     until(page, lambda: mesh.status()["trading_state"] == "REDUCING", 15, "paused from the page")
     page.wait_for_function("document.getElementById('pause').textContent.startsWith('Resume')", timeout=15_000)
+    page.evaluate("window.pauseLabels = []; new MutationObserver(() => window.pauseLabels.push("
+                  "document.getElementById('pause').textContent)).observe(document.getElementById('pause'), "
+                  "{childList: true, characterData: true, subtree: true})")  # every label from now on
+    late_route, late = held[0]
+    assert late.json()["paused"] is False
+    late_route.fulfill(response=late, json={**late.json(), "trades": 987654321})  # a mark: the late state drawn
+    until(page, lambda: page.text_content("#trades") == "987654321", 10, "the late state on the page")
+    assert not [label for label in page.evaluate("window.pauseLabels") if not label.startswith("Resume")]
+    released.append(True)
+    for route, _ in held[1:]:
+        route.continue_()
+    page.unroute("**/api/state")
     page.click("#pause")
     until(page, lambda: mesh.status()["trading_state"] == "ACTIVE", 15, "resumed from the page")
 
