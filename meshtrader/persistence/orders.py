@@ -169,6 +169,11 @@ class OrderJournal:
                                              p.ref) for p in new])
         return new
 
+    def last_funding(self, symbol: str) -> int:
+        """The market time of the latest funding settlement booked on `symbol` (0: none yet): settlements are
+        handled in order, so every earlier one has been."""
+        return self.store.scalar("SELECT MAX(event_time) FROM ledger WHERE kind=? AND symbol=?", (FUNDING, symbol)) or 0
+
     def positions_at(self, symbol: str, event_time: int, last_held: bool = False) -> dict[str, Decimal]:
         """Each strategy's signed position in `symbol` as of a market time, from its trades (a futures
         settlement is owed by whoever held the position then, even if it has been closed since). With

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -123,6 +124,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE ledger ADD COLUMN symbol TEXT;
     ALTER TABLE ledger ADD COLUMN ref TEXT;
     CREATE UNIQUE INDEX ledger_ref ON ledger(ref);
+    """,
+    # version 8: every funding settlement the feed published, so a paper executor down at one books it when back
+    """
+    CREATE TABLE funding_settlements (symbol TEXT NOT NULL, settled_at INTEGER NOT NULL, rate TEXT NOT NULL,
+        mark TEXT NOT NULL, PRIMARY KEY (symbol, settled_at));
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -356,6 +362,17 @@ class Store:
         return [Bar(*row) for row in self.query(
             "SELECT open_time, open, high, low, close, volume FROM candles WHERE symbol=? AND tf=? AND open_time>=? "
             "AND open_time<? ORDER BY open_time", (symbol, tf, since, until))]
+
+    def record_funding(self, symbol: str, settled_at: int, rate: Decimal, mark: Decimal | None) -> None:
+        """A funding settlement as the feed published it (mark None: unknown), once however often it is."""
+        self.execute("INSERT INTO funding_settlements VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                     (symbol, settled_at, str(rate), str(mark or "")))
+
+    def funding_settlements(self, symbol: str, after: int) -> list[tuple[int, Decimal, Decimal | None]]:
+        """A symbol's recorded settlements after a market time, oldest first: (time, rate, mark or None)."""
+        return [(settled_at, Decimal(rate), Decimal(mark) if mark else None) for settled_at, rate, mark in self.query(
+            "SELECT settled_at, rate, mark FROM funding_settlements WHERE symbol=? AND settled_at>? ORDER BY settled_at",
+            (symbol, after))]
 
     # ----- key/value state (risk book, ...) -----------------------------------------------------
     def get_state(self, key: str) -> Any:

@@ -42,6 +42,8 @@ from meshtrader.wire.messages import (
     tick_topic,
 )
 
+FUNDING_CHECK_S = 5.0  # how often a paper futures executor looks for recorded settlements the bus did not bring
+
 
 class Executor(Service):
     hot_path_store = True
@@ -102,7 +104,10 @@ class Executor(Service):
         if s.market == "usdm":
             self.subscribe([s.endpoint("risk.pub")], [b"risk.close"], self.on_margin_close)
             if not venue.remote:  # an exchange settles funding itself: the income history says what it booked
+                self.funding_handled = {sym: self.journal.last_funding(sym) for sym in s.symbols}
+                self.catch_up_funding()  # the settlements that went by while this executor was down
                 self.subscribe([s.endpoint("feed.pub")], [funding_topic(sym) for sym in s.symbols], self.on_funding)
+                self.loop.every(FUNDING_CHECK_S, self.catch_up_funding)
         self.serve("executor.rep", ExecutorRequests, self.on_request)
         if venue.remote:
             self.engine.start()
@@ -167,16 +172,26 @@ class Executor(Service):
         self.publish_account()
 
     def on_funding(self, topic: bytes, funding: FundingRate) -> None:
-        """A paper funding settlement: every open position in the symbol pays or receives it at the mark."""
+        """A paper funding settlement: the feed recorded it before publishing it, so it is booked from the store,
+        with any earlier one this executor has not handled, in order."""
         self.ticks.on_readable()
-        mark = to_decimal(funding.mark) if funding.mark else self.engine.marks.latest(funding.symbol)
-        if mark is None:
-            self.log.error("funding_unbooked", symbol=funding.symbol, et=funding.et, why="no price known yet")
-            return
-        holders = self.journal.positions_at(funding.symbol, funding.et - 1)  # its trades: before the settlement
-        for entry in self.engine.settle_funding(funding.symbol, to_decimal(funding.rate), mark, funding.et, holders):
-            self.log.info("funding_booked", strategy=entry.strategy, symbol=entry.symbol, amount=str(entry.amount),
-                          reason=entry.reason)
+        self.catch_up_funding([funding.symbol])
+
+    def catch_up_funding(self, symbols: list[str] | None = None) -> None:
+        """Book the recorded settlements after the last one handled: every open position in the symbol pays or
+        receives it at the mark. The bus brings each as it happens; the store has the ones that went by while
+        this executor was down or before its subscription took. Each is booked once (its ledger ref)."""
+        for symbol in symbols or self.settings.symbols:
+            for settled_at, rate, mark in self.store.funding_settlements(symbol, self.funding_handled[symbol]):
+                mark = mark or self.engine.marks.latest(symbol)
+                if mark is None:
+                    self.log.error("funding_unbooked", symbol=symbol, et=settled_at, why="no price known yet")
+                    break  # tried again at the next check, in order
+                holders = self.journal.positions_at(symbol, settled_at - 1)  # its trades: before the settlement
+                for entry in self.engine.settle_funding(symbol, rate, mark, settled_at, holders):
+                    self.log.info("funding_booked", strategy=entry.strategy, symbol=entry.symbol,
+                                  amount=str(entry.amount), reason=entry.reason, late=settled_at < self.event_time)
+                self.funding_handled[symbol] = settled_at
 
     def on_request(self, request: CloseAll) -> ClosedAll:
         closed = self.engine.close_all(request.by, request.reason, self.engine.portfolio.marks)

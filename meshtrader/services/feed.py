@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from meshtrader.domain.candles import Bar, intrabar_path, merged_timeline, resample, timeframe_ms
+from meshtrader.domain.money import to_decimal
 from meshtrader.marketdata.files import (
     DataError,
     find_candle_file,
@@ -200,10 +201,13 @@ class Feed(Service):
 
     def emit_funding(self, until: int, closes: dict[str, float]) -> None:
         """Funding settlements up to `until` (market time), so strategies can trade around them and paper
-        futures positions pay or receive them, at the mark: the close of the candle the settlement ends."""
+        futures positions pay or receive them, at the mark: the close of the candle the settlement ends. Each
+        is recorded before it is published: an executor that was down when it went by books it from the store."""
         for symbol, pending in self.funding.items():
             while pending and pending[0][0] <= until:
                 settled, rate = pending.popleft()
+                mark = closes.get(symbol)
+                self.store.record_funding(symbol, settled, to_decimal(rate), to_decimal(mark) if mark else None)
                 self.pub.publish(funding_topic(symbol), FundingRate(symbol=symbol, rate=rate, mark=closes.get(symbol, 0.0),
                                                                     et=settled, tid=random.getrandbits(63)))
 

@@ -1,6 +1,7 @@
-"""USD-M futures in the paper mesh, end to end: a short opened and closed with the books exact, a funding
-settlement booked as money, an executor restart with the short open that keeps it, and a leveraged long
-sliding toward liquidation that the risk guard's margin rule closes first."""
+"""USD-M futures in the paper mesh, end to end: a short opened and closed with the books exact, an executor
+restart with the short open that keeps it, a funding settlement that goes by while the executor is down booked
+as money when it is back, and a leveraged long sliding toward liquidation that the risk guard's margin rule
+closes first."""
 from __future__ import annotations
 
 import json
@@ -15,14 +16,14 @@ from meshtrader.domain.portfolio import FUNDING, Portfolio
 
 MIN = 60_000
 T0 = 1_746_406_800_000  # 2025-05-05 01:00 UTC
-SETTLEMENT = T0 + 20 * MIN  # the close of bar 19, the last flat one: 14 bars after both positions open
+SETTLEMENT = T0 + 20 * MIN  # the close of bar 19: 14 bars after both positions open, 40 before the slide
 RATE = D("0.0005")  # longs pay, shorts receive
 
 
 def synthetic_month(directory: Path) -> None:
-    """Flat at 100000 for 20 bars, a slide to 80600, where a 5x long's margin ratio is over the risk guard's
+    """Flat at 100000 for 60 bars, a slide to 80600, where a 5x long's margin ratio is over the risk guard's
     reduce level (80645), then 80380: over its close level (80402), short of its liquidation price (80321.3)."""
-    prices = [100_000.0] * 20 + [100_000.0 - 485.0 * i for i in range(1, 41)] + [80_600.0] * 6 + [80_380.0] * 20
+    prices = [100_000.0] * 60 + [100_000.0 - 485.0 * i for i in range(1, 41)] + [80_600.0] * 6 + [80_380.0] * 20
     rows = ["timestamp_ms,open,high,low,close,volume"]
     rows += [f"{T0 + i * MIN},{p},{p},{p},{p},50.0" for i, p in enumerate(prices)]
     (directory / "synthetic_BTCUSDT_1m.csv").write_text("\n".join(rows) + "\n")
@@ -36,7 +37,7 @@ def futures_mesh(tmp_path_factory):
     data.mkdir()
     synthetic_month(data)
     (home / "scripted.py").write_text(SCRIPTED)
-    params = {"scripted_short": {"enter_at_ms": T0 + 5 * MIN, "leave_at_ms": T0 + 75 * MIN},
+    params = {"scripted_short": {"enter_at_ms": T0 + 5 * MIN, "leave_at_ms": T0 + 115 * MIN},
               "scripted_long": {"enter_at_ms": T0 + 5 * MIN}}
     mesh = Mesh(home, {
         "MESH_MARKET": "usdm", "MESH_DATA": str(data), "MESH_SYMBOLS": "BTCUSDT",
@@ -87,14 +88,21 @@ def test_shorts_funding_restart_and_the_margin_rule(futures_mesh):
         assert D(account["equity"]) == D(account["cash"]) + unrealized
         assert all(D(p["unrealized_pnl"]) == D(p["qty"]) * D(p["last_price"]) - D(p["cost"]) and p["liquidation_price"]
                    for p in account["positions"])
-    assert "started" in mesh.ctl("start", "feed")
 
-    # the settlement: the short receives qty x mark x rate, a ledger entry of its own
+    # the settlement goes by while the executor is down: the feed records it, the executor books it when back
+    assert "stopped" in mesh.ctl("stop", "executor")
+    assert "started" in mesh.ctl("start", "feed")
+    wait_for(lambda: mesh.query("SELECT 1 FROM funding_settlements"), 60, "the settlement recorded", interval=0.02)
+    assert "stopped" in mesh.ctl("stop", "feed")  # within the 40 flat bars before the slide
+    assert not mesh.query("SELECT 1 FROM ledger WHERE kind = ?", (FUNDING,))
+    assert "started" in mesh.ctl("start", "executor")
+    # the short receives qty x mark x rate, the long pays: a ledger entry of its own each, once
     funding = wait_for(lambda: mesh.query("SELECT strategy, amount, ref FROM ledger WHERE kind = ?", (FUNDING,)), 60,
                        "the funding settlement booked")
     amounts = {strategy: D(amount) for strategy, amount, _ in funding}
-    assert amounts["scripted_short"] == -short_qty * D("100000") * RATE > 0
+    assert len(funding) == 2 and amounts["scripted_short"] == -short_qty * D("100000") * RATE > 0
     assert amounts["scripted_long"] < 0
+    assert "started" in mesh.ctl("start", "feed")
 
     # the slide: the risk guard's margin rule closes the 5x long before the exchange would liquidate it
     acted = wait_for(lambda: len(rows := mesh.query("SELECT reason FROM risk_events WHERE rule = 'margin_ratio' "
