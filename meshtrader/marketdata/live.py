@@ -39,11 +39,13 @@ from meshtrader.wire.codec import encode
 from meshtrader.wire.messages import (
     Candle,
     FeedStatus,
+    FundingRate,
     MarketGap,
     OrderBook,
     Tick,
     book_topic,
     candle_topic,
+    funding_topic,
     tick_topic,
 )
 
@@ -102,6 +104,10 @@ class SymbolState:
     rest_until: int = -1  # REST candles owed up to this open time, fetched once the last doubtful bar closed
     clock: tuple[int, float] = (0, 0.0)  # the newest trade's exchange time and the monotonic time it came
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one trade batch or bar close at a time
+    # futures: the last funding settlement published (its time), the next one's time (0: not known yet)
+    funding_after: int = 0
+    funding_due: int = 0
+    funding_task: asyncio.Task | None = None  # the settlement being read, at most one at a time
 
 
 class LiveMarketData(AsyncioThread):
@@ -110,9 +116,10 @@ class LiveMarketData(AsyncioThread):
                  backoff_s: float = 1.0, backoff_cap_s: float = 16.0, stale_s: float | None = None,
                  resume_from: dict[str, tuple[int, float]] | None = None, transport: str = "auto",
                  poll_s: float | None = None, book_levels: int = 0, grace_ms: int = GRACE_MS,
-                 futures: bool = False) -> None:
+                 futures: bool = False, funding_after: dict[str, int] | None = None) -> None:
         """`resume_from`: per symbol, the open time and close of the last candle published before a restart;
-        `futures`: the symbols' USD-M perpetuals (linear contracts) rather than their spot markets."""
+        `futures`: the symbols' USD-M perpetuals (linear contracts) rather than their spot markets, with their
+        funding settlements, from after `funding_after` (per symbol: the last one published before a restart)."""
         self.exchange_id = exchange_id
         self.futures = futures
         self.exchange_url = exchange_url
@@ -121,7 +128,8 @@ class LiveMarketData(AsyncioThread):
         self.states: dict[str, SymbolState] = {}
         for symbol in symbols:
             last_open, last_close = (resume_from or {}).get(symbol, (-1, None))
-            self.states[symbol] = SymbolState(symbol, last_published=last_open, last_close=last_close)
+            self.states[symbol] = SymbolState(symbol, last_published=last_open, last_close=last_close,
+                                              funding_after=(funding_after or {}).get(symbol, 0))
         super().__init__("livefeed", ctx, push_endpoint)
         self.log = log
         self.count = counters  # count(metric, symbol, amount)
@@ -226,6 +234,13 @@ class LiveMarketData(AsyncioThread):
         if self.book_levels and exchange.has.get("watchOrderBook"):
             tasks += [asyncio.create_task(self.watch_book(exchange, s)) for s in self.states.values() if s.unified]
         tasks.append(asyncio.create_task(self.watchdog(exchange)))
+        if self.futures and exchange.has.get("fetchFundingRateHistory") and exchange.has.get("fetchFundingRate"):
+            for state in self.states.values():
+                if state.unified:
+                    state.funding_task = asyncio.create_task(self.read_funding(exchange, state))
+        elif self.futures:
+            self.log.warning("funding_unavailable", exchange=self.exchange_id,
+                             why="ccxt reads no funding-rate history from it: paper positions pay no funding")
         try:
             await self.until_stopped()
         finally:
@@ -449,7 +464,7 @@ class LiveMarketData(AsyncioThread):
         return trades
 
     async def rest_call(self, state: SymbolState, call: Callable[..., Awaitable], *args) -> Any:
-        """A REST request for a repair, retried with backoff; None after REPAIR_TRIES failures."""
+        """A REST request (a repair, a funding read), retried with backoff; None after REPAIR_TRIES failures."""
         import ccxt
 
         backoff = Backoff(self.backoff_s, self.backoff_cap_s)
@@ -499,6 +514,39 @@ class LiveMarketData(AsyncioThread):
         self.emit(candle_topic(state.symbol, self.tf), Candle(
             symbol=state.symbol, tf=self.tf, open_time=bar.open_time, open=bar.open, high=bar.high, low=bar.low,
             close=bar.close, volume=bar.volume, et=bar.open_time + self.tf_ms, tid=random.getrandbits(63)))
+        due = state.funding_due
+        if due and bar.open_time + self.tf_ms >= due and (state.funding_task is None or state.funding_task.done()):
+            state.funding_task = asyncio.create_task(self.read_funding(exchange, state))
+
+    # ----- funding (futures) ---------------------------------------------------------------------
+    async def read_funding(self, exchange, state: SymbolState) -> None:
+        """The settlements after the last one published, from the exchange's funding-rate history (its rate
+        and the mark it settled at), published in order as `md.funding.<SYM>`; then when the next is due. Read
+        at start, and again once a candle closes at or after that time: the market's clock, not this
+        machine's. A first start publishes only the latest settlement (what strategies need to know)."""
+        due, backoff = state.funding_due, Backoff(self.backoff_s, self.backoff_cap_s)
+        for _ in range(REPAIR_TRIES):
+            if state.funding_after:
+                settled = await self.rest_call(state, exchange.fetch_funding_rate_history, state.unified,
+                                               state.funding_after + 1)
+            else:
+                settled = await self.rest_call(state, exchange.fetch_funding_rate_history, state.unified, None, 1)
+            for entry in sorted(settled or [], key=lambda e: e["timestamp"]):
+                if entry["timestamp"] > state.funding_after and entry.get("fundingRate") is not None:
+                    state.funding_after = entry["timestamp"]
+                    mark = float((entry.get("info") or {}).get("markPrice") or 0.0)
+                    self.emit(funding_topic(state.symbol), FundingRate(
+                        symbol=state.symbol, rate=entry["fundingRate"], mark=mark, et=entry["timestamp"],
+                        tid=random.getrandbits(63)))
+            if not due or state.funding_after >= due:
+                break
+            await asyncio.sleep(backoff.next_delay())  # the exchange has not recorded it yet
+        upcoming = await self.rest_call(state, exchange.fetch_funding_rate, state.unified)
+        next_due = int((upcoming or {}).get("fundingTimestamp") or 0)
+        state.funding_due = next_due if next_due > state.funding_after else 0
+        if not state.funding_due:
+            self.log.warning("funding_time_unknown", symbol=state.symbol, after=state.funding_after,
+                             why="the exchange named no later settlement: funding is read again at the next start")
 
     async def backfill(self, exchange, state: SymbolState, until_open: int, reason: str) -> None:
         """Fetch every closed candle after the last published one and before `until_open`, through REST,

@@ -35,6 +35,7 @@ from meshtrader.wire.messages import (
 )
 
 START_TIMEOUT_S = 90
+UP_POLL_S = 0.1  # how often `mesh up` looks: a supervisord call and, at the end, one HTTP request
 
 
 def _healthy(url: str) -> bool:
@@ -158,7 +159,7 @@ def _wait_until_up(settings: Settings, supervisor: Supervisor) -> bool:
         if report != last_report:
             print(report)
             last_report = report
-        time.sleep(0.5)
+        time.sleep(UP_POLL_S)
     print(f"the mesh did not come up within {START_TIMEOUT_S}s; logs are in {settings.log_dir}")
     return False
 

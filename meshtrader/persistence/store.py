@@ -374,6 +374,10 @@ class Store:
             "SELECT settled_at, rate, mark FROM funding_settlements WHERE symbol=? AND settled_at>? ORDER BY settled_at",
             (symbol, after))]
 
+    def last_funding_settlement(self, symbol: str) -> int:
+        """The time of the latest settlement recorded for `symbol` (0: none yet)."""
+        return self.scalar("SELECT MAX(settled_at) FROM funding_settlements WHERE symbol=?", (symbol,)) or 0
+
     # ----- key/value state (risk book, ...) -----------------------------------------------------
     def get_state(self, key: str) -> Any:
         raw = self.scalar("SELECT value FROM service_state WHERE key=?", (key,))

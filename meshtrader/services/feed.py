@@ -134,7 +134,8 @@ class Feed(Service):
                                    backoff_s=s.feed_backoff_s, stale_s=s.feed_stale_s, resume_from=resume,
                                    transport=s.feed_transport, poll_s=s.feed_poll_s,
                                    book_levels=BOOK_LEVELS if s.fill_model == "book" else 0,
-                                   futures=s.market == "usdm")
+                                   futures=s.market == "usdm",
+                                   funding_after={sym: self.store.last_funding_settlement(sym) for sym in s.symbols})
         self.live.start()
         self.log.info("live_feed_started", exchange=s.exchange, url=s.exchange_url, symbols=s.symbols)
 
@@ -144,6 +145,8 @@ class Feed(Service):
             self.event_time = max(self.event_time, event.et)
             if isinstance(event, Candle):
                 self.accept_candle(event)
+            elif isinstance(event, FundingRate):
+                self.publish_funding(event)
             else:
                 if isinstance(event, FeedStatus):
                     self.stale.labels(self.name, event.symbol).set(event.stale)
@@ -201,15 +204,19 @@ class Feed(Service):
 
     def emit_funding(self, until: int, closes: dict[str, float]) -> None:
         """Funding settlements up to `until` (market time), so strategies can trade around them and paper
-        futures positions pay or receive them, at the mark: the close of the candle the settlement ends. Each
-        is recorded before it is published: an executor that was down when it went by books it from the store."""
+        futures positions pay or receive them, at the mark: the close of the candle the settlement ends."""
         for symbol, pending in self.funding.items():
             while pending and pending[0][0] <= until:
                 settled, rate = pending.popleft()
-                mark = closes.get(symbol)
-                self.store.record_funding(symbol, settled, to_decimal(rate), to_decimal(mark) if mark else None)
-                self.pub.publish(funding_topic(symbol), FundingRate(symbol=symbol, rate=rate, mark=closes.get(symbol, 0.0),
-                                                                    et=settled, tid=random.getrandbits(63)))
+                self.publish_funding(FundingRate(symbol=symbol, rate=rate, mark=closes.get(symbol, 0.0), et=settled,
+                                                 tid=random.getrandbits(63)))
+
+    def publish_funding(self, funding: FundingRate) -> None:
+        """A settlement is recorded before it is published: an executor that was down when it went by books it
+        from the store (services.executor catch_up_funding)."""
+        self.store.record_funding(funding.symbol, funding.et, to_decimal(funding.rate),
+                                  to_decimal(funding.mark) if funding.mark else None)
+        self.pub.publish(funding_topic(funding.symbol), funding)
 
     # ----- replay of the raw trade tape ---------------------------------------------------------
     def start_trade_replay(self) -> None:

@@ -1,6 +1,7 @@
 """Live USD-M futures, offline: the executor trades shorts through ccxt's binanceusdm against the exchange
 simulator's USD-M endpoints; its books (wallet, signed positions, entry prices) equal the exchange's to
-the last digit, funding included, and a restarted executor reconciles its positions with the exchange's."""
+the last digit, funding included, and a restarted executor reconciles its positions with the exchange's.
+Paper trading on the same live feed books the exchange's funding settlements on its own positions."""
 from __future__ import annotations
 
 import threading
@@ -10,9 +11,10 @@ from pathlib import Path
 import ccxt
 import pytest
 import uvicorn
-from conftest import LIVE_ENV, Mesh, log_events, wait_for
+from conftest import LIVE_ENV, Mesh, log_events, running_mesh, wait_for
 from support.strategy_files import SHORT_EVERY_FEW
 
+from meshtrader.domain.futures import funding_payment
 from meshtrader.domain.money import FeeModel
 from meshtrader.domain.portfolio import Portfolio
 from meshtrader.marketdata.live import point_at
@@ -50,6 +52,18 @@ def live_futures(futures_exchange, tmp_path_factory):
     mesh.stop()
 
 
+@pytest.fixture
+def paper_futures(futures_exchange, tmp_path):
+    """Paper trading on the exchange's live futures market data: the books are the mesh's own."""
+    (tmp_path / "short_every_few.py").write_text(SHORT_EVERY_FEW)
+    live_feed = {k: v for k, v in LIVE_ENV.items() if not k.startswith(("BINANCE_", "MESH_LIVE_"))}
+    with running_mesh(tmp_path, {
+            **live_feed, "MESH_MODE": "paper", "MESH_EXCHANGE": "binanceusdm", "MESH_EXCHANGE_URL": futures_exchange,
+            "MESH_MARKET": "usdm", "MESH_SYMBOLS": "BTCUSDT", "MESH_STRATEGY_FILES": str(tmp_path / "short_every_few.py"),
+            "MESH_STRATEGIES": "short_every_few", "MESH_LEVERAGE": '{"short_every_few": 2}'}) as mesh:
+        yield mesh
+
+
 def exchange(url: str) -> ccxt.binanceusdm:
     """ccxt's binanceusdm on the test's account, pointed at the simulator, not throttled."""
     client = ccxt.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
@@ -76,6 +90,25 @@ def books(mesh: Mesh) -> tuple[D, dict[str, tuple[D, D]]]:
         store.close()
     held = {s: (p.qty, p.entry_price) for a in portfolio.accounts.values() for s, p in a.positions.items() if p.qty}
     return portfolio.cash(), held
+
+
+def test_paper_shorts_on_the_live_feed_pay_the_exchanges_funding(paper_futures, futures_exchange):
+    """The live feed reads each settlement from the exchange's funding-rate history (its rate and mark) when the
+    market's clock passes it, records it and publishes it; the paper executor books it on the positions held."""
+    mesh, client = paper_futures, exchange(futures_exchange)
+    booked = wait_for(lambda: mesh.query("SELECT strategy, amount, event_time FROM ledger WHERE kind = 'funding'"), 90,
+                      "a settlement booked on a paper short")
+    strategy, amount, settled_at = booked[0]
+    recorded = mesh.query("SELECT settled_at, rate, mark FROM funding_settlements ORDER BY settled_at")
+    history = {e["timestamp"]: (D(e["info"]["fundingRate"]), D(e["info"]["markPrice"]))
+               for e in client.fetch_funding_rate_history("BTC/USDT:USDT", since=recorded[0][0])}
+    assert {t: (D(rate), D(mark)) for t, rate, mark in recorded} == {t: history[t] for t in history
+                                                                      if t <= recorded[-1][0]}  # none skipped
+    held = sum((D(qty) if side == "buy" else -D(qty) for side, qty in mesh.query(
+        "SELECT side, qty FROM trades WHERE strategy = ? AND event_time < ?", (strategy, settled_at))), D(0))
+    rate, mark = history[settled_at]
+    assert held < 0 and D(amount) == funding_payment(held, mark, rate) and D(amount) * rate > 0  # a short is paid
+    # a positive rate, and pays a negative one
 
 
 def test_live_shorts_book_what_the_exchange_books(live_futures, futures_exchange):
