@@ -52,6 +52,7 @@ from meshtrader.wire.messages import (
 BACKFILL_LIMIT = 1000  # candles a REST request asks for; also how far back a trade-stream repair reaches
 TRADES_PAGE = 1000  # trades a REST request asks for (Binance's and Coinbase's maximum)
 TRADES_WINDOW_MS = 3_599_000  # a REST trades request spans under an hour (Binance refuses more)
+FUNDING_PAGE = 1000  # funding settlements a REST request asks for (Binance's maximum: 333 days of 8-hour ones)
 REPAIR_TRIES = 3  # a trade-stream repair gives up (and reports the gap) after this many failed REST requests
 GRACE_MS = 2000  # a bar from trades closes this long after its end on the exchange's clock (trades arrive late)
 BOOK_LEVELS = 20  # order book levels a side the feed publishes (MESH_FILL_MODEL=book)
@@ -526,18 +527,20 @@ class LiveMarketData(AsyncioThread):
         machine's. A first start publishes only the latest settlement (what strategies need to know)."""
         due, backoff = state.funding_due, Backoff(self.backoff_s, self.backoff_cap_s)
         for _ in range(REPAIR_TRIES):
-            if state.funding_after:
-                settled = await self.rest_call(state, exchange.fetch_funding_rate_history, state.unified,
-                                               state.funding_after + 1)
-            else:
-                settled = await self.rest_call(state, exchange.fetch_funding_rate_history, state.unified, None, 1)
-            for entry in sorted(settled or [], key=lambda e: e["timestamp"]):
-                if entry["timestamp"] > state.funding_after and entry.get("fundingRate") is not None:
-                    state.funding_after = entry["timestamp"]
-                    mark = float((entry.get("info") or {}).get("markPrice") or 0.0)
-                    self.emit(funding_topic(state.symbol), FundingRate(
-                        symbol=state.symbol, rate=entry["fundingRate"], mark=mark, et=entry["timestamp"],
-                        tid=random.getrandbits(63)))
+            while True:
+                since, limit = (state.funding_after + 1, FUNDING_PAGE) if state.funding_after else (None, 1)
+                settled = await self.rest_call(state, exchange.fetch_funding_rate_history, state.unified, since,
+                                               limit) or []
+                before = state.funding_after
+                for entry in sorted(settled, key=lambda e: e["timestamp"]):
+                    if entry["timestamp"] > state.funding_after and entry.get("fundingRate") is not None:
+                        state.funding_after = entry["timestamp"]
+                        mark = float((entry.get("info") or {}).get("markPrice") or 0.0)
+                        self.emit(funding_topic(state.symbol), FundingRate(
+                            symbol=state.symbol, rate=entry["fundingRate"], mark=mark, et=entry["timestamp"],
+                            tid=random.getrandbits(63)))
+                if len(settled) < limit or state.funding_after == before:  # a full page: there may be more
+                    break
             if not due or state.funding_after >= due:
                 break
             await asyncio.sleep(backoff.next_delay())  # the exchange has not recorded it yet
