@@ -97,6 +97,16 @@ def action_for(question: str, programs: list[str]) -> Action | None:
                           f"restarts {program} alone; the rest of the mesh carries on")
         return Action(f"{SUPERVISORCTL} status", "lists the programs to restart by name: "
                       + ", ".join(programs))
+    if re.search(r"\breset\b.*\b(peak|drawdown)\b", q):
+        return Action("mesh reset-peak --reason '...'", "the portfolio's drawdown counts from the equity now; after a "
+                      "drawdown halt, release with mesh kill-switch off (knowledge/runbooks/recover-from-a-halt.md)")
+    if re.search(r"\b(lift|end|clear|reset)\b.*\bdaily\b.*\b(halt|loss|limit)\b", q):
+        return Action("mesh lift-daily-halt --reason '...'", "ends today's daily loss halt; the day's loss counts "
+                      "from the equity now")
+    reactivate = re.search(r"\b(?:reactivate|re-enable|bring back)\s+(?:the\s+)?(?:strategy\s+)?([a-z_]+)", q)
+    if reactivate:
+        return Action(f"mesh reactivate {reactivate[1]} --reason '...'", "lifts its drawdown deactivation without "
+                      "waiting for a validation")
     if re.search(r"\bkill.?switch\b.*\b(off|release|lift|disable|remove)\b|\b(release|lift|turn off|disable)\b.*"
                  r"\bkill.?switch\b", q):
         return Action("mesh kill-switch off", "trading resumes (the dashboard: POST /api/kill-switch "

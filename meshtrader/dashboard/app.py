@@ -31,8 +31,10 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from meshtrader.assistant.answer import Assistant, QuestionError
 from meshtrader.dashboard.stream import LAGGING, HealthWatch, Stream
 from meshtrader.ops.cli import (
+    RESETS,
     close_all_positions,
     request_validation,
+    reset_risk,
     risk_limits,
     set_kill_switch,
     set_paused,
@@ -55,6 +57,7 @@ from meshtrader.persistence.hotstate import HotState
 from meshtrader.runtime.config import Settings, dashboard_token
 from meshtrader.runtime.log import Logger
 from meshtrader.runtime.metrics import ServiceMetrics
+from meshtrader.wire.messages import ResetKind
 
 STATIC = Path(__file__).parent / "static"
 MAX_MS = 2**53  # market times beyond this are no times (and overflow SQLite's integers)
@@ -83,6 +86,14 @@ class Validate(BaseModel):
 
 class Question(BaseModel):
     question: str = Field(min_length=1, max_length=2000, description="e.g. why did momentum stop trading?")
+
+
+class RiskReset(BaseModel):
+    what: ResetKind = Field(
+        description="peak: measure the portfolio's drawdown from the equity now; daily_loss: lift today's daily "
+                    "loss halt; strategy: reactivate a strategy its drawdown deactivated")
+    strategy: str = Field("", max_length=64, description="with what=strategy: which")
+    reason: str = Field("", max_length=200, description="recorded with the control")
 
 
 class CloseAllBody(BaseModel):
@@ -405,6 +416,19 @@ def create_app(settings: Settings) -> FastAPI:
         if outcome.status != "applied":
             raise HTTPException(status_code=400 if outcome.status == "refused" else 503, detail=outcome.message)
         return {"ok": True, "message": outcome.message, "limits": outcome.limit_values}
+
+    @app.post("/api/risk/reset", dependencies=control, responses=UNANSWERED)
+    async def reset(body: RiskReset, request: Request) -> dict:
+        """Reset what a loss limit measures from, at the equity now (400 with the reason when there is nothing
+        to reset). It loosens the risk guard's hold: trading live, it is made on the mesh's host only."""
+        if settings.mode == "live":
+            command = {v: k for k, v in RESETS.items()}[body.what]
+            raise HTTPException(status_code=403, detail=f"trading live, the dashboard may not loosen a loss limit: "
+                                f"run `mesh {command}` on the mesh's host")
+        outcome = await asyncio.to_thread(reset_risk, settings, body.what, who(request), body.strategy, body.reason)
+        if outcome.status != "applied":
+            raise HTTPException(status_code=400 if outcome.status == "refused" else 503, detail=outcome.message)
+        return {"ok": True, "message": outcome.message}
 
     @app.post("/api/close-all", dependencies=control, responses=UNANSWERED)
     async def close_all(body: CloseAllBody, request: Request) -> dict:

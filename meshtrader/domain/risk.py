@@ -51,6 +51,10 @@ class LimitRefused(ValueError):
     """A run-time limit change the guard will not make; the message says why, for the operator."""
 
 
+class ResetRefused(ValueError):
+    """An operator's reset with nothing to reset; the message says why."""
+
+
 @dataclass(frozen=True)
 class LimitRange:
     """The values a limit may take at run time, and why: a typo must not switch a rule off or make it absurd."""
@@ -270,6 +274,30 @@ class RiskBook:
                 changes.append(("margin_ratio", f"{strategy}: margin ratio {ratio} back under "
                                 f"{limits.margin_reduce_ratio}: entries allowed again"))
         return changes, to_close
+
+    def reset_peak(self, equity: Decimal | None) -> str:
+        """The portfolio's drawdown measured afresh from the equity now (an operator's decision after a
+        drawdown halt: the kill switch it turned on stays on until released)."""
+        if equity is None:
+            raise ResetRefused("no account snapshot has come yet: the equity to measure from is unknown")
+        old, self.portfolio_peak = self.portfolio_peak, equity
+        return f"portfolio peak {old:.2f} -> {equity:.2f}" if old is not None else f"portfolio peak set to {equity:.2f}"
+
+    def lift_daily_halt(self, equity: Decimal | None) -> str:
+        """End the day's loss halt before 00:00 UTC; the rest of the day's loss is measured from the equity now."""
+        if not self.daily_halt:
+            raise ResetRefused("no daily loss halt is in force")
+        if equity is None:
+            raise ResetRefused("no account snapshot has come yet: the equity to measure from is unknown")
+        old, self.day_start_equity, self.daily_halt = self.day_start_equity, equity, False
+        return f"daily loss halt lifted; the day's loss counts from {equity:.2f} (was from {old:.2f})"
+
+    def reactivate_by_hand(self, strategy: str) -> list[tuple[str, str]]:
+        """An operator lifts a drawdown deactivation without waiting for a validation."""
+        if strategy not in self.deactivated:
+            raise ResetRefused(f"{strategy!r} is not deactivated" + (
+                f" (deactivated: {', '.join(sorted(self.deactivated))})" if self.deactivated else ""))
+        return self.reactivate(strategy, "reactivated by hand")
 
     def reactivate(self, strategy: str, reason: str) -> list[tuple[str, str]]:
         """Lift a drawdown deactivation (after a successful validation): its drawdown counts afresh."""

@@ -24,8 +24,10 @@ from meshtrader.research.metrics import shown
 from meshtrader.runtime.config import LIVE_CONFIRMATION, REPO_ROOT, ConfigError, Settings, load_settings
 from meshtrader.runtime.supervise import Supervisor, default_paths, local_paths, render
 from meshtrader.wire.messages import (
+    ControlReply,
     ErrorReply,
     LimitReply,
+    ResetRisk,
     RiskReplies,
     RiskStatus,
     RiskStatusReply,
@@ -292,6 +294,22 @@ def set_risk_limit(settings: Settings, name: str, value: str, by: str) -> Contro
     return ControlOutcome("unanswered", "the risk guard did not answer (is the mesh up? mesh status); nothing changed")
 
 
+RESETS = {"reset-peak": "peak", "lift-daily-halt": "daily_loss", "reactivate": "strategy"}  # command -> ResetRisk.what
+
+
+def reset_risk(settings: Settings, what: str, by: str, strategy: str = "", reason: str = "") -> ControlOutcome:
+    """Reset what a loss limit measures from, at the equity now (ResetRisk): applied, refused when there is
+    nothing to reset, or unanswered (nothing changed: a reset needs the risk guard's current equity)."""
+    reply = ask(settings, "risk.rep", RiskReplies, ResetRisk(what=what, strategy=strategy, reason=reason, by=by,
+                                                             src=by), by, *ASK_RISK)
+    if isinstance(reply, ControlReply):
+        said = f"{reply.message if reply.ok else reply.error}; trading state {reply.trading_state}"
+        return ControlOutcome("applied" if reply.ok else "refused", said)
+    if isinstance(reply, ErrorReply):
+        return ControlOutcome("refused", f"the risk guard could not take it: {reply.error}")
+    return ControlOutcome("unanswered", "the risk guard did not answer (is the mesh up? mesh status); nothing changed")
+
+
 def risk_limits(settings: Settings) -> dict[str, str] | None:
     """The risk limits in use, by name, as the risk guard says; None if it does not answer."""
     reply = ask(settings, "risk.rep", RiskReplies, RiskStatus(src="cli"), "cli", *ASK_RISK)
@@ -308,6 +326,23 @@ def cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
     answered, message = set_paused(settings, args.command == "pause", cli_user())
     print(message)
     return 0 if answered else 3
+
+
+def cmd_reset(settings: Settings, args: argparse.Namespace) -> int:
+    """reset-peak and lift-daily-halt loosen a loss limit's hold: asked for on a terminal, else --yes."""
+    what = RESETS[args.command]
+    if what != "strategy" and not args.yes:
+        question = {"peak": "Measure the portfolio's drawdown afresh from the equity now?",
+                    "daily_loss": "Lift today's daily loss halt and count the day's loss from the equity now?"}[what]
+        if not sys.stdin.isatty():
+            print(f"{args.command}: {question[:-1].lower()}: confirm with --yes", file=sys.stderr)
+            return 2
+        if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing done")
+            return 1
+    outcome = reset_risk(settings, what, cli_user(), getattr(args, "strategy", ""), args.reason)
+    print(outcome.message, file=sys.stdout if outcome.status == "applied" else sys.stderr)
+    return {"applied": 0, "refused": 1, "unanswered": 3}[outcome.status]
 
 
 def cmd_limit(settings: Settings, args: argparse.Namespace) -> int:
@@ -628,6 +663,18 @@ def build_parser() -> argparse.ArgumentParser:
     limit.add_argument("name", nargs="?", help="a limit, e.g. daily_loss_pct (mesh limit lists them)")
     limit.add_argument("value", nargs="?", help="its new value: fractions as 0.03 for 3%%, counts as whole numbers")
     limit.set_defaults(func=cmd_limit)
+    for command, what in (("reset-peak", "measure the portfolio's drawdown from the equity now (after a drawdown "
+                                         "halt: then mesh kill-switch off)"),
+                          ("lift-daily-halt", "end today's daily loss halt now; the day's loss counts from the "
+                                              "equity now"),
+                          ("reactivate", "bring back a strategy its drawdown deactivated, without a validation")):
+        reset = sub.add_parser(command, help=what)
+        if command == "reactivate":
+            reset.add_argument("strategy", help="the deactivated strategy (mesh status names them)")
+        else:
+            reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        reset.add_argument("--reason", default="", help="recorded with the control")
+        reset.set_defaults(func=cmd_reset)
     conf = sub.add_parser("supervisord-conf", help="print the supervisord config for these settings")
     conf.add_argument("--default", action="store_true", help="the repo's own supervisord.conf (./var)")
     conf.set_defaults(func=cmd_supervisord_conf)

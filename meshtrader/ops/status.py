@@ -90,6 +90,7 @@ def mesh_state(settings: Settings, hot: HotState, include_supervisor: bool = Tru
         "regime": (hot.get("regime") or {}).get("regime"),
         "kill_switch": risk.get("kill_switch"),
         "paused": bool(risk.get("paused_by")),
+        "daily_halt": bool(risk.get("daily_halt")),  # mesh lift-daily-halt ends it before 00:00 UTC
         "limit_values": risk.get("limit_values", {}),
         "risk_reason": risk.get("reason", ""),
         "risk_limits": risk.get("limits", []),

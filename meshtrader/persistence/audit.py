@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 
 from meshtrader.persistence.store import Store
+from meshtrader.wire.messages import RESET_KINDS
 
 # The journal's events that are an operator's controls (close_all: the executor records it itself).
-CONTROLS = ("kill_switch", "pause", "limit_change", "close_all", "validate")
+CONTROLS = ("kill_switch", "pause", "limit_change", *(f"reset_{kind}" for kind in RESET_KINDS), "close_all", "validate")
 COMMON_KEYS = ("by", "event_time", "change")  # the fields every control record of this module has
 
 

@@ -10,7 +10,16 @@ import time
 from decimal import Decimal
 
 from meshtrader.domain.instruments import install_instruments
-from meshtrader.domain.risk import BOOK_KEY, LimitRefused, Limits, RiskBook, Verdict, judge, limit_values
+from meshtrader.domain.risk import (
+    BOOK_KEY,
+    LimitRefused,
+    Limits,
+    ResetRefused,
+    RiskBook,
+    Verdict,
+    judge,
+    limit_values,
+)
 from meshtrader.persistence.audit import record_control
 from meshtrader.runtime.config import Settings
 from meshtrader.services.base import Service, main
@@ -19,10 +28,12 @@ from meshtrader.wire.messages import (
     AccountSnapshot,
     Approval,
     ApproveOrder,
+    ControlReply,
     FeedStatus,
     LimitReply,
     MarginClose,
     Reactivate,
+    ResetRisk,
     RiskDecision,
     RiskRequests,
     RiskState,
@@ -85,7 +96,7 @@ class RiskGuard(Service):
 
     # ----- requests -----------------------------------------------------------------------------
     def on_request(self, request: ApproveOrder | SetKillSwitch | SetPaused | SetRiskLimit | RiskStatus | Reactivate
-                   ) -> Approval | RiskStatusReply | LimitReply:
+                   | ResetRisk) -> Approval | RiskStatusReply | LimitReply | ControlReply:
         if isinstance(request, ApproveOrder):
             return self.approve(request)
         if isinstance(request, SetKillSwitch):
@@ -97,7 +108,28 @@ class RiskGuard(Service):
         elif isinstance(request, Reactivate):
             self.apply_changes(self.book.reactivate(request.strategy, f"{request.reason} (by {request.src or '?'})"))
             self.flush()
+        elif isinstance(request, ResetRisk):
+            return self.reset(request, who(request.by))
         return self.status()
+
+    def reset(self, request: ResetRisk, by: str) -> ControlReply:
+        """An operator resets what a loss limit measures from, at the equity now; refused, saying why, when
+        there is nothing to reset. Recorded as a control, with who and why."""
+        control = f"reset_{request.what}"
+        try:
+            if request.what == "peak":
+                change = self.book.reset_peak(self.equity)
+            elif request.what == "daily_loss":
+                change = self.book.lift_daily_halt(self.equity)
+            else:
+                [(_, change)] = self.book.reactivate_by_hand(request.strategy)
+        except ResetRefused as refusal:
+            self.control_count.labels(self.name, control, "refused").inc()
+            self.log.warning("reset_refused", by=by, what=request.what, strategy=request.strategy[:40],
+                             reason=str(refusal))
+            return ControlReply(ok=False, error=str(refusal), trading_state=self.book.trading_state)
+        self.control(control, by, f"{change} by {by}" + (f": {request.reason[:200]}" if request.reason else ""))
+        return ControlReply(message=change, trading_state=self.book.trading_state)
 
     def approve(self, request: ApproveOrder) -> Approval:
         """The verdict, and only what it needs: the record of it is made after the answer has gone."""
@@ -223,7 +255,8 @@ class RiskGuard(Service):
         state = self.status()
         self.state_rev = max(self.state_rev + 1, time.time_ns() // 1000)
         self.hot.put("risk", {"rev": self.state_rev, "trading_state": state.trading_state, "kill_switch": state.kill_switch,
-                              "deactivated": self.book.deactivated, "reason": state.reason,
+                              "deactivated": self.book.deactivated, "daily_halt": self.book.daily_halt,
+                              "reason": state.reason,
                               "paused_by": self.book.paused_by or None, "limits": self.limits_in_use,
                               "limit_values": self.limit_values})
         self.pub.publish(b"risk.state", RiskState(trading_state=state.trading_state, kill_switch=state.kill_switch,

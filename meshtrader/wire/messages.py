@@ -20,7 +20,7 @@ Request/reply messages are tagged unions (field `kind`), decoded by the REP sock
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -371,6 +371,21 @@ class Reactivate(Request, tag="reactivate"):
     reason: str
 
 
+ResetKind = Literal["peak", "daily_loss", "strategy"]
+RESET_KINDS: tuple[str, ...] = get_args(ResetKind)  # the risk guard journals each as control `reset_<kind>`
+
+
+class ResetRisk(Request, tag="reset_risk"):
+    """An operator resets what a loss limit measures from, at the equity now: the portfolio's peak (`peak`),
+    the day's start, lifting the day's loss halt (`daily_loss`), or a strategy's drawdown, lifting its
+    deactivation (`strategy`)."""
+
+    what: ResetKind
+    strategy: str = ""
+    reason: str = ""
+    by: str = "cli"
+
+
 class CloseAll(Request, tag="close_all"):
     """Sell every open position now, at market, whatever the trading state."""
 
@@ -443,6 +458,13 @@ class LimitReply(Reply, tag="limit"):
     limit_values: dict[str, str] = {}
 
 
+class ControlReply(Reply, tag="control"):
+    """A control applied (ok, `message` says what changed) or refused (ok False, `error` says why)."""
+
+    message: str = ""
+    trading_state: str = ""
+
+
 class CandlesReply(Reply, tag="candles"):
     candles: list[Candle] = []
 
@@ -467,8 +489,8 @@ class ClosedAll(Reply, tag="closed_all"):
     message: str = ""
 
 
-RiskRequests = ApproveOrder | SetKillSwitch | SetPaused | SetRiskLimit | RiskStatus | Reactivate
-RiskReplies = Approval | RiskStatusReply | LimitReply | ErrorReply
+RiskRequests = ApproveOrder | SetKillSwitch | SetPaused | SetRiskLimit | RiskStatus | Reactivate | ResetRisk
+RiskReplies = Approval | RiskStatusReply | LimitReply | ControlReply | ErrorReply
 FeedRequests = RecentCandles
 FeedReplies = CandlesReply | ErrorReply
 ForkRequests = CreateFork | ListForks | KeepFork

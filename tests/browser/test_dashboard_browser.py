@@ -237,9 +237,13 @@ def test_controls_need_the_token_and_are_recorded(page, trading_mesh, screenshot
     until(page, lambda: mesh.status().get("limit_values", {}).get("daily_loss_pct") == "0.04", 15, "the new limit")
     page.wait_for_function("[...document.querySelectorAll('#controls tr')].some(r => r.innerText.includes('daily_loss_pct'))",
                            timeout=15_000)
+    page.click('#resets button[data-reset="peak"]')  # the drawdown measured from the equity now
+    until(page, lambda: operator.said("alert", "portfolio peak"), 15, "the peak reset")
+    page.wait_for_function("[...document.querySelectorAll('#controls tr')].some(r => r.innerText.includes('reset_peak'))",
+                           timeout=15_000)
     recorded = cells(page, "controls")
     assert any("daily_loss_pct" in row[-1] and "dashboard" in row[3] for row in recorded), recorded
-    assert {"kill_switch", "pause"} <= {row[2] for row in recorded}, recorded
+    assert {"kill_switch", "pause", "reset_peak"} <= {row[2] for row in recorded}, recorded
     page.screenshot(path=str(screenshots / "risk.png"), full_page=True)
     assert not page.errors, page.errors
 

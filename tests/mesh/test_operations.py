@@ -174,6 +174,28 @@ def test_pause_and_a_limit_change_are_recorded_and_survive_a_risk_guard_restart(
         hot.close()
 
 
+def test_a_reset_of_what_a_loss_limit_measures_from_says_why_when_refused_and_is_recorded(mesh):
+    """`mesh reset-peak`, `mesh lift-daily-halt` and `mesh reactivate` over the wire, and the dashboard's reset
+    with the token: nothing to reset is refused with why; a peak reset is applied and recorded with who."""
+    wait_for(lambda: mesh.status()["equity"], 60, "an account snapshot")
+    lifted = mesh.cli("lift-daily-halt", "--yes", check=False)
+    assert lifted.returncode == 1 and "no daily loss halt is in force" in lifted.stderr
+    back = mesh.cli("reactivate", "momentum", check=False)
+    assert back.returncode == 1 and "'momentum' is not deactivated" in back.stderr
+    unconfirmed = mesh.cli("reset-peak", check=False)  # no terminal to ask on
+    assert unconfirmed.returncode == 2 and "confirm with --yes" in unconfirmed.stderr
+    reset = mesh.cli("reset-peak", "--yes", "--reason", "a new capital plan")
+    assert "portfolio peak" in reset.stdout and "trading state" in reset.stdout
+    recorded = {c["control"]: c for c in control_log(mesh.settings, 10)}
+    assert recorded["reset_peak"]["by"].startswith("cli")
+    assert recorded["reset_peak"]["detail"].endswith(": a new capital plan")
+    url, body = f"{mesh.settings.dashboard_url}api/risk/reset", {"what": "strategy", "strategy": "momentum"}
+    assert httpx.post(url, json=body, timeout=10).status_code == 401
+    refused = httpx.post(url, json=body, headers={"Authorization": f"Bearer {dashboard_token(mesh.settings)[0]}"},
+                         timeout=10)
+    assert refused.status_code == 400 and "'momentum' is not deactivated" in refused.json()["detail"]
+
+
 def test_the_assistant_explains_a_refusal_of_this_replay_and_its_mcp_controls_need_the_token(mesh):
     """Paused over MCP (with the dashboard token; refused without), the replay's next entry is refused: asked why,
     the assistant cites the risk guard's record of that refusal, in-process, on the dashboard and over MCP."""

@@ -75,7 +75,10 @@ def test_asked_to_act_it_gives_the_command_and_acts_on_nothing(assistant):
                               ("release the kill switch", "mesh kill-switch off"), ("pause trading", "mesh pause"),
                               ("restart the risk guard", "restart risk"), ("restart the fork manager", "restart forks"),
                               ("restart the frobnicator", "status"),
-                              ("run a validation now", "mesh validate"), ("buy 1 BTC", "mesh status")):
+                              ("run a validation now", "mesh validate"), ("buy 1 BTC", "mesh status"),
+                              ("reset the drawdown peak", "mesh reset-peak"),
+                              ("lift the daily loss halt", "mesh lift-daily-halt"),
+                              ("reactivate momentum", "mesh reactivate momentum")):
         answer = assistant.ask(question)
         assert answer.command and command in answer.command, question
         assert answer.text.startswith("I only read; I never trade"), question

@@ -7,7 +7,16 @@ from decimal import Decimal
 
 import pytest
 
-from meshtrader.domain.risk import LIMIT_RANGES, LimitRefused, Limits, RiskBook, evaluate, judge, limit_values
+from meshtrader.domain.risk import (
+    LIMIT_RANGES,
+    LimitRefused,
+    Limits,
+    ResetRefused,
+    RiskBook,
+    evaluate,
+    judge,
+    limit_values,
+)
 from meshtrader.runtime.config import load_settings
 from meshtrader.wire.messages import ApproveOrder
 
@@ -101,6 +110,33 @@ def test_a_deactivated_strategy_can_be_reactivated():
     assert book.reactivate("m", "validation: ROI 1.2%")[0][0] == "strategy_reactivated"
     assert not book.observe(3, D("100000"), {"m": D("0.85")}, limits)  # its drawdown counts afresh
     assert book.reactivate("m", "again") == []
+
+
+def test_an_operator_resets_what_a_loss_limit_measures_from_and_a_reset_with_nothing_to_reset_is_refused():
+    day = 1_746_316_800_000  # 2025-05-04 00:00 UTC
+    book = RiskBook()
+    for refused, why in ((lambda: book.reset_peak(None), "equity to measure from is unknown"),
+                         (lambda: book.lift_daily_halt(D("100000")), "no daily loss halt"),
+                         (lambda: book.reactivate_by_hand("m"), "'m' is not deactivated")):
+        with pytest.raises(ResetRefused, match=why):
+            refused()
+    book.observe(day + 1000, D("100000"), {"m": D("1.0")}, LIMITS)
+    book.observe(day + 2000, D("110000"), {"m": D("1.2")}, LIMITS)
+    book.observe(day + 3000, D("94000"), {"m": D("1.0")}, LIMITS)  # the peak's drawdown and the day's loss trip
+    assert book.kill_switch and book.daily_halt and "m" in book.deactivated
+    # the drawdown halt: the peak reset, the kill switch stays on until released, then holds no more
+    assert book.reset_peak(D("94000")) == "portfolio peak 110000.00 -> 94000.00" and book.kill_switch
+    book.kill_switch = False
+    assert not [rule for rule, _ in book.observe(day + 4000, D("94000"), {"m": D("1.0")}, LIMITS)
+                if rule == "portfolio_drawdown"]
+    # the daily halt lifted before 00:00 UTC: the rest of the day counts from the equity now
+    assert "counts from 94000.00" in book.lift_daily_halt(D("94000")) and book.trading_state == "ACTIVE"
+    assert not book.observe(day + 5000, D("91000"), {"m": D("1.0")}, LIMITS)  # 3.2% down from 94,000
+    assert book.observe(day + 6000, D("89000"), {"m": D("1.0")}, LIMITS)[0][0] == "daily_loss"  # 5.3%
+    # a deactivated strategy back by hand, its drawdown counted afresh
+    assert book.reactivate_by_hand("m") == [("strategy_reactivated", "m: reactivated by hand")]
+    assert "m" not in book.deactivated and "m" not in book.peaks
+    assert RiskBook.from_json(book.to_json()) == book
 
 
 def test_each_limit_shows_how_much_of_it_is_in_use():

@@ -22,6 +22,7 @@ export function drawSwitches(kill, pause) {
 
 export function draw(s) {  // the switches are drawn with the header's badge (main.js drawTrading)
   $("riskreason").textContent = s.risk_reason || "";
+  drawResets(s);
   $("limits").innerHTML = row(["limit", num("in use"), num("of"), ""], "th") + s.risk_limits.map((l) => {
     const count = l.limit === "entries today", share = Number(l.used) / Number(l.of);
     const show = (x) => count ? esc(x) : fmt(Number(x) * 100, 1) + " %";
@@ -33,6 +34,31 @@ export function draw(s) {  // the switches are drawn with the header's badge (ma
     (s.rejections || []).slice(0, 12).map((r) => row([when(r.event_time), esc(r.strategy), esc(r.symbol), esc(r.side),
       esc(r.rule), {html: `<span class="note">${esc(r.reason)}</span>`, cls: "wrap"}])).join("");
 }
+
+/** The resets that apply now: the drawdown's peak always, today's loss while a daily halt holds, and each
+ * strategy its drawdown deactivated. Live, they are made on the mesh's host (the API refuses them here). */
+function drawResets(s) {
+  const resets = s.mode === "live" ? [] : [["peak", "", "Reset drawdown peak"]];
+  if (s.mode !== "live" && s.daily_halt) resets.push(["daily_loss", "", "Lift daily halt"]);
+  for (const a of s.accounts || []) {
+    if (s.mode !== "live" && a.active === false) resets.push(["strategy", a.strategy, `Reactivate ${a.strategy}`]);
+  }
+  const html = resets.map(([what, strategy, label]) =>
+    `<button class="soft" data-reset="${what}" data-strategy="${esc(strategy)}">${esc(label)}</button>`).join("");
+  if ($("resets").innerHTML !== html) $("resets").innerHTML = html;
+}
+
+const RESET_ASKS = {
+  peak: () => "Measure the portfolio's drawdown afresh from the equity now? (After a drawdown halt, release the kill switch next.)",
+  daily_loss: () => "Lift today's daily loss halt? The rest of the day's loss counts from the equity now.",
+  strategy: (name) => `Reactivate ${name}? Its drawdown counts afresh from its next NAV.`,
+};
+
+$("resets").addEventListener("click", (e) => {
+  const {reset, strategy} = e.target.dataset || {};
+  if (!reset || !confirm(RESET_ASKS[reset](strategy))) return;
+  act("/api/risk/reset", {what: reset, strategy: strategy || "", reason: "from the dashboard"}, refresh);
+});
 
 function drawLimitValues(values) {
   limitValues = values;
