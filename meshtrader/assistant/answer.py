@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from meshtrader.assistant import records
-from meshtrader.assistant.knowledge import SETTINGS_PAGE, documents, index_path, slug
+from meshtrader.assistant.knowledge import SETTINGS_PAGE, digests, documents, index_path, slug
 from meshtrader.assistant.llm import ChatModel, ModelUnavailable, check_citations
 from meshtrader.assistant.records import Fact
 from meshtrader.ops.status import reading
@@ -103,10 +103,12 @@ def action_for(question: str, programs: list[str]) -> Action | None:
     if re.search(r"\b(lift|end|clear|reset)\b.*\bdaily\b.*\b(halt|loss|limit)\b", q):
         return Action("mesh lift-daily-halt --reason '...'", "ends today's daily loss halt; the day's loss counts "
                       "from the equity now")
-    reactivate = re.search(r"\b(?:reactivate|re-enable|bring back)\s+(?:the\s+)?(?:strategy\s+)?([a-z_]+)", q)
-    if reactivate:
-        return Action(f"mesh reactivate {reactivate[1]} --reason '...'", "lifts its drawdown deactivation without "
-                      "waiting for a validation")
+    if re.search(r"\b(reactivate|re-?enable|bring back)\b", q):
+        named = [p.removeprefix("strategy_") for p in programs if p.startswith("strategy_")
+                 and re.search(rf"\b{re.escape(p.removeprefix('strategy_'))}\b", q)]
+        return Action(f"mesh reactivate {named[0] if named else 'NAME'} --reason '...'", "lifts its drawdown "
+                      "deactivation without waiting for a validation; it trades again once a validation gives it "
+                      "capital (mesh validate)")
     if re.search(r"\bkill.?switch\b.*\b(off|release|lift|disable|remove)\b|\b(release|lift|turn off|disable)\b.*"
                  r"\bkill.?switch\b", q):
         return Action("mesh kill-switch off", "trading resumes (the dashboard: POST /api/kill-switch "
@@ -201,9 +203,8 @@ class Assistant:
     def index(self) -> KnowledgeIndex:
         """The documentation index, brought up to date first if a document changed since it was built."""
         index = KnowledgeIndex(index_path(self.settings))
-        current = documents(self.root)
-        if index.digests() != {path: digest for path, (digest, _) in current.items()}:
-            index.sync(current)
+        if index.digests() != digests(self.root):
+            index.sync(documents(self.root))
         return index
 
     def search_docs(self, question: str, limit: int = DOC_HITS) -> list[Fact]:

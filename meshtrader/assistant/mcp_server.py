@@ -19,11 +19,13 @@ from pydantic import Field
 from meshtrader.assistant import records
 from meshtrader.assistant.answer import Assistant, QuestionError
 from meshtrader.ops.cli import close_all_positions, request_validation, set_kill_switch, set_paused
+from meshtrader.ops.cli import reset_risk as ask_risk_reset
 from meshtrader.ops.insights import fork_timeline, narratives, regime_history, strategy_insights
 from meshtrader.ops.status import mesh_state, open_positions, reading, risk_view
 from meshtrader.persistence import views
 from meshtrader.persistence.hotstate import HotState
 from meshtrader.runtime.config import Settings, credential
+from meshtrader.wire.messages import ResetKind
 
 Count = Annotated[int, Field(ge=1, le=1000, description="how many, the latest first")]
 Token = Annotated[str, Field(min_length=1, max_length=200, description="the dashboard token (mesh up printed it; "
@@ -180,6 +182,21 @@ def build_server(settings: Settings) -> MCPServer:
         if message is None:
             raise ToolError("the allocator did not answer (is the mesh up?)")
         return {"ok": True, "message": message}
+
+    @server.tool()
+    async def reset_risk(what: ResetKind, token: Token,
+                         strategy: Annotated[str, Field(max_length=64)] = "",
+                         reason: Annotated[str, Field(max_length=200)] = "") -> dict:
+        """Control (needs the dashboard token; paper trading only): measure a loss limit from the equity now:
+        peak (the portfolio's drawdown), daily_loss (lift today's daily halt), strategy (reactivate `strategy`)."""
+        check(token)
+        if settings.mode == "live":
+            raise ToolError("trading live, a loss limit is loosened on the mesh's host only (mesh reset-peak, "
+                            "mesh lift-daily-halt, mesh reactivate)")
+        outcome = await off_loop(ask_risk_reset, settings, what, CALLER, strategy, reason or "asked over MCP")
+        if outcome.status != "applied":
+            raise ToolError(outcome.message)
+        return {"ok": True, "message": outcome.message}
 
     return server
 

@@ -53,6 +53,7 @@ BACKFILL_LIMIT = 1000  # candles a REST request asks for; also how far back a tr
 TRADES_PAGE = 1000  # trades a REST request asks for (Binance's and Coinbase's maximum)
 TRADES_WINDOW_MS = 3_599_000  # a REST trades request spans under an hour (Binance refuses more)
 FUNDING_PAGE = 1000  # funding settlements a REST request asks for (Binance's maximum: 333 days of 8-hour ones)
+FUNDING_CATCH_UP_MS = 7 * 86_400_000  # how far back a restarted feed reads settlements it missed
 REPAIR_TRIES = 3  # a trade-stream repair gives up (and reports the gap) after this many failed REST requests
 GRACE_MS = 2000  # a bar from trades closes this long after its end on the exchange's clock (trades arrive late)
 BOOK_LEVELS = 20  # order book levels a side the feed publishes (MESH_FILL_MODEL=book)
@@ -524,32 +525,50 @@ class LiveMarketData(AsyncioThread):
         """The settlements after the last one published, from the exchange's funding-rate history (its rate
         and the mark it settled at), published in order as `md.funding.<SYM>`; then when the next is due. Read
         at start, and again once a candle closes at or after that time: the market's clock, not this
-        machine's. A first start publishes only the latest settlement (what strategies need to know)."""
-        due, backoff = state.funding_due, Backoff(self.backoff_s, self.backoff_cap_s)
-        for _ in range(REPAIR_TRIES):
-            while True:
-                since, limit = (state.funding_after + 1, FUNDING_PAGE) if state.funding_after else (None, 1)
-                settled = await self.rest_call(state, exchange.fetch_funding_rate_history, state.unified, since,
-                                               limit) or []
-                before = state.funding_after
-                for entry in sorted(settled, key=lambda e: e["timestamp"]):
-                    if entry["timestamp"] > state.funding_after and entry.get("fundingRate") is not None:
-                        state.funding_after = entry["timestamp"]
-                        mark = float((entry.get("info") or {}).get("markPrice") or 0.0)
-                        self.emit(funding_topic(state.symbol), FundingRate(
-                            symbol=state.symbol, rate=entry["fundingRate"], mark=mark, et=entry["timestamp"],
-                            tid=random.getrandbits(63)))
-                if len(settled) < limit or state.funding_after == before:  # a full page: there may be more
-                    break
-            if not due or state.funding_after >= due:
+        machine's. A settlement not in the history yet, or a next time not known (the exchange did not
+        answer), is read again at the next candle close. A first start publishes only the latest settlement;
+        a restart catches up at most FUNDING_CATCH_UP_MS."""
+        due = state.funding_due
+        if not due and state.funding_after:  # a restart: how far back to catch up, by the exchange's clock
+            upcoming = await self.rest_call(state, exchange.fetch_funding_rate, state.unified)
+            next_due = int((upcoming or {}).get("fundingTimestamp") or 0)
+            if next_due - FUNDING_CATCH_UP_MS > state.funding_after:
+                self.log.warning("funding_catch_up_bounded", symbol=state.symbol, last_published=state.funding_after,
+                                 reading_from=next_due - FUNDING_CATCH_UP_MS,
+                                 why="settlements older than that are not read: the store is that far behind")
+                state.funding_after = next_due - FUNDING_CATCH_UP_MS
+        backoff = Backoff(self.backoff_s, self.backoff_cap_s)
+        for attempt in range(1, REPAIR_TRIES + 1):
+            await self.publish_settlements(exchange, state)
+            if not due or state.funding_after >= due or attempt == REPAIR_TRIES:
                 break
             await asyncio.sleep(backoff.next_delay())  # the exchange has not recorded it yet
+        if due and state.funding_after < due:
+            self.log.warning("funding_not_recorded_yet", symbol=state.symbol, due=due,
+                             why="the exchange's history lacks it: read again at the next candle close")
+            return
         upcoming = await self.rest_call(state, exchange.fetch_funding_rate, state.unified)
         next_due = int((upcoming or {}).get("fundingTimestamp") or 0)
-        state.funding_due = next_due if next_due > state.funding_after else 0
-        if not state.funding_due:
-            self.log.warning("funding_time_unknown", symbol=state.symbol, after=state.funding_after,
-                             why="the exchange named no later settlement: funding is read again at the next start")
+        # unknown (no answer, or no later time named): the next candle close asks again
+        state.funding_due = next_due if next_due > state.funding_after else max(state.funding_after, 1)
+
+    async def publish_settlements(self, exchange, state: SymbolState) -> None:
+        """Every settlement in the exchange's history after the last published (paged), oldest first; at a first
+        start only the latest."""
+        while True:
+            since, limit = (state.funding_after + 1, FUNDING_PAGE) if state.funding_after else (None, 1)
+            settled = await self.rest_call(state, exchange.fetch_funding_rate_history, state.unified, since,
+                                           limit) or []
+            before = state.funding_after
+            for entry in sorted(settled, key=lambda e: e["timestamp"]):
+                if entry["timestamp"] > state.funding_after and entry.get("fundingRate") is not None:
+                    state.funding_after = entry["timestamp"]
+                    mark = float((entry.get("info") or {}).get("markPrice") or 0.0)
+                    self.emit(funding_topic(state.symbol), FundingRate(
+                        symbol=state.symbol, rate=entry["fundingRate"], mark=mark, et=entry["timestamp"],
+                        tid=random.getrandbits(63)))
+            if len(settled) < limit or state.funding_after == before:  # a full page: there may be more
+                return
 
     async def backfill(self, exchange, state: SymbolState, until_open: int, reason: str) -> None:
         """Fetch every closed candle after the last published one and before `until_open`, through REST,

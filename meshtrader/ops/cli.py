@@ -211,7 +211,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-ASK_RISK = (1000, 2)  # a control's wait for the risk guard: ms per try, tries
+ASK_RISK = (1000, 2)  # a control's wait for the risk guard: ms per try, tries (the controls that set a value)
+ASK_RISK_ONCE = (3000, 1)  # a reset moves a baseline each time it is applied: it is never sent twice
 
 
 def cli_user() -> str:
@@ -301,13 +302,14 @@ def reset_risk(settings: Settings, what: str, by: str, strategy: str = "", reaso
     """Reset what a loss limit measures from, at the equity now (ResetRisk): applied, refused when there is
     nothing to reset, or unanswered (nothing changed: a reset needs the risk guard's current equity)."""
     reply = ask(settings, "risk.rep", RiskReplies, ResetRisk(what=what, strategy=strategy, reason=reason, by=by,
-                                                             src=by), by, *ASK_RISK)
+                                                             src=by), by, *ASK_RISK_ONCE)
     if isinstance(reply, ControlReply):
         said = f"{reply.message if reply.ok else reply.error}; trading state {reply.trading_state}"
         return ControlOutcome("applied" if reply.ok else "refused", said)
     if isinstance(reply, ErrorReply):
         return ControlOutcome("refused", f"the risk guard could not take it: {reply.error}")
-    return ControlOutcome("unanswered", "the risk guard did not answer (is the mesh up? mesh status); nothing changed")
+    return ControlOutcome("unanswered", "the risk guard did not answer in time (is the mesh up? mesh status); if it "
+                          "was running, the reset may have been applied: the control history says (Risk view)")
 
 
 def risk_limits(settings: Settings) -> dict[str, str] | None:

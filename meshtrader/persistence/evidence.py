@@ -21,22 +21,22 @@ def risk_events(store: Store, n: int, strategy: str | None = None, refused_only:
     if before_et is not None:
         where.append("event_time <= ?")
         params.append(before_et)
-    return [dict(r) for r in store.query(
+    return store.records(
         f"SELECT {RISK_EVENT_COLUMNS} FROM risk_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-        (*params, n))]
+        (*params, n))
 
 
 def state_changes(store: Store, n: int) -> list[dict]:
     """Trading-state changes and controls (kill switch, pause, limit changes, drawdown and loss trips), newest first."""
-    return [dict(r) for r in store.query(
-        f"SELECT {RISK_EVENT_COLUMNS} FROM risk_events WHERE request_id IS NULL ORDER BY id DESC LIMIT ?", (n,))]
+    return store.records(
+        f"SELECT {RISK_EVENT_COLUMNS} FROM risk_events WHERE request_id IS NULL ORDER BY id DESC LIMIT ?", (n,))
 
 
 def signals(store: Store, strategy: str, n: int) -> list[dict]:
     """A strategy's latest signals with what became of each (the executor's outcome)."""
-    return [dict(r) for r in store.query(
+    return store.records(
         "SELECT signal_id, strategy, symbol, side, confidence, reason, price, event_time, outcome FROM signals "
-        "WHERE strategy = ? ORDER BY event_time DESC, received_at DESC LIMIT ?", (strategy, n))]
+        "WHERE strategy = ? ORDER BY event_time DESC, received_at DESC LIMIT ?", (strategy, n))
 
 
 def last_trade(store: Store, strategy: str) -> dict | None:
@@ -55,14 +55,14 @@ def order(store: Store, order_id: str) -> dict | None:
         return None
     found = dict(rows[0])
     key = found["order_id"]
-    found["events"] = [dict(r) for r in store.query(
+    found["events"] = store.records(
         "SELECT seq, from_status, to_status, filled_qty, reason, event_time FROM order_events WHERE order_id = ? "
-        "ORDER BY seq", (key,))]
-    found["verdicts"] = [dict(r) for r in store.query(
-        f"SELECT {RISK_EVENT_COLUMNS} FROM risk_events WHERE request_id = ? ORDER BY id", (key,))]
-    found["fills"] = [dict(r) for r in store.query(
+        "ORDER BY seq", (key,))
+    found["verdicts"] = store.records(
+        f"SELECT {RISK_EVENT_COLUMNS} FROM risk_events WHERE request_id = ? ORDER BY id", (key,))
+    found["fills"] = store.records(
         "SELECT trade_id, qty, price, fee, realized_pnl, liquidity, event_time FROM trades WHERE order_id = ? "
-        "ORDER BY event_time, created_at", (key,))]
+        "ORDER BY event_time, created_at", (key,))
     signal = store.query("SELECT signal_id, side, confidence, reason, price, event_time, outcome FROM signals "
                          "WHERE signal_id = ?", (found["signal_id"],))
     found["signal"] = dict(signal[0]) if signal else None
@@ -72,15 +72,15 @@ def order(store: Store, order_id: str) -> dict | None:
 def rejected_orders(store: Store, n: int, strategy: str | None = None) -> list[dict]:
     """The latest orders that were refused (by the risk guard, the slippage check, or the exchange)."""
     where, params = ("AND strategy = ? ", (strategy, n)) if strategy else ("", (n,))
-    return [dict(r) for r in store.query(
+    return store.records(
         f"SELECT order_id, strategy, symbol, side, qty, reason, event_time FROM orders WHERE status = 'REJECTED' "
-        f"{where}ORDER BY event_time DESC, created_at DESC LIMIT ?", params)]
+        f"{where}ORDER BY event_time DESC, created_at DESC LIMIT ?", params)
 
 
 def allocations(store: Store, n: int) -> list[dict]:
     """The allocator's latest decisions: the weights (JSON of exact fractions) and the reason."""
-    return [dict(r) for r in store.query(
-        "SELECT id, event_time, weights, reason FROM allocations ORDER BY id DESC LIMIT ?", (n,))]
+    return store.records(
+        "SELECT id, event_time, weights, reason FROM allocations ORDER BY id DESC LIMIT ?", (n,))
 
 
 def fork(store: Store, fork_id: str) -> dict | None:
@@ -98,25 +98,25 @@ def latest_forks(store: Store, purpose: str | None, n: int, with_results: bool =
         params.append(purpose)
     if with_results:
         where.append("results IS NOT NULL")
-    return [dict(r) for r in store.query(
+    return store.records(
         "SELECT fork_id, backend, purpose, requester, status, created_et, expires_et, results FROM fork_tracking "
-        f"WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT ?", (*params, n))]
+        f"WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT ?", (*params, n))
 
 
 def regimes(store: Store, n: int) -> list[dict]:
     """The regime detector's latest confirmed changes, with the reading's metrics (JSON text)."""
-    return [dict(r) for r in store.query(
-        "SELECT id, event_time, regime, metrics FROM market_regimes ORDER BY id DESC LIMIT ?", (n,))]
+    return store.records(
+        "SELECT id, event_time, regime, metrics FROM market_regimes ORDER BY id DESC LIMIT ?", (n,))
 
 
 def highlights(store: Store, n: int) -> list[dict]:
     """The narrator's latest highlights."""
-    return [dict(r) for r in store.query(
-        "SELECT id, kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (n,))]
+    return store.records(
+        "SELECT id, kind, title, body, event_time FROM pr_events ORDER BY id DESC LIMIT ?", (n,))
 
 
 def adoptions(store: Store, strategy: str, n: int) -> list[dict]:
     """The optimised parameters a strategy adopted (the allocator's journal), newest first; detail as JSON text."""
-    return [dict(r) for r in store.query(
+    return store.records(
         "SELECT id, detail, created_at FROM agent_events WHERE service = 'allocator' AND event = 'params_adopted' "
-        "AND detail LIKE ? ORDER BY id DESC LIMIT ?", (f'%"strategy": "{strategy}"%', n))]
+        "AND detail LIKE ? ORDER BY id DESC LIMIT ?", (f'%"strategy": "{strategy}"%', n))

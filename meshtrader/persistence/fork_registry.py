@@ -37,8 +37,7 @@ class ForkRegistry:
     def listing(self, limit: int | None = None) -> list[dict]:
         """Every fork, newest first, destroyed ones included (`mesh forks`, the fork manager's ListForks)."""
         sql = "SELECT * FROM fork_tracking ORDER BY created_at DESC"
-        rows = self.store.query(sql + " LIMIT ?", (limit,)) if limit else self.store.query(sql)
-        return [dict(r) for r in rows]
+        return self.store.records(sql + " LIMIT ?", (limit,)) if limit else self.store.records(sql)
 
     def summaries(self, limit: int) -> list[dict]:
         """The newest forks for `mesh status` and the dashboard: the keys of their results, not the results."""
@@ -83,24 +82,24 @@ class ForkRegistry:
 
     def kept(self) -> list[dict]:
         """Kept forks still there, newest first."""
-        return [dict(r) for r in self.store.query(
-            "SELECT * FROM fork_tracking WHERE status=? AND kept=1 ORDER BY created_at DESC", (ACTIVE,))]
+        return self.store.records(
+            "SELECT * FROM fork_tracking WHERE status=? AND kept=1 ORDER BY created_at DESC", (ACTIVE,))
 
     def due(self, event_time: int) -> list[dict]:
         """Forks to destroy now: released by every holder, past their TTL, or left half-destroyed."""
-        return [dict(r) for r in self.store.query(
+        return self.store.records(
             "SELECT * FROM fork_tracking WHERE (status=? AND kept=0) OR (status=? AND expires_et <= ?) OR status=? "
-            "ORDER BY created_at", (RELEASED, ACTIVE, event_time, DESTROYING))]
+            "ORDER BY created_at", (RELEASED, ACTIVE, event_time, DESTROYING))
 
     def unfinished(self) -> list[dict]:
         """Forks a manager was making or destroying when it died."""
-        return [dict(r) for r in self.store.query(
-            "SELECT * FROM fork_tracking WHERE status IN (?, ?)", (CREATING, DESTROYING))]
+        return self.store.records(
+            "SELECT * FROM fork_tracking WHERE status IN (?, ?)", (CREATING, DESTROYING))
 
     def held(self) -> list[dict]:
         """Forks the registry says exist in the backend."""
         marks = ",".join("?" * len(HELD))
-        return [dict(r) for r in self.store.query(f"SELECT * FROM fork_tracking WHERE status IN ({marks})", HELD)]
+        return self.store.records(f"SELECT * FROM fork_tracking WHERE status IN ({marks})", HELD)
 
     # ----- writing ----------------------------------------------------------------------------------
     def register(self, fork_id: str, backend: str, parent: str, purpose: str, requester: str, created_et: int,

@@ -336,6 +336,10 @@ class Store:
     def query(self, sql: str, params: Iterable[Any] = ()) -> list:
         return self.db.query(sql, tuple(params))
 
+    def records(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        """The rows as dicts by column name: what views and the assistant hand on (JSON, the API)."""
+        return [dict(r) for r in self.db.query(sql, tuple(params))]
+
     def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
         rows = self.db.query(sql, tuple(params))
         return rows[0][0] if rows else None
@@ -424,8 +428,7 @@ class Store:
                            "score=excluded.score, samples=excluded.samples, updated_at=excluded.updated_at", rows)
 
     def regime_table(self) -> list[dict]:
-        return [dict(r) for r in self.query("SELECT regime, strategy, score, samples FROM regime_scores "
-                                            "ORDER BY regime, score DESC")]
+        return self.records("SELECT regime, strategy, score, samples FROM regime_scores ORDER BY regime, score DESC")
 
     # ----- accounts -----------------------------------------------------------------------------
     def ledger(self) -> list:

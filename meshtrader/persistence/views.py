@@ -31,23 +31,23 @@ def candles_end(store: Store) -> int:
 
 def recent_trades(store: Store, n: int) -> list[dict]:
     """The latest trades, newest first."""
-    return [dict(r) for r in store.query(
+    return store.records(
         "SELECT trade_id, strategy, symbol, side, qty, price, fee, realized_pnl, event_time FROM trades "
-        "ORDER BY created_at DESC, trade_id DESC LIMIT ?", (n,))]
+        "ORDER BY created_at DESC, trade_id DESC LIMIT ?", (n,))
 
 
 def highlights(store: Store, n: int, kind: str | None = None) -> list[dict]:
     """The narrator's latest highlights, newest first; only those of one kind if given."""
     where, params = ("WHERE kind=? ", (kind, n)) if kind else ("", (n,))
-    return [dict(r) for r in store.query(
-        f"SELECT kind, title, body, event_time FROM pr_events {where}ORDER BY id DESC LIMIT ?", params)]
+    return store.records(
+        f"SELECT kind, title, body, event_time FROM pr_events {where}ORDER BY id DESC LIMIT ?", params)
 
 
 def trades_since(store: Store, symbol: str, since_et: int) -> list[dict]:
     """A symbol's trades from an event time on, oldest first (money as the store's exact strings)."""
-    return [dict(r) for r in store.query(
+    return store.records(
         "SELECT strategy, side, qty, price, event_time, liquidity FROM trades WHERE symbol=? AND event_time>=? "
-        "ORDER BY event_time, created_at", (symbol, since_et))]
+        "ORDER BY event_time, created_at", (symbol, since_et))
 
 
 def funded_capital(store: Store) -> dict[str, Decimal]:
@@ -61,16 +61,16 @@ def funded_capital(store: Store) -> dict[str, Decimal]:
 
 def equity_history(store: Store, since_et: int = 0) -> list[dict]:
     """Each strategy's equity as the executor recorded it (every 15 market minutes), oldest first."""
-    return [dict(r) for r in store.query(
+    return store.records(
         "SELECT strategy, event_time, equity, created_at FROM strategy_performance WHERE event_time>=? "
-        "ORDER BY event_time, strategy", (since_et,))]
+        "ORDER BY event_time, strategy", (since_et,))
 
 
 def recent_rejections(store: Store, n: int) -> list[dict]:
     """The risk guard's latest refusals, newest first, with the rule and the reason."""
-    return [dict(r) for r in store.query(
+    return store.records(
         "SELECT strategy, symbol, side, rule, reason, event_time FROM risk_events WHERE approved = 0 "
-        "ORDER BY id DESC LIMIT ?", (n,))]
+        "ORDER BY id DESC LIMIT ?", (n,))
 
 
 def candles_start(store: Store) -> int | None:
@@ -81,8 +81,8 @@ def candles_start(store: Store) -> int | None:
 def trade_results(store: Store) -> list[dict]:
     """Every trade's strategy, fee and realized P&L (exact strings) and event time, oldest first: what the
     per-strategy statistics are computed from."""
-    return [dict(r) for r in store.query(
-        "SELECT strategy, fee, realized_pnl, event_time FROM trades ORDER BY event_time, created_at")]
+    return store.records(
+        "SELECT strategy, fee, realized_pnl, event_time FROM trades ORDER BY event_time, created_at")
 
 
 def allocation_history(store: Store) -> list[tuple[int, dict[str, Decimal]]]:
@@ -111,7 +111,7 @@ def fork_results(store: Store, purpose: str, n: int) -> list[dict]:
 def fork_lifetimes(store: Store) -> list[dict]:
     """Every fork's purpose, status and wall-clock birth and death, without its results: cheap enough to
     total the time spent per purpose over the mesh's whole life."""
-    return [dict(r) for r in store.query("SELECT purpose, status, created_at, destroyed_at FROM fork_tracking")]
+    return store.records("SELECT purpose, status, created_at, destroyed_at FROM fork_tracking")
 
 
 def regime_changes(store: Store, n: int) -> list[dict]:

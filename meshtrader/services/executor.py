@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 from meshtrader.domain.allocation import CASH, equal_weights
+from meshtrader.domain.candles import timeframe_ms
 from meshtrader.domain.futures import install_brackets
 from meshtrader.domain.instruments import install_instruments
 from meshtrader.domain.money import BP, to_decimal
@@ -175,23 +176,30 @@ class Executor(Service):
         """A paper funding settlement: the feed recorded it before publishing it, so it is booked from the store,
         with any earlier one this executor has not handled, in order."""
         self.ticks.on_readable()
-        self.catch_up_funding([funding.symbol])
+        self.catch_up_funding([funding.symbol], announced=funding.et)
 
-    def catch_up_funding(self, symbols: list[str] | None = None) -> None:
+    def catch_up_funding(self, symbols: list[str] | None = None, announced: int = 0) -> None:
         """Book the recorded settlements after the last one handled: every open position in the symbol pays or
-        receives it at the mark. The bus brings each as it happens; the store has the ones that went by while
-        this executor was down or before its subscription took. Each is booked once (its ledger ref)."""
+        receives it at the mark. The bus brings each as it happens (`announced`); the store has the ones that
+        went by while this executor was down or before its subscription took. Each is booked once (its ledger
+        ref)."""
         for symbol in symbols or self.settings.symbols:
             for settled_at, rate, mark in self.store.funding_settlements(symbol, self.funding_handled[symbol]):
-                mark = mark or self.engine.marks.latest(symbol)
+                mark = mark or self.mark_at(symbol, settled_at)
                 if mark is None:
                     self.log.error("funding_unbooked", symbol=symbol, et=settled_at, why="no price known yet")
                     break  # tried again at the next check, in order
                 holders = self.journal.positions_at(symbol, settled_at - 1)  # its trades: before the settlement
                 for entry in self.engine.settle_funding(symbol, rate, mark, settled_at, holders):
                     self.log.info("funding_booked", strategy=entry.strategy, symbol=entry.symbol,
-                                  amount=str(entry.amount), reason=entry.reason, late=settled_at < self.event_time)
+                                  amount=str(entry.amount), reason=entry.reason, late=settled_at != announced)
                 self.funding_handled[symbol] = settled_at
+
+    def mark_at(self, symbol: str, settled_at: int) -> Decimal | None:
+        """A settlement recorded without its mark: the close of the stored candle it ends, else the latest price."""
+        closing = self.store.bars(symbol, self.settings.timeframe, settled_at - timeframe_ms(self.settings.timeframe),
+                                  settled_at)
+        return to_decimal(closing[-1].close) if closing else self.engine.marks.latest(symbol)
 
     def on_request(self, request: CloseAll) -> ClosedAll:
         closed = self.engine.close_all(request.by, request.reason, self.engine.portfolio.marks)

@@ -85,6 +85,7 @@ class RiskGuard(Service):
         self.control_count = self.metrics.counter("mesh_risk_controls_total", "operators' controls",
                                                   ("control", "outcome"))
         self.loop.every(0.05, self.flush)
+        self.state_rev = int((self.hot.get("risk") or {}).get("rev") or 0)  # grows on from the last one published
         self.loop.every(1.0, self.publish_state, first_in=0)
         self.log.info("risk_book_loaded", trading_state=self.book.trading_state, kill_switch=self.book.kill_switch,
                       deactivated=list(self.book.deactivated), paused_by=self.book.paused_by,

@@ -24,7 +24,7 @@ from tools.localmesh import free_port_base
 TOKEN = "planted-dashboard-token-0004"
 READS = {"state", "positions", "trades", "strategies", "forks", "regimes", "risk", "narratives", "search_docs",
          "explain_order", "ask"}
-CONTROLS = {"kill_switch", "pause", "close_all", "validate"}
+CONTROLS = {"kill_switch", "pause", "close_all", "validate", "reset_risk"}
 KNOWN = assistant_records.Known()
 
 
@@ -61,6 +61,8 @@ async def read_and_refuse(client: Client) -> None:
         "close_all", {"confirm": True, "token": "nope"}))
     assert "wrong dashboard token" in error_text(await client.call_tool("validate", {"token": "x" * 20}))
     assert "wrong dashboard token" in error_text(await client.call_tool("pause", {"on": True, "token": "nope"}))
+    assert "wrong dashboard token" in error_text(await client.call_tool("reset_risk", {"what": "peak", "token": "x"}))
+    assert "what" in error_text(await client.call_tool("reset_risk", {"what": "everything", "token": TOKEN}))
     assert (await client.call_tool("regimes", {"n": 3})).is_error is False
 
 

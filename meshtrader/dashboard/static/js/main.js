@@ -25,7 +25,6 @@ function header(s) {
   $("mode").className = "badge " + (s.mode === "live" ? "HALTED" : "");
   if (s.mode === "live") $("modenote").textContent = "LIVE trading: orders go to the exchange with real money.";
   drawTrading(s, s.risk_rev);
-  $("trading").title = s.risk_reason || "trading state";
   $("equity").innerHTML = money(s.equity).replace(/class="(ok|bad)"/, "");
   $("cash").innerHTML = money(s.cash).replace(/class="(ok|bad)"/, "");
   $("exposure").textContent = s.exposure === null || s.exposure === undefined ? "-" : fmt(s.exposure);
@@ -46,6 +45,7 @@ function drawTrading(s, rev) {
   if (!risk.fresh(rev)) return;
   $("trading").textContent = s.trading_state + (s.kill_switch ? " (kill switch)" : s.paused ? " (paused)" : "");
   $("trading").className = "badge " + s.trading_state;
+  $("trading").title = (s.risk_reason ?? s.reason) || "trading state";  // a state's, or a stream's risk state's
   risk.drawSwitches(s.kill_switch, s.paused);
 }
 
