@@ -12,7 +12,7 @@ import ccxt
 import pytest
 import uvicorn
 from conftest import LIVE_ENV, Mesh, log_events, running_mesh, wait_for
-from support.strategy_files import SHORT_EVERY_FEW
+from support.strategy_files import SHORT_AND_HOLD, SHORT_EVERY_FEW
 
 from meshtrader.domain.futures import funding_payment
 from meshtrader.domain.money import FeeModel
@@ -55,12 +55,12 @@ def live_futures(futures_exchange, tmp_path_factory):
 @pytest.fixture
 def paper_futures(futures_exchange, tmp_path):
     """Paper trading on the exchange's live futures market data: the books are the mesh's own."""
-    (tmp_path / "short_every_few.py").write_text(SHORT_EVERY_FEW)
+    (tmp_path / "short_and_hold.py").write_text(SHORT_AND_HOLD)
     live_feed = {k: v for k, v in LIVE_ENV.items() if not k.startswith(("BINANCE_", "MESH_LIVE_"))}
     with running_mesh(tmp_path, {
             **live_feed, "MESH_MODE": "paper", "MESH_EXCHANGE": "binanceusdm", "MESH_EXCHANGE_URL": futures_exchange,
-            "MESH_MARKET": "usdm", "MESH_SYMBOLS": "BTCUSDT", "MESH_STRATEGY_FILES": str(tmp_path / "short_every_few.py"),
-            "MESH_STRATEGIES": "short_every_few", "MESH_LEVERAGE": '{"short_every_few": 2}'}) as mesh:
+            "MESH_MARKET": "usdm", "MESH_SYMBOLS": "BTCUSDT", "MESH_STRATEGY_FILES": str(tmp_path / "short_and_hold.py"),
+            "MESH_STRATEGIES": "short_and_hold", "MESH_LEVERAGE": '{"short_and_hold": 2}'}) as mesh:
         yield mesh
 
 

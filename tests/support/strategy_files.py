@@ -96,3 +96,22 @@ class ShortEveryFew(Strategy):
             return Decision("cover", 1.0, f"bar {self.count}")
         return None
 '''
+
+SHORT_AND_HOLD = '''
+from meshtrader.strategies import Decision, Strategy, register
+
+
+@register
+class ShortAndHold(Strategy):
+    """Goes short on its second closed candle and holds: the next funding settlement falls on the short."""
+
+    name = "short_and_hold"
+
+    def __init__(self, symbol, params=None):
+        super().__init__(symbol, params)
+        self.count = 0
+
+    def decide(self, candle):
+        self.count += 1
+        return Decision("short", 1.0, "hold it") if self.count == 2 else None
+'''
